@@ -1,0 +1,88 @@
+//! `ferrollama`: the Llama 3.1 system in one native binary.
+//!
+//! This crate is only the command line: argument parsing, progress bars, logging, and
+//! turning library errors into one-line messages. All behaviour lives in the library crates.
+
+mod cache;
+mod cmd;
+mod jsonl;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ferrollama: run, serve and build on Llama 3.1, from one native binary.
+#[derive(Debug, Parser)]
+#[command(name = "ferrollama", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter, e.g. `info` or `ferrollama=debug` (also RUST_LOG). Logs go to stderr.
+    #[arg(long, global = true, default_value = "warn", env = "RUST_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Tokenize(cmd::tokenize::TokenizeArgs),
+    Detokenize(cmd::tokenize::DetokenizeArgs),
+    Prompt(cmd::prompt::PromptArgs),
+    ParseReply(cmd::prompt::ParseReplyArgs),
+    Fetch(cmd::fetch::FetchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line, so scripts can show it as is.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            eprintln!("{} (see `ferrollama --help`)", first.trim());
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match cli.command {
+        Command::Tokenize(a) => cmd::tokenize::tokenize(a),
+        Command::Detokenize(a) => cmd::tokenize::detokenize(a),
+        Command::Prompt(a) => cmd::prompt::prompt(a),
+        Command::ParseReply(a) => cmd::prompt::parse_reply(a),
+        Command::Fetch(a) => cmd::fetch::fetch(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors are printed on one line: newlines inside causes become spaces.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

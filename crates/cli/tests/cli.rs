@@ -1,0 +1,363 @@
+//! The command-line contract, driven through the real binary: the conformance vectors piped
+//! through `tokenize --jsonl` and `prompt --jsonl`, and one-line errors for bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrollama"))
+}
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/llama3")
+        .join(name)
+}
+
+/// Runs with `stdin` piped in.
+fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferrollama");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer");
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The tokenizer path the default (cached) resolution gives, fetched if needed.
+fn tokenizer() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROLLAMA_TOKENIZER") {
+        return PathBuf::from(p);
+    }
+    let out = run(bin().args(["fetch", "tokenizer"]), b"");
+    assert!(out.status.success(), "fetch failed: {}", stderr(&out));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn with_tok(args: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(args).arg("--tokenizer").arg(tokenizer());
+    c
+}
+
+#[test]
+fn tokenize_jsonl_reproduces_every_tokenizer_vector() {
+    let input = std::fs::read(testdata("tokenizer.jsonl")).expect("vectors");
+    let out = run(&mut with_tok(&["tokenize", "--jsonl"]), &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want: Vec<Value> = String::from_utf8_lossy(&input)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("vector")["ids"].clone())
+        .collect();
+    let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("output")["ids"].clone())
+        .collect();
+    assert_eq!(got.len(), 286);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn prompt_jsonl_reproduces_every_chat_vector() {
+    let input = std::fs::read(testdata("chat_format.jsonl")).expect("vectors");
+    let out = run(&mut with_tok(&["prompt", "--jsonl"]), &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want: Vec<Value> = String::from_utf8_lossy(&input)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("vector"))
+        .collect();
+    let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("output"))
+        .collect();
+    assert_eq!(got.len(), 32);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["ids"], w["ids"], "{}", w["id"]);
+        assert_eq!(g["text"], w["text"], "{}", w["id"]);
+    }
+}
+
+#[test]
+fn tokenize_flags_and_detokenize_round_trip() {
+    let out = run(
+        &mut with_tok(&["tokenize", "--bos", "--eos", "This is a test sentence."]),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<u32> = serde_json::from_slice(&out.stdout).expect("json array");
+    assert_eq!(ids, [128000, 2028, 374, 264, 1296, 11914, 13, 128001]);
+
+    let out = run(
+        &mut with_tok(&["tokenize", "--allow-special"]),
+        b"Hello<|eot_id|>world",
+    );
+    let ids: Vec<u32> = serde_json::from_slice(&out.stdout).expect("json array");
+    assert_eq!(ids, [9906, 128009, 14957]);
+    let out = run(&mut with_tok(&["tokenize"]), b"<|eot_id|>");
+    let ids: Vec<u32> = serde_json::from_slice(&out.stdout).expect("json array");
+    assert_eq!(ids, [27, 91, 68, 354, 851, 91, 29]);
+
+    let out = run(&mut with_tok(&["detokenize"]), b"[9906, 128009, 14957]");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"Hello<|eot_id|>world");
+}
+
+#[test]
+fn parse_reply_surfaces_builtin_and_custom_calls() {
+    let input = concat!(
+        r#"{"text": "<|python_tag|>brave_search.call(query=\"llamas\")<|eom_id|>"}"#,
+        "\n",
+        r#"{"text": "<function=get_weather>{\"city\": \"Paris\"}</function><|eot_id|>"}"#,
+        "\n",
+        r#"{"text": "Hello", "stop_reason": "out_of_tokens"}"#,
+        "\n"
+    );
+    let out = run(&mut with_tok(&["parse-reply"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines[0]["tool_calls"][0]["tool_name"], "brave_search");
+    assert_eq!(lines[0]["stop_reason"], "end_of_message");
+    assert_eq!(lines[1]["tool_calls"][0]["arguments"]["city"], "Paris");
+    assert_eq!(lines[2]["content"], "Hello");
+    assert_eq!(lines[2]["stop_reason"], "out_of_tokens");
+}
+
+/// Bad input: a one-line error on stderr, a non-zero exit, never a panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    assert!(!o.status.success());
+    let e = stderr(o);
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(needle), "{needle:?} not in {e:?}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e:?}");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    assert_clean_failure(&run(bin().args(["tokenize", "--bogus"]), b""), "--bogus");
+    assert_clean_failure(&run(bin().args(["frobnicate"]), b""), "frobnicate");
+    assert_clean_failure(
+        &run(
+            bin().args([
+                "tokenize",
+                "--tokenizer",
+                "/nonexistent/tokenizer.model",
+                "x",
+            ]),
+            b"",
+        ),
+        "/nonexistent/tokenizer.model",
+    );
+    let dir = tempdir();
+    let junk = dir.join("junk.model");
+    std::fs::write(&junk, "not a tokenizer\n").expect("write");
+    assert_clean_failure(
+        &run(
+            bin().arg("tokenize").arg("--tokenizer").arg(&junk).arg("x"),
+            b"",
+        ),
+        "line 1",
+    );
+    assert_clean_failure(&run(&mut with_tok(&["tokenize"]), b"\xff\xfe"), "UTF-8");
+    assert_clean_failure(&run(&mut with_tok(&["detokenize"]), b"[1, -2]"), "ids[1]");
+    assert_clean_failure(&run(&mut with_tok(&["detokenize"]), b"[999999]"), "999999");
+    assert_clean_failure(
+        &run(
+            &mut with_tok(&["prompt"]),
+            b"{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}",
+        ),
+        "robot",
+    );
+    assert_clean_failure(
+        &run(
+            &mut with_tok(&["prompt"]),
+            b"{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}]}]}",
+        ),
+        "image",
+    );
+}
+
+#[test]
+fn malformed_jsonl_line_is_reported_and_the_rest_still_answered() {
+    let input = b"{\"text\": \"a\"}\n{oops\n\xff\n{\"text\": \"b\", \"bos\": true}\n";
+    let out = run(&mut with_tok(&["tokenize", "--jsonl"]), input);
+    assert!(!out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["ids"], serde_json::json!([64]));
+    assert!(lines[1]["error"].is_string());
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UTF-8"))
+    );
+    assert_eq!(lines[3]["ids"], serde_json::json!([128000, 65]));
+    let e = stderr(&out);
+    assert!(e.contains("line 2") && e.contains("line 3"), "{e}");
+}
+
+fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "ferrollama-cli-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tempdir");
+    d
+}
+
+/// A stand-in for `python3 -m pip download` that "downloads" a wheel we built, so the
+/// fetch path (extraction, sha256 check, atomic rename) is tested without a network.
+fn fake_pip(dir: &Path, member_content: &[u8]) -> PathBuf {
+    let wheel = dir.join("llama_models-0.3.0-py3-none-any.whl");
+    {
+        let f = std::fs::File::create(&wheel).expect("wheel");
+        let mut z = zip_writer(f);
+        z.add("llama_models/llama3/tokenizer.model", member_content);
+    }
+    let script = dir.join("fake-python");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# args: -m pip download ... -d DIR SPEC\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -d ]; then cp '{}' \"$2\"/; fi; shift; done\n",
+            wheel.display()
+        ),
+    )
+    .expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
+
+#[test]
+fn fetch_refuses_a_file_with_the_wrong_sha256() {
+    let dir = tempdir();
+    let python = fake_pip(&dir, b"IQ== 0\n");
+    let cache = dir.join("cache");
+    let out = run(
+        bin()
+            .args(["fetch", "tokenizer"])
+            .env("FERROLLAMA_CACHE", &cache)
+            .env("FERROLLAMA_PYTHON", &python),
+        b"",
+    );
+    assert_clean_failure(&out, "sha256");
+    let target = cache.join("llama-models-0.3.0/tokenizer.model");
+    assert!(
+        !target.exists(),
+        "a rejected download must not look complete"
+    );
+}
+
+#[test]
+fn fetch_installs_the_verified_file_atomically() {
+    let dir = tempdir();
+    let real = std::fs::read(tokenizer()).expect("tokenizer");
+    let python = fake_pip(&dir, &real);
+    let cache = dir.join("cache");
+    let out = run(
+        bin()
+            .args(["fetch", "tokenizer"])
+            .env("FERROLLAMA_CACHE", &cache)
+            .env("FERROLLAMA_PYTHON", &python),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = cache.join("llama-models-0.3.0/tokenizer.model");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        target.display().to_string()
+    );
+    assert_eq!(std::fs::read(&target).expect("installed"), real);
+    // The cached copy is used from now on, even with no way to download.
+    let out = run(
+        bin()
+            .args(["tokenize", "hi"])
+            .env("FERROLLAMA_CACHE", &cache)
+            .env("FERROLLAMA_PYTHON", "/nonexistent"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Minimal stored (uncompressed) zip writer, enough for a one-file wheel.
+struct ZipWriter {
+    f: std::fs::File,
+}
+
+fn zip_writer(f: std::fs::File) -> ZipWriter {
+    ZipWriter { f }
+}
+
+impl ZipWriter {
+    fn add(&mut self, name: &str, data: &[u8]) {
+        let crc = crc32(data);
+        let n = name.len() as u16;
+        let size = data.len() as u32;
+        let mut local = Vec::new();
+        local.extend_from_slice(&0x04034b50u32.to_le_bytes());
+        local.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        local.extend_from_slice(&crc.to_le_bytes());
+        local.extend_from_slice(&size.to_le_bytes());
+        local.extend_from_slice(&size.to_le_bytes());
+        local.extend_from_slice(&n.to_le_bytes());
+        local.extend_from_slice(&0u16.to_le_bytes());
+        local.extend_from_slice(name.as_bytes());
+        let mut central = Vec::new();
+        central.extend_from_slice(&0x02014b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&crc.to_le_bytes());
+        central.extend_from_slice(&size.to_le_bytes());
+        central.extend_from_slice(&size.to_le_bytes());
+        central.extend_from_slice(&n.to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&0u32.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+        let cd_offset = (local.len() + data.len()) as u32;
+        let mut end = Vec::new();
+        end.extend_from_slice(&0x06054b50u32.to_le_bytes());
+        end.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+        end.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        end.extend_from_slice(&cd_offset.to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes());
+        for part in [&local[..], data, &central, &end] {
+            self.f.write_all(part).expect("write zip");
+        }
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
