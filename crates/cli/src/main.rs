@@ -24,6 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Run(cmd::run::RunArgs),
+    Chat(cmd::chat::ChatArgs),
+    Bench(cmd::bench::BenchArgs),
     Tokenize(cmd::tokenize::TokenizeArgs),
     Detokenize(cmd::tokenize::DetokenizeArgs),
     Prompt(cmd::prompt::PromptArgs),
@@ -67,6 +70,9 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Chat(a) => cmd::chat::chat(a),
+        Command::Bench(a) => cmd::bench::bench(a),
         Command::Tokenize(a) => cmd::tokenize::tokenize(a),
         Command::Detokenize(a) => cmd::tokenize::detokenize(a),
         Command::Prompt(a) => cmd::prompt::prompt(a),

@@ -9,8 +9,10 @@
 //! scan instead, which is faster below a few dozen bytes. Both give identical results
 //! (a property test checks it).
 //!
-//! The merge is generic over `rank(bytes)` so that any rank-ordered BPE (tiktoken files, or
-//! GGUF merge lists turned into ranks) shares this one implementation.
+//! The merge is generic over `rank(start, mid, end)`, the rank of merging the part
+//! `piece[start..mid]` with `piece[mid..end]`, so that both kinds of BPE share this one
+//! implementation: tiktoken files rank the merged bytes `piece[start..end]`, while GGUF and
+//! Hugging Face files rank the pair of parts (their merge lists).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -24,17 +26,18 @@ pub struct Scratch {
     parts: Vec<(usize, u32)>,
     next: Vec<usize>,
     prev: Vec<usize>,
-    heap: BinaryHeap<Reverse<(u32, usize, usize)>>,
+    heap: BinaryHeap<Reverse<(u32, usize, usize, usize)>>,
 }
 
 /// Merges `piece` (length >= 2) and calls `emit(start, end)` for each final part, in order.
-/// `rank` returns the rank of a byte string, or `None` if it is not a token.
-/// `max_token_len` bounds the length of any token, so longer pairs are never looked up.
+/// `rank(start, mid, end)` ranks merging `piece[start..mid]` with `piece[mid..end]`, or
+/// `None` if they do not merge. `max_token_len` bounds the length of any token, so longer
+/// pairs are never looked up.
 pub fn merge(
     piece: &[u8],
     max_token_len: usize,
     scratch: &mut Scratch,
-    rank: impl Fn(&[u8]) -> Option<u32>,
+    rank: impl Fn(usize, usize, usize) -> Option<u32>,
     mut emit: impl FnMut(usize, usize),
 ) {
     if piece.len() <= SMALL {
@@ -48,27 +51,18 @@ pub fn merge(
 fn merge_small(
     piece: &[u8],
     scratch: &mut Scratch,
-    rank: &impl Fn(&[u8]) -> Option<u32>,
+    rank: &impl Fn(usize, usize, usize) -> Option<u32>,
     emit: &mut impl FnMut(usize, usize),
 ) {
     const NONE: u32 = u32::MAX;
     let parts = &mut scratch.parts;
     parts.clear();
     for i in 0..piece.len() - 1 {
-        parts.push((i, rank(&piece[i..i + 2]).unwrap_or(NONE)));
+        parts.push((i, rank(i, i + 1, i + 2).unwrap_or(NONE)));
     }
     parts.push((piece.len() - 1, NONE));
     parts.push((piece.len(), NONE));
 
-    // Rank of the parts starting at `parts[i]` and `parts[i + 1]` merged, given the part
-    // after `i + 1` ends where `parts[i + 3]` starts (or at the end of the piece).
-    let pair_rank = |parts: &[(usize, u32)], i: usize| -> u32 {
-        if i + 3 < parts.len() {
-            rank(&piece[parts[i].0..parts[i + 3].0]).unwrap_or(NONE)
-        } else {
-            NONE
-        }
-    };
 
     loop {
         let mut min = (NONE, 0);
@@ -82,9 +76,19 @@ fn merge_small(
         }
         let i = min.1;
         if i > 0 {
-            parts[i - 1].1 = pair_rank(parts, i - 1);
+            // Left neighbour [i-1] with the merged part [i, i+2).
+            parts[i - 1].1 = if i + 2 < parts.len() {
+                rank(parts[i - 1].0, parts[i].0, parts[i + 2].0).unwrap_or(NONE)
+            } else {
+                NONE
+            };
         }
-        parts[i].1 = pair_rank(parts, i);
+        // Merged part [i, i+2) with its right neighbour [i+2, i+3).
+        parts[i].1 = if i + 3 < parts.len() {
+            rank(parts[i].0, parts[i + 2].0, parts[i + 3].0).unwrap_or(NONE)
+        } else {
+            NONE
+        };
         parts.remove(i + 1);
     }
     for w in parts.windows(2) {
@@ -96,7 +100,7 @@ fn merge_large(
     piece: &[u8],
     max_token_len: usize,
     scratch: &mut Scratch,
-    rank: &impl Fn(&[u8]) -> Option<u32>,
+    rank: &impl Fn(usize, usize, usize) -> Option<u32>,
     emit: &mut impl FnMut(usize, usize),
 ) {
     let n = piece.len();
@@ -114,32 +118,32 @@ fn merge_large(
     prev.extend(0..n - 1);
     heap.clear();
 
-    let push = |heap: &mut BinaryHeap<Reverse<(u32, usize, usize)>>, left: usize, end: usize| {
+    type Heap = BinaryHeap<Reverse<(u32, usize, usize, usize)>>;
+    let push = |heap: &mut Heap, left: usize, mid: usize, end: usize| {
         if end - left <= max_token_len
-            && let Some(r) = rank(&piece[left..end])
+            && let Some(r) = rank(left, mid, end)
         {
-            heap.push(Reverse((r, left, end)));
+            heap.push(Reverse((r, left, mid, end)));
         }
     };
     for i in 0..n - 1 {
-        push(heap, i, i + 2);
+        push(heap, i, i + 1, i + 2);
     }
-    while let Some(Reverse((_, left, end))) = heap.pop() {
-        // Stale unless `left` is alive and the part after it still ends at `end`: parts only
-        // grow, so the same (left, end) span means the same bytes and the same rank.
-        let mid = next[left];
-        if mid == DEAD || mid >= n || next[mid] != end {
+    while let Some(Reverse((_, left, mid, end))) = heap.pop() {
+        // Stale unless the two parts are still exactly [left, mid) and [mid, end): parts only
+        // grow, so equal boundaries mean the same pair and the same rank.
+        if next[left] != mid || mid >= n || next[mid] != end {
             continue;
         }
         next[left] = end;
         next[mid] = DEAD;
         if end < n {
             prev[end] = left;
-            push(heap, left, next[end]);
+            push(heap, left, end, next[end]);
         }
         let p = prev[left];
         if p != usize::MAX {
-            push(heap, p, end);
+            push(heap, p, left, end);
         }
     }
     let mut s = 0;
@@ -158,7 +162,7 @@ mod tests {
     fn run(piece: &[u8], ranks: &HashMap<Vec<u8>, u32>, large: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut s = Scratch::default();
-        let rank = |b: &[u8]| ranks.get(b).copied();
+        let rank = |a: usize, _m: usize, b: usize| ranks.get(&piece[a..b]).copied();
         let mut emit = |a: usize, b: usize| out.push(piece[a..b].to_vec());
         if large {
             merge_large(piece, 64, &mut s, &rank, &mut emit);

@@ -14,10 +14,12 @@
 //! encoding is linear on any input and faster than tiktoken on ordinary text.
 
 pub mod bpe;
+pub mod bytelevel;
 pub mod chat;
 pub mod class;
 pub mod error;
 pub mod pretokenize;
+pub mod pretokenize_gpt2;
 pub mod special;
 pub mod split;
 pub mod stream;
@@ -29,6 +31,7 @@ pub use special::Special;
 pub use stream::StreamDecoder;
 pub use tokenizer::{AllowedSpecial, Tokenizer};
 pub use vocab::Vocab;
+pub use bytelevel::{ByteLevelBpe, PreTokenizer, TokenKind};
 
 /// sha256 of Meta's Llama 3 `tokenizer.model` (llama-models 0.3.0).
 pub const LLAMA3_TOKENIZER_SHA256: &str =

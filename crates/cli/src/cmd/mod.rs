@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod chat;
 pub mod fetch;
+pub mod model_args;
 pub mod prompt;
+pub mod run;
 pub mod tokenize;
 
 use std::path::PathBuf;

@@ -1,0 +1,103 @@
+//! `ferrollama chat`: interactive multi-turn chat.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ferrollama_engine::{ChatMessage, GenerateParams, generate};
+
+use super::model_args::{ModelArgs, SamplingArgs};
+
+/// Chat with a model in the terminal, using its chat template; replies stream as they are
+/// generated. Earlier turns stay in the KV cache, so each turn only computes what is new.
+///
+/// Commands: /reset (forget the conversation), /system TEXT (set the system prompt and
+/// reset), /quit (or end of input).
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Longest reply, in tokens.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    n_predict: usize,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+pub fn chat(a: ChatArgs) -> Result<ExitCode> {
+    let sampler = a.sampling.config()?;
+    let model = a.model.load()?;
+    let mut session = a.model.session(&model)?;
+    let mut system = a.system.clone();
+    let mut dialog: Vec<ChatMessage> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    eprintln!("{} — /reset, /system TEXT, /quit", model.name);
+    loop {
+        write!(out, "> ")?;
+        out.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                dialog.clear();
+                session.reset();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            cmd if cmd.starts_with("/system") => {
+                system = Some(cmd.trim_start_matches("/system").trim().to_string()).filter(|s| !s.is_empty());
+                dialog.clear();
+                session.reset();
+                eprintln!("(system prompt set; conversation cleared)");
+                continue;
+            }
+            cmd if cmd.starts_with('/') => {
+                eprintln!("unknown command {cmd}; commands: /reset, /system TEXT, /quit");
+                continue;
+            }
+            _ => {}
+        }
+        dialog.push(ChatMessage::new("user", line));
+        let mut messages = Vec::with_capacity(dialog.len() + 1);
+        if let Some(s) = &system {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.extend(dialog.iter().cloned());
+        let prompt = match model.chat_prompt(&messages) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                dialog.pop();
+                continue;
+            }
+        };
+        let params = GenerateParams {
+            max_tokens: a.n_predict,
+            sampler: sampler.clone(),
+            stop: Vec::new(),
+        };
+        match generate(&model, &mut session, &prompt, &params, &mut |s| {
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }) {
+            Ok(g) => {
+                writeln!(out)?;
+                dialog.push(ChatMessage::new("assistant", &g.text));
+            }
+            Err(e) => {
+                eprintln!("\nerror: {e} (use /reset to start over)");
+                dialog.pop();
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

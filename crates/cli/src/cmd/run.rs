@@ -1,0 +1,62 @@
+//! `ferrollama run`: raw completion, streamed.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ferrollama_engine::{GenerateParams, generate};
+
+use super::model_args::{ModelArgs, SamplingArgs};
+
+/// Complete a prompt (no chat template), streaming the text to stdout.
+///
+/// With --temperature 0 the output is deterministic.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    n_predict: usize,
+    /// Parse special-token text (e.g. <|im_start|>) in the prompt.
+    #[arg(long)]
+    special: bool,
+    /// Print timings to stderr at the end.
+    #[arg(long)]
+    verbose: bool,
+    /// The prompt.
+    prompt: String,
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let sampler = a.sampling.config()?;
+    let model = a.model.load()?;
+    let mut session = a.model.session(&model)?;
+    let prompt = model.encode(&a.prompt, true, a.special);
+    let params = GenerateParams {
+        max_tokens: a.n_predict,
+        sampler,
+        stop: Vec::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    let g = generate(&model, &mut session, &prompt, &params, &mut |s| {
+        let _ = out.write_all(s.as_bytes());
+        let _ = out.flush();
+    })?;
+    let _ = writeln!(out);
+    if a.verbose {
+        eprintln!(
+            "prompt {} tokens in {:.3}s ({:.1} tok/s); generated {} tokens in {:.3}s ({:.1} tok/s); finish {:?}",
+            g.prompt_tokens,
+            g.prefill_seconds,
+            g.prompt_tokens as f64 / g.prefill_seconds.max(1e-9),
+            g.tokens.len(),
+            g.decode_seconds,
+            g.tokens.len() as f64 / g.decode_seconds.max(1e-9),
+            g.finish
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,22 @@
+//! Requests to forward passes: sampling, stop rules, chat templates and the generation loop.
+//!
+//! The engine turns "this dialog, these settings" into tokens and text. It owns the sampler
+//! chain, stop tokens and stop strings, chat templates and the per-sequence session (KV
+//! cache and buffers). It must not know about HTTP (the server's job) or file formats (the
+//! model crate's).
+//!
+//! Key choice: each sequence carries its own seeded sampler, so the same seed gives the same
+//! tokens whatever else runs.
+
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sampler;
+pub mod stop;
+pub mod template;
+
+pub use error::{EngineError, Result};
+pub use generate::{FinishReason, GenerateParams, Generation, Session, generate};
+pub use model::Model;
+pub use sampler::{Sampler, SamplerConfig};
+pub use template::{ChatMessage, ChatTemplate};

@@ -1,0 +1,125 @@
+//! A runnable model: weights, tokenizer and chat template together.
+
+use std::path::Path;
+
+use ferrollama_model::gguf::GgufFile;
+use ferrollama_model::{ModelTokenizer, Llama};
+use ferrollama_tokenizer::TokenKind;
+
+use crate::error::{EngineError, Result};
+use crate::template::{ChatMessage, ChatTemplate};
+
+/// A loaded model ready to generate.
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub llama: Llama,
+    pub tokenizer: ModelTokenizer,
+    pub template: ChatTemplate,
+}
+
+impl Model {
+    /// Loads a `.gguf` file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let f = GgufFile::open(path)?;
+        let llama = Llama::from_gguf(&f)?;
+        let tokenizer = ModelTokenizer::from_gguf(&f)?;
+        if tokenizer.bpe.n_tokens() != llama.config.vocab_size {
+            return Err(EngineError::Invalid(format!(
+                "the tokenizer has {} tokens but the model {}",
+                tokenizer.bpe.n_tokens(),
+                llama.config.vocab_size
+            )));
+        }
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.bpe.token_bytes(i, true).ok())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::detect(
+            tokenizer.chat_template.as_deref(),
+            &text(tokenizer.bos),
+            &text(tokenizer.eos),
+        );
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        Ok(Model {
+            name,
+            llama,
+            tokenizer,
+            template,
+        })
+    }
+
+    /// Tokens of `text`, with BOS first when the model wants it and `bos` is set.
+    pub fn encode(&self, text: &str, bos: bool, parse_special: bool) -> Vec<u32> {
+        let mut ids = Vec::new();
+        if bos
+            && self.tokenizer.add_bos
+            && let Some(b) = self.tokenizer.bos
+        {
+            ids.push(b);
+        }
+        ids.extend(self.tokenizer.bpe.encode(text, parse_special));
+        ids
+    }
+
+    /// Bytes a token contributes to visible output (control tokens contribute nothing).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.tokenizer.bpe.token_bytes(id, false).unwrap_or(&[])
+    }
+
+    /// Whether `id` ends generation.
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.tokenizer.stop_ids.contains(&id)
+    }
+
+    /// Prompt ids for a dialog, ending where the assistant's reply begins.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        match &self.template {
+            ChatTemplate::Jinja {
+                source,
+                bos_token,
+                eos_token,
+            } => {
+                let text = ChatTemplate::render_jinja(source, bos_token, eos_token, messages, true)?;
+                // The template writes BOS itself when it wants one.
+                Ok(self.encode(&text, false, true))
+            }
+            ChatTemplate::Llama31 => self.llama31_prompt(messages),
+        }
+    }
+
+    /// Meta's layout, with structural tokens by id and content encoded as plain text so that
+    /// user text can never inject a header or end-of-turn token.
+    fn llama31_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let bpe = &self.tokenizer.bpe;
+        let special = |t: &str| {
+            bpe.token_id(t)
+                .filter(|&i| bpe.kind(i) == Some(TokenKind::Control))
+                .ok_or_else(|| EngineError::Template(format!("the vocabulary has no {t} token for the Llama 3.1 format")))
+        };
+        let (start, end, eot) = (
+            special("<|start_header_id|>")?,
+            special("<|end_header_id|>")?,
+            special("<|eot_id|>")?,
+        );
+        let mut ids = vec![special("<|begin_of_text|>")?];
+        let mut header = |ids: &mut Vec<u32>, role: &str| {
+            ids.push(start);
+            ids.extend(bpe.encode(role, false));
+            ids.push(end);
+            ids.extend(bpe.encode("\n\n", false));
+        };
+        for m in messages {
+            let role = if m.role == "tool" { "ipython" } else { m.role.as_str() };
+            header(&mut ids, role);
+            ids.extend(bpe.encode(&m.content, false));
+            ids.push(eot);
+        }
+        header(&mut ids, "assistant");
+        Ok(ids)
+    }
+}

@@ -1,0 +1,246 @@
+//! Llama hyperparameters, from GGUF metadata or a Hugging Face `config.json`.
+
+use serde::Deserialize;
+
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgufFile, MetadataExt};
+
+/// Llama 3.1 RoPE frequency scaling (`rope_scaling` with `rope_type: "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: f32,
+}
+
+impl RopeScaling {
+    /// Per-pair frequency divisors, exactly as llama.cpp's converter writes `rope_freqs`
+    /// and Meta's `apply_scaling` implies: 1 for high frequencies, `factor` for low ones,
+    /// and a smooth blend between (spec §3).
+    pub fn freq_divisors(&self, head_dim: usize, theta: f32) -> Vec<f32> {
+        let old = self.original_max_position_embeddings;
+        let low_wavelen = old / self.low_freq_factor;
+        let high_wavelen = old / self.high_freq_factor;
+        (0..head_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    self.factor
+                } else {
+                    let smooth = (old / wavelen - self.low_freq_factor)
+                        / (self.high_freq_factor - self.low_freq_factor);
+                    1.0 / ((1.0 - smooth) / self.factor + smooth)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The numbers that shape a Llama model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Model width.
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Leading dimensions of each head that RoPE rotates (usually all of them).
+    pub rope_dims: usize,
+    /// Feed-forward hidden width (w1/w3 rows).
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    pub norm_eps: f32,
+    pub rope_theta: f32,
+    /// Training context length.
+    pub max_seq_len: usize,
+    /// Llama 3.1 scaling given as parameters (HF configs); GGUF files carry divisors as the
+    /// `rope_freqs` tensor instead.
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+impl LlamaConfig {
+    /// Reads `llama.*` metadata from a GGUF file.
+    pub fn from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
+        let arch = f.get_str("general.architecture")?.unwrap_or("llama");
+        if arch != "llama" {
+            return Err(ModelError::Unsupported(format!(
+                "architecture {arch:?}; ferrollama runs Llama-architecture models"
+            )));
+        }
+        let k = |s: &str| format!("llama.{s}");
+        let dim = f.require_usize(&k("embedding_length"))?;
+        let n_heads = f.require_usize(&k("attention.head_count"))?;
+        let n_kv_heads = f
+            .get_u64(&k("attention.head_count_kv"))?
+            .map_or(n_heads, |v| v as usize);
+        let vocab_size = match f.get_u64(&k("vocab_size"))? {
+            Some(v) => v as usize,
+            None => f
+                .tensor("token_embd.weight")
+                .map(|t| t.matrix_shape().0)
+                .ok_or_else(|| ModelError::Metadata {
+                    key: k("vocab_size"),
+                    what: "missing, and no token_embd.weight to infer it from".into(),
+                })?,
+        };
+        let head_dim = match f.get_u64(&k("attention.key_length"))? {
+            Some(v) => v as usize,
+            None if n_heads > 0 => dim / n_heads,
+            None => 0,
+        };
+        let cfg = LlamaConfig {
+            dim,
+            n_layers: f.require_usize(&k("block_count"))?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_dims: f
+                .get_u64(&k("rope.dimension_count"))?
+                .map_or(head_dim, |v| v as usize),
+            ffn_dim: f.require_usize(&k("feed_forward_length"))?,
+            vocab_size,
+            norm_eps: f
+                .get_f64(&k("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5) as f32,
+            rope_theta: f.get_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
+            max_seq_len: f.get_u64(&k("context_length"))?.map_or(4096, |v| v as usize),
+            rope_scaling: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_json(text: &str) -> Result<LlamaConfig> {
+        #[derive(Deserialize)]
+        struct Hf {
+            hidden_size: usize,
+            num_hidden_layers: usize,
+            num_attention_heads: usize,
+            num_key_value_heads: Option<usize>,
+            head_dim: Option<usize>,
+            intermediate_size: usize,
+            vocab_size: usize,
+            rms_norm_eps: Option<f32>,
+            rope_theta: Option<f32>,
+            max_position_embeddings: Option<usize>,
+            rope_scaling: Option<serde_json::Value>,
+        }
+        let hf: Hf = serde_json::from_str(text)
+            .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+        let rope_scaling = match hf.rope_scaling {
+            Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
+                serde_json::from_value::<RopeScaling>(v)
+                    .map_err(|e| ModelError::Invalid(format!("config.json rope_scaling: {e}")))?,
+            ),
+            Some(serde_json::Value::Null) | None => None,
+            Some(other) => {
+                return Err(ModelError::Unsupported(format!("rope_scaling {other}")));
+            }
+        };
+        let n_heads = hf.num_attention_heads;
+        let head_dim = hf
+            .head_dim
+            .unwrap_or(if n_heads > 0 { hf.hidden_size / n_heads } else { 0 });
+        let cfg = LlamaConfig {
+            dim: hf.hidden_size,
+            n_layers: hf.num_hidden_layers,
+            n_heads,
+            n_kv_heads: hf.num_key_value_heads.unwrap_or(n_heads),
+            head_dim,
+            rope_dims: head_dim,
+            ffn_dim: hf.intermediate_size,
+            vocab_size: hf.vocab_size,
+            norm_eps: hf.rms_norm_eps.unwrap_or(1e-5),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            max_seq_len: hf.max_position_embeddings.unwrap_or(4096),
+            rope_scaling,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects shapes the forward pass cannot run (and absurd sizes from crafted files).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(ModelError::Invalid(format!("model shape: {what}")));
+        if self.dim == 0 || self.n_layers == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
+            return bad(format!("{self:?} has a zero dimension"));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "{} heads do not divide into {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 1024 {
+            return bad(format!("head_dim {} must be even and at most 1024", self.head_dim));
+        }
+        if self.rope_dims % 2 != 0 || self.rope_dims > self.head_dim {
+            return bad(format!("rope dims {} for head_dim {}", self.rope_dims, self.head_dim));
+        }
+        if self.dim > 1 << 16 || self.ffn_dim > 1 << 18 || self.n_layers > 1024 || self.vocab_size > 1 << 22 {
+            return bad("absurdly large".into());
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) || !(self.rope_theta > 1.0) {
+            return bad(format!("norm_eps {} / rope_theta {}", self.norm_eps, self.rope_theta));
+        }
+        Ok(())
+    }
+
+    /// Heads sharing one KV head.
+    pub fn n_rep(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+
+    /// Width of the K and V projections.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Width of the Q projection.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama31_divisors_blend_between_bands() {
+        let s = RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        let d = s.freq_divisors(128, 500_000.0);
+        assert_eq!(d.len(), 64);
+        assert_eq!(d[0], 1.0, "highest frequency untouched");
+        assert_eq!(d[63], 8.0, "lowest frequency divided by the factor");
+        assert!(d.windows(2).all(|w| w[0] <= w[1]), "monotone");
+        assert!(d.iter().any(|&x| x > 1.0 && x < 8.0), "a smooth middle band exists");
+    }
+
+    #[test]
+    fn hf_config_with_llama3_scaling() {
+        let c = LlamaConfig::from_hf_json(
+            r#"{"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "intermediate_size": 8192, "vocab_size": 128256,
+                "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 131072,
+                "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192, "rope_type": "llama3"}}"#,
+        )
+        .expect("config");
+        assert_eq!(c.head_dim, 64);
+        assert_eq!(c.n_rep(), 4);
+        assert_eq!(c.rope_scaling.map(|s| s.factor), Some(32.0));
+        assert!(LlamaConfig::from_hf_json("{}").is_err());
+    }
+}

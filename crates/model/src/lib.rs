@@ -1,0 +1,27 @@
+//! Model files and the one Llama forward pass.
+//!
+//! This crate owns reading and writing model files (GGUF, safetensors), the Llama
+//! configuration and weight layout, the GGUF-embedded tokenizers, the KV cache and the
+//! forward pass. It sits on the tensor crate's kernels and must not know about requests,
+//! sampling or serving (the engine's job).
+//!
+//! Key choice: there is exactly one forward pass (`llama.rs`), written with the reference
+//! names (`wq wk wv wo w1 w2 w3 attention_norm ffn_norm`); every file format is mapped onto
+//! those names in one place (`names.rs`) at load time.
+
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod kv_cache;
+pub mod llama;
+pub mod names;
+pub mod safetensors;
+pub mod vocab;
+pub mod weights;
+
+pub use config::{LlamaConfig, RopeScaling};
+pub use error::{ModelError, Result};
+pub use kv_cache::{KvCache, KvType};
+pub use llama::{Llama, State};
+pub use vocab::ModelTokenizer;
+pub use weights::{Layer, Tensor, Weights};

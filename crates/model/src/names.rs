@@ -1,0 +1,68 @@
+//! The one place where file-format tensor names meet the reference names.
+//!
+//! Reference names are Meta's (`tok_embeddings`, `layers.N.attention.wq`, `feed_forward.w1`,
+//! ...). GGUF (llama.cpp) and Hugging Face name the same tensors differently; loaders ask
+//! this table and nothing else.
+
+/// Per-layer tensors: (reference, GGUF, Hugging Face) suffixes.
+pub const LAYER: [(&str, &str, &str); 9] = [
+    ("attention_norm", "attn_norm", "input_layernorm"),
+    ("attention.wq", "attn_q", "self_attn.q_proj"),
+    ("attention.wk", "attn_k", "self_attn.k_proj"),
+    ("attention.wv", "attn_v", "self_attn.v_proj"),
+    ("attention.wo", "attn_output", "self_attn.o_proj"),
+    ("ffn_norm", "ffn_norm", "post_attention_layernorm"),
+    ("feed_forward.w1", "ffn_gate", "mlp.gate_proj"),
+    ("feed_forward.w2", "ffn_down", "mlp.down_proj"),
+    ("feed_forward.w3", "ffn_up", "mlp.up_proj"),
+];
+
+/// Whole-model tensors: (reference, GGUF, Hugging Face).
+pub const GLOBAL: [(&str, &str, &str); 4] = [
+    ("tok_embeddings", "token_embd", "model.embed_tokens"),
+    ("norm", "output_norm", "model.norm"),
+    ("output", "output", "lm_head"),
+    ("rope_freqs", "rope_freqs", ""),
+];
+
+/// Which file format's names to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Gguf,
+    HuggingFace,
+}
+
+/// The file's name of reference tensor `name` (`"attention.wq"`) in `layer`, or of a
+/// whole-model tensor when `layer` is `None`.
+pub fn file_name(format: Format, layer: Option<usize>, name: &str) -> Option<String> {
+    let pick = |row: &(&str, &'static str, &'static str)| match format {
+        Format::Gguf => row.1,
+        Format::HuggingFace => row.2,
+    };
+    match layer {
+        Some(l) => LAYER.iter().find(|r| r.0 == name).map(|r| match format {
+            Format::Gguf => format!("blk.{l}.{}.weight", pick(r)),
+            Format::HuggingFace => format!("model.layers.{l}.{}.weight", pick(r)),
+        }),
+        None => GLOBAL
+            .iter()
+            .find(|r| r.0 == name && !pick(r).is_empty())
+            .map(|r| format!("{}.weight", pick(r))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_reference_names() {
+        assert_eq!(file_name(Format::Gguf, Some(3), "attention.wq").as_deref(), Some("blk.3.attn_q.weight"));
+        assert_eq!(
+            file_name(Format::HuggingFace, Some(0), "feed_forward.w2").as_deref(),
+            Some("model.layers.0.mlp.down_proj.weight")
+        );
+        assert_eq!(file_name(Format::Gguf, None, "tok_embeddings").as_deref(), Some("token_embd.weight"));
+        assert_eq!(file_name(Format::HuggingFace, None, "rope_freqs"), None);
+    }
+}

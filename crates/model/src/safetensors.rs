@@ -1,0 +1,203 @@
+//! Hugging Face model folders: `config.json` + `model.safetensors` (or sharded
+//! `model-0000N-of-0000M.safetensors` with `model.safetensors.index.json`), F32/F16/BF16.
+//!
+//! Weights are mapped onto reference names through `names.rs`. Hugging Face's conversion
+//! permuted the rows of `wq` and `wk` so that rotate-half RoPE works; our forward pass uses
+//! Meta's adjacent-pair RoPE, so those two are permuted back at load (spec §3):
+//! within each head, Meta row `2j` = HF row `j`, Meta row `2j + 1` = HF row `hd/2 + j`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferrollama_tensor::DType;
+use safetensors::{Dtype as StDtype, SafeTensors};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::Bytes;
+use crate::names::{Format, file_name};
+use crate::weights::{Layer, Tensor, Weights};
+
+/// The safetensors files of a folder, memory-mapped.
+#[derive(Debug)]
+pub struct SafetensorsFolder {
+    pub config: LlamaConfig,
+    files: Vec<Arc<Bytes>>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl SafetensorsFolder {
+    /// Opens `dir`: reads `config.json` and maps every shard.
+    pub fn open(dir: &Path) -> Result<SafetensorsFolder> {
+        let cfg_path = dir.join("config.json");
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
+        let config = LlamaConfig::from_hf_json(&cfg_text)?;
+        let index = dir.join("model.safetensors.index.json");
+        let shards: Vec<PathBuf> = if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Invalid(format!("{}: {e}", index.display())))?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Invalid(format!("{} has no weight_map", index.display())))?;
+            let names: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+            names
+                .into_iter()
+                .map(|n| {
+                    // Shard names come from the file: refuse anything that leaves the folder.
+                    if n.contains('/') || n.contains('\\') || n.starts_with('.') {
+                        Err(ModelError::Invalid(format!("shard name {n:?} is not a plain file name")))
+                    } else {
+                        Ok(dir.join(n))
+                    }
+                })
+                .collect::<Result<_>>()?
+        } else {
+            vec![dir.join("model.safetensors")]
+        };
+        let files = shards
+            .iter()
+            .map(|p| {
+                let f = std::fs::File::open(p).map_err(io(p))?;
+                // SAFETY: read-only map; see GgufFile::open.
+                let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(p))?;
+                // Validate the header now, so later lookups cannot fail on format.
+                SafeTensors::deserialize(&m)
+                    .map_err(|e| ModelError::Invalid(format!("{}: {e}", p.display())))?;
+                Ok(Arc::new(Bytes::Mmap(m)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(SafetensorsFolder { config, files })
+    }
+
+    /// Finds `name` in the shards: (file index, dtype, shape, byte range).
+    fn find(&self, name: &str) -> Result<Option<(usize, DType, Vec<usize>, usize, usize)>> {
+        for (i, f) in self.files.iter().enumerate() {
+            let st = SafeTensors::deserialize(f).map_err(|e| ModelError::Invalid(e.to_string()))?;
+            if let Ok(view) = st.tensor(name) {
+                let dtype = match view.dtype() {
+                    StDtype::F32 => DType::F32,
+                    StDtype::F16 => DType::F16,
+                    StDtype::BF16 => DType::BF16,
+                    other => {
+                        return Err(ModelError::Tensor {
+                            name: name.into(),
+                            what: format!("dtype {other:?} is not supported (F32, F16, BF16 are)"),
+                        });
+                    }
+                };
+                let data = view.data();
+                let start = data.as_ptr() as usize - f.as_ptr() as usize;
+                return Ok(Some((i, dtype, view.shape().to_vec(), start, data.len())));
+            }
+        }
+        Ok(None)
+    }
+
+    fn tensor(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Tensor>> {
+        let Some((file, dtype, shape, start, len)) = self.find(name)? else {
+            return Ok(None);
+        };
+        let (r, c) = match shape.as_slice() {
+            [n] => (1, *n),
+            [r, c] => (*r, *c),
+            _ => (0, 0),
+        };
+        if (r, c) != (rows, cols) {
+            return Err(ModelError::Tensor {
+                name: name.into(),
+                what: format!("shape {shape:?}, expected [{rows}, {cols}]"),
+            });
+        }
+        Ok(Some(Tensor::view(dtype, rows, cols, self.files[file].clone(), start, len)?))
+    }
+
+    fn required(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
+        self.tensor(name, rows, cols)?.ok_or_else(|| ModelError::Tensor {
+            name: name.into(),
+            what: "missing from the safetensors files".into(),
+        })
+    }
+
+    /// Maps the folder's tensors onto reference names (permuting `wq`/`wk` back to Meta's
+    /// layout).
+    pub fn weights(&self) -> Result<Weights> {
+        let c = &self.config;
+        let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let name = |l: Option<usize>, n: &str| file_name(Format::HuggingFace, l, n).unwrap_or_default();
+        let vector = |l: Option<usize>, n: &str| -> Result<Vec<f32>> {
+            let t = self.required(&name(l, n), 1, dim)?;
+            let mut v = vec![0.0; dim];
+            t.row_f32(0, &mut v)?;
+            Ok(v)
+        };
+        let layers = (0..c.n_layers)
+            .map(|l| {
+                let l = Some(l);
+                let get = |n: &str, r: usize, cc: usize| self.required(&name(l, n), r, cc);
+                Ok(Layer {
+                    attention_norm: vector(l, "attention_norm")?,
+                    wq: unpermute(&get("attention.wq", q, dim)?, c.n_heads, c.head_dim)?,
+                    wk: unpermute(&get("attention.wk", kv, dim)?, c.n_kv_heads, c.head_dim)?,
+                    wv: get("attention.wv", kv, dim)?,
+                    wo: get("attention.wo", dim, q)?,
+                    ffn_norm: vector(l, "ffn_norm")?,
+                    w1: get("feed_forward.w1", ffn, dim)?,
+                    w2: get("feed_forward.w2", dim, ffn)?,
+                    w3: get("feed_forward.w3", ffn, dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tok_embeddings = self.required(&name(None, "tok_embeddings"), c.vocab_size, dim)?;
+        let output = self
+            .tensor(&name(None, "output"), c.vocab_size, dim)?
+            .unwrap_or_else(|| tok_embeddings.clone());
+        Ok(Weights {
+            tok_embeddings,
+            layers,
+            norm: vector(None, "norm")?,
+            output,
+            rope_freqs: c.rope_scaling.map(|s| s.freq_divisors(c.rope_dims, c.rope_theta)),
+        })
+    }
+}
+
+/// HF's rotate-half row order back to Meta's adjacent pairs, per head (whole rows move, so
+/// any dtype works).
+pub fn unpermute(t: &Tensor, n_heads: usize, hd: usize) -> Result<Tensor> {
+    let rb = t.data().len() / t.rows.max(1);
+    let mut out = vec![0u8; t.data().len()];
+    for h in 0..n_heads {
+        for j in 0..hd / 2 {
+            for (meta, hf) in [(2 * j, j), (2 * j + 1, hd / 2 + j)] {
+                let (dst, src) = ((h * hd + meta) * rb, (h * hd + hf) * rb);
+                out[dst..dst + rb].copy_from_slice(&t.data()[src..src + rb]);
+            }
+        }
+    }
+    Tensor::owned(t.dtype, t.rows, t.cols, out)
+}
+
+/// Meta's adjacent pairs to HF's rotate-half order (the inverse of [`unpermute`]), for
+/// writing HF folders and for tests.
+pub fn permute(t: &Tensor, n_heads: usize, hd: usize) -> Result<Tensor> {
+    let rb = t.data().len() / t.rows.max(1);
+    let mut out = vec![0u8; t.data().len()];
+    for h in 0..n_heads {
+        for j in 0..hd / 2 {
+            for (meta, hf) in [(2 * j, j), (2 * j + 1, hd / 2 + j)] {
+                let (src, dst) = ((h * hd + meta) * rb, (h * hd + hf) * rb);
+                out[dst..dst + rb].copy_from_slice(&t.data()[src..src + rb]);
+            }
+        }
+    }
+    Tensor::owned(t.dtype, t.rows, t.cols, out)
+}

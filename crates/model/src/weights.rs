@@ -1,0 +1,179 @@
+//! Llama weights under reference names, as views into the model file.
+
+use std::sync::Arc;
+
+use ferrollama_tensor::{DType, dequantize_row};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::{Bytes, GgufFile};
+use crate::names::{Format, file_name};
+
+/// A 2-D weight matrix `[rows, cols]` (row-major, `cols` contiguous), in any dtype.
+/// Usually a view into a memory-mapped file; owned when converted at load.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    bytes: Arc<Bytes>,
+    start: usize,
+    len: usize,
+}
+
+impl Tensor {
+    /// Wraps owned bytes, checking the size.
+    pub fn owned(dtype: DType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Tensor> {
+        let want = dtype.row_bytes(cols).and_then(|r| r.checked_mul(rows));
+        if want != Some(data.len()) {
+            return Err(ModelError::Invalid(format!(
+                "{} bytes for a [{rows}, {cols}] {} tensor",
+                data.len(),
+                dtype.name()
+            )));
+        }
+        let len = data.len();
+        Ok(Tensor {
+            dtype,
+            rows,
+            cols,
+            bytes: Arc::new(Bytes::Owned(data)),
+            start: 0,
+            len,
+        })
+    }
+
+    /// A view of `len` bytes at `start` in `bytes`, checking size and bounds.
+    pub fn view(dtype: DType, rows: usize, cols: usize, bytes: Arc<Bytes>, start: usize, len: usize) -> Result<Tensor> {
+        let want = dtype.row_bytes(cols).and_then(|r| r.checked_mul(rows));
+        if want != Some(len) || start.checked_add(len).is_none_or(|end| end > bytes.len()) {
+            return Err(ModelError::Invalid(format!(
+                "{len} bytes at {start} for a [{rows}, {cols}] {} tensor",
+                dtype.name()
+            )));
+        }
+        Ok(Tensor { dtype, rows, cols, bytes, start, len })
+    }
+
+    /// All the bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+
+    /// Bytes of row `r`.
+    pub fn row(&self, r: usize) -> Result<&[u8]> {
+        let rb = self.len / self.rows.max(1);
+        if r >= self.rows {
+            return Err(ModelError::Invalid(format!("row {r} of {} rows", self.rows)));
+        }
+        Ok(&self.data()[r * rb..(r + 1) * rb])
+    }
+
+    /// Row `r` as f32 into `out` (`cols` long).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        dequantize_row(self.dtype, self.row(r)?, out)?;
+        Ok(())
+    }
+
+    /// The whole tensor as f32.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (r, chunk) in out.chunks_mut(self.cols.max(1)).enumerate() {
+            self.row_f32(r, chunk)?;
+        }
+        Ok(out)
+    }
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attention_norm: Vec<f32>, // (dim)
+    pub wq: Tensor,                // (n_heads * head_dim, dim)
+    pub wk: Tensor,                // (n_kv_heads * head_dim, dim)
+    pub wv: Tensor,                // (n_kv_heads * head_dim, dim)
+    pub wo: Tensor,                // (dim, n_heads * head_dim)
+    pub ffn_norm: Vec<f32>,        // (dim)
+    pub w1: Tensor,                // (ffn_dim, dim)  gate
+    pub w2: Tensor,                // (dim, ffn_dim)  down
+    pub w3: Tensor,                // (ffn_dim, dim)  up
+}
+
+/// All weights of a Llama model.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub tok_embeddings: Tensor, // (vocab, dim)
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,          // (dim)
+    pub output: Tensor,          // (vocab, dim); the embedding matrix when tied
+    pub rope_freqs: Option<Vec<f32>>, // (rope_dims / 2) frequency divisors, Llama 3.1 scaling
+}
+
+impl Weights {
+    /// Maps the tensors of a GGUF file onto reference names, checking every shape.
+    pub fn from_gguf(f: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
+        let get = |layer: Option<usize>, name: &str, rows: usize, cols: usize| -> Result<Tensor> {
+            let fname = file_name(Format::Gguf, layer, name).unwrap_or_default();
+            let t = f.tensor(&fname).ok_or_else(|| ModelError::Tensor {
+                name: fname.clone(),
+                what: "missing from the file".into(),
+            })?;
+            let (r, c) = t.matrix_shape();
+            if (r, c) != (rows, cols) {
+                return Err(ModelError::Tensor {
+                    name: fname,
+                    what: format!("shape [{r}, {c}], expected [{rows}, {cols}]"),
+                });
+            }
+            Ok(Tensor {
+                dtype: t.dtype,
+                rows,
+                cols,
+                bytes: f.bytes().clone(),
+                start: t.start,
+                len: t.len,
+            })
+        };
+        let vector = |layer: Option<usize>, name: &str, n: usize| -> Result<Vec<f32>> {
+            let t = get(layer, name, 1, n)?;
+            let mut v = vec![0.0; n];
+            t.row_f32(0, &mut v)?;
+            Ok(v)
+        };
+        let (dim, q, kv, ffn) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        let layers = (0..cfg.n_layers)
+            .map(|l| {
+                let l = Some(l);
+                Ok(Layer {
+                    attention_norm: vector(l, "attention_norm", dim)?,
+                    wq: get(l, "attention.wq", q, dim)?,
+                    wk: get(l, "attention.wk", kv, dim)?,
+                    wv: get(l, "attention.wv", kv, dim)?,
+                    wo: get(l, "attention.wo", dim, q)?,
+                    ffn_norm: vector(l, "ffn_norm", dim)?,
+                    w1: get(l, "feed_forward.w1", ffn, dim)?,
+                    w2: get(l, "feed_forward.w2", dim, ffn)?,
+                    w3: get(l, "feed_forward.w3", ffn, dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tok_embeddings = get(None, "tok_embeddings", cfg.vocab_size, dim)?;
+        let output = match f.tensor("output.weight") {
+            Some(_) => get(None, "output", cfg.vocab_size, dim)?,
+            None => tok_embeddings.clone(),
+        };
+        let rope_freqs = match f.tensor("rope_freqs.weight") {
+            Some(_) => Some(vector(None, "rope_freqs", cfg.rope_dims / 2)?),
+            None => cfg
+                .rope_scaling
+                .map(|s| s.freq_divisors(cfg.rope_dims, cfg.rope_theta)),
+        };
+        Ok(Weights {
+            tok_embeddings,
+            layers,
+            norm: vector(None, "norm", dim)?,
+            output,
+            rope_freqs,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Micro benchmark for `matmul` (no criterion): decode (1 token) as weight
+//! GB/s and prefill (512 tokens) as GFLOP/s (2·rows·cols·tokens / time), for
+//! each weight dtype, 2048x2048 and 8192x2048, on 1 and 2 threads.
+//!
+//! Usage: cargo run --release -p ferrollama-tensor --example matmul_bench [dtype...]
+//! (dtype names as in `DType::name`, e.g. `q4_1 q8_0`). `FERROLLAMA_ISA=avx2`
+//! selects a lower SIMD tier.
+
+use std::time::Instant;
+
+use ferrollama_tensor::{DType, ThreadPool, cpu_features, matmul, quantize_acts, quantize_row};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+/// Random weights: random quant bits with sane f16 scales (quantizing 16M
+/// floats with the k-quant reference quantizers would dominate the run).
+fn weights(w: DType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let rb = w.row_bytes(cols).unwrap_or(0);
+    let mut b: Vec<u8> = (0..rows * rb).map(|_| (rng.next() >> 56) as u8).collect();
+    let h = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    match w {
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4_K => {
+            for blk in b.chunks_exact_mut(w.block_bytes()) {
+                blk[..2].copy_from_slice(&h(0.01 + rng.f32() * 0.01));
+                if matches!(w, DType::Q4_1 | DType::Q4_K) {
+                    blk[2..4].copy_from_slice(&h(0.01));
+                }
+            }
+        }
+        DType::Q6_K => {
+            for blk in b.chunks_exact_mut(210) {
+                blk[208..210].copy_from_slice(&h(0.001));
+            }
+        }
+        _ => {
+            let row: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+            for r in b.chunks_exact_mut(rb) {
+                let _ = quantize_row(w, &row, r);
+            }
+        }
+    }
+    b
+}
+
+fn time_it(mut f: impl FnMut(), min_secs: f64) -> f64 {
+    f(); // warm up
+    let t0 = Instant::now();
+    let mut iters = 0u32;
+    while iters < 2 || t0.elapsed().as_secs_f64() < min_secs {
+        f();
+        iters += 1;
+    }
+    t0.elapsed().as_secs_f64() / iters as f64
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args().skip(1).collect();
+    let types = [
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::Q4_0,
+        DType::F16,
+        DType::BF16,
+        DType::F32,
+        DType::F8E4M3,
+    ];
+    println!("simd: {}", cpu_features());
+    println!(
+        "{:<7} {:>11} {:>3} {:>13} {:>15} {:>11}",
+        "dtype", "rows x cols", "thr", "decode GB/s", "decode us/call", "prefill GF/s"
+    );
+    let mut rng = Rng(0x1234_5678);
+    for w in types {
+        if !filter.is_empty() && !filter.iter().any(|f| f == w.name()) {
+            continue;
+        }
+        for (rows, cols) in [(2048usize, 2048usize), (8192, 2048)] {
+            let wd = weights(w, rows, cols, &mut rng);
+            let x: Vec<f32> = (0..cols * 512).map(|_| rng.f32()).collect();
+            let mut x1 = Vec::new();
+            let mut x512 = Vec::new();
+            if quantize_acts(w, &x[..cols], cols, &mut x1).is_err()
+                || quantize_acts(w, &x, cols, &mut x512).is_err()
+            {
+                continue;
+            }
+            let mut out1 = vec![0f32; rows];
+            let mut out512 = vec![0f32; rows * 512];
+            for threads in [1usize, 2] {
+                let pool = ThreadPool::new(threads);
+                let dt = time_it(
+                    || {
+                        let _ = matmul(&pool, w, &wd, rows, cols, &x1, 1, &mut out1);
+                    },
+                    0.3,
+                );
+                let gbs = wd.len() as f64 / dt / 1e9;
+                let pt = time_it(
+                    || {
+                        let _ = matmul(&pool, w, &wd, rows, cols, &x512, 512, &mut out512);
+                    },
+                    0.5,
+                );
+                let gf = 2.0 * rows as f64 * cols as f64 * 512.0 / pt / 1e9;
+                println!(
+                    "{:<7} {:>5}x{:<5} {:>3} {:>13.1} {:>15.1} {:>11.1}",
+                    w.name(),
+                    rows,
+                    cols,
+                    pool.n_threads(),
+                    gbs,
+                    dt * 1e6,
+                    gf
+                );
+            }
+        }
+    }
+}

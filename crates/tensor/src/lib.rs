@@ -1,0 +1,43 @@
+//! ferrollama-tensor: numbers and memory for CPU inference.
+//!
+//! - [`DType`] and ggml's block layouts ([`blocks`]), bit-exact
+//!   [`dequantize_row`] / [`quantize_row`];
+//! - [`vec_dot`] / [`matmul`]: quantized weight x activation products with
+//!   scalar reference kernels and AVX2 / AVX-512-VNNI versions chosen at run
+//!   time ([`Isa`], [`cpu_features`]);
+//! - f32/f16 helpers for attention ([`dot_f32`], [`axpy_f16_f32`], ...);
+//! - [`ThreadPool`] / [`SyncSlice`] for per-token parallel work.
+
+pub mod blocks;
+mod convert;
+mod dequantize;
+mod dot;
+pub mod dot_scalar;
+mod dtype;
+mod error;
+mod f32ops;
+mod isa;
+mod matmul;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod pool;
+mod quantize;
+mod quantize_k;
+mod sync_slice;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};
+pub use dequantize::dequantize_row;
+pub use dot::{vec_dot, vec_dot_with};
+pub use dtype::DType;
+pub use error::TensorError;
+pub use f32ops::{
+    axpy_f16_f32, axpy_f16_f32_scalar, axpy_f32, axpy_f32_scalar, dot_f16_f32, dot_f16_f32_scalar,
+    dot_f32, dot_f32_scalar, f32_to_f16_slice,
+};
+pub use isa::{Isa, available_isas, best_isa, cpu_features};
+pub use matmul::{matmul, matmul_with, quantize_acts};
+pub use pool::ThreadPool;
+pub use quantize::quantize_row;
+pub use sync_slice::SyncSlice;

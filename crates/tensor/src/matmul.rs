@@ -1,0 +1,166 @@
+//! `quantize_acts` and `matmul`: the whole cost of decode and prefill.
+//!
+//! Two regimes:
+//! - decode (few tokens): memory bound. Each thread takes a contiguous block
+//!   of weight rows and streams every row once through the row kernel,
+//!   dotting it with each token (the activations stay in L1/L2).
+//! - prefill (many tokens): compute bound. On AVX-512 the packed GEMM in
+//!   `x86::gemm512` reuses every unpacked weight block for a tile of tokens.
+//!
+//! Work is split by blocks of rows, so every thread writes a disjoint set of
+//! output elements (through `SyncSlice`).
+
+use crate::dot::checked_kernel;
+use crate::isa::{Isa, best_isa};
+use crate::{DType, SyncSlice, TensorError, ThreadPool, quantize_row};
+
+const OP: &str = "matmul";
+
+/// Token count from which the packed GEMM beats per-row kernels.
+#[cfg(target_arch = "x86_64")]
+const GEMM_MIN_TOKENS: usize = 1;
+
+/// Quantizes `x` (`[n_tokens, cols]` f32, row-major) into
+/// `w.vec_dot_type()` rows, back to back, reusing `out`'s allocation.
+pub fn quantize_acts(
+    w: DType,
+    x: &[f32],
+    cols: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), TensorError> {
+    const QOP: &str = "quantize_acts";
+    let vt = w.vec_dot_type();
+    if cols == 0 || x.len() % cols != 0 {
+        return Err(TensorError::len(
+            QOP,
+            vt,
+            "activations",
+            "elements",
+            cols,
+            x.len(),
+        ));
+    }
+    let rb = vt.row_bytes_for(QOP, cols)?;
+    let n_tokens = x.len() / cols;
+    let total = rb.checked_mul(n_tokens).ok_or(TensorError::Overflow {
+        op: QOP,
+        what: "activation buffer size",
+    })?;
+    out.clear();
+    out.resize(total, 0);
+    for (src, dst) in x.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
+        quantize_row(vt, src, dst)?;
+    }
+    Ok(())
+}
+
+/// `out[t * rows + r] = dot(W row r, x row t)` for all `r < rows`,
+/// `t < n_tokens`. `W` is `[rows, cols]` in `w`; `x_q` holds `n_tokens` rows
+/// produced by [`quantize_acts`]. Work is split across `pool` by row blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    pool: &ThreadPool,
+    w: DType,
+    w_data: &[u8],
+    rows: usize,
+    cols: usize,
+    x_q: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), TensorError> {
+    matmul_with(best_isa(), pool, w, w_data, rows, cols, x_q, n_tokens, out)
+}
+
+/// [`matmul`] on an explicit SIMD tier (unavailable tiers fall back to scalar).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: DType,
+    w_data: &[u8],
+    rows: usize,
+    cols: usize,
+    x_q: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), TensorError> {
+    let isa = if isa.is_available() { isa } else { Isa::Scalar };
+    let vt = w.vec_dot_type();
+    let wrb = w.row_bytes_for(OP, cols)?;
+    let xrb = vt.row_bytes_for(OP, cols)?;
+    let ovf = TensorError::Overflow {
+        op: OP,
+        what: "matrix size",
+    };
+    let w_total = wrb.checked_mul(rows).ok_or(ovf)?;
+    if w_data.len() != w_total {
+        return Err(TensorError::len(
+            OP,
+            w,
+            "weights",
+            "bytes",
+            w_total,
+            w_data.len(),
+        ));
+    }
+    let x_total = xrb.checked_mul(n_tokens).ok_or(TensorError::Overflow {
+        op: OP,
+        what: "activation size",
+    })?;
+    if x_q.len() != x_total {
+        return Err(TensorError::len(
+            OP,
+            vt,
+            "activations",
+            "bytes",
+            x_total,
+            x_q.len(),
+        ));
+    }
+    let o_total = rows.checked_mul(n_tokens).ok_or(TensorError::Overflow {
+        op: OP,
+        what: "output size",
+    })?;
+    if out.len() != o_total {
+        return Err(TensorError::len(
+            OP,
+            w,
+            "output",
+            "elements",
+            o_total,
+            out.len(),
+        ));
+    }
+    let kernel = checked_kernel(OP, isa, w, wrb, xrb, cols)?;
+    if rows == 0 || n_tokens == 0 {
+        return Ok(());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && n_tokens >= GEMM_MIN_TOKENS && crate::x86::gemm512::supports(w) {
+        return crate::x86::gemm512::matmul(pool, w, w_data, rows, cols, x_q, n_tokens, out);
+    }
+
+    let out = SyncSlice::new(out);
+    let n_threads = pool.n_threads();
+    // Row blocks: a multiple of 16 rows each so neighbours never share an
+    // output cache line in decode (rows are contiguous in `out` per token).
+    let per = rows.div_ceil(n_threads).div_ceil(16) * 16;
+    let job = |ti: usize, nt: usize| {
+        let per = if nt == n_threads { per } else { rows };
+        let r0 = (ti * per).min(rows);
+        let r1 = ((ti + 1) * per).min(rows);
+        for r in r0..r1 {
+            let wr = &w_data[r * wrb..(r + 1) * wrb];
+            for t in 0..n_tokens {
+                let xr = &x_q[t * xrb..(t + 1) * xrb];
+                // SAFETY: rows validated above (lengths wrb/xrb for `cols`).
+                let v = unsafe { kernel(wr.as_ptr(), xr.as_ptr(), cols) };
+                // SAFETY: row r belongs to this thread only.
+                unsafe { out.write(t * rows + r, v) };
+            }
+        }
+    };
+    pool.run(&job);
+    Ok(())
+}

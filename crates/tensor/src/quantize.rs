@@ -1,0 +1,228 @@
+//! `quantize_row`: f32 -> any dtype, following ggml's reference quantizers
+//! (`quantize_row_*_ref`) operation by operation.
+//!
+//! Rounding modes matter for reproducibility and differ per format, exactly
+//! as in ggml: Q8_0/Q8_1 use `roundf` (half away from zero), Q4_0/Q4_1 add
+//! 8.5/0.5 and truncate, Q8_K uses round-half-to-even (`nearest_int`).
+//! (ggml's own SIMD activation quantizers round half to even; this only
+//! changes exact .5 ties, which random data essentially never hits.)
+
+use half::f16;
+
+use crate::blocks::{
+    BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K, QK8_0, write_block,
+};
+use crate::convert::{F8E4M3_MAX, f32_to_bf16, f32_to_f8e4m3};
+use crate::{DType, TensorError};
+
+const OP: &str = "quantize_row";
+
+/// Encodes `src` (a whole number of blocks) into `dst`, which must be exactly
+/// `dtype.row_bytes(src.len())` bytes.
+pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), TensorError> {
+    let n = src.len();
+    let need = dtype.row_bytes_for(OP, n)?;
+    if dst.len() != need {
+        return Err(TensorError::len(OP, dtype, "dst", "bytes", need, dst.len()));
+    }
+    match dtype {
+        DType::F32 => {
+            for (c, s) in dst.chunks_exact_mut(4).zip(src) {
+                c.copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for (c, s) in dst.chunks_exact_mut(2).zip(src) {
+                c.copy_from_slice(&f16::from_f32(*s).to_le_bytes());
+            }
+        }
+        DType::BF16 => {
+            for (c, s) in dst.chunks_exact_mut(2).zip(src) {
+                c.copy_from_slice(&f32_to_bf16(*s).to_le_bytes());
+            }
+        }
+        DType::F8E4M3 => quantize_f8e4m3(src, dst),
+        DType::Q8_0 => {
+            for (i, x) in src.chunks_exact(QK8_0).enumerate() {
+                put(dst, i, &q8_0_block(x))?;
+            }
+        }
+        DType::Q8_1 => {
+            for (i, x) in src.chunks_exact(QK8_0).enumerate() {
+                put(dst, i, &q8_1_block(x))?;
+            }
+        }
+        DType::Q4_0 => {
+            for (i, x) in src.chunks_exact(QK8_0).enumerate() {
+                put(dst, i, &q4_0_block(x))?;
+            }
+        }
+        DType::Q4_1 => {
+            for (i, x) in src.chunks_exact(QK8_0).enumerate() {
+                put(dst, i, &q4_1_block(x))?;
+            }
+        }
+        DType::Q8_K => {
+            for (i, x) in src.chunks_exact(QK_K).enumerate() {
+                put(dst, i, &q8_k_block(x))?;
+            }
+        }
+        DType::Q4_K => crate::quantize_k::quantize_row_q4_k(src, dst)?,
+        DType::Q6_K => crate::quantize_k::quantize_row_q6_k(src, dst)?,
+    }
+    Ok(())
+}
+
+#[inline(always)]
+pub(crate) fn put<B: crate::blocks::Block>(
+    dst: &mut [u8],
+    i: usize,
+    b: &B,
+) -> Result<(), TensorError> {
+    write_block(dst, i, b).ok_or(TensorError::Overflow {
+        op: OP,
+        what: "block index past the end of the row",
+    })
+}
+
+/// Largest |x| of a block.
+#[inline(always)]
+fn amax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |a, v| a.max(v.abs()))
+}
+
+/// ggml `quantize_row_q8_0_ref` for one block.
+#[inline(always)]
+pub(crate) fn q8_0_block(x: &[f32]) -> BlockQ8_0 {
+    let d = amax(x) / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0i8; 32];
+    for (q, v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    BlockQ8_0 {
+        d: f16::from_f32(d),
+        qs,
+    }
+}
+
+/// ggml `quantize_row_q8_1_ref` for one block: `s` is `sum(qs) * d` with the
+/// unrounded f32 `d`.
+#[inline(always)]
+pub(crate) fn q8_1_block(x: &[f32]) -> BlockQ8_1 {
+    let d = amax(x) / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0i8; 32];
+    let mut sum = 0i32;
+    for (q, v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+        sum += *q as i32;
+    }
+    BlockQ8_1 {
+        d: f16::from_f32(d),
+        s: f16::from_f32(sum as f32 * d),
+        qs,
+    }
+}
+
+/// ggml `quantize_row_q4_0_ref` for one block: the signed value with the
+/// largest magnitude maps to -8.
+#[inline(always)]
+fn q4_0_block(x: &[f32]) -> BlockQ4_0 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        let x0 = x[j] * id;
+        let x1 = x[16 + j] * id;
+        let q0 = ((x0 + 8.5) as i8).min(15) as u8;
+        let q1 = ((x1 + 8.5) as i8).min(15) as u8;
+        qs[j] = q0 | (q1 << 4);
+    }
+    BlockQ4_0 {
+        d: f16::from_f32(d),
+        qs,
+    }
+}
+
+/// ggml `quantize_row_q4_1_ref` for one block.
+#[inline(always)]
+fn q4_1_block(x: &[f32]) -> BlockQ4_1 {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        let x0 = (x[j] - min) * id;
+        let x1 = (x[16 + j] - min) * id;
+        let q0 = ((x0 + 0.5) as i8).min(15) as u8;
+        let q1 = ((x1 + 0.5) as i8).min(15) as u8;
+        qs[j] = q0 | (q1 << 4);
+    }
+    BlockQ4_1 {
+        d: f16::from_f32(d),
+        m: f16::from_f32(min),
+        qs,
+    }
+}
+
+/// ggml `quantize_row_q8_K_ref` for one block: scale chosen so the signed
+/// extreme maps to -127, round half to even, and per-16 sums for the
+/// k-quant min/offset terms.
+#[inline(always)]
+pub(crate) fn q8_k_block(x: &[f32]) -> BlockQ8K {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let mut b = BlockQ8K {
+        d: 0.0,
+        qs: [0; 256],
+        bsums: [0; 16],
+    };
+    if amax == 0.0 {
+        return b;
+    }
+    let iscale = -127.0 / max;
+    for (q, v) in b.qs.iter_mut().zip(x) {
+        let r = (iscale * v).round_ties_even() as i32;
+        *q = r.min(127) as i8;
+    }
+    for (j, s) in b.bsums.iter_mut().enumerate() {
+        *s = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
+    }
+    b.d = 1.0 / iscale;
+    b
+}
+
+/// Our FP8 row: f32 scale (amax / 448) then one E4M3 byte per element.
+fn quantize_f8e4m3(src: &[f32], dst: &mut [u8]) {
+    let scale = amax(src) / F8E4M3_MAX;
+    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let (head, body) = dst.split_at_mut(4);
+    head.copy_from_slice(&scale.to_le_bytes());
+    for (b, v) in body.iter_mut().zip(src) {
+        *b = f32_to_f8e4m3(v * inv);
+    }
+}

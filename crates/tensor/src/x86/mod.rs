@@ -1,0 +1,6 @@
+//! x86-64 SIMD kernels: an AVX2 tier and an AVX-512 + VNNI tier.
+//! Which one runs is decided once at startup by `isa.rs`.
+
+pub(crate) mod avx2;
+pub(crate) mod avx512;
+pub(crate) mod gemm512;
