@@ -57,7 +57,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(model: &Model, ctx: usize, threads: usize, n_batch: usize, kv_type: KvType) -> Result<Session> {
+    pub fn new(
+        model: &Model,
+        ctx: usize,
+        threads: usize,
+        n_batch: usize,
+        kv_type: KvType,
+    ) -> Result<Session> {
         let pool = ThreadPool::new(threads);
         let kv = KvCache::new(&model.llama.config, ctx, kv_type)?;
         let state = model.llama.new_state(n_batch, ctx, pool.n_threads());
@@ -83,7 +89,12 @@ impl Session {
         if prompt.is_empty() {
             return Err(EngineError::Invalid("empty prompt".into()));
         }
-        let shared = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let shared = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         // At least the last prompt token is recomputed, to get its logits.
         let keep = shared.min(prompt.len() - 1);
         self.kv.len = keep;
@@ -93,9 +104,17 @@ impl Session {
         let chunks: Vec<&[u32]> = tokens.chunks(self.n_batch).collect();
         let last = chunks.len() - 1;
         for chunk in &chunks[..last] {
-            model.llama.forward(&self.pool, chunk, &mut self.kv, &mut self.state, false)?;
+            model
+                .llama
+                .forward(&self.pool, chunk, &mut self.kv, &mut self.state, false)?;
         }
-        Ok(model.llama.forward(&self.pool, chunks[last], &mut self.kv, &mut self.state, false)?)
+        Ok(model.llama.forward(
+            &self.pool,
+            chunks[last],
+            &mut self.kv,
+            &mut self.state,
+            false,
+        )?)
     }
 }
 
@@ -155,7 +174,13 @@ pub fn generate(
             break FinishReason::ContextFull;
         }
         session.tokens.push(next);
-        let logits = model.llama.forward(&session.pool, &[next], &mut session.kv, &mut session.state, false)?;
+        let logits = model.llama.forward(
+            &session.pool,
+            &[next],
+            &mut session.kv,
+            &mut session.state,
+            false,
+        )?;
         next = sampler.sample(logits, &history);
     };
     if finish != FinishReason::StopString {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ferrollama_model::gguf::GgufFile;
-use ferrollama_model::{ModelTokenizer, Llama};
+use ferrollama_model::{Llama, ModelTokenizer};
 use ferrollama_tokenizer::TokenKind;
 
 use crate::error::{EngineError, Result};
@@ -19,11 +19,18 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a `.gguf` file.
+    /// Loads a `.gguf` file, or a Hugging Face folder (config.json, safetensors,
+    /// tokenizer.json).
     pub fn load(path: &Path) -> Result<Model> {
-        let f = GgufFile::open(path)?;
-        let llama = Llama::from_gguf(&f)?;
-        let tokenizer = ModelTokenizer::from_gguf(&f)?;
+        let (llama, tokenizer) = if path.is_dir() {
+            (
+                Llama::from_safetensors(path)?,
+                ModelTokenizer::from_hf_dir(path)?,
+            )
+        } else {
+            let f = GgufFile::open(path)?;
+            (Llama::from_gguf(&f)?, ModelTokenizer::from_gguf(&f)?)
+        };
         if tokenizer.bpe.n_tokens() != llama.config.vocab_size {
             return Err(EngineError::Invalid(format!(
                 "the tokenizer has {} tokens but the model {}",
@@ -84,7 +91,8 @@ impl Model {
                 bos_token,
                 eos_token,
             } => {
-                let text = ChatTemplate::render_jinja(source, bos_token, eos_token, messages, true)?;
+                let text =
+                    ChatTemplate::render_jinja(source, bos_token, eos_token, messages, true)?;
                 // The template writes BOS itself when it wants one.
                 Ok(self.encode(&text, false, true))
             }
@@ -99,7 +107,11 @@ impl Model {
         let special = |t: &str| {
             bpe.token_id(t)
                 .filter(|&i| bpe.kind(i) == Some(TokenKind::Control))
-                .ok_or_else(|| EngineError::Template(format!("the vocabulary has no {t} token for the Llama 3.1 format")))
+                .ok_or_else(|| {
+                    EngineError::Template(format!(
+                        "the vocabulary has no {t} token for the Llama 3.1 format"
+                    ))
+                })
         };
         let (start, end, eot) = (
             special("<|start_header_id|>")?,
@@ -107,14 +119,18 @@ impl Model {
             special("<|eot_id|>")?,
         );
         let mut ids = vec![special("<|begin_of_text|>")?];
-        let mut header = |ids: &mut Vec<u32>, role: &str| {
+        let header = |ids: &mut Vec<u32>, role: &str| {
             ids.push(start);
             ids.extend(bpe.encode(role, false));
             ids.push(end);
             ids.extend(bpe.encode("\n\n", false));
         };
         for m in messages {
-            let role = if m.role == "tool" { "ipython" } else { m.role.as_str() };
+            let role = if m.role == "tool" {
+                "ipython"
+            } else {
+                m.role.as_str()
+            };
             header(&mut ids, role);
             ids.extend(bpe.encode(&m.content, false));
             ids.push(eot);

@@ -54,7 +54,11 @@ impl SamplerConfig {
     /// Checks ranges; errors say which setting is wrong.
     pub fn validate(&self) -> Result<(), String> {
         let finite = |v: f32, name: &str| {
-            if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) }
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number"))
+            }
         };
         finite(self.temperature, "temperature")?;
         finite(self.top_p, "top_p")?;
@@ -133,9 +137,11 @@ impl Sampler {
     /// Picks the next token from `logits`, given the tokens so far (for penalties).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let c = &self.config;
-        let penalize = c.repetition_penalty != 1.0 || c.frequency_penalty != 0.0 || c.presence_penalty != 0.0;
+        let penalize =
+            c.repetition_penalty != 1.0 || c.frequency_penalty != 0.0 || c.presence_penalty != 0.0;
         self.candidates.clear();
-        self.candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        self.candidates
+            .extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
         if penalize {
             let window = if c.penalty_last_n == 0 {
                 history
@@ -154,7 +160,11 @@ impl Sampler {
                 if n == 0 {
                     continue;
                 }
-                *l = if *l > 0.0 { *l / c.repetition_penalty } else { *l * c.repetition_penalty };
+                *l = if *l > 0.0 {
+                    *l / c.repetition_penalty
+                } else {
+                    *l * c.repetition_penalty
+                };
                 *l -= n as f32 * c.frequency_penalty + c.presence_penalty;
             }
         }
@@ -225,20 +235,43 @@ mod tests {
     #[test]
     fn same_seed_same_tokens() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let cfg = SamplerConfig { temperature: 1.0, top_p: 1.0, seed: 42, ..SamplerConfig::default() };
-        let a: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..50).map(|_| s.sample(&logits, &[])).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..50).map(|_| s.sample(&logits, &[])).collect() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 42,
+            ..SamplerConfig::default()
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..50).map(|_| s.sample(&logits, &[])).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..50).map(|_| s.sample(&logits, &[])).collect()
+        };
         assert_eq!(a, b);
-        let c: Vec<u32> = { let mut s = Sampler::new(SamplerConfig { seed: 43, ..cfg }); (0..50).map(|_| s.sample(&logits, &[])).collect() };
+        let c: Vec<u32> = {
+            let mut s = Sampler::new(SamplerConfig { seed: 43, ..cfg });
+            (0..50).map(|_| s.sample(&logits, &[])).collect()
+        };
         assert_ne!(a, c);
     }
 
     #[test]
     fn top_k_one_and_tiny_top_p_are_greedy() {
         let logits = [0.0, 1.0, 5.0, 2.0];
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 1, top_p: 1.0, ..SamplerConfig::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 1.0,
+            ..SamplerConfig::default()
+        });
         assert!((0..20).all(|_| s.sample(&logits, &[]) == 2));
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_p: 0.01, ..SamplerConfig::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_p: 0.01,
+            ..SamplerConfig::default()
+        });
         assert!((0..20).all(|_| s.sample(&logits, &[]) == 2));
     }
 
@@ -246,7 +279,12 @@ mod tests {
     fn sampling_follows_the_distribution() {
         // p = softmax([0, ln 3]) = [0.25, 0.75]
         let logits = [0.0, 3f32.ln()];
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_p: 1.0, seed: 7, ..SamplerConfig::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 7,
+            ..SamplerConfig::default()
+        });
         let ones = (0..20_000).filter(|_| s.sample(&logits, &[]) == 1).count();
         let frac = ones as f64 / 20_000.0;
         assert!((frac - 0.75).abs() < 0.02, "{frac}");
@@ -255,12 +293,28 @@ mod tests {
     #[test]
     fn penalties_push_seen_tokens_down() {
         let logits = [2.0, 1.9];
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, repetition_penalty: 1.5, ..SamplerConfig::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            repetition_penalty: 1.5,
+            ..SamplerConfig::default()
+        });
         assert_eq!(s.sample(&logits, &[0]), 1);
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, presence_penalty: 0.2, ..SamplerConfig::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            presence_penalty: 0.2,
+            ..SamplerConfig::default()
+        });
         assert_eq!(s.sample(&logits, &[0]), 1);
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, frequency_penalty: 0.05, ..SamplerConfig::default() });
-        assert_eq!(s.sample(&logits, &[0]), 0, "one occurrence: 2.0 - 0.05 > 1.9");
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            frequency_penalty: 0.05,
+            ..SamplerConfig::default()
+        });
+        assert_eq!(
+            s.sample(&logits, &[0]),
+            0,
+            "one occurrence: 2.0 - 0.05 > 1.9"
+        );
         assert_eq!(s.sample(&logits, &[0, 0, 0]), 1);
     }
 }

@@ -32,7 +32,12 @@ impl StopStrings {
             return StopOutcome::Emit(std::mem::take(&mut self.pending));
         }
         // Earliest complete match wins.
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let out = self.pending[..at].to_string();
             self.pending.clear();
             return StopOutcome::Stop(out);

@@ -65,9 +65,12 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, JinjaError> {
-            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, JinjaError> {
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_function("strftime_now", |_fmt: String| -> String {
             // Templates ask for today's date; a fixed-format UTC date keeps output honest
             // without a time-zone database.
@@ -96,7 +99,9 @@ mod tests {
 
     #[test]
     fn renders_smollm2_chatml() {
-        let out = ChatTemplate::render_jinja(CHATML, "", "", &[ChatMessage::new("user", "Hi")], true).expect("render");
+        let out =
+            ChatTemplate::render_jinja(CHATML, "", "", &[ChatMessage::new("user", "Hi")], true)
+                .expect("render");
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -106,7 +111,9 @@ mod tests {
     #[test]
     fn python_methods_and_raise_exception_work() {
         let t = "{{ messages[0].content.strip().upper() }}{% if messages|length > 1 %}{{ raise_exception('only one') }}{% endif %}";
-        let out = ChatTemplate::render_jinja(t, "", "", &[ChatMessage::new("user", "  hi ")], false).expect("render");
+        let out =
+            ChatTemplate::render_jinja(t, "", "", &[ChatMessage::new("user", "  hi ")], false)
+                .expect("render");
         assert_eq!(out, "HI");
         let two = [ChatMessage::new("user", "a"), ChatMessage::new("user", "b")];
         let e = ChatTemplate::render_jinja(t, "", "", &two, false).expect_err("raises");
@@ -115,7 +122,13 @@ mod tests {
 
     #[test]
     fn hostile_templates_fail_cleanly() {
-        let e = ChatTemplate::render_jinja("{% for i in range(100000000) %}x{% endfor %}", "", "", &[], false);
+        let e = ChatTemplate::render_jinja(
+            "{% for i in range(100000000) %}x{% endfor %}",
+            "",
+            "",
+            &[],
+            false,
+        );
         assert!(e.is_err(), "fuel limit");
         assert!(ChatTemplate::render_jinja("{% include 'x' %}", "", "", &[], false).is_err());
         assert!(ChatTemplate::render_jinja("{{ unclosed", "", "", &[], false).is_err());

@@ -31,7 +31,9 @@ fn model() -> &'static Model {
 }
 
 fn testdata(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/smollm2").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/smollm2")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -44,15 +46,28 @@ fn tokenization_matches_llama_cpp() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
         let text = v["text"].as_str().expect("text");
         let special = v["parse_special"].as_bool().expect("parse_special");
-        let want: Vec<u32> = v["ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect();
+        let want: Vec<u32> = v["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect();
         let got = m.tokenizer.bpe.encode(text, special);
         if got != want {
-            failures.push(format!("{}: {text:?}\n  want {want:?}\n  got  {got:?}", v["id"]));
+            failures.push(format!(
+                "{}: {text:?}\n  want {want:?}\n  got  {got:?}",
+                v["id"]
+            ));
         }
         n += 1;
     }
     assert_eq!(n, 293);
-    assert!(failures.is_empty(), "{} of {n} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -66,18 +81,35 @@ fn greedy_continuations_match_llama_cpp() {
     for p in prompts {
         let id = p["id"].as_str().expect("id");
         let prompt_text = p["prompt"].as_str().expect("prompt");
-        let want_prompt: Vec<u32> = p["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect();
+        let want_prompt: Vec<u32> = p["prompt_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect();
         let prompt = m.encode(prompt_text, true, false);
         assert_eq!(prompt, want_prompt, "{id}: prompt tokens");
-        let want: Vec<u32> = p["generated"]["ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect();
+        let want: Vec<u32> = p["generated"]["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect();
         let mut s = Session::new(m, 512, 2, 512, KvType::F16).expect("session");
-        let params = GenerateParams { max_tokens: want.len(), sampler: SamplerConfig::greedy(), stop: vec![] };
+        let params = GenerateParams {
+            max_tokens: want.len(),
+            sampler: SamplerConfig::greedy(),
+            stop: vec![],
+        };
         let out = generate(m, &mut s, &prompt, &params, &mut |_| {}).expect("generate");
         let got = out.tokens.clone();
         let mut same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
         // llama.cpp's list ends with the end-of-generation token when it stopped on one; we
         // stop on it without emitting it.
-        if out.finish == ferrollama_engine::FinishReason::Stop && same == got.len() && want.get(same).is_some_and(|&t| m.is_stop(t)) {
+        if out.finish == ferrollama_engine::FinishReason::Stop
+            && same == got.len()
+            && want.get(same).is_some_and(|&t| m.is_stop(t))
+        {
             same += 1;
         }
         let margins: Vec<f64> = p["generated"]["top1_minus_top2_logit"]
@@ -93,10 +125,21 @@ fn greedy_continuations_match_llama_cpp() {
             // dequantized weights ours is the closer, 0.15 vs 0.30 mean |Δ|). So a flip is
             // only acceptable where llama.cpp itself had a near-tie.
             let m = margins.get(same).copied().unwrap_or(f64::INFINITY);
-            assert!(m < 0.5, "{id}: diverged after {same} tokens where llama.cpp's top-2 margin was {m}\n  want {want:?}\n  got  {got:?}");
+            assert!(
+                m < 0.5,
+                "{id}: diverged after {same} tokens where llama.cpp's top-2 margin was {m}\n  want {want:?}\n  got  {got:?}"
+            );
         }
-        report.push(format!("{id}: {same}/{} tokens equal; margin at the first difference {:?}", want.len(), margins.get(same)));
+        report.push(format!(
+            "{id}: {same}/{} tokens equal; margin at the first difference {:?}",
+            want.len(),
+            margins.get(same)
+        ));
     }
-    assert!(agree_32 >= 3, "only {agree_32} of 6 prompts agree for 32 tokens:\n{}", report.join("\n"));
+    assert!(
+        agree_32 >= 3,
+        "only {agree_32} of 6 prompts agree for 32 tokens:\n{}",
+        report.join("\n")
+    );
     eprintln!("{}", report.join("\n"));
 }

@@ -108,7 +108,9 @@ impl LlamaConfig {
                 .get_f64(&k("attention.layer_norm_rms_epsilon"))?
                 .unwrap_or(1e-5) as f32,
             rope_theta: f.get_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
-            max_seq_len: f.get_u64(&k("context_length"))?.map_or(4096, |v| v as usize),
+            max_seq_len: f
+                .get_u64(&k("context_length"))?
+                .map_or(4096, |v| v as usize),
             rope_scaling: None,
         };
         cfg.validate()?;
@@ -146,7 +148,7 @@ impl LlamaConfig {
         let n_heads = hf.num_attention_heads;
         let head_dim = hf
             .head_dim
-            .unwrap_or(if n_heads > 0 { hf.hidden_size / n_heads } else { 0 });
+            .unwrap_or_else(|| hf.hidden_size.checked_div(n_heads).unwrap_or(0));
         let cfg = LlamaConfig {
             dim: hf.hidden_size,
             n_layers: hf.num_hidden_layers,
@@ -171,23 +173,38 @@ impl LlamaConfig {
         if self.dim == 0 || self.n_layers == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
             return bad(format!("{self:?} has a zero dimension"));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} heads do not divide into {} KV heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 1024 {
-            return bad(format!("head_dim {} must be even and at most 1024", self.head_dim));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.head_dim > 1024 {
+            return bad(format!(
+                "head_dim {} must be even and at most 1024",
+                self.head_dim
+            ));
         }
-        if self.rope_dims % 2 != 0 || self.rope_dims > self.head_dim {
-            return bad(format!("rope dims {} for head_dim {}", self.rope_dims, self.head_dim));
+        if !self.rope_dims.is_multiple_of(2) || self.rope_dims > self.head_dim {
+            return bad(format!(
+                "rope dims {} for head_dim {}",
+                self.rope_dims, self.head_dim
+            ));
         }
-        if self.dim > 1 << 16 || self.ffn_dim > 1 << 18 || self.n_layers > 1024 || self.vocab_size > 1 << 22 {
+        if self.dim > 1 << 16
+            || self.ffn_dim > 1 << 18
+            || self.n_layers > 1024
+            || self.vocab_size > 1 << 22
+        {
             return bad("absurdly large".into());
         }
-        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) || !(self.rope_theta > 1.0) {
-            return bad(format!("norm_eps {} / rope_theta {}", self.norm_eps, self.rope_theta));
+        let eps_ok = self.norm_eps > 0.0 && self.norm_eps < 1.0;
+        let theta_ok = self.rope_theta > 1.0; // false for NaN too
+        if !eps_ok || !theta_ok {
+            return bad(format!(
+                "norm_eps {} / rope_theta {}",
+                self.norm_eps, self.rope_theta
+            ));
         }
         Ok(())
     }
@@ -225,7 +242,10 @@ mod tests {
         assert_eq!(d[0], 1.0, "highest frequency untouched");
         assert_eq!(d[63], 8.0, "lowest frequency divided by the factor");
         assert!(d.windows(2).all(|w| w[0] <= w[1]), "monotone");
-        assert!(d.iter().any(|&x| x > 1.0 && x < 8.0), "a smooth middle band exists");
+        assert!(
+            d.iter().any(|&x| x > 1.0 && x < 8.0),
+            "a smooth middle band exists"
+        );
     }
 
     #[test]

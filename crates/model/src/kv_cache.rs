@@ -41,9 +41,11 @@ impl KvCache {
     pub fn new(cfg: &LlamaConfig, ctx: usize, ty: KvType) -> Result<KvCache> {
         let kv_dim = cfg.kv_dim();
         if ctx == 0 || ctx > 1 << 20 {
-            return Err(ModelError::Invalid(format!("context size {ctx} must be in 1..=1048576")));
+            return Err(ModelError::Invalid(format!(
+                "context size {ctx} must be in 1..=1048576"
+            )));
         }
-        if ty == KvType::Q8_0 && cfg.head_dim % 32 != 0 {
+        if ty == KvType::Q8_0 && !cfg.head_dim.is_multiple_of(32) {
             return Err(ModelError::Invalid(format!(
                 "a Q8_0 KV cache needs head_dim divisible by 32 (it is {})",
                 cfg.head_dim
@@ -95,7 +97,9 @@ impl KvCache {
         let d = self.kv_dim;
         for (store, src) in [(&mut self.k[layer], k), (&mut self.v[layer], v)] {
             match store {
-                Store::F16(buf) => ferrollama_tensor::f32_to_f16_slice(&src[..d], &mut buf[pos * d..(pos + 1) * d]),
+                Store::F16(buf) => {
+                    ferrollama_tensor::f32_to_f16_slice(&src[..d], &mut buf[pos * d..(pos + 1) * d])
+                }
                 Store::Q8(buf) => {
                     let rb = d / 32 * 34;
                     quantize_row(DType::Q8_0, &src[..d], &mut buf[pos * rb..(pos + 1) * rb])?;
@@ -124,7 +128,15 @@ impl KvCache {
 
     /// `out += w * v[pos]` for KV head `h` of `layer`.
     #[inline]
-    pub fn axpy_v(&self, layer: usize, pos: usize, h: usize, w: f32, out: &mut [f32], tmp: &mut [f32]) {
+    pub fn axpy_v(
+        &self,
+        layer: usize,
+        pos: usize,
+        h: usize,
+        w: f32,
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) {
         let hd = self.head_dim;
         let at = pos * self.kv_dim + h * hd;
         match &self.v[layer] {

@@ -62,7 +62,10 @@ impl Llama {
     pub fn from_safetensors(dir: &std::path::Path) -> Result<Llama> {
         let folder = crate::safetensors::SafetensorsFolder::open(dir)?;
         let weights = folder.weights()?;
-        Ok(Llama { config: folder.config.clone(), weights })
+        Ok(Llama {
+            config: folder.config.clone(),
+            weights,
+        })
     }
 
     /// Buffers for calls of up to `n_max` tokens, a cache of `ctx` positions and `threads`.
@@ -105,7 +108,10 @@ impl Llama {
         let n = tokens.len();
         let pos0 = kv.len;
         if n == 0 || n > st.n_max {
-            return Err(ModelError::Invalid(format!("{n} tokens in one call (1..={} allowed)", st.n_max)));
+            return Err(ModelError::Invalid(format!(
+                "{n} tokens in one call (1..={} allowed)",
+                st.n_max
+            )));
         }
         if pos0 + n > kv.ctx().min(st.ctx) {
             return Err(ModelError::Invalid(format!(
@@ -115,34 +121,69 @@ impl Llama {
             )));
         }
         if pool.n_threads() > st.threads {
-            return Err(ModelError::Invalid("thread pool larger than the state".into()));
+            return Err(ModelError::Invalid(
+                "thread pool larger than the state".into(),
+            ));
         }
         let (dim, qd, kvd, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
         let w = &self.weights;
 
         for (i, &t) in tokens.iter().enumerate() {
             if t as usize >= c.vocab_size {
-                return Err(ModelError::Invalid(format!("token id {t} is outside the vocabulary ({})", c.vocab_size)));
+                return Err(ModelError::Invalid(format!(
+                    "token id {t} is outside the vocabulary ({})",
+                    c.vocab_size
+                )));
             }
-            w.tok_embeddings.row_f32(t as usize, &mut st.x[i * dim..(i + 1) * dim])?; // (n, dim)
+            w.tok_embeddings
+                .row_f32(t as usize, &mut st.x[i * dim..(i + 1) * dim])?; // (n, dim)
         }
         self.rope_tables(pos0, n, st);
 
         for (l, layer) in w.layers.iter().enumerate() {
-            rmsnorm(&mut st.xb[..n * dim], &st.x[..n * dim], &layer.attention_norm, c.norm_eps); // (n, dim)
+            rmsnorm(
+                &mut st.xb[..n * dim],
+                &st.x[..n * dim],
+                &layer.attention_norm,
+                c.norm_eps,
+            ); // (n, dim)
             linear(pool, &layer.wq, &st.xb, n, &mut st.q, &mut st.acts)?; // (n, n_heads * head_dim)
             linear(pool, &layer.wk, &st.xb, n, &mut st.k, &mut st.acts)?; // (n, n_kv_heads * head_dim)
             linear(pool, &layer.wv, &st.xb, n, &mut st.v, &mut st.acts)?; // (n, n_kv_heads * head_dim)
-            rope(&mut st.q[..n * qd], c.n_heads, c.head_dim, c.rope_dims, &st.cos, &st.sin); // (n, n_heads * head_dim)
-            rope(&mut st.k[..n * kvd], c.n_kv_heads, c.head_dim, c.rope_dims, &st.cos, &st.sin); // (n, n_kv_heads * head_dim)
+            rope(
+                &mut st.q[..n * qd],
+                c.n_heads,
+                c.head_dim,
+                c.rope_dims,
+                &st.cos,
+                &st.sin,
+            ); // (n, n_heads * head_dim)
+            rope(
+                &mut st.k[..n * kvd],
+                c.n_kv_heads,
+                c.head_dim,
+                c.rope_dims,
+                &st.cos,
+                &st.sin,
+            ); // (n, n_kv_heads * head_dim)
             for i in 0..n {
-                kv.store(l, pos0 + i, &st.k[i * kvd..(i + 1) * kvd], &st.v[i * kvd..(i + 1) * kvd])?;
+                kv.store(
+                    l,
+                    pos0 + i,
+                    &st.k[i * kvd..(i + 1) * kvd],
+                    &st.v[i * kvd..(i + 1) * kvd],
+                )?;
             }
             self.attention(pool, l, pos0, n, kv, st); // (n, n_heads * head_dim)
             linear(pool, &layer.wo, &st.att, n, &mut st.xb, &mut st.acts)?; // (n, dim)
             add(&mut st.x[..n * dim], &st.xb[..n * dim]); // (n, dim)
 
-            rmsnorm(&mut st.xb[..n * dim], &st.x[..n * dim], &layer.ffn_norm, c.norm_eps); // (n, dim)
+            rmsnorm(
+                &mut st.xb[..n * dim],
+                &st.x[..n * dim],
+                &layer.ffn_norm,
+                c.norm_eps,
+            ); // (n, dim)
             linear(pool, &layer.w1, &st.xb, n, &mut st.hb, &mut st.acts)?; // (n, ffn_dim)
             linear(pool, &layer.w3, &st.xb, n, &mut st.hb2, &mut st.acts)?; // (n, ffn_dim)
             swiglu(&mut st.hb[..n * ffn], &st.hb2[..n * ffn]); // (n, ffn_dim)
@@ -154,7 +195,12 @@ impl Llama {
         // Only the rows whose logits are wanted go through the final norm and output.
         let first = if all_logits { 0 } else { n - 1 };
         let rows = n - first;
-        rmsnorm(&mut st.xb[..rows * dim], &st.x[first * dim..n * dim], &w.norm, c.norm_eps); // (rows, dim)
+        rmsnorm(
+            &mut st.xb[..rows * dim],
+            &st.x[first * dim..n * dim],
+            &w.norm,
+            c.norm_eps,
+        ); // (rows, dim)
         linear(pool, &w.output, &st.xb, rows, &mut st.logits, &mut st.acts)?; // (rows, vocab)
         Ok(&st.logits[..rows * c.vocab_size])
     }
@@ -179,7 +225,15 @@ impl Llama {
 
     /// Causal grouped-query attention of the `n` new tokens over the cache. Work items are
     /// (token, head) pairs spread over the pool; each thread has its own score buffer.
-    fn attention(&self, pool: &ThreadPool, l: usize, pos0: usize, n: usize, kv: &KvCache, st: &mut State) {
+    fn attention(
+        &self,
+        pool: &ThreadPool,
+        l: usize,
+        pos0: usize,
+        n: usize,
+        kv: &KvCache,
+        st: &mut State,
+    ) {
         let c = &self.config;
         let (hd, qd, n_heads, n_rep, ctx) = (c.head_dim, c.q_dim(), c.n_heads, c.n_rep(), st.ctx);
         let scale = 1.0 / (hd as f32).sqrt();
@@ -221,9 +275,25 @@ impl Llama {
 }
 
 /// `out (n, rows) = x (n, cols) · wᵀ`, activations quantized to the weight's dot format.
-fn linear(pool: &ThreadPool, w: &Tensor, x: &[f32], n: usize, out: &mut [f32], acts: &mut Vec<u8>) -> Result<()> {
+fn linear(
+    pool: &ThreadPool,
+    w: &Tensor,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    acts: &mut Vec<u8>,
+) -> Result<()> {
     quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
-    matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, &mut out[..n * w.rows])?;
+    matmul(
+        pool,
+        w.dtype,
+        w.data(),
+        w.rows,
+        w.cols,
+        acts,
+        n,
+        &mut out[..n * w.rows],
+    )?;
     Ok(())
 }
 
@@ -243,7 +313,10 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
 fn rope(x: &mut [f32], n_heads: usize, hd: usize, rope_dims: usize, cos: &[f32], sin: &[f32]) {
     let half = rope_dims / 2;
     for (i, row) in x.chunks_mut(n_heads * hd).enumerate() {
-        let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
+        let (c, s) = (
+            &cos[i * half..(i + 1) * half],
+            &sin[i * half..(i + 1) * half],
+        );
         for head in row.chunks_mut(hd) {
             for p in 0..half {
                 let (a, b) = (head[2 * p], head[2 * p + 1]);

@@ -57,12 +57,18 @@ mod tests {
 
     #[test]
     fn maps_reference_names() {
-        assert_eq!(file_name(Format::Gguf, Some(3), "attention.wq").as_deref(), Some("blk.3.attn_q.weight"));
+        assert_eq!(
+            file_name(Format::Gguf, Some(3), "attention.wq").as_deref(),
+            Some("blk.3.attn_q.weight")
+        );
         assert_eq!(
             file_name(Format::HuggingFace, Some(0), "feed_forward.w2").as_deref(),
             Some("model.layers.0.mlp.down_proj.weight")
         );
-        assert_eq!(file_name(Format::Gguf, None, "tok_embeddings").as_deref(), Some("token_embd.weight"));
+        assert_eq!(
+            file_name(Format::Gguf, None, "tok_embeddings").as_deref(),
+            Some("token_embd.weight")
+        );
         assert_eq!(file_name(Format::HuggingFace, None, "rope_freqs"), None);
     }
 }

@@ -19,6 +19,16 @@ use crate::gguf::Bytes;
 use crate::names::{Format, file_name};
 use crate::weights::{Layer, Tensor, Weights};
 
+/// Where a tensor lives: shard, dtype, shape and byte range in the shard.
+#[derive(Debug)]
+struct Found {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: usize,
+    len: usize,
+}
+
 /// The safetensors files of a folder, memory-mapped.
 #[derive(Debug)]
 pub struct SafetensorsFolder {
@@ -47,14 +57,18 @@ impl SafetensorsFolder {
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::Invalid(format!("{} has no weight_map", index.display())))?;
+                .ok_or_else(|| {
+                    ModelError::Invalid(format!("{} has no weight_map", index.display()))
+                })?;
             let names: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
             names
                 .into_iter()
                 .map(|n| {
                     // Shard names come from the file: refuse anything that leaves the folder.
                     if n.contains('/') || n.contains('\\') || n.starts_with('.') {
-                        Err(ModelError::Invalid(format!("shard name {n:?} is not a plain file name")))
+                        Err(ModelError::Invalid(format!(
+                            "shard name {n:?} is not a plain file name"
+                        )))
                     } else {
                         Ok(dir.join(n))
                     }
@@ -78,8 +92,8 @@ impl SafetensorsFolder {
         Ok(SafetensorsFolder { config, files })
     }
 
-    /// Finds `name` in the shards: (file index, dtype, shape, byte range).
-    fn find(&self, name: &str) -> Result<Option<(usize, DType, Vec<usize>, usize, usize)>> {
+    /// Finds `name` in the shards.
+    fn find(&self, name: &str) -> Result<Option<Found>> {
         for (i, f) in self.files.iter().enumerate() {
             let st = SafeTensors::deserialize(f).map_err(|e| ModelError::Invalid(e.to_string()))?;
             if let Ok(view) = st.tensor(name) {
@@ -96,14 +110,27 @@ impl SafetensorsFolder {
                 };
                 let data = view.data();
                 let start = data.as_ptr() as usize - f.as_ptr() as usize;
-                return Ok(Some((i, dtype, view.shape().to_vec(), start, data.len())));
+                return Ok(Some(Found {
+                    file: i,
+                    dtype,
+                    shape: view.shape().to_vec(),
+                    start,
+                    len: data.len(),
+                }));
             }
         }
         Ok(None)
     }
 
     fn tensor(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Tensor>> {
-        let Some((file, dtype, shape, start, len)) = self.find(name)? else {
+        let Some(Found {
+            file,
+            dtype,
+            shape,
+            start,
+            len,
+        }) = self.find(name)?
+        else {
             return Ok(None);
         };
         let (r, c) = match shape.as_slice() {
@@ -117,14 +144,22 @@ impl SafetensorsFolder {
                 what: format!("shape {shape:?}, expected [{rows}, {cols}]"),
             });
         }
-        Ok(Some(Tensor::view(dtype, rows, cols, self.files[file].clone(), start, len)?))
+        Ok(Some(Tensor::view(
+            dtype,
+            rows,
+            cols,
+            self.files[file].clone(),
+            start,
+            len,
+        )?))
     }
 
     fn required(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
-        self.tensor(name, rows, cols)?.ok_or_else(|| ModelError::Tensor {
-            name: name.into(),
-            what: "missing from the safetensors files".into(),
-        })
+        self.tensor(name, rows, cols)?
+            .ok_or_else(|| ModelError::Tensor {
+                name: name.into(),
+                what: "missing from the safetensors files".into(),
+            })
     }
 
     /// Maps the folder's tensors onto reference names (permuting `wq`/`wk` back to Meta's
@@ -132,7 +167,8 @@ impl SafetensorsFolder {
     pub fn weights(&self) -> Result<Weights> {
         let c = &self.config;
         let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
-        let name = |l: Option<usize>, n: &str| file_name(Format::HuggingFace, l, n).unwrap_or_default();
+        let name =
+            |l: Option<usize>, n: &str| file_name(Format::HuggingFace, l, n).unwrap_or_default();
         let vector = |l: Option<usize>, n: &str| -> Result<Vec<f32>> {
             let t = self.required(&name(l, n), 1, dim)?;
             let mut v = vec![0.0; dim];
@@ -165,7 +201,9 @@ impl SafetensorsFolder {
             layers,
             norm: vector(None, "norm")?,
             output,
-            rope_freqs: c.rope_scaling.map(|s| s.freq_divisors(c.rope_dims, c.rope_theta)),
+            rope_freqs: c
+                .rope_scaling
+                .map(|s| s.freq_divisors(c.rope_dims, c.rope_theta)),
         })
     }
 }

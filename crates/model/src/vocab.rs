@@ -52,10 +52,12 @@ fn strings(f: &GgufFile, key: &str) -> Result<Vec<String>> {
         Some(items) => items
             .iter()
             .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| ModelError::Metadata {
-                    key: key.into(),
-                    what: "expected an array of strings".into(),
-                })
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ModelError::Metadata {
+                        key: key.into(),
+                        what: "expected an array of strings".into(),
+                    })
             })
             .collect(),
     }
@@ -92,10 +94,14 @@ impl ModelTokenizer {
         let eos = id("tokenizer.ggml.eos_token_id")?;
         let stop_ids = eog_ids(
             &bpe,
-            [eos, id("tokenizer.ggml.eot_token_id")?, id("tokenizer.ggml.eom_token_id")?]
-                .into_iter()
-                .flatten()
-                .collect(),
+            [
+                eos,
+                id("tokenizer.ggml.eot_token_id")?,
+                id("tokenizer.ggml.eom_token_id")?,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         );
         Ok(ModelTokenizer {
             bpe,
@@ -103,7 +109,10 @@ impl ModelTokenizer {
             eos,
             stop_ids,
             add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true),
-            chat_template: f.get_value("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string),
+            chat_template: f
+                .get_value("tokenizer.chat_template")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }
@@ -117,7 +126,10 @@ impl ModelTokenizer {
             if !p.exists() {
                 return Ok(None);
             }
-            let text = std::fs::read_to_string(&p).map_err(|source| ModelError::Io { path: p.clone(), source })?;
+            let text = std::fs::read_to_string(&p).map_err(|source| ModelError::Io {
+                path: p.clone(),
+                source,
+            })?;
             serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|e| ModelError::Vocab(format!("{}: {e}", p.display())))
@@ -126,7 +138,10 @@ impl ModelTokenizer {
             .ok_or_else(|| ModelError::Vocab(format!("{} has no tokenizer.json", dir.display())))?;
         let model = &tj["model"];
         if model["type"].as_str() != Some("BPE") {
-            return Err(ModelError::Unsupported(format!("tokenizer.json model type {}", model["type"])));
+            return Err(ModelError::Unsupported(format!(
+                "tokenizer.json model type {}",
+                model["type"]
+            )));
         }
         let vocab = model["vocab"]
             .as_object()
@@ -135,9 +150,17 @@ impl ModelTokenizer {
             .iter()
             .filter_map(|(t, id)| id.as_u64().map(|i| (i as u32, t.clone(), 1)))
             .collect();
-        for a in tj["added_tokens"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        for a in tj["added_tokens"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
             if let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) {
-                let kind = if a["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
+                let kind = if a["special"].as_bool().unwrap_or(false) {
+                    3
+                } else {
+                    4
+                };
                 entries.retain(|e| e.0 != id as u32);
                 entries.push((id as u32, content.to_string(), kind));
             }
@@ -159,7 +182,9 @@ impl ModelTokenizer {
             .iter()
             .filter_map(|m| match m {
                 serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Array(p) => Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?)),
+                serde_json::Value::Array(p) => {
+                    Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+                }
                 _ => None,
             })
             .collect();
@@ -171,7 +196,8 @@ impl ModelTokenizer {
         } else {
             PreTokenizer::Gpt2
         };
-        let bpe = ByteLevelBpe::new(&texts, &types, &merges, pre).map_err(|e| ModelError::Vocab(e.to_string()))?;
+        let bpe = ByteLevelBpe::new(&texts, &types, &merges, pre)
+            .map_err(|e| ModelError::Vocab(e.to_string()))?;
         let cfg = read("tokenizer_config.json")?.unwrap_or_default();
         let token_of = |key: &str| -> Option<u32> {
             let v = &cfg[key];
@@ -184,7 +210,9 @@ impl ModelTokenizer {
             stop_ids: eog_ids(&bpe, eos.into_iter().collect()),
             bos,
             eos,
-            add_bos: cfg["add_bos_token"].as_bool().unwrap_or(pre == PreTokenizer::Llama3),
+            add_bos: cfg["add_bos_token"]
+                .as_bool()
+                .unwrap_or(pre == PreTokenizer::Llama3),
             chat_template: cfg["chat_template"].as_str().map(str::to_string),
             bpe,
         })

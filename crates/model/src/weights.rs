@@ -44,7 +44,14 @@ impl Tensor {
     }
 
     /// A view of `len` bytes at `start` in `bytes`, checking size and bounds.
-    pub fn view(dtype: DType, rows: usize, cols: usize, bytes: Arc<Bytes>, start: usize, len: usize) -> Result<Tensor> {
+    pub fn view(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        bytes: Arc<Bytes>,
+        start: usize,
+        len: usize,
+    ) -> Result<Tensor> {
         let want = dtype.row_bytes(cols).and_then(|r| r.checked_mul(rows));
         if want != Some(len) || start.checked_add(len).is_none_or(|end| end > bytes.len()) {
             return Err(ModelError::Invalid(format!(
@@ -52,7 +59,14 @@ impl Tensor {
                 dtype.name()
             )));
         }
-        Ok(Tensor { dtype, rows, cols, bytes, start, len })
+        Ok(Tensor {
+            dtype,
+            rows,
+            cols,
+            bytes,
+            start,
+            len,
+        })
     }
 
     /// All the bytes.
@@ -64,7 +78,10 @@ impl Tensor {
     pub fn row(&self, r: usize) -> Result<&[u8]> {
         let rb = self.len / self.rows.max(1);
         if r >= self.rows {
-            return Err(ModelError::Invalid(format!("row {r} of {} rows", self.rows)));
+            return Err(ModelError::Invalid(format!(
+                "row {r} of {} rows",
+                self.rows
+            )));
         }
         Ok(&self.data()[r * rb..(r + 1) * rb])
     }
@@ -89,14 +106,14 @@ impl Tensor {
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attention_norm: Vec<f32>, // (dim)
-    pub wq: Tensor,                // (n_heads * head_dim, dim)
-    pub wk: Tensor,                // (n_kv_heads * head_dim, dim)
-    pub wv: Tensor,                // (n_kv_heads * head_dim, dim)
-    pub wo: Tensor,                // (dim, n_heads * head_dim)
-    pub ffn_norm: Vec<f32>,        // (dim)
-    pub w1: Tensor,                // (ffn_dim, dim)  gate
-    pub w2: Tensor,                // (dim, ffn_dim)  down
-    pub w3: Tensor,                // (ffn_dim, dim)  up
+    pub wq: Tensor,               // (n_heads * head_dim, dim)
+    pub wk: Tensor,               // (n_kv_heads * head_dim, dim)
+    pub wv: Tensor,               // (n_kv_heads * head_dim, dim)
+    pub wo: Tensor,               // (dim, n_heads * head_dim)
+    pub ffn_norm: Vec<f32>,       // (dim)
+    pub w1: Tensor,               // (ffn_dim, dim)  gate
+    pub w2: Tensor,               // (dim, ffn_dim)  down
+    pub w3: Tensor,               // (ffn_dim, dim)  up
 }
 
 /// All weights of a Llama model.
@@ -104,8 +121,8 @@ pub struct Layer {
 pub struct Weights {
     pub tok_embeddings: Tensor, // (vocab, dim)
     pub layers: Vec<Layer>,
-    pub norm: Vec<f32>,          // (dim)
-    pub output: Tensor,          // (vocab, dim); the embedding matrix when tied
+    pub norm: Vec<f32>,               // (dim)
+    pub output: Tensor,               // (vocab, dim); the embedding matrix when tied
     pub rope_freqs: Option<Vec<f32>>, // (rope_dims / 2) frequency divisors, Llama 3.1 scaling
 }
 

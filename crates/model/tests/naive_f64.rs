@@ -39,7 +39,9 @@ impl Rng {
         (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
     fn mat(&mut self, rows: usize, cols: usize, scale: f64) -> Vec<Vec<f64>> {
-        (0..rows).map(|_| (0..cols).map(|_| self.next() * scale).collect()).collect()
+        (0..rows)
+            .map(|_| (0..cols).map(|_| self.next() * scale).collect())
+            .collect()
     }
 }
 
@@ -64,16 +66,31 @@ struct Naive {
 }
 
 fn f32_round(m: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
-    m.into_iter().map(|r| r.into_iter().map(|x| x as f32 as f64).collect()).collect()
+    m.into_iter()
+        .map(|r| r.into_iter().map(|x| x as f32 as f64).collect())
+        .collect()
 }
 
 fn build() -> (Naive, Vec<u8>) {
     let s = SPEC;
     let hd = s.dim / s.heads;
     let mut rng = Rng(0x9e3779b97f4a7c15);
-    let norm_vec = |rng: &mut Rng| -> Vec<f64> { (0..s.dim).map(|_| (1.0 + 0.1 * rng.next()) as f32 as f64).collect() };
-    let scaling = RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 16.0 };
-    let divisors: Vec<f64> = scaling.freq_divisors(hd, s.theta as f32).into_iter().map(f64::from).collect();
+    let norm_vec = |rng: &mut Rng| -> Vec<f64> {
+        (0..s.dim)
+            .map(|_| (1.0 + 0.1 * rng.next()) as f32 as f64)
+            .collect()
+    };
+    let scaling = RopeScaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 16.0,
+    };
+    let divisors: Vec<f64> = scaling
+        .freq_divisors(hd, s.theta as f32)
+        .into_iter()
+        .map(f64::from)
+        .collect();
     let layers: Vec<NaiveLayer> = (0..s.layers)
         .map(|_| NaiveLayer {
             attention_norm: norm_vec(&mut rng),
@@ -100,16 +117,29 @@ fn build() -> (Naive, Vec<u8>) {
     w.set("llama.embedding_length", Value::U32(s.dim as u32));
     w.set("llama.block_count", Value::U32(s.layers as u32));
     w.set("llama.attention.head_count", Value::U32(s.heads as u32));
-    w.set("llama.attention.head_count_kv", Value::U32(s.kv_heads as u32));
+    w.set(
+        "llama.attention.head_count_kv",
+        Value::U32(s.kv_heads as u32),
+    );
     w.set("llama.feed_forward_length", Value::U32(s.ffn as u32));
     w.set("llama.vocab_size", Value::U32(s.vocab as u32));
     w.set("llama.rope.freq_base", Value::F32(s.theta as f32));
-    w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(s.eps as f32));
+    w.set(
+        "llama.attention.layer_norm_rms_epsilon",
+        Value::F32(s.eps as f32),
+    );
     w.set("llama.context_length", Value::U32(131_072));
-    let bytes = |m: &[Vec<f64>]| -> Vec<u8> { m.iter().flatten().flat_map(|&x| (x as f32).to_le_bytes()).collect() };
-    let vbytes = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect() };
+    let bytes = |m: &[Vec<f64>]| -> Vec<u8> {
+        m.iter()
+            .flatten()
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect()
+    };
+    let vbytes =
+        |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect() };
     let mut add = |name: &str, m: &[Vec<f64>]| {
-        w.add_tensor(name, &[m[0].len(), m.len()], DType::F32, bytes(m)).expect("tensor");
+        w.add_tensor(name, &[m[0].len(), m.len()], DType::F32, bytes(m))
+            .expect("tensor");
     };
     add("token_embd.weight", &naive.emb);
     add("output.weight", &naive.output);
@@ -123,17 +153,42 @@ fn build() -> (Naive, Vec<u8>) {
         add(&format!("blk.{l}.ffn_up.weight"), &ly.w3);
     }
     for (l, ly) in naive.layers.iter().enumerate() {
-        w.add_tensor(&format!("blk.{l}.attn_norm.weight"), &[s.dim], DType::F32, vbytes(&ly.attention_norm)).expect("norm");
-        w.add_tensor(&format!("blk.{l}.ffn_norm.weight"), &[s.dim], DType::F32, vbytes(&ly.ffn_norm)).expect("norm");
+        w.add_tensor(
+            &format!("blk.{l}.attn_norm.weight"),
+            &[s.dim],
+            DType::F32,
+            vbytes(&ly.attention_norm),
+        )
+        .expect("norm");
+        w.add_tensor(
+            &format!("blk.{l}.ffn_norm.weight"),
+            &[s.dim],
+            DType::F32,
+            vbytes(&ly.ffn_norm),
+        )
+        .expect("norm");
     }
-    w.add_tensor("output_norm.weight", &[s.dim], DType::F32, vbytes(&naive.norm)).expect("norm");
-    let div: Vec<u8> = naive.divisors.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
-    w.add_tensor("rope_freqs.weight", &[hd / 2], DType::F32, div).expect("rope");
+    w.add_tensor(
+        "output_norm.weight",
+        &[s.dim],
+        DType::F32,
+        vbytes(&naive.norm),
+    )
+    .expect("norm");
+    let div: Vec<u8> = naive
+        .divisors
+        .iter()
+        .flat_map(|&x| (x as f32).to_le_bytes())
+        .collect();
+    w.add_tensor("rope_freqs.weight", &[hd / 2], DType::F32, div)
+        .expect("rope");
     (naive, w.to_bytes())
 }
 
 fn matvec(m: &[Vec<f64>], x: &[f64]) -> Vec<f64> {
-    m.iter().map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+    m.iter()
+        .map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
 }
 
 fn rmsnorm(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
@@ -161,7 +216,10 @@ fn naive_forward(m: &Naive, tokens: &[u32]) -> Vec<Vec<f64>> {
     let n_rep = s.heads / s.kv_heads;
     let mut x: Vec<Vec<f64>> = tokens.iter().map(|&t| m.emb[t as usize].clone()).collect();
     for ly in &m.layers {
-        let xn: Vec<Vec<f64>> = x.iter().map(|r| rmsnorm(r, &ly.attention_norm, s.eps)).collect();
+        let xn: Vec<Vec<f64>> = x
+            .iter()
+            .map(|r| rmsnorm(r, &ly.attention_norm, s.eps))
+            .collect();
         let mut q: Vec<Vec<f64>> = xn.iter().map(|r| matvec(&ly.wq, r)).collect();
         let mut k: Vec<Vec<f64>> = xn.iter().map(|r| matvec(&ly.wk, r)).collect();
         let v: Vec<Vec<f64>> = xn.iter().map(|r| matvec(&ly.wv, r)).collect();
@@ -175,7 +233,13 @@ fn naive_forward(m: &Naive, tokens: &[u32]) -> Vec<Vec<f64>> {
                 let kh = h / n_rep; // GQA: query head h reads KV head h / n_rep
                 let qh = &q[i][h * hd..(h + 1) * hd];
                 let scores: Vec<f64> = (0..=i)
-                    .map(|t| qh.iter().zip(&k[t][kh * hd..(kh + 1) * hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|t| {
+                        qh.iter()
+                            .zip(&k[t][kh * hd..(kh + 1) * hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -191,17 +255,28 @@ fn naive_forward(m: &Naive, tokens: &[u32]) -> Vec<Vec<f64>> {
             let hn = rmsnorm(&x[i], &ly.ffn_norm, s.eps);
             let g = matvec(&ly.w1, &hn);
             let u = matvec(&ly.w3, &hn);
-            let hmid: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let hmid: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let d = matvec(&ly.w2, &hmid);
             x[i].iter_mut().zip(d).for_each(|(a, b)| *a += b);
         }
     }
-    x.iter().map(|r| matvec(&m.output, &rmsnorm(r, &m.norm, s.eps))).collect()
+    x.iter()
+        .map(|r| matvec(&m.output, &rmsnorm(r, &m.norm, s.eps)))
+        .collect()
 }
 
 fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
-    let range = want.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - want.iter().cloned().fold(f64::INFINITY, f64::min);
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max) / range
+    let range = want.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        - want.iter().cloned().fold(f64::INFINITY, f64::min);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
+        / range
 }
 
 #[test]
@@ -217,15 +292,23 @@ fn forward_matches_naive_f64_reference() {
         // All positions in one batch.
         let mut kv = KvCache::new(&model.config, 64, KvType::F16).expect("kv");
         let mut st = model.new_state(16, 64, pool.n_threads());
-        let all = model.forward(&pool, &tokens, &mut kv, &mut st, true).expect("forward").to_vec();
+        let all = model
+            .forward(&pool, &tokens, &mut kv, &mut st, true)
+            .expect("forward")
+            .to_vec();
         for (i, w) in want.iter().enumerate() {
             let e = max_rel_err(&all[i * SPEC.vocab..(i + 1) * SPEC.vocab], w);
-            assert!(e < 2e-3, "batched, token {i}, threads {threads}: relative error {e}");
+            assert!(
+                e < 2e-3,
+                "batched, token {i}, threads {threads}: relative error {e}"
+            );
         }
         // One token at a time through the cache gives the same logits.
         let mut kv = KvCache::new(&model.config, 64, KvType::F16).expect("kv");
         for (i, &t) in tokens.iter().enumerate() {
-            let l = model.forward(&pool, &[t], &mut kv, &mut st, false).expect("forward");
+            let l = model
+                .forward(&pool, &[t], &mut kv, &mut st, false)
+                .expect("forward");
             let e = max_rel_err(l, &want[i]);
             assert!(e < 2e-3, "incremental, token {i}: relative error {e}");
         }
@@ -242,7 +325,9 @@ fn q8_kv_cache_stays_close() {
     let pool = ThreadPool::new(2);
     let mut kv = KvCache::new(&model.config, 32, KvType::Q8_0).expect("kv");
     let mut st = model.new_state(16, 32, pool.n_threads());
-    let l = model.forward(&pool, &tokens, &mut kv, &mut st, false).expect("forward");
+    let l = model
+        .forward(&pool, &tokens, &mut kv, &mut st, false)
+        .expect("forward");
     let e = max_rel_err(l, &want[tokens.len() - 1]);
     assert!(e < 2e-2, "relative error {e}");
 }
@@ -255,8 +340,21 @@ fn bad_inputs_are_errors() {
     let pool = ThreadPool::new(1);
     let mut kv = KvCache::new(&model.config, 4, KvType::F16).expect("kv");
     let mut st = model.new_state(8, 4, 1);
-    assert!(model.forward(&pool, &[SPEC.vocab as u32], &mut kv, &mut st, false).is_err(), "token out of range");
-    assert!(model.forward(&pool, &[1, 2, 3, 4, 5], &mut kv, &mut st, false).is_err(), "past the context");
-    assert!(model.forward(&pool, &[], &mut kv, &mut st, false).is_err(), "empty");
+    assert!(
+        model
+            .forward(&pool, &[SPEC.vocab as u32], &mut kv, &mut st, false)
+            .is_err(),
+        "token out of range"
+    );
+    assert!(
+        model
+            .forward(&pool, &[1, 2, 3, 4, 5], &mut kv, &mut st, false)
+            .is_err(),
+        "past the context"
+    );
+    assert!(
+        model.forward(&pool, &[], &mut kv, &mut st, false).is_err(),
+        "empty"
+    );
     assert_eq!(kv.len, 0, "failed calls leave the cache as it was");
 }

@@ -14,14 +14,20 @@ use ferrollama_model::{KvCache, KvType, Llama};
 use ferrollama_tensor::{DType, ThreadPool, dequantize_row};
 
 fn tiny(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/tiny")
+        .join(name)
 }
 
 /// Reads a little-endian f32 `.npy` file (format 1.0/2.0) into (shape, data).
 fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
     let b = std::fs::read(tiny(name)).expect("npy");
     assert_eq!(&b[..6], b"\x93NUMPY");
-    let (hlen, start) = if b[6] == 1 { (u16::from_le_bytes([b[8], b[9]]) as usize, 10) } else { (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12) };
+    let (hlen, start) = if b[6] == 1 {
+        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    };
     let header = std::str::from_utf8(&b[start..start + hlen]).expect("header");
     assert!(header.contains("'descr': '<f4'"), "{header}");
     assert!(header.contains("'fortran_order': False"), "{header}");
@@ -31,17 +37,25 @@ fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse().expect("dim"))
         .collect();
-    let data: Vec<f32> = b[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data: Vec<f32> = b[start + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
 }
 
 fn meta() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(tiny("tiny.json")).expect("tiny.json")).expect("json")
+    serde_json::from_str(&std::fs::read_to_string(tiny("tiny.json")).expect("tiny.json"))
+        .expect("json")
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 /// The F32 model is not committed: it is the F16 file with every tensor widened, written
@@ -60,7 +74,8 @@ fn f32_from_f16() -> GgufFile {
             dequantize_row(t.dtype, &f.data(t)[r * rb..(r + 1) * rb], chunk).expect("dequantize");
         }
         let bytes = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
-        w.add_tensor(&t.name, &t.dims, DType::F32, bytes).expect("tensor");
+        w.add_tensor(&t.name, &t.dims, DType::F32, bytes)
+            .expect("tensor");
     }
     GgufFile::parse(Bytes::Owned(w.to_bytes())).expect("f32 gguf")
 }
@@ -68,11 +83,20 @@ fn f32_from_f16() -> GgufFile {
 fn check(label: &str, file: &GgufFile, budget_short: f32, budget_long: f32) {
     let m = meta();
     let model = Llama::from_gguf(file).expect("model");
-    assert!(model.weights.rope_freqs.is_some(), "Llama 3.1 scaling must be loaded");
-    assert_eq!(file.get_str("tokenizer.ggml.pre").expect("pre"), Some("llama-bpe"));
+    assert!(
+        model.weights.rope_freqs.is_some(),
+        "Llama 3.1 scaling must be loaded"
+    );
+    assert_eq!(
+        file.get_str("tokenizer.ggml.pre").expect("pre"),
+        Some("llama-bpe")
+    );
     let pool = ThreadPool::new(2);
     let vocab = model.config.vocab_size;
-    for (run, prompt_key, budget) in [("", "prompt_ids", budget_short), (".long", "prompt_ids_long", budget_long)] {
+    for (run, prompt_key, budget) in [
+        ("", "prompt_ids", budget_short),
+        (".long", "prompt_ids_long", budget_long),
+    ] {
         let prompt = ids(&m[prompt_key]);
         let (shape, want) = npy(&format!("tiny-{label}{run}.logits.npy"));
         let rows = shape[0];
@@ -81,21 +105,44 @@ fn check(label: &str, file: &GgufFile, budget_short: f32, budget_long: f32) {
         // Feed all but the last `rows` tokens in chunks, then the last rows with all logits.
         let (head, tail) = prompt.split_at(prompt.len() - rows);
         for c in head.chunks(256) {
-            model.forward(&pool, c, &mut kv, &mut st, false).expect("forward");
+            model
+                .forward(&pool, c, &mut kv, &mut st, false)
+                .expect("forward");
         }
-        let got = model.forward(&pool, tail, &mut kv, &mut st, true).expect("forward").to_vec();
-        let range = want.iter().cloned().fold(f32::NEG_INFINITY, f32::max) - want.iter().cloned().fold(f32::INFINITY, f32::min);
-        let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let got = model
+            .forward(&pool, tail, &mut kv, &mut st, true)
+            .expect("forward")
+            .to_vec();
+        let range = want.iter().cloned().fold(f32::NEG_INFINITY, f32::max)
+            - want.iter().cloned().fold(f32::INFINITY, f32::min);
+        let max_diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         let mut argmax_agree = 0;
         for r in 0..rows {
-            let am = |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+            let am = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                    )
+                    .0
+            };
             if am(&got[r * vocab..(r + 1) * vocab]) == am(&want[r * vocab..(r + 1) * vocab]) {
                 argmax_agree += 1;
             }
         }
         let rel = max_diff / range;
-        eprintln!("{label}{run}: max |Δ| {max_diff:.2e}, range {range:.2}, relative {rel:.2e}, argmax agree {argmax_agree}/{rows}");
-        assert!(rel < budget, "{label}{run}: relative max error {rel:.3e} exceeds {budget:.1e}");
+        eprintln!(
+            "{label}{run}: max |Δ| {max_diff:.2e}, range {range:.2}, relative {rel:.2e}, argmax agree {argmax_agree}/{rows}"
+        );
+        assert!(
+            rel < budget,
+            "{label}{run}: relative max error {rel:.3e} exceeds {budget:.1e}"
+        );
     }
 }
 
@@ -106,17 +153,32 @@ fn f32_logits_match_llama_cpp() {
 
 #[test]
 fn f16_logits_match_llama_cpp() {
-    check("f16", &GgufFile::open(tiny("tiny-f16.gguf")).expect("gguf"), 2e-3, 2e-3);
+    check(
+        "f16",
+        &GgufFile::open(tiny("tiny-f16.gguf")).expect("gguf"),
+        2e-3,
+        2e-3,
+    );
 }
 
 #[test]
 fn q8_0_logits_match_llama_cpp() {
-    check("q8_0", &GgufFile::open(tiny("tiny-q8_0.gguf")).expect("gguf"), 1e-2, 1e-2);
+    check(
+        "q8_0",
+        &GgufFile::open(tiny("tiny-q8_0.gguf")).expect("gguf"),
+        1e-2,
+        1e-2,
+    );
 }
 
 #[test]
 fn q4_k_m_logits_match_llama_cpp() {
-    check("q4_k_m", &GgufFile::open(tiny("tiny-q4_k_m.gguf")).expect("gguf"), 1e-2, 1e-2);
+    check(
+        "q4_k_m",
+        &GgufFile::open(tiny("tiny-q4_k_m.gguf")).expect("gguf"),
+        1e-2,
+        1e-2,
+    );
 }
 
 #[test]
@@ -124,9 +186,14 @@ fn fixtures_are_the_ones_llama_cpp_ran() {
     use sha2::Digest;
     let m = meta();
     for name in ["tiny-f16.gguf", "tiny-q8_0.gguf", "tiny-q4_k_m.gguf"] {
-        let want = m["sha256"][name].as_str().unwrap_or_else(|| panic!("no sha256 for {name}"));
+        let want = m["sha256"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no sha256 for {name}"));
         let bytes = std::fs::read(tiny(name)).expect("fixture");
-        let got: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let got: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(got, want, "{name}");
     }
 }

@@ -53,15 +53,22 @@ fn weights(w: DType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     b
 }
 
+/// Best per-call time over several batches (robust to other processes
+/// briefly taking a core, which matters on small shared machines).
 fn time_it(mut f: impl FnMut(), min_secs: f64) -> f64 {
     f(); // warm up
-    let t0 = Instant::now();
-    let mut iters = 0u32;
-    while iters < 2 || t0.elapsed().as_secs_f64() < min_secs {
-        f();
-        iters += 1;
+    let mut best = f64::INFINITY;
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < min_secs || best.is_infinite() {
+        let t0 = Instant::now();
+        let mut iters = 0u32;
+        while iters < 1 || t0.elapsed().as_secs_f64() < min_secs / 8.0 {
+            f();
+            iters += 1;
+        }
+        best = best.min(t0.elapsed().as_secs_f64() / iters as f64);
     }
-    t0.elapsed().as_secs_f64() / iters as f64
+    best
 }
 
 fn main() {

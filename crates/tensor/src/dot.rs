@@ -17,6 +17,10 @@ use crate::{DType, TensorError, dot_scalar as sc};
 /// tier the kernel was selected for.
 pub(crate) type RowDot = unsafe fn(*const u8, *const u8, usize) -> f32;
 
+/// A row kernel for 4 tokens at once (weights unpacked once, used 4 times).
+/// Same safety contract as [`RowDot`], for each of the 4 activation rows.
+pub(crate) type RowDot4 = unsafe fn(*const u8, [*const u8; 4], usize) -> [f32; 4];
+
 macro_rules! scalar_wrap {
     ($name:ident, $f:path, $w:expr, $x:expr, $per:expr) => {
         /// Scalar kernel behind the `RowDot` signature.
@@ -101,6 +105,14 @@ mod x86w {
         let s = f32::from_le_bytes(core::ptr::read_unaligned(w as *const [u8; 4]));
         avx512::dot_float(FloatW::F8, w.add(4), x.cast(), n) * s
     });
+    pub(super) unsafe fn z4_q4_k(w: *const u8, x: [*const u8; 4], n: usize) -> [f32; 4] {
+        // SAFETY: forwarded caller contract (features + lengths).
+        unsafe { avx512::dot_q4_k_multi::<4>(w, x, n / 256) }
+    }
+    pub(super) unsafe fn z4_q6_k(w: *const u8, x: [*const u8; 4], n: usize) -> [f32; 4] {
+        // SAFETY: forwarded caller contract (features + lengths).
+        unsafe { avx512::dot_q6_k_multi::<4>(w, x, n / 256) }
+    }
     wrap!(y_q8_0, |w, x, n: usize| avx2::dot_legacy(
         Legacy::Q8_0,
         w,
@@ -188,6 +200,20 @@ pub(crate) fn row_kernel(isa: Isa, w: DType) -> Option<RowDot> {
         DType::F8E4M3 => Some(s_f8),
         DType::Q8_1 | DType::Q8_K => None,
     }
+}
+
+/// The 4-token row kernel for `w` on `isa`, where one exists.
+pub(crate) fn row_kernel4(isa: Isa, w: DType) -> Option<RowDot4> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match (isa, w) {
+            (Isa::Avx512Vnni, DType::Q4_K) => return Some(x86w::z4_q4_k),
+            (Isa::Avx512Vnni, DType::Q6_K) => return Some(x86w::z4_q6_k),
+            _ => {}
+        }
+    }
+    let _ = (isa, w);
+    None
 }
 
 /// Checks a (weight row, activation row) pair for `n` elements and returns

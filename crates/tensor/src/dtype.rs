@@ -123,7 +123,7 @@ impl DType {
     /// number of blocks or the size overflows.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let bl = self.block_len();
-        if n % bl != 0 {
+        if !n.is_multiple_of(bl) {
             return None;
         }
         let body = (n / bl).checked_mul(self.block_bytes())?;

@@ -10,11 +10,14 @@
 //! Work is split by blocks of rows, so every thread writes a disjoint set of
 //! output elements (through `SyncSlice`).
 
-use crate::dot::checked_kernel;
+use crate::dot::{checked_kernel, row_kernel4};
 use crate::isa::{Isa, best_isa};
 use crate::{DType, SyncSlice, TensorError, ThreadPool, quantize_row};
 
 const OP: &str = "matmul";
+
+/// Tokens per pass over a thread's rows (activations of a chunk stay in L2).
+const TOKEN_CHUNK: usize = 64;
 
 /// Token count from which the packed GEMM beats per-row kernels.
 #[cfg(target_arch = "x86_64")]
@@ -30,7 +33,7 @@ pub fn quantize_acts(
 ) -> Result<(), TensorError> {
     const QOP: &str = "quantize_acts";
     let vt = w.vec_dot_type();
-    if cols == 0 || x.len() % cols != 0 {
+    if cols == 0 || !x.len().is_multiple_of(cols) {
         return Err(TensorError::len(
             QOP,
             vt,
@@ -141,6 +144,7 @@ pub fn matmul_with(
         return crate::x86::gemm512::matmul(pool, w, w_data, rows, cols, x_q, n_tokens, out);
     }
 
+    let kernel4 = row_kernel4(isa, w);
     let out = SyncSlice::new(out);
     let n_threads = pool.n_threads();
     // Row blocks: a multiple of 16 rows each so neighbours never share an
@@ -150,15 +154,35 @@ pub fn matmul_with(
         let per = if nt == n_threads { per } else { rows };
         let r0 = (ti * per).min(rows);
         let r1 = ((ti + 1) * per).min(rows);
-        for r in r0..r1 {
-            let wr = &w_data[r * wrb..(r + 1) * wrb];
-            for t in 0..n_tokens {
-                let xr = &x_q[t * xrb..(t + 1) * xrb];
-                // SAFETY: rows validated above (lengths wrb/xrb for `cols`).
-                let v = unsafe { kernel(wr.as_ptr(), xr.as_ptr(), cols) };
-                // SAFETY: row r belongs to this thread only.
-                unsafe { out.write(t * rows + r, v) };
+        // Tokens in chunks whose activations fit in L2; each weight row is
+        // then reused (from L1) for the whole chunk.
+        let mut tc = 0;
+        while tc < n_tokens {
+            let tc_end = (tc + TOKEN_CHUNK).min(n_tokens);
+            for r in r0..r1 {
+                let wp = w_data[r * wrb..(r + 1) * wrb].as_ptr();
+                let xp = |t: usize| x_q[t * xrb..(t + 1) * xrb].as_ptr();
+                let mut t = tc;
+                if let Some(k4) = kernel4 {
+                    while t + 4 <= tc_end {
+                        // SAFETY: rows validated above (lengths wrb/xrb).
+                        let v = unsafe { k4(wp, [xp(t), xp(t + 1), xp(t + 2), xp(t + 3)], cols) };
+                        for (j, val) in v.iter().enumerate() {
+                            // SAFETY: row r belongs to this thread only.
+                            unsafe { out.write((t + j) * rows + r, *val) };
+                        }
+                        t += 4;
+                    }
+                }
+                while t < tc_end {
+                    // SAFETY: rows validated above (lengths wrb/xrb for `cols`).
+                    let v = unsafe { kernel(wp, xp(t), cols) };
+                    // SAFETY: row r belongs to this thread only.
+                    unsafe { out.write(t * rows + r, v) };
+                    t += 1;
+                }
             }
+            tc = tc_end;
         }
     };
     pool.run(&job);

@@ -222,7 +222,7 @@ fn worker_loop(sh: &Shared, idx: usize) {
         while e == seen {
             core::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let mut g = sh.park.lock().unwrap_or_else(|p| p.into_inner());
                 sh.sleepers.fetch_add(1, Ordering::SeqCst);
                 while sh.epoch.load(Ordering::SeqCst) == seen {
@@ -240,10 +240,10 @@ fn worker_loop(sh: &Shared, idx: usize) {
         // SAFETY: `run` published the job before bumping the epoch we just
         // observed (acquire), and keeps it alive until we decrement below.
         let job = unsafe { *sh.job.get() };
-        if let Some(f) = job {
-            if catch_unwind(AssertUnwindSafe(|| f(idx, sh.n_threads))).is_err() {
-                sh.panicked.store(true, Ordering::Relaxed);
-            }
+        if let Some(f) = job
+            && catch_unwind(AssertUnwindSafe(|| f(idx, sh.n_threads))).is_err()
+        {
+            sh.panicked.store(true, Ordering::Relaxed);
         }
         sh.remaining.fetch_sub(1, Ordering::Release);
     }

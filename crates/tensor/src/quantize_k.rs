@@ -267,8 +267,8 @@ pub(crate) fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) -> Result<(), Tenso
         }
         let iscale = -128.0 / max_scale;
         b.d = f16::from_f32(1.0 / iscale);
-        for ib in 0..16 {
-            b.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        for (q, s) in b.scales.iter_mut().zip(&scales) {
+            *q = nearest_int(iscale * s).min(127) as i8;
         }
         let d_all = b.d.to_f32();
         for j in 0..16 {

@@ -63,7 +63,6 @@ fn merge_small(
     parts.push((piece.len() - 1, NONE));
     parts.push((piece.len(), NONE));
 
-
     loop {
         let mut min = (NONE, 0);
         for (i, &(_, r)) in parts[..parts.len() - 1].iter().enumerate() {

@@ -82,7 +82,8 @@ fn byte_to_char() -> [char; 256] {
     let mut t = ['\0'; 256];
     let mut extra = 0u32;
     for b in 0..=255u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         let cp = if printable {
             b
         } else {
@@ -155,9 +156,12 @@ impl ByteLevelBpe {
         let mut merge_ranks = FxHashMap::default();
         for (rank, m) in merges.iter().enumerate() {
             let Some((l, r)) = m.split_once(' ') else {
-                return Err(TokenizerError::BadVocab(format!("merge {rank} {m:?} has no space")));
+                return Err(TokenizerError::BadVocab(format!(
+                    "merge {rank} {m:?} has no space"
+                )));
             };
-            let (Some(&li), Some(&ri)) = (ids.get(&unmap(l, &rev)), ids.get(&unmap(r, &rev))) else {
+            let (Some(&li), Some(&ri)) = (ids.get(&unmap(l, &rev)), ids.get(&unmap(r, &rev)))
+            else {
                 // llama.cpp keeps such merges but they can never apply; skip them.
                 continue;
             };
@@ -194,10 +198,13 @@ impl ByteLevelBpe {
     /// Bytes of a token. Control tokens give their text only when `special` is set (as
     /// llama.cpp's `token_to_piece`); otherwise nothing.
     pub fn token_bytes(&self, id: u32, special: bool) -> Result<&[u8]> {
-        let t = self.tokens.get(id as usize).ok_or(TokenizerError::UnknownId {
-            id,
-            n_words: self.tokens.len() as u32,
-        })?;
+        let t = self
+            .tokens
+            .get(id as usize)
+            .ok_or(TokenizerError::UnknownId {
+                id,
+                n_words: self.tokens.len() as u32,
+            })?;
         Ok(match self.kinds[id as usize] {
             TokenKind::Control | TokenKind::Unknown | TokenKind::Unused if !special => &[],
             _ => t,
@@ -253,7 +260,8 @@ impl ByteLevelBpe {
             match f {
                 Frag::Tok(id) => out.push(id),
                 Frag::Raw(s) => {
-                    let mut piece = |p: &str| self.encode_piece(p.as_bytes(), &mut out, &mut scratch);
+                    let mut piece =
+                        |p: &str| self.encode_piece(p.as_bytes(), &mut out, &mut scratch);
                     match self.pre {
                         PreTokenizer::Llama3 => llama3_pieces(s).for_each(piece),
                         PreTokenizer::Smollm => smollm_pieces(s, &mut piece),
@@ -283,7 +291,11 @@ impl ByteLevelBpe {
             bytes,
             self.max_token_len,
             scratch,
-            |a, m, b| self.merges.get(&(id(&bytes[a..m])?, id(&bytes[m..b])?)).copied(),
+            |a, m, b| {
+                self.merges
+                    .get(&(id(&bytes[a..m])?, id(&bytes[m..b])?))
+                    .copied()
+            },
             |a, b| match id(&bytes[a..b]) {
                 Some(t) => out.push(t),
                 None => self.push_bytes(&bytes[a..b], out),
@@ -335,8 +347,15 @@ mod tests {
         let ids = v.encode("<|im_start|> the", true);
         assert_eq!(ids, [0, the]);
         let ids = v.encode("<|im_start|>", false);
-        assert_eq!(ids.len(), "<|im_start|>".len(), "control text stays text unless asked");
+        assert_eq!(
+            ids.len(),
+            "<|im_start|>".len(),
+            "control text stays text unless asked"
+        );
         assert_eq!(v.decode(&[0, the], false).expect("decode"), " the");
-        assert_eq!(v.decode(&[0, the], true).expect("decode"), "<|im_start|> the");
+        assert_eq!(
+            v.decode(&[0, the], true).expect("decode"),
+            "<|im_start|> the"
+        );
     }
 }

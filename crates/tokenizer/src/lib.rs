@@ -26,12 +26,12 @@ pub mod stream;
 pub mod tokenizer;
 pub mod vocab;
 
+pub use bytelevel::{ByteLevelBpe, PreTokenizer, TokenKind};
 pub use error::{Result, TokenizerError};
 pub use special::Special;
 pub use stream::StreamDecoder;
 pub use tokenizer::{AllowedSpecial, Tokenizer};
 pub use vocab::Vocab;
-pub use bytelevel::{ByteLevelBpe, PreTokenizer, TokenKind};
 
 /// sha256 of Meta's Llama 3 `tokenizer.model` (llama-models 0.3.0).
 pub const LLAMA3_TOKENIZER_SHA256: &str =

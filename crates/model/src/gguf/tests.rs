@@ -12,15 +12,20 @@ fn sample() -> Vec<u8> {
     w.set("x.f", Value::F32(1.5));
     w.set(
         "tokenizer.ggml.tokens",
-        Value::Array(ty::STRING, vec![Value::String("a".into()), Value::String("é".into())]),
+        Value::Array(
+            ty::STRING,
+            vec![Value::String("a".into()), Value::String("é".into())],
+        ),
     );
     w.set(
         "nested",
         Value::Array(ty::ARRAY, vec![Value::Array(ty::I32, vec![Value::I32(-1)])]),
     );
     let data: Vec<u8> = (0..4 * 6).map(|i| i as u8).collect();
-    w.add_tensor("t.weight", &[3, 2], DType::F32, data).expect("tensor");
-    w.add_tensor("u.weight", &[32], DType::Q8_0, vec![7; 34]).expect("tensor");
+    w.add_tensor("t.weight", &[3, 2], DType::F32, data)
+        .expect("tensor");
+    w.add_tensor("u.weight", &[32], DType::Q8_0, vec![7; 34])
+        .expect("tensor");
     w.to_bytes()
 }
 
@@ -28,10 +33,18 @@ fn sample() -> Vec<u8> {
 fn round_trip() {
     let f = GgufFile::parse(Bytes::Owned(sample())).expect("parse");
     assert_eq!(f.version, 3);
-    assert_eq!(f.get_str("general.architecture").expect("str"), Some("llama"));
+    assert_eq!(
+        f.get_str("general.architecture").expect("str"),
+        Some("llama")
+    );
     assert_eq!(f.get_u64("llama.block_count").expect("u64"), Some(2));
     assert_eq!(f.get_f64("x.f").expect("f64"), Some(1.5));
-    assert_eq!(f.get_array("tokenizer.ggml.tokens").expect("arr").map(|a| a.len()), Some(2));
+    assert_eq!(
+        f.get_array("tokenizer.ggml.tokens")
+            .expect("arr")
+            .map(|a| a.len()),
+        Some(2)
+    );
     let t = f.tensor("t.weight").expect("tensor");
     assert_eq!(t.dims, [3, 2]);
     assert_eq!(t.matrix_shape(), (2, 3));
@@ -39,14 +52,20 @@ fn round_trip() {
     assert_eq!(t.start % 32, 0);
     let u = f.tensor("u.weight").expect("tensor");
     assert_eq!(f.data(u), &[7u8; 34][..]);
-    assert!(f.get_u64("general.architecture").is_err(), "wrong type is an error");
+    assert!(
+        f.get_u64("general.architecture").is_err(),
+        "wrong type is an error"
+    );
 }
 
 #[test]
 fn every_truncation_is_an_error_not_a_panic() {
     let b = sample();
     for n in 0..b.len() {
-        assert!(GgufFile::parse(Bytes::Owned(b[..n].to_vec())).is_err(), "prefix {n}");
+        assert!(
+            GgufFile::parse(Bytes::Owned(b[..n].to_vec())).is_err(),
+            "prefix {n}"
+        );
     }
 }
 
@@ -81,7 +100,10 @@ fn bad_magic_version_utf8_and_offsets() {
     ));
     let mut b = sample();
     b[4] = 1;
-    assert!(matches!(GgufFile::parse(Bytes::Owned(b)), Err(crate::ModelError::GgufVersion(1))));
+    assert!(matches!(
+        GgufFile::parse(Bytes::Owned(b)),
+        Err(crate::ModelError::GgufVersion(1))
+    ));
     let mut b = sample();
     // Corrupt the first key's bytes into invalid UTF-8.
     b[4 + 4 + 8 + 8 + 8] = 0xff;

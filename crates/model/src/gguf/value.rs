@@ -121,7 +121,10 @@ pub trait MetadataExt {
 
     fn get_u64(&self, key: &str) -> Result<Option<u64>> {
         self.get_value(key)
-            .map(|v| v.as_u64().ok_or_else(|| wrong(key, "a non-negative integer", v)))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| wrong(key, "a non-negative integer", v))
+            })
             .transpose()
     }
 

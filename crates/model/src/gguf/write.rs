@@ -31,7 +31,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor; `dims` in ggml order, `data` already in `dtype`'s layout.
-    pub fn add_tensor(&mut self, name: &str, dims: &[usize], dtype: DType, data: Vec<u8>) -> Result<()> {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        dtype: DType,
+        data: Vec<u8>,
+    ) -> Result<()> {
         let bad = |what: String| ModelError::Tensor {
             name: name.to_string(),
             what,
@@ -48,7 +54,8 @@ impl GgufWriter {
         if dtype.ggml_id().is_none() {
             return Err(bad(format!("{} cannot be stored in GGUF", dtype.name())));
         }
-        self.tensors.push((name.to_string(), dims.to_vec(), dtype, data));
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), dtype, data));
         Ok(())
     }
 

@@ -18,6 +18,8 @@
 //! list and pointers valid for the stated number of blocks.
 
 #![allow(unsafe_op_in_unsafe_fn)]
+// Kernels index small fixed-size register arrays; index loops unroll fully.
+#![allow(clippy::needless_range_loop)]
 
 use core::arch::x86_64::*;
 
@@ -227,105 +229,151 @@ unsafe fn rd_f32(p: *const u8) -> f32 {
     f32::from_le_bytes(core::ptr::read_unaligned(p as *const [u8; 4]))
 }
 
-/// Q4_K · Q8_K over `nb` super-blocks.
+/// Q4_K · Q8_K over `nb` super-blocks (one token).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
 pub(crate) unsafe fn dot_q4_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    dot_q4_k_multi::<1>(w, [x], nb)[0]
+}
+
+/// Q4_K · Q8_K for `TT` tokens at once: each weight super-block is unpacked
+/// (nibbles, 6-bit scales) once and reused for every token.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k_multi<const TT: usize>(
+    w: *const u8,
+    x: [*const u8; TT],
+    nb: usize,
+) -> [f32; TT] {
     let zero = _mm512_setzero_si512();
     let m4 = _mm256_set1_epi8(0x0f);
-    let mut acc = _mm512_setzero_ps();
-    let mut accm = _mm256_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); TT];
+    let mut accm = [_mm256_setzero_ps(); TT];
     for i in 0..nb {
         let wb = w.add(i * 144);
-        let xb = x.add(i * 292);
-        let dy = rd_f32(xb);
-        let d = f16_to_f32(rd_u16(wb)) * dy;
-        let dmin = f16_to_f32(rd_u16(wb.add(2))) * dy;
+        let dw = f16_to_f32(rd_u16(wb));
+        let dminw = f16_to_f32(rd_u16(wb.add(2)));
         let sc_bytes = core::ptr::read_unaligned(wb.add(4) as *const [u8; 12]);
         let (sc, mn) = q4k_unpack(&sc_bytes);
-        // Mins: sum_j m_j * (bsum_2j + bsum_2j+1), in 16-bit pairs.
+        // Mins as 16 i16 (m_j for sub-blocks of 16: 2j and 2j+1).
         let mn8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
         let mn16 = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_unpacklo_epi16(mn8, mn8)),
             _mm_unpackhi_epi16(mn8, mn8),
             1,
         );
-        let bsums = _mm256_loadu_si256(xb.add(260) as *const __m256i);
-        let prod = _mm256_madd_epi16(mn16, bsums);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(dmin), accm);
-        // Scales as i32 lanes, 0..8.
         let mut sc16 = [0u8; 16];
         sc16[..8].copy_from_slice(&sc);
         let sc32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(sc16.as_ptr() as *const __m128i));
-        let mut isum = _mm512_setzero_si512();
+        let mut qv = [zero; 4];
+        let mut scv = [zero; 4];
         for j in 0..4 {
             let q = _mm256_loadu_si256(wb.add(16 + 32 * j) as *const __m256i);
             let lo = _mm256_and_si256(q, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let qv = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            let yv = _mm512_loadu_si512(xb.add(4 + 64 * j) as *const _);
-            let dot = _mm512_dpbusd_epi32(zero, qv, yv);
-            let scv = _mm512_permutexvar_epi32(pair_idx(j as i32), sc32);
-            isum = _mm512_dpwssd_epi32(isum, dot, scv);
+            qv[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            scv[j] = _mm512_permutexvar_epi32(pair_idx(j as i32), sc32);
         }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d), acc);
+        for t in 0..TT {
+            let xb = x[t].add(i * 292);
+            let dy = rd_f32(xb);
+            // sum_j m_j * (bsum_2j + bsum_2j+1), in 16-bit pairs.
+            let bsums = _mm256_loadu_si256(xb.add(260) as *const __m256i);
+            let prod = _mm256_madd_epi16(mn16, bsums);
+            accm[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(prod),
+                _mm256_set1_ps(dminw * dy),
+                accm[t],
+            );
+            let mut isum = zero;
+            for j in 0..4 {
+                let yv = _mm512_loadu_si512(xb.add(4 + 64 * j) as *const _);
+                isum = _mm512_dpwssd_epi32(isum, _mm512_dpbusd_epi32(zero, qv[j], yv), scv[j]);
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dw * dy), acc[t]);
+        }
     }
-    hsum_ps(acc) - {
-        let h = _mm_add_ps(_mm256_castps256_ps128(accm), _mm256_extractf128_ps(accm, 1));
+    let mut out = [0f32; TT];
+    for t in 0..TT {
+        let h = _mm_add_ps(
+            _mm256_castps256_ps128(accm[t]),
+            _mm256_extractf128_ps(accm[t], 1),
+        );
         let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)))
+        let m = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        out[t] = hsum_ps(acc[t]) - m;
     }
+    out
 }
 
-/// Q6_K · Q8_K over `nb` super-blocks.
+/// Q6_K · Q8_K over `nb` super-blocks (one token).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
 pub(crate) unsafe fn dot_q6_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    dot_q6_k_multi::<1>(w, [x], nb)[0]
+}
+
+/// Q6_K · Q8_K for `TT` tokens at once (weights unpacked once per block).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k_multi<const TT: usize>(
+    w: *const u8,
+    x: [*const u8; TT],
+    nb: usize,
+) -> [f32; TT] {
     let zero = _mm512_setzero_si512();
     let m4 = _mm512_set1_epi8(0x0f);
     let m30 = _mm512_set1_epi8(0x30);
     // Per-256-bit-half shift counts (16-bit lanes): A chunk <<[4,2], B chunk >>[0,2].
     let shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     let shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    let mut acc = _mm512_setzero_ps();
+    let grp = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    let mut acc = [_mm512_setzero_ps(); TT];
     for i in 0..nb {
         let wb = w.add(i * 210);
-        let xb = x.add(i * 292);
-        let d = f16_to_f32(rd_u16(wb.add(208))) * rd_f32(xb);
+        let dw = f16_to_f32(rd_u16(wb.add(208)));
         let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wb.add(192) as *const __m128i));
+        // Zero-extended 16-bit scales: vpdpwssd must see 0 in the high half.
         let sc32 = _mm512_cvtepu16_epi32(s16);
-        // Offset: q - 32, so subtract 32 * sum_g sc_g * bsum_g.
-        let corr = _mm256_madd_epi16(s16, _mm256_loadu_si256(xb.add(260) as *const __m256i));
-        let mut isum = _mm512_castsi256_si512(_mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_slli_epi32(corr, 5),
-        ));
-        isum = _mm512_inserti64x4(isum, _mm256_setzero_si256(), 1);
+        let mut qv = [zero; 4];
+        let mut scv = [zero; 4];
         for h in 0..2 {
             let ql = _mm512_loadu_si512(wb.add(64 * h) as *const _);
             let qh =
                 _mm512_broadcast_i64x4(_mm256_loadu_si256(wb.add(128 + 32 * h) as *const __m256i));
-            let a = _mm512_or_si512(
+            qv[2 * h] = _mm512_or_si512(
                 _mm512_and_si512(ql, m4),
                 _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30),
             );
-            let b = _mm512_or_si512(
+            qv[2 * h + 1] = _mm512_or_si512(
                 _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
                 _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
             );
-            for (c, qv) in [(2 * h, a), (2 * h + 1, b)] {
-                let yv = _mm512_loadu_si512(xb.add(4 + 64 * c) as *const _);
-                let dot = _mm512_dpbusd_epi32(zero, qv, yv);
-                // lanes 4g..4g+4 belong to sub-block 4c+g.
-                let idx = _mm512_add_epi32(
-                    _mm512_set1_epi32(4 * c as i32),
-                    _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                );
-                let scv = _mm512_permutexvar_epi32(idx, sc32);
-                isum = _mm512_dpwssd_epi32(isum, dot, scv);
-            }
         }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d), acc);
+        for (c, s) in scv.iter_mut().enumerate() {
+            // lanes 4g..4g+4 of chunk c belong to sub-block 4c+g.
+            *s = _mm512_permutexvar_epi32(
+                _mm512_add_epi32(_mm512_set1_epi32(4 * c as i32), grp),
+                sc32,
+            );
+        }
+        for t in 0..TT {
+            let xb = x[t].add(i * 292);
+            let d = dw * rd_f32(xb);
+            // q - 32: start from -32 * sum_g sc_g * bsum_g.
+            let corr = _mm256_madd_epi16(s16, _mm256_loadu_si256(xb.add(260) as *const __m256i));
+            let mut isum = _mm512_zextsi256_si512(_mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_slli_epi32(corr, 5),
+            ));
+            for c in 0..4 {
+                let yv = _mm512_loadu_si512(xb.add(4 + 64 * c) as *const _);
+                isum = _mm512_dpwssd_epi32(isum, _mm512_dpbusd_epi32(zero, qv[c], yv), scv[c]);
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d), acc[t]);
+        }
     }
-    hsum_ps(acc)
+    let mut out = [0f32; TT];
+    for t in 0..TT {
+        out[t] = hsum_ps(acc[t]);
+    }
+    out
 }
 
 /// Loads up to 16 weights of a float format as f32 (masked past `n`).

@@ -142,6 +142,9 @@ struct Tile<const RR: usize, const TT: usize> {
 }
 
 /// The micro-kernel: `out[r][t] = dot(w row r, x token t)` over `nb` blocks.
+/// (Index loops over the tiny const-size tile are clearer than iterators and
+/// are fully unrolled.)
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
 unsafe fn tile<const K: u8, const RR: usize, const TT: usize>(
     p: &Tile<RR, TT>,
