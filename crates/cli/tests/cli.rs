@@ -273,6 +273,24 @@ fn fetch_installs_the_verified_file_atomically() {
         target.display().to_string()
     );
     assert_eq!(std::fs::read(&target).expect("installed"), real);
+    // A cached file changed after verification is hashed again and replaced.
+    let mut tampered = real.clone();
+    tampered[100] ^= 1;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&target, &tampered).expect("tamper");
+    let out = run(
+        bin()
+            .args(["fetch", "tokenizer"])
+            .env("FERROLLAMA_CACHE", &cache)
+            .env("FERROLLAMA_PYTHON", &python),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&target).expect("refetched"),
+        real,
+        "the tampered file was replaced"
+    );
     // The cached copy is used from now on, even with no way to download.
     let out = run(
         bin()

@@ -1,10 +1,13 @@
 //! Micro benchmark for `matmul` (no criterion): decode (1 token) as weight
 //! GB/s and prefill (512 tokens) as GFLOP/s (2·rows·cols·tokens / time), for
-//! each weight dtype, 2048x2048 and 8192x2048, on 1 and 2 threads.
+//! each weight dtype, on the shapes of Llama-3.2-1B (2048x2048, 8192x2048,
+//! 2048x8192, 128256x2048) and SmolLM2-135M (576x576, 1536x576, 576x1536,
+//! 49152x576), on 1 and 2 threads. Prefill is skipped for the vocab shapes.
 //!
-//! Usage: cargo run --release -p ferrollama-tensor --example matmul_bench [dtype...]
-//! (dtype names as in `DType::name`, e.g. `q4_1 q8_0`). `FERROLLAMA_ISA=avx2`
-//! selects a lower SIMD tier.
+//! Usage: cargo run --release -p ferrollama-tensor --example matmul_bench [dtype...] [RxC...]
+//! (dtype names as in `DType::name`, e.g. `q4_1 q8_0`; shapes like
+//! `2048x2048` restrict the shape list). `FERROLLAMA_ISA=avx2` selects a lower
+//! SIMD tier.
 
 use std::time::Instant;
 
@@ -72,7 +75,23 @@ fn time_it(mut f: impl FnMut(), min_secs: f64) -> f64 {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (shape_args, filter): (Vec<String>, Vec<String>) =
+        args.into_iter().partition(|a| a.contains('x'));
+    let all_shapes = [
+        (2048usize, 2048usize),
+        (8192, 2048),
+        (2048, 8192),
+        (128256, 2048),
+        (576, 576),
+        (1536, 576),
+        (576, 1536),
+        (49152, 576),
+    ];
+    let shapes: Vec<(usize, usize)> = all_shapes
+        .into_iter()
+        .filter(|(r, c)| shape_args.is_empty() || shape_args.contains(&format!("{r}x{c}")))
+        .collect();
     let types = [
         DType::Q4_1,
         DType::Q8_0,
@@ -86,7 +105,7 @@ fn main() {
     ];
     println!("simd: {}", cpu_features());
     println!(
-        "{:<7} {:>11} {:>3} {:>13} {:>15} {:>11}",
+        "{:<7} {:>12} {:>3} {:>13} {:>15} {:>11}",
         "dtype", "rows x cols", "thr", "decode GB/s", "decode us/call", "prefill GF/s"
     );
     let mut rng = Rng(0x1234_5678);
@@ -94,9 +113,11 @@ fn main() {
         if !filter.is_empty() && !filter.iter().any(|f| f == w.name()) {
             continue;
         }
-        for (rows, cols) in [(2048usize, 2048usize), (8192, 2048)] {
+        for &(rows, cols) in &shapes {
+            let do_prefill = rows < 32768;
+            let pt_tokens = if do_prefill { 512 } else { 1 };
             let wd = weights(w, rows, cols, &mut rng);
-            let x: Vec<f32> = (0..cols * 512).map(|_| rng.f32()).collect();
+            let x: Vec<f32> = (0..cols * pt_tokens).map(|_| rng.f32()).collect();
             let mut x1 = Vec::new();
             let mut x512 = Vec::new();
             if quantize_acts(w, &x[..cols], cols, &mut x1).is_err()
@@ -105,7 +126,7 @@ fn main() {
                 continue;
             }
             let mut out1 = vec![0f32; rows];
-            let mut out512 = vec![0f32; rows * 512];
+            let mut out512 = vec![0f32; rows * pt_tokens];
             for threads in [1usize, 2] {
                 let pool = ThreadPool::new(threads);
                 let dt = time_it(
@@ -115,15 +136,19 @@ fn main() {
                     0.3,
                 );
                 let gbs = wd.len() as f64 / dt / 1e9;
-                let pt = time_it(
-                    || {
-                        let _ = matmul(&pool, w, &wd, rows, cols, &x512, 512, &mut out512);
-                    },
-                    0.5,
-                );
-                let gf = 2.0 * rows as f64 * cols as f64 * 512.0 / pt / 1e9;
+                let gf = if do_prefill {
+                    let pt = time_it(
+                        || {
+                            let _ = matmul(&pool, w, &wd, rows, cols, &x512, 512, &mut out512);
+                        },
+                        0.5,
+                    );
+                    2.0 * rows as f64 * cols as f64 * 512.0 / pt / 1e9
+                } else {
+                    f64::NAN
+                };
                 println!(
-                    "{:<7} {:>5}x{:<5} {:>3} {:>13.1} {:>15.1} {:>11.1}",
+                    "{:<7} {:>6}x{:<5} {:>3} {:>13.1} {:>15.1} {:>11.1}",
                     w.name(),
                     rows,
                     cols,
