@@ -13,7 +13,7 @@
 //! positions, appending their keys and values to the cache; all buffers live in [`State`],
 //! allocated once, so the hot path does not allocate.
 
-use ferrollama_tensor::{SyncSlice, ThreadPool, matmul, quantize_acts};
+use ferrollama_tensor::{SyncSlice, ThreadPool, matmul, matmul_packed, quantize_acts};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -54,14 +54,16 @@ impl Llama {
     /// Loads a Llama model from a GGUF file (weights stay memory-mapped).
     pub fn from_gguf(f: &GgufFile) -> Result<Llama> {
         let config = LlamaConfig::from_gguf(f)?;
-        let weights = Weights::from_gguf(f, &config)?;
+        let mut weights = Weights::from_gguf(f, &config)?;
+        weights.pack()?;
         Ok(Llama { config, weights })
     }
 
     /// Loads a Hugging Face folder (config.json + safetensors).
     pub fn from_safetensors(dir: &std::path::Path) -> Result<Llama> {
         let folder = crate::safetensors::SafetensorsFolder::open(dir)?;
-        let weights = folder.weights()?;
+        let mut weights = folder.weights()?;
+        weights.pack()?;
         Ok(Llama {
             config: folder.config.clone(),
             weights,
@@ -288,16 +290,11 @@ fn linear(
     acts: &mut Vec<u8>,
 ) -> Result<()> {
     quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
-    matmul(
-        pool,
-        w.dtype,
-        w.data(),
-        w.rows,
-        w.cols,
-        acts,
-        n,
-        &mut out[..n * w.rows],
-    )?;
+    let out = &mut out[..n * w.rows];
+    match &w.packed {
+        Some(p) => matmul_packed(pool, p, acts, n, out)?,
+        None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ferrollama_tensor::{DType, dequantize_row};
+use ferrollama_tensor::{DType, PackedMatrix, dequantize_row};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -10,7 +10,9 @@ use crate::gguf::{Bytes, GgufFile};
 use crate::names::{Format, file_name};
 
 /// A 2-D weight matrix `[rows, cols]` (row-major, `cols` contiguous), in any dtype.
-/// Usually a view into a memory-mapped file; owned when converted at load.
+/// Usually a view into a memory-mapped file; owned when converted at load. Matrices the
+/// kernels can run faster in an interleaved layout also carry a repacked copy, which the
+/// forward pass then uses instead.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub dtype: DType,
@@ -19,6 +21,7 @@ pub struct Tensor {
     bytes: Arc<Bytes>,
     start: usize,
     len: usize,
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Tensor {
@@ -40,6 +43,7 @@ impl Tensor {
             bytes: Arc::new(Bytes::Owned(data)),
             start: 0,
             len,
+            packed: None,
         })
     }
 
@@ -66,7 +70,17 @@ impl Tensor {
             bytes,
             start,
             len,
+            packed: None,
         })
+    }
+
+    /// Adds the repacked copy when the kernels have one for this dtype and CPU.
+    pub fn pack(&mut self) -> Result<()> {
+        if self.packed.is_none() {
+            self.packed =
+                PackedMatrix::pack(self.dtype, self.data(), self.rows, self.cols)?.map(Arc::new);
+        }
+        Ok(())
     }
 
     /// All the bytes.
@@ -127,6 +141,32 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Repacks every matrix the kernels can run faster interleaved (projections, feed
+    /// forward and output; the embedding table stays as it is, for row lookups), then lets
+    /// the kernel drop the file pages the packed copies replace, so resident memory stays
+    /// about one copy of the weights. `FERROLLAMA_NO_PACK=1` turns this off.
+    pub fn pack(&mut self) -> Result<()> {
+        if std::env::var_os("FERROLLAMA_NO_PACK").is_some_and(|v| v != "0") {
+            return Ok(());
+        }
+        for l in &mut self.layers {
+            for t in [
+                &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
+            ] {
+                t.pack()?;
+            }
+        }
+        self.output.pack()?;
+        let bytes = self.output.bytes.clone();
+        if let Bytes::Mmap(m) = &*bytes {
+            // SAFETY: the mapping is a read-only, file-backed private map and we hold no
+            // mutable view of it; MADV_DONTNEED only drops resident pages, and any later
+            // read (embedding rows, unpacked tensors) faults the unchanged file back in.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+        Ok(())
+    }
+
     /// Maps the tensors of a GGUF file onto reference names, checking every shape.
     pub fn from_gguf(f: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
         let get = |layer: Option<usize>, name: &str, rows: usize, cols: usize| -> Result<Tensor> {
@@ -149,6 +189,7 @@ impl Weights {
                 bytes: f.bytes().clone(),
                 start: t.start,
                 len: t.len,
+                packed: None,
             })
         };
         let vector = |layer: Option<usize>, name: &str, n: usize| -> Result<Vec<f32>> {

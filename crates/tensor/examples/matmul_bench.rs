@@ -11,7 +11,10 @@
 
 use std::time::Instant;
 
-use ferrollama_tensor::{DType, ThreadPool, cpu_features, matmul, quantize_acts, quantize_row};
+use ferrollama_tensor::{
+    DType, PackedMatrix, ThreadPool, cpu_features, matmul, matmul_packed, quantize_acts,
+    quantize_row,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -105,8 +108,15 @@ fn main() {
     ];
     println!("simd: {}", cpu_features());
     println!(
-        "{:<7} {:>12} {:>3} {:>13} {:>15} {:>11}",
-        "dtype", "rows x cols", "thr", "decode GB/s", "decode us/call", "prefill GF/s"
+        "{:<7} {:>12} {:>3} {:>13} {:>15} {:>11} {:>12} {:>12}",
+        "dtype",
+        "rows x cols",
+        "thr",
+        "decode GB/s",
+        "decode us/call",
+        "prefill GF/s",
+        "packed GB/s",
+        "packed GF/s"
     );
     let mut rng = Rng(0x1234_5678);
     for w in types {
@@ -127,6 +137,7 @@ fn main() {
             }
             let mut out1 = vec![0f32; rows];
             let mut out512 = vec![0f32; rows * pt_tokens];
+            let packed = PackedMatrix::pack(w, &wd, rows, cols).ok().flatten();
             for threads in [1usize, 2] {
                 let pool = ThreadPool::new(threads);
                 let dt = time_it(
@@ -147,15 +158,40 @@ fn main() {
                 } else {
                     f64::NAN
                 };
+                let (pgbs, pgf) = match &packed {
+                    Some(p) => {
+                        let dt = time_it(
+                            || {
+                                let _ = matmul_packed(&pool, p, &x1, 1, &mut out1);
+                            },
+                            0.3,
+                        );
+                        let gf = if do_prefill {
+                            let pt = time_it(
+                                || {
+                                    let _ = matmul_packed(&pool, p, &x512, 512, &mut out512);
+                                },
+                                0.5,
+                            );
+                            2.0 * rows as f64 * cols as f64 * 512.0 / pt / 1e9
+                        } else {
+                            f64::NAN
+                        };
+                        (wd.len() as f64 / dt / 1e9, gf)
+                    }
+                    None => (f64::NAN, f64::NAN),
+                };
                 println!(
-                    "{:<7} {:>6}x{:<5} {:>3} {:>13.1} {:>15.1} {:>11.1}",
+                    "{:<7} {:>6}x{:<5} {:>3} {:>13.1} {:>15.1} {:>11.1} {:>12.1} {:>12.1}",
                     w.name(),
                     rows,
                     cols,
                     pool.n_threads(),
                     gbs,
                     dt * 1e6,
-                    gf
+                    gf,
+                    pgbs,
+                    pgf
                 );
             }
         }

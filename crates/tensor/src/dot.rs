@@ -20,6 +20,8 @@ pub(crate) type RowDot = unsafe fn(*const u8, *const u8, usize) -> f32;
 /// A row kernel for 4 tokens at once (weights unpacked once, used 4 times).
 /// Same safety contract as [`RowDot`], for each of the 4 activation rows.
 pub(crate) type RowDot4 = unsafe fn(*const u8, [*const u8; 4], usize) -> [f32; 4];
+/// Eight-token variant of [`RowDot4`].
+pub(crate) type RowDot8 = unsafe fn(*const u8, [*const u8; 8], usize) -> [f32; 8];
 
 macro_rules! scalar_wrap {
     ($name:ident, $f:path, $w:expr, $x:expr, $per:expr) => {
@@ -112,6 +114,14 @@ mod x86w {
     pub(super) unsafe fn z4_q6_k(w: *const u8, x: [*const u8; 4], n: usize) -> [f32; 4] {
         // SAFETY: forwarded caller contract (features + lengths).
         unsafe { avx512::dot_q6_k_multi::<4>(w, x, n / 256) }
+    }
+    pub(super) unsafe fn z8_q4_k(w: *const u8, x: [*const u8; 8], n: usize) -> [f32; 8] {
+        // SAFETY: forwarded caller contract (features + lengths).
+        unsafe { avx512::dot_q4_k_multi::<8>(w, x, n / 256) }
+    }
+    pub(super) unsafe fn z8_q6_k(w: *const u8, x: [*const u8; 8], n: usize) -> [f32; 8] {
+        // SAFETY: forwarded caller contract (features + lengths).
+        unsafe { avx512::dot_q6_k_multi::<8>(w, x, n / 256) }
     }
     wrap!(y_q8_0, |w, x, n: usize| avx2::dot_legacy(
         Legacy::Q8_0,
@@ -209,6 +219,22 @@ pub(crate) fn row_kernel4(isa: Isa, w: DType) -> Option<RowDot4> {
         match (isa, w) {
             (Isa::Avx512Vnni, DType::Q4_K) => return Some(x86w::z4_q4_k),
             (Isa::Avx512Vnni, DType::Q6_K) => return Some(x86w::z4_q6_k),
+            _ => {}
+        }
+    }
+    let _ = (isa, w);
+    None
+}
+
+/// The 8-token row kernel for `w` on `isa`, where one exists (k-quants:
+/// unpacking a super-block costs about as much as dotting it with 2-3
+/// tokens, so amortizing it over 8 tokens pays).
+pub(crate) fn row_kernel8(isa: Isa, w: DType) -> Option<RowDot8> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match (isa, w) {
+            (Isa::Avx512Vnni, DType::Q4_K) => return Some(x86w::z8_q4_k),
+            (Isa::Avx512Vnni, DType::Q6_K) => return Some(x86w::z8_q6_k),
             _ => {}
         }
     }

@@ -5,6 +5,8 @@
 //! - [`vec_dot`] / [`matmul`]: quantized weight x activation products with
 //!   scalar reference kernels and AVX2 / AVX-512-VNNI versions chosen at run
 //!   time ([`Isa`], [`cpu_features`]);
+//! - [`PackedMatrix`] / [`matmul_packed`]: optional load-time repacking
+//!   with faster kernels for some formats;
 //! - f32/f16 helpers for attention ([`dot_f32`], [`axpy_f16_f32`], ...);
 //! - [`ThreadPool`] / [`SyncSlice`] for per-token parallel work.
 
@@ -20,6 +22,7 @@ mod isa;
 mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod packed;
 mod pool;
 mod quantize;
 mod quantize_k;
@@ -38,6 +41,7 @@ pub use f32ops::{
 };
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};
+pub use packed::{PackedMatrix, matmul_packed};
 pub use pool::ThreadPool;
 pub use quantize::quantize_row;
 pub use sync_slice::SyncSlice;

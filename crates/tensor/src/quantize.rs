@@ -85,6 +85,30 @@ pub(crate) fn put<B: crate::blocks::Block>(
     })
 }
 
+/// `x.round() as i8` (half away from zero, saturating), without the libm
+/// call `f32::round` compiles to on baseline x86-64 (no SSE4.1), so the
+/// activation quantizers vectorize: truncate, then fix up from the exact
+/// remainder (`x - trunc(x)` is exact for |x| < 2^23; larger values
+/// saturate either way, NaN gives 0 like `as i8`).
+#[inline(always)]
+fn round_i8(x: f32) -> i8 {
+    // Saturate early so the integer steps below cannot overflow.
+    let x = x.clamp(-256.0, 256.0);
+    let t = x as i32;
+    let d = x - t as f32;
+    let r = t + (d >= 0.5) as i32 - (d <= -0.5) as i32;
+    r.clamp(-128, 127) as i8
+}
+
+/// ggml's `nearest_int` for |x| <= 2^22: round half to even through the
+/// 1.5 * 2^23 magic constant (bit-identical to `round_ties_even`, but no
+/// libm `rintf` call on baseline x86-64).
+#[inline(always)]
+fn nearest_int(x: f32) -> i32 {
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
 /// Largest |x| of a block.
 #[inline(always)]
 fn amax(x: &[f32]) -> f32 {
@@ -98,7 +122,7 @@ pub(crate) fn q8_0_block(x: &[f32]) -> BlockQ8_0 {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0i8; 32];
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round() as i8;
+        *q = round_i8(v * id);
     }
     BlockQ8_0 {
         d: f16::from_f32(d),
@@ -115,8 +139,10 @@ pub(crate) fn q8_1_block(x: &[f32]) -> BlockQ8_1 {
     let mut qs = [0i8; 32];
     let mut sum = 0i32;
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round() as i8;
-        sum += *q as i32;
+        *q = round_i8(v * id);
+    }
+    for q in qs {
+        sum += q as i32;
     }
     BlockQ8_1 {
         d: f16::from_f32(d),
@@ -206,8 +232,8 @@ pub(crate) fn q8_k_block(x: &[f32]) -> BlockQ8K {
     }
     let iscale = -127.0 / max;
     for (q, v) in b.qs.iter_mut().zip(x) {
-        let r = (iscale * v).round_ties_even() as i32;
-        *q = r.min(127) as i8;
+        // |iscale * v| <= 127 (up to rounding), well inside nearest_int's range.
+        *q = nearest_int(iscale * v).min(127) as i8;
     }
     for (j, s) in b.bsums.iter_mut().enumerate() {
         *s = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
@@ -224,5 +250,27 @@ fn quantize_f8e4m3(src: &[f32], dst: &mut [u8]) {
     head.copy_from_slice(&scale.to_le_bytes());
     for (b, v) in body.iter_mut().zip(src) {
         *b = f32_to_f8e4m3(v * inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{nearest_int, round_i8};
+
+    #[test]
+    fn rounding_helpers_match_std() {
+        let mut v = -140.0f32;
+        while v <= 140.0 {
+            for x in [v, v + 0.5, v - 0.5, v + 0.49999997, v + 1e-3] {
+                assert_eq!(round_i8(x), x.round() as i8, "{x}");
+                if x.abs() <= 128.0 {
+                    assert_eq!(nearest_int(x), x.round_ties_even() as i32, "{x}");
+                }
+            }
+            v += 0.25;
+        }
+        assert_eq!(round_i8(f32::NAN), 0);
+        assert_eq!(round_i8(1e30), 127);
+        assert_eq!(round_i8(-1e30), -128);
     }
 }

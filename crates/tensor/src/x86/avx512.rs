@@ -213,6 +213,26 @@ pub(crate) fn q4k_unpack(scales: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     )
 }
 
+/// Q4_K's 12 packed scale bytes at `p` (16 bytes readable) unpacked to
+/// `[sc0..sc8, mn0..mn8]`, as [`q4k_unpack`] does.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn q4k_scales_mins(p: *const u8) -> __m128i {
+    let v = _mm_loadu_si128(p as *const __m128i);
+    // lanes [u0, u2, u1, u2] and [u0, u0, u1, u1]
+    let a = _mm_shuffle_epi32::<0b10_01_10_00>(v);
+    let b = _mm_shuffle_epi32::<0b01_01_00_00>(v);
+    let a = _mm_and_si128(
+        _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f),
+    );
+    let b = _mm_and_si128(
+        _mm_srli_epi32::<2>(b),
+        _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030),
+    );
+    _mm_or_si128(a, b)
+}
+
 #[inline]
 #[target_feature(enable = "f16c")]
 unsafe fn f16_to_f32(bits: u16) -> f32 {
@@ -249,20 +269,23 @@ pub(crate) unsafe fn dot_q4_k_multi<const TT: usize>(
     let mut accm = [_mm256_setzero_ps(); TT];
     for i in 0..nb {
         let wb = w.add(i * 144);
-        let dw = f16_to_f32(rd_u16(wb));
-        let dminw = f16_to_f32(rd_u16(wb.add(2)));
-        let sc_bytes = core::ptr::read_unaligned(wb.add(4) as *const [u8; 12]);
-        let (sc, mn) = q4k_unpack(&sc_bytes);
-        // Mins as 16 i16 (m_j for sub-blocks of 16: 2j and 2j+1).
-        let mn8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
+        // d and dmin with one conversion.
+        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(core::ptr::read_unaligned(
+            wb as *const i32,
+        )));
+        let dw = _mm_cvtss_f32(dd);
+        let dminw = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+        // 6-bit scales and mins in registers (ggml's `utmp` trick on u32
+        // lanes; building them in memory stalls on store forwarding):
+        // bytes 0..8 = scales, 8..16 = mins.
+        let sm = q4k_scales_mins(wb.add(4));
+        let mn8 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
         let mn16 = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_unpacklo_epi16(mn8, mn8)),
             _mm_unpackhi_epi16(mn8, mn8),
             1,
         );
-        let mut sc16 = [0u8; 16];
-        sc16[..8].copy_from_slice(&sc);
-        let sc32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(sc16.as_ptr() as *const __m128i));
+        let sc32 = _mm512_cvtepu8_epi32(sm);
         let mut qv = [zero; 4];
         let mut scv = [zero; 4];
         for j in 0..4 {
