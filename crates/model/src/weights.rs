@@ -74,13 +74,36 @@ impl Tensor {
         })
     }
 
-    /// Adds the repacked copy when the kernels have one for this dtype and CPU.
+    /// Adds the repacked copy when the kernels have one for this dtype and CPU. Once
+    /// packed, the file pages of the original are dropped from memory right away, so
+    /// loading never holds two copies of the weights.
     pub fn pack(&mut self) -> Result<()> {
         if self.packed.is_none() {
             self.packed =
                 PackedMatrix::pack(self.dtype, self.data(), self.rows, self.cols)?.map(Arc::new);
+            if self.packed.is_some() {
+                self.release_pages();
+            }
         }
         Ok(())
+    }
+
+    /// Tells the kernel it may drop this tensor's resident file pages.
+    fn release_pages(&self) {
+        if let Bytes::Mmap(m) = &*self.bytes {
+            const PAGE: usize = 4096;
+            let start = self.start / PAGE * PAGE;
+            let end = ((self.start + self.len).div_ceil(PAGE) * PAGE).min(m.len());
+            // SAFETY: the mapping is a read-only file mapping and we hold no mutable view of
+            // it; MADV_DONTNEED only drops resident pages, and any later read (embedding
+            // rows, neighbouring tensors) faults the unchanged file back in.
+            let r = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+            if let Err(e) = r {
+                tracing::debug!("madvise(DONTNEED) failed: {e}");
+            }
+        }
     }
 
     /// All the bytes.
@@ -142,27 +165,22 @@ pub struct Weights {
 
 impl Weights {
     /// Repacks every matrix the kernels can run faster interleaved (projections, feed
-    /// forward and output; the embedding table stays as it is, for row lookups), then lets
-    /// the kernel drop the file pages the packed copies replace, so resident memory stays
-    /// about one copy of the weights. `FERROLLAMA_NO_PACK=1` turns this off.
+    /// forward and output; the embedding table stays as it is, for row lookups), dropping
+    /// the file pages each packed copy replaces, so resident memory stays about one copy of
+    /// the weights. `FERROLLAMA_NO_PACK=1` turns this off.
     pub fn pack(&mut self) -> Result<()> {
         if std::env::var_os("FERROLLAMA_NO_PACK").is_some_and(|v| v != "0") {
             return Ok(());
         }
+        // The largest matrix first: while a matrix is packed its source pages and its copy
+        // are both resident, so the peak stays near one copy of the weights plus one matrix.
+        self.output.pack()?;
         for l in &mut self.layers {
             for t in [
                 &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
             ] {
                 t.pack()?;
             }
-        }
-        self.output.pack()?;
-        let bytes = self.output.bytes.clone();
-        if let Bytes::Mmap(m) = &*bytes {
-            // SAFETY: the mapping is a read-only, file-backed private map and we hold no
-            // mutable view of it; MADV_DONTNEED only drops resident pages, and any later
-            // read (embedding rows, unpacked tensors) faults the unchanged file back in.
-            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         }
         Ok(())
     }
