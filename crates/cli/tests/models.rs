@@ -66,6 +66,29 @@ fn run_at_temperature_zero_is_deterministic() {
 }
 
 #[test]
+fn stop_strings_end_the_output_before_the_match() {
+    let out = run(
+        &mut with_model(&[
+            "run",
+            "--temperature",
+            "0",
+            "-n",
+            "24",
+            "--stop",
+            ".",
+            "The capital of France is",
+        ]),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), " Paris\n");
+}
+
+#[test]
 fn seeded_sampling_is_reproducible() {
     let go = |seed: &str| {
         run(

@@ -150,3 +150,102 @@ fn hf_folder_matches_gguf() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Hugging Face `tokenizer.json` (+ tokenizer_config.json) describing the same vocabulary
+/// as the tiny GGUF gives the same ids, special tokens, BOS and chat template.
+#[test]
+fn hf_tokenizer_json_matches_gguf_vocab() {
+    use ferrollama_model::ModelTokenizer;
+    use ferrollama_model::gguf::MetadataExt;
+    let f = GgufFile::open(tiny("tiny-f16.gguf")).expect("gguf");
+    let from_gguf = ModelTokenizer::from_gguf(&f).expect("gguf tokenizer");
+    let strings = |key: &str| -> Vec<String> {
+        f.get_array(key)
+            .expect("array")
+            .expect("present")
+            .iter()
+            .map(|v| v.as_str().expect("str").to_string())
+            .collect()
+    };
+    let tokens = strings("tokenizer.ggml.tokens");
+    let merges = strings("tokenizer.ggml.merges");
+    let types: Vec<i64> = f
+        .get_array("tokenizer.ggml.token_type")
+        .expect("types")
+        .expect("present")
+        .iter()
+        .map(|v| v.as_i64().expect("int"))
+        .collect();
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (i, (t, ty)) in tokens.iter().zip(&types).enumerate() {
+        if *ty == 3 {
+            added.push(serde_json::json!({"id": i, "content": t, "special": true}));
+        } else {
+            vocab.insert(t.clone(), i.into());
+        }
+    }
+    let meta_pattern = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let tj = serde_json::json!({
+        "added_tokens": added,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": meta_pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+        "model": {"type": "BPE", "vocab": vocab, "merges": merges, "ignore_merges": true},
+    });
+    let bos = &tokens[from_gguf.bos.expect("bos") as usize];
+    let cfg = serde_json::json!({"bos_token": bos, "eos_token": "<|eot_id|>", "chat_template": "{{ messages[0].content }}"});
+    let dir = std::env::temp_dir().join(format!("ferrollama-hftok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).expect("write");
+    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).expect("write");
+    let from_hf = ModelTokenizer::from_hf_dir(&dir).expect("hf tokenizer");
+    assert_eq!(from_hf.bos, from_gguf.bos);
+    assert!(
+        from_hf
+            .stop_ids
+            .contains(&from_hf.bpe.token_id("<|eot_id|>").expect("eot"))
+    );
+    assert_eq!(
+        from_hf.chat_template.as_deref(),
+        Some("{{ messages[0].content }}")
+    );
+    for text in [
+        "Hello, world!",
+        "  spaces\n\nand 12345 numbers",
+        "<|eot_id|> special",
+        "naïve café",
+    ] {
+        for special in [false, true] {
+            assert_eq!(
+                from_hf.bpe.encode(text, special),
+                from_gguf.bpe.encode(text, special),
+                "{text:?} special={special}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The cache can be sized for Llama 3.1's full 131,072-token context, and the last position
+/// runs (RoPE with the scaling divisors, attention over every position) without error.
+#[test]
+fn runs_at_the_end_of_a_131072_token_context() {
+    let f = GgufFile::open(tiny("tiny-q8_0.gguf")).expect("gguf");
+    let model = Llama::from_gguf(&f).expect("model");
+    let ctx = 131_072;
+    let pool = ThreadPool::new(2);
+    let mut kv = KvCache::new(&model.config, ctx, KvType::Q8_0).expect("kv");
+    let mut st = model.new_state(1, ctx, pool.n_threads());
+    kv.len = ctx - 1; // positions before are zero keys/values: only shapes and bounds matter here
+    let l = model
+        .forward(&pool, &[42], &mut kv, &mut st, false)
+        .expect("last position");
+    assert!(l.iter().all(|x| x.is_finite()));
+    assert!(
+        model
+            .forward(&pool, &[42], &mut kv, &mut st, false)
+            .is_err(),
+        "the context is full"
+    );
+}

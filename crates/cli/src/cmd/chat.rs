@@ -19,6 +19,10 @@ pub struct ChatArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Stop when the output contains this text (repeatable); the text itself is not
+    /// printed.
+    #[arg(long = "stop", value_name = "TEXT")]
+    stop: Vec<String>,
     /// Longest reply, in tokens.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     n_predict: usize,
@@ -84,7 +88,7 @@ pub fn chat(a: ChatArgs) -> Result<ExitCode> {
         let params = GenerateParams {
             max_tokens: a.n_predict,
             sampler: sampler.clone(),
-            stop: Vec::new(),
+            stop: a.stop.clone(),
         };
         match generate(&model, &mut session, &prompt, &params, &mut |s| {
             let _ = out.write_all(s.as_bytes());

@@ -34,6 +34,7 @@ pub struct ModelArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KvTypeArg {
     F16,
+    #[value(name = "q8_0")]
     Q8_0,
 }
 

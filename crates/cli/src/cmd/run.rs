@@ -17,6 +17,10 @@ pub struct RunArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Stop when the output contains this text (repeatable); the text itself is not
+    /// printed.
+    #[arg(long = "stop", value_name = "TEXT")]
+    stop: Vec<String>,
     /// Tokens to generate at most.
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
@@ -38,7 +42,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let params = GenerateParams {
         max_tokens: a.n_predict,
         sampler,
-        stop: Vec::new(),
+        stop: a.stop.clone(),
     };
     let mut out = std::io::stdout().lock();
     let g = generate(&model, &mut session, &prompt, &params, &mut |s| {
