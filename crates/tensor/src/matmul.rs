@@ -124,34 +124,7 @@ pub fn matmul_with(
             w_data.len(),
         ));
     }
-    let x_total = xrb.checked_mul(n_tokens).ok_or(TensorError::Overflow {
-        op: OP,
-        what: "activation size",
-    })?;
-    if x_q.len() != x_total {
-        return Err(TensorError::len(
-            OP,
-            vt,
-            "activations",
-            "bytes",
-            x_total,
-            x_q.len(),
-        ));
-    }
-    let o_total = rows.checked_mul(n_tokens).ok_or(TensorError::Overflow {
-        op: OP,
-        what: "output size",
-    })?;
-    if out.len() != o_total {
-        return Err(TensorError::len(
-            OP,
-            w,
-            "output",
-            "elements",
-            o_total,
-            out.len(),
-        ));
-    }
+    check_acts_and_out(OP, w, rows, cols, x_q, n_tokens, out.len())?;
     let kernel = checked_kernel(OP, isa, w, wrb, xrb, cols)?;
     if rows == 0 || n_tokens == 0 {
         return Ok(());
@@ -285,4 +258,43 @@ fn prefetch_row(data: &[u8], start: usize, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, start, len);
+}
+
+/// Checks that `x_q` holds `n_tokens` activation rows for `w` and that `out` has room for
+/// `rows x n_tokens` results (shared by [`matmul`] and [`crate::matmul_packed`]).
+pub(crate) fn check_acts_and_out(
+    op: &'static str,
+    w: DType,
+    rows: usize,
+    cols: usize,
+    x_q: &[u8],
+    n_tokens: usize,
+    out_len: usize,
+) -> Result<(), TensorError> {
+    let vt = w.vec_dot_type();
+    let xrb = vt.row_bytes_for(op, cols)?;
+    let x_total = xrb.checked_mul(n_tokens).ok_or(TensorError::Overflow {
+        op,
+        what: "activation size",
+    })?;
+    if x_q.len() != x_total {
+        return Err(TensorError::len(
+            op,
+            vt,
+            "activations",
+            "bytes",
+            x_total,
+            x_q.len(),
+        ));
+    }
+    let o_total = rows.checked_mul(n_tokens).ok_or(TensorError::Overflow {
+        op,
+        what: "output size",
+    })?;
+    if out_len != o_total {
+        return Err(TensorError::len(
+            op, w, "output", "elements", o_total, out_len,
+        ));
+    }
+    Ok(())
 }

@@ -144,36 +144,8 @@ pub fn matmul_packed(
     n_tokens: usize,
     out: &mut [f32],
 ) -> Result<(), TensorError> {
-    let vt = w.dtype.vec_dot_type();
-    let xrb = vt.row_bytes_for(OP, w.cols)?;
-    let x_total = xrb.checked_mul(n_tokens).ok_or(TensorError::Overflow {
-        op: OP,
-        what: "activation size",
-    })?;
-    if x_q.len() != x_total {
-        return Err(TensorError::len(
-            OP,
-            vt,
-            "activations",
-            "bytes",
-            x_total,
-            x_q.len(),
-        ));
-    }
-    let o_total = w.rows.checked_mul(n_tokens).ok_or(TensorError::Overflow {
-        op: OP,
-        what: "output size",
-    })?;
-    if out.len() != o_total {
-        return Err(TensorError::len(
-            OP,
-            w.dtype,
-            "output",
-            "elements",
-            o_total,
-            out.len(),
-        ));
-    }
+    crate::matmul::check_acts_and_out(OP, w.dtype, w.rows, w.cols, x_q, n_tokens, out.len())?;
+    let xrb = w.dtype.vec_dot_type().row_bytes_for(OP, w.cols)?;
     if n_tokens == 0 {
         return Ok(());
     }
