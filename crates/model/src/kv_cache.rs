@@ -109,6 +109,31 @@ impl KvCache {
         Ok(())
     }
 
+    /// Key (`which == 0`) or value (`which == 1`) of KV head `h` at `pos` in `layer`, as
+    /// f32 into `out` (`head_dim` long).
+    #[inline]
+    pub fn row_f32(&self, which: usize, layer: usize, pos: usize, h: usize, out: &mut [f32]) {
+        let hd = self.head_dim;
+        let at = pos * self.kv_dim + h * hd;
+        let store = if which == 0 {
+            &self.k[layer]
+        } else {
+            &self.v[layer]
+        };
+        match store {
+            Store::F16(buf) => {
+                use half::slice::HalfFloatSliceExt;
+                buf[at..at + hd].convert_to_f32_slice(&mut out[..hd]);
+            }
+            Store::Q8(buf) => {
+                let (a, b) = (at / 32 * 34, (at + hd) / 32 * 34);
+                if dequantize_row(DType::Q8_0, &buf[a..b], &mut out[..hd]).is_err() {
+                    out[..hd].fill(0.0);
+                }
+            }
+        }
+    }
+
     /// `q · k[pos]` for KV head `h` of `layer`; `tmp` holds `head_dim` floats for Q8_0.
     #[inline]
     pub fn dot_k(&self, layer: usize, pos: usize, h: usize, q: &[f32], tmp: &mut [f32]) -> f32 {

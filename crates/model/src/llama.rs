@@ -13,7 +13,9 @@
 //! positions, appending their keys and values to the cache; all buffers live in [`State`],
 //! allocated once, so the hot path does not allocate.
 
-use ferrollama_tensor::{SyncSlice, ThreadPool, matmul, matmul_packed, quantize_acts};
+use ferrollama_tensor::{
+    ATT_TILE, SyncSlice, ThreadPool, matmul, matmul_packed, pv_tile, qk_tile, quantize_acts,
+};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -43,7 +45,7 @@ pub struct State {
     logits: Vec<f32>, // (1, vocab); grown to (n, vocab) the first time all logits are asked for
     acts: Vec<u8>,    // activations quantized for the integer kernels
     scores: Vec<f32>, // (threads, ctx) attention scores
-    tmp: Vec<f32>,    // (threads, head_dim) dequantized KV rows
+    tmp: Vec<f32>,    // (threads, att_scratch_len) attention tiles and buffers
     cos: Vec<f32>,    // (n, rope_dims / 2)
     sin: Vec<f32>,    // (n, rope_dims / 2)
     ctx: usize,
@@ -87,8 +89,8 @@ impl Llama {
             hb2: vec![0.0; n * c.ffn_dim],
             logits: vec![0.0; c.vocab_size],
             acts: Vec::with_capacity(n * (c.ffn_dim.max(c.dim) + 64) * 2),
-            scores: vec![0.0; t * ctx],
-            tmp: vec![0.0; t * c.head_dim],
+            scores: vec![0.0; t * ATT_BLOCK * c.n_rep() * ctx],
+            tmp: vec![0.0; t * att_scratch_len(ATT_BLOCK * c.n_rep(), c.head_dim)],
             cos: vec![0.0; n * c.rope_dims / 2],
             sin: vec![0.0; n * c.rope_dims / 2],
             ctx,
@@ -229,8 +231,13 @@ impl Llama {
         }
     }
 
-    /// Causal grouped-query attention of the `n` new tokens over the cache. Work items are
-    /// (token, head) pairs spread over the pool; each thread has its own score buffer.
+    /// Causal grouped-query attention of the `n` new tokens over the cache.
+    ///
+    /// A work item is one KV head and a block of up to `ATT_BLOCK` new tokens, i.e. up to
+    /// `ATT_BLOCK * n_rep` query rows. Keys and values are converted to f32 once per tile of
+    /// 16 positions and used by every query row of the item (`qk_tile`, `pv_tile`); the
+    /// causal mask is applied in the softmax. Items are spread over the pool; each thread
+    /// has its own buffers.
     fn attention(
         &self,
         pool: &ThreadPool,
@@ -241,44 +248,102 @@ impl Llama {
         st: &mut State,
     ) {
         let c = &self.config;
-        let (hd, qd, n_heads, n_rep, ctx) = (c.head_dim, c.q_dim(), c.n_heads, c.n_rep(), st.ctx);
+        let (hd, qd, n_rep, ctx) = (c.head_dim, c.q_dim(), c.n_rep(), st.ctx);
+        let rows = ATT_BLOCK * n_rep;
         let scale = 1.0 / (hd as f32).sqrt();
+        let n_items = n.div_ceil(ATT_BLOCK) * c.n_kv_heads;
+        let per_thread = att_scratch_len(rows, hd);
         let q = &st.q;
         let att = SyncSlice::new(&mut st.att[..n * qd]);
         let scores = SyncSlice::new(&mut st.scores[..]);
-        let tmp = SyncSlice::new(&mut st.tmp[..]);
+        let scratch = SyncSlice::new(&mut st.tmp[..]);
         pool.run(&|ti, nt| {
-            // SAFETY: thread `ti` alone uses scores[ti*ctx..] and tmp[ti*hd..], and each
-            // (token, head) item writes only its own head_dim slice of `att`.
-            let (sc, tm) = unsafe { (scores.slice_mut(ti * ctx, ctx), tmp.slice_mut(ti * hd, hd)) };
+            // SAFETY: thread `ti` alone uses its slices of `scores` and `scratch`, and each
+            // item (token block, KV head) writes only the `att` slices of its own tokens' heads.
+            let (sc, buf) = unsafe {
+                (
+                    scores.slice_mut(ti * rows * ctx, rows * ctx),
+                    scratch.slice_mut(ti * per_thread, per_thread),
+                )
+            };
+            let (qbuf, rest) = buf.split_at_mut(rows * hd); // (rows, hd) queries of the item
+            let (obuf, rest) = rest.split_at_mut(rows * hd); // (rows, hd) outputs of the item
+            let (tile, rest) = rest.split_at_mut(ATT_TILE * hd); // keys (hd, 16) or values (16, hd)
+            let (row, tsc) = rest.split_at_mut(hd); // one converted row; (rows, 16) tile scores
             let mut item = ti;
-            while item < n * n_heads {
-                let (i, h) = (item / n_heads, item % n_heads);
-                let kvh = h / n_rep;
-                let len = pos0 + i + 1; // causal: positions 0..=pos0+i
-                let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                let mut max = f32::NEG_INFINITY;
-                for (t, s) in sc[..len].iter_mut().enumerate() {
-                    *s = kv.dot_k(l, t, kvh, qh, tm) * scale;
-                    max = max.max(*s);
+            while item < n_items {
+                let (block, kvh) = (item / c.n_kv_heads, item % c.n_kv_heads);
+                let (i0, i1) = (block * ATT_BLOCK, ((block + 1) * ATT_BLOCK).min(n));
+                let nq = (i1 - i0) * n_rep; // query row (i - i0) * n_rep + r is head kvh * n_rep + r of token i
+                for i in i0..i1 {
+                    let h0 = kvh * n_rep;
+                    qbuf[(i - i0) * n_rep * hd..][..n_rep * hd]
+                        .copy_from_slice(&q[i * qd + h0 * hd..][..n_rep * hd]);
                 }
-                let mut sum = 0.0f64;
-                for s in sc[..len].iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += f64::from(*s);
+                let longest = pos0 + i1; // token i sees positions 0..=pos0+i
+                let mut t0 = 0;
+                while t0 < longest {
+                    let tl = (longest - t0).min(ATT_TILE);
+                    tile.fill(0.0);
+                    for j in 0..tl {
+                        kv.row_f32(0, l, t0 + j, kvh, row);
+                        for (d, &x) in row.iter().enumerate() {
+                            tile[d * ATT_TILE + j] = x;
+                        }
+                    }
+                    qk_tile(qbuf, nq, hd, tile, scale, tsc); // (nq, 16)
+                    for r in 0..nq {
+                        sc[r * ctx + t0..][..tl].copy_from_slice(&tsc[r * ATT_TILE..][..tl]);
+                    }
+                    t0 += ATT_TILE;
                 }
-                let inv = (1.0 / sum) as f32;
-                // SAFETY: see above; this item owns att[i, h].
-                let out = unsafe { att.slice_mut(i * qd + h * hd, hd) };
-                out.fill(0.0);
-                for (t, &s) in sc[..len].iter().enumerate() {
-                    kv.axpy_v(l, t, kvh, s * inv, out, tm);
+                for r in 0..nq {
+                    let len = pos0 + i0 + r / n_rep + 1;
+                    let s = &mut sc[r * ctx..][..longest];
+                    let max = s[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0f64;
+                    for x in s[..len].iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += f64::from(*x);
+                    }
+                    let inv = (1.0 / sum) as f32;
+                    s[..len].iter_mut().for_each(|x| *x *= inv);
+                    s[len..].fill(0.0); // causal mask
+                }
+                obuf[..nq * hd].fill(0.0);
+                let mut t0 = 0;
+                while t0 < longest {
+                    let tl = (longest - t0).min(ATT_TILE);
+                    for j in 0..tl {
+                        kv.row_f32(1, l, t0 + j, kvh, &mut tile[j * hd..(j + 1) * hd]);
+                    }
+                    for r in 0..nq {
+                        tsc[r * ATT_TILE..][..tl].copy_from_slice(&sc[r * ctx + t0..][..tl]);
+                    }
+                    pv_tile(tsc, nq, tile, tl, hd, obuf); // (nq, hd)
+                    t0 += ATT_TILE;
+                }
+                for i in i0..i1 {
+                    let h0 = kvh * n_rep;
+                    // SAFETY: see above; this item owns att[i, kvh * n_rep .. (kvh + 1) * n_rep].
+                    unsafe { att.slice_mut(i * qd + h0 * hd, n_rep * hd) }
+                        .copy_from_slice(&obuf[(i - i0) * n_rep * hd..][..n_rep * hd]);
                 }
                 item += nt;
             }
         });
     }
 }
+
+/// Per-thread attention scratch: queries and outputs of an item, a key/value tile, one
+/// converted row, and a tile of scores.
+fn att_scratch_len(rows: usize, hd: usize) -> usize {
+    2 * rows * hd + ATT_TILE * hd + hd + rows * ATT_TILE
+}
+
+/// New tokens per attention work item: each key/value row converted to f32 serves this
+/// many tokens' queries (times the query heads per KV head).
+const ATT_BLOCK: usize = 16;
 
 /// `out (n, rows) = x (n, cols) · wᵀ`, activations quantized to the weight's dot format.
 fn linear(
