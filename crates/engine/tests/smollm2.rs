@@ -143,3 +143,25 @@ fn greedy_continuations_match_llama_cpp() {
     );
     eprintln!("{}", report.join("\n"));
 }
+
+/// The chat prompt rendered from the GGUF's Jinja template tokenizes exactly as llama.cpp
+/// renders and tokenizes it (ids from llama-cpp-python 0.3.36 on the same file: the ChatML
+/// template with SmolLM's default system prompt, special tokens parsed).
+#[test]
+fn chat_prompt_matches_llama_cpp() {
+    let m = model();
+    let ids = m
+        .chat_prompt(&[ferrollama_engine::ChatMessage::new(
+            "user",
+            "What is the capital of France?",
+        )])
+        .expect("prompt");
+    assert_eq!(
+        ids,
+        [
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+            407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1,
+            520, 9531, 198
+        ]
+    );
+}
