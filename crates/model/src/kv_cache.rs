@@ -109,17 +109,22 @@ impl KvCache {
         Ok(())
     }
 
-    /// Key (`which == 0`) or value (`which == 1`) of KV head `h` at `pos` in `layer`, as
-    /// f32 into `out` (`head_dim` long).
+    /// Key of KV head `h` at `pos` in `layer`, as f32 into `out` (`head_dim` long).
     #[inline]
-    pub fn row_f32(&self, which: usize, layer: usize, pos: usize, h: usize, out: &mut [f32]) {
+    pub fn key_f32(&self, layer: usize, pos: usize, h: usize, out: &mut [f32]) {
+        self.row_f32(&self.k[layer], pos, h, out);
+    }
+
+    /// Value of KV head `h` at `pos` in `layer`, as f32 into `out` (`head_dim` long).
+    #[inline]
+    pub fn value_f32(&self, layer: usize, pos: usize, h: usize, out: &mut [f32]) {
+        self.row_f32(&self.v[layer], pos, h, out);
+    }
+
+    #[inline]
+    fn row_f32(&self, store: &Store, pos: usize, h: usize, out: &mut [f32]) {
         let hd = self.head_dim;
         let at = pos * self.kv_dim + h * hd;
-        let store = if which == 0 {
-            &self.k[layer]
-        } else {
-            &self.v[layer]
-        };
         match store {
             Store::F16(buf) => {
                 use half::slice::HalfFloatSliceExt;
@@ -129,47 +134,6 @@ impl KvCache {
                 let (a, b) = (at / 32 * 34, (at + hd) / 32 * 34);
                 if dequantize_row(DType::Q8_0, &buf[a..b], &mut out[..hd]).is_err() {
                     out[..hd].fill(0.0);
-                }
-            }
-        }
-    }
-
-    /// `q · k[pos]` for KV head `h` of `layer`; `tmp` holds `head_dim` floats for Q8_0.
-    #[inline]
-    pub fn dot_k(&self, layer: usize, pos: usize, h: usize, q: &[f32], tmp: &mut [f32]) -> f32 {
-        let hd = self.head_dim;
-        let at = pos * self.kv_dim + h * hd;
-        match &self.k[layer] {
-            Store::F16(buf) => ferrollama_tensor::dot_f16_f32(&buf[at..at + hd], q),
-            Store::Q8(buf) => {
-                let (a, b) = (at / 32 * 34, (at + hd) / 32 * 34);
-                if dequantize_row(DType::Q8_0, &buf[a..b], &mut tmp[..hd]).is_err() {
-                    return 0.0;
-                }
-                ferrollama_tensor::dot_f32(&tmp[..hd], q)
-            }
-        }
-    }
-
-    /// `out += w * v[pos]` for KV head `h` of `layer`.
-    #[inline]
-    pub fn axpy_v(
-        &self,
-        layer: usize,
-        pos: usize,
-        h: usize,
-        w: f32,
-        out: &mut [f32],
-        tmp: &mut [f32],
-    ) {
-        let hd = self.head_dim;
-        let at = pos * self.kv_dim + h * hd;
-        match &self.v[layer] {
-            Store::F16(buf) => ferrollama_tensor::axpy_f16_f32(w, &buf[at..at + hd], out),
-            Store::Q8(buf) => {
-                let (a, b) = (at / 32 * 34, (at + hd) / 32 * 34);
-                if dequantize_row(DType::Q8_0, &buf[a..b], &mut tmp[..hd]).is_ok() {
-                    ferrollama_tensor::axpy_f32(w, &tmp[..hd], out);
                 }
             }
         }

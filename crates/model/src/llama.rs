@@ -286,7 +286,7 @@ impl Llama {
                     let tl = (longest - t0).min(ATT_TILE);
                     tile.fill(0.0);
                     for j in 0..tl {
-                        kv.row_f32(0, l, t0 + j, kvh, row);
+                        kv.key_f32(l, t0 + j, kvh, row);
                         for (d, &x) in row.iter().enumerate() {
                             tile[d * ATT_TILE + j] = x;
                         }
@@ -315,7 +315,7 @@ impl Llama {
                 while t0 < longest {
                     let tl = (longest - t0).min(ATT_TILE);
                     for j in 0..tl {
-                        kv.row_f32(1, l, t0 + j, kvh, &mut tile[j * hd..(j + 1) * hd]);
+                        kv.value_f32(l, t0 + j, kvh, &mut tile[j * hd..(j + 1) * hd]);
                     }
                     for r in 0..nq {
                         tsc[r * ATT_TILE..][..tl].copy_from_slice(&sc[r * ctx + t0..][..tl]);
