@@ -24,6 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Serve(cmd::serve::ServeArgs),
     Run(cmd::run::RunArgs),
     Chat(cmd::chat::ChatArgs),
     Bench(cmd::bench::BenchArgs),
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
+        Command::Serve(a) => cmd::serve::serve(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Chat(a) => cmd::chat::chat(a),
         Command::Bench(a) => cmd::bench::bench(a),

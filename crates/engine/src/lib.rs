@@ -8,10 +8,14 @@
 //! Key choice: each sequence carries its own seeded sampler, so the same seed gives the same
 //! tokens whatever else runs.
 
+pub mod constrain;
 pub mod error;
 pub mod generate;
+pub mod metrics;
 pub mod model;
+pub mod paged;
 pub mod sampler;
+pub mod scheduler;
 pub mod stop;
 pub mod template;
 

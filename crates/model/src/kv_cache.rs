@@ -23,7 +23,15 @@ enum Store {
     Q8(Vec<u8>),
 }
 
-/// Keys and values for one sequence: per layer `[ctx, kv_dim]`.
+/// Positions per cache block. Sequences own whole blocks (the server's paged cache hands
+/// them out and shares full ones between prompts with a common prefix); attention reads a
+/// block as one tile, so this equals the attention tile length.
+pub const KV_BLOCK: usize = 16;
+
+/// Keys and values in slots of `kv_dim`, per layer `[slots, kv_dim]`, the slots grouped in
+/// blocks of [`KV_BLOCK`]. A sequence maps its position `p` to slot
+/// `blocks[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK`; a cache used by one sequence at a time
+/// maps positions to slots one to one.
 #[derive(Debug)]
 pub struct KvCache {
     ty: KvType,
@@ -32,7 +40,7 @@ pub struct KvCache {
     head_dim: usize,
     k: Vec<Store>,
     v: Vec<Store>,
-    /// Positions filled so far.
+    /// Positions filled so far (single-sequence use through [`crate::Llama::forward`]).
     pub len: usize,
 }
 
@@ -51,8 +59,10 @@ impl KvCache {
                 cfg.head_dim
             )));
         }
+        // Whole blocks, so that a block table can cover the last position.
         let n = ctx
-            .checked_mul(kv_dim)
+            .div_ceil(KV_BLOCK)
+            .checked_mul(KV_BLOCK * kv_dim)
             .ok_or_else(|| ModelError::Invalid("KV cache size overflows".into()))?;
         let make = || match ty {
             KvType::F16 => Store::F16(vec![f16::ZERO; n]),
@@ -78,20 +88,34 @@ impl KvCache {
         2 * cfg.n_layers * ctx * per
     }
 
+    /// A cache of `n_blocks` blocks shared by many sequences (see [`KV_BLOCK`]).
+    pub fn with_blocks(cfg: &LlamaConfig, n_blocks: usize, ty: KvType) -> Result<KvCache> {
+        let ctx = n_blocks
+            .checked_mul(KV_BLOCK)
+            .ok_or_else(|| ModelError::Invalid("KV cache size overflows".into()))?;
+        KvCache::new(cfg, ctx, ty)
+    }
+
+    /// Positions one sequence may use (the size asked for).
     pub fn ctx(&self) -> usize {
         self.ctx
+    }
+
+    /// Blocks of [`KV_BLOCK`] slots.
+    pub fn n_blocks(&self) -> usize {
+        self.ctx.div_ceil(KV_BLOCK)
     }
 
     pub fn kv_type(&self) -> KvType {
         self.ty
     }
 
-    /// Writes the key and value rows (`kv_dim` each) of position `pos` in `layer`.
+    /// Writes the key and value rows (`kv_dim` each) of slot `pos` in `layer`.
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) -> Result<()> {
-        if pos >= self.ctx {
+        if pos >= self.n_blocks() * KV_BLOCK {
             return Err(ModelError::Invalid(format!(
-                "position {pos} is past the context size {}",
-                self.ctx
+                "slot {pos} is past the cache size {}",
+                self.n_blocks() * KV_BLOCK
             )));
         }
         let d = self.kv_dim;
@@ -109,13 +133,13 @@ impl KvCache {
         Ok(())
     }
 
-    /// Key of KV head `h` at `pos` in `layer`, as f32 into `out` (`head_dim` long).
+    /// Key of KV head `h` in slot `pos` in `layer`, as f32 into `out` (`head_dim` long).
     #[inline]
     pub fn key_f32(&self, layer: usize, pos: usize, h: usize, out: &mut [f32]) {
         self.row_f32(&self.k[layer], pos, h, out);
     }
 
-    /// Value of KV head `h` at `pos` in `layer`, as f32 into `out` (`head_dim` long).
+    /// Value of KV head `h` in slot `pos` in `layer`, as f32 into `out` (`head_dim` long).
     #[inline]
     pub fn value_f32(&self, layer: usize, pos: usize, h: usize, out: &mut [f32]) {
         self.row_f32(&self.v[layer], pos, h, out);

@@ -21,7 +21,8 @@ pub mod weights;
 
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
+pub use kv_cache::KV_BLOCK;
 pub use kv_cache::{KvCache, KvType};
-pub use llama::{Llama, State};
+pub use llama::{Llama, Logits, SeqChunk, State};
 pub use vocab::ModelTokenizer;
 pub use weights::{Layer, Tensor, Weights};

@@ -20,7 +20,7 @@ use ferrollama_tensor::{
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KV_BLOCK, KvCache};
 use crate::weights::{Tensor, Weights};
 
 /// A loaded Llama model.
@@ -30,24 +30,52 @@ pub struct Llama {
     pub weights: Weights,
 }
 
+/// Which logits a sequence of a batched call wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None (a prefill chunk that is not the prompt's last).
+    None,
+    /// The last token's: the next-token distribution.
+    Last,
+    /// Every token's (scoring, perplexity).
+    All,
+}
+
+/// One sequence's part of a [`Llama::forward_batch`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    /// New tokens, at positions `pos0..pos0 + tokens.len()`.
+    pub tokens: &'a [u32],
+    /// Positions before `pos0` are already in the cache.
+    pub pos0: usize,
+    /// The sequence's cache blocks in position order: position `p` lives in slot
+    /// `blocks[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK`. Must cover every new position.
+    pub blocks: &'a [u32],
+    pub logits: Logits,
+}
+
 /// Scratch buffers for up to `n_max` tokens per call.
 #[derive(Debug)]
 pub struct State {
     n_max: usize,
-    x: Vec<f32>,      // (n, dim) residual stream
-    xb: Vec<f32>,     // (n, dim) normed input / block output
-    q: Vec<f32>,      // (n, n_heads * head_dim)
-    k: Vec<f32>,      // (n, n_kv_heads * head_dim)
-    v: Vec<f32>,      // (n, n_kv_heads * head_dim)
-    att: Vec<f32>,    // (n, n_heads * head_dim) attention output
-    hb: Vec<f32>,     // (n, ffn_dim) gate
-    hb2: Vec<f32>,    // (n, ffn_dim) up
+    x: Vec<f32>,                // (n, dim) residual stream
+    xb: Vec<f32>,               // (n, dim) normed input / block output
+    q: Vec<f32>,                // (n, n_heads * head_dim)
+    k: Vec<f32>,                // (n, n_kv_heads * head_dim)
+    v: Vec<f32>,                // (n, n_kv_heads * head_dim)
+    att: Vec<f32>,              // (n, n_heads * head_dim) attention output
+    hb: Vec<f32>,               // (n, ffn_dim) gate
+    hb2: Vec<f32>,              // (n, ffn_dim) up
     logits: Vec<f32>, // (1, vocab); grown to (n, vocab) the first time all logits are asked for
     acts: Vec<u8>,    // activations quantized for the integer kernels
     scores: Vec<f32>, // (threads, ctx) attention scores
     tmp: Vec<f32>,    // (threads, att_scratch_len) attention tiles and buffers
     cos: Vec<f32>,    // (n, rope_dims / 2)
     sin: Vec<f32>,    // (n, rope_dims / 2)
+    slots: Vec<usize>, // (n) cache slot of each row
+    rows: Vec<(usize, usize)>, // per sequence of a call: first row, tokens
+    items: Vec<(usize, usize)>, // attention work: (sequence, first token of a block)
+    identity: Vec<u32>, // one-to-one block table for single-sequence calls
     ctx: usize,
     threads: usize,
 }
@@ -93,13 +121,18 @@ impl Llama {
             tmp: vec![0.0; t * att_scratch_len(ATT_BLOCK * c.n_rep(), c.head_dim)],
             cos: vec![0.0; n * c.rope_dims / 2],
             sin: vec![0.0; n * c.rope_dims / 2],
+            slots: vec![0; n],
+            rows: Vec::with_capacity(n),
+            items: Vec::with_capacity(n),
+            identity: Vec::new(),
             ctx,
             threads: t,
         }
     }
 
-    /// Runs `tokens` at the next positions of `kv` and returns logits: `(vocab)` for the
-    /// last token, or `(tokens.len(), vocab)` with `all_logits`.
+    /// Runs `tokens` at the next positions of `kv` (one sequence owning the whole cache) and
+    /// returns logits: `(vocab)` for the last token, or `(tokens.len(), vocab)` with
+    /// `all_logits`.
     pub fn forward<'s>(
         &self,
         pool: &ThreadPool,
@@ -108,20 +141,59 @@ impl Llama {
         st: &'s mut State,
         all_logits: bool,
     ) -> Result<&'s [f32]> {
-        let c = &self.config;
-        let n = tokens.len();
+        let n_blocks = kv.n_blocks();
+        if st.identity.len() < n_blocks {
+            // Once per cache size: a one-to-one block table.
+            st.identity = (0..n_blocks as u32).collect();
+        }
+        let identity = std::mem::take(&mut st.identity);
         let pos0 = kv.len;
-        if n == 0 || n > st.n_max {
+        if pos0 + tokens.len() > kv.ctx() {
+            st.identity = identity;
+            return Err(ModelError::Invalid(format!(
+                "context full: {pos0} + {} tokens exceed the context size {}",
+                tokens.len(),
+                kv.ctx()
+            )));
+        }
+        let seq = SeqChunk {
+            tokens,
+            pos0,
+            blocks: &identity[..n_blocks],
+            logits: if all_logits {
+                Logits::All
+            } else {
+                Logits::Last
+            },
+        };
+        let r = self
+            .forward_batch(pool, std::slice::from_ref(&seq), kv, st)
+            .map(|_| ());
+        st.identity = identity;
+        r?;
+        kv.len = pos0 + tokens.len();
+        let rows = if all_logits { tokens.len() } else { 1 };
+        Ok(&st.logits[..rows * self.config.vocab_size])
+    }
+
+    /// One step for several sequences at once: every matrix product runs over all their
+    /// tokens together, so each weight block is read once per step for all of them (what
+    /// makes serving many streams cheaper than serving them one after another). Each
+    /// sequence brings its own positions and cache blocks; attention stays per sequence.
+    /// Returns the logits asked for, sequence by sequence: `(rows, vocab)`.
+    pub fn forward_batch<'s>(
+        &self,
+        pool: &ThreadPool,
+        seqs: &[SeqChunk<'_>],
+        kv: &mut KvCache,
+        st: &'s mut State,
+    ) -> Result<&'s [f32]> {
+        let c = &self.config;
+        let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        if seqs.is_empty() || n == 0 || n > st.n_max {
             return Err(ModelError::Invalid(format!(
                 "{n} tokens in one call (1..={} allowed)",
                 st.n_max
-            )));
-        }
-        if pos0 + n > kv.ctx().min(st.ctx) {
-            return Err(ModelError::Invalid(format!(
-                "context full: {} + {n} tokens exceed the context size {}",
-                pos0,
-                kv.ctx().min(st.ctx)
             )));
         }
         if pool.n_threads() > st.threads {
@@ -129,20 +201,58 @@ impl Llama {
                 "thread pool larger than the state".into(),
             ));
         }
-        let (dim, qd, kvd, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
-        let w = &self.weights;
-
-        for (i, &t) in tokens.iter().enumerate() {
-            if t as usize >= c.vocab_size {
+        st.rows.clear();
+        st.items.clear();
+        let mut out_rows = 0;
+        for (si, s) in seqs.iter().enumerate() {
+            let end = s.pos0 + s.tokens.len();
+            if s.tokens.is_empty() || end > st.ctx || end > s.blocks.len() * KV_BLOCK {
+                return Err(ModelError::Invalid(format!(
+                    "sequence {si}: positions {}..{end} exceed its context ({} positions, {} blocks)",
+                    s.pos0,
+                    st.ctx,
+                    s.blocks.len()
+                )));
+            }
+            if let Some(&b) = s.blocks[..end.div_ceil(KV_BLOCK)]
+                .iter()
+                .find(|&&b| b as usize >= kv.n_blocks())
+            {
+                return Err(ModelError::Invalid(format!(
+                    "sequence {si}: block {b} is outside the cache ({} blocks)",
+                    kv.n_blocks()
+                )));
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
                 return Err(ModelError::Invalid(format!(
                     "token id {t} is outside the vocabulary ({})",
                     c.vocab_size
                 )));
             }
-            w.tok_embeddings
-                .row_f32(t as usize, &mut st.x[i * dim..(i + 1) * dim])?; // (n, dim)
+            let row0 = st.rows.last().map_or(0, |r: &(usize, usize)| r.0 + r.1);
+            st.rows.push((row0, s.tokens.len()));
+            for b in 0..s.tokens.len().div_ceil(ATT_BLOCK) {
+                st.items.push((si, b * ATT_BLOCK));
+            }
+            out_rows += match s.logits {
+                Logits::None => 0,
+                Logits::Last => 1,
+                Logits::All => s.tokens.len(),
+            };
         }
-        self.rope_tables(pos0, n, st);
+        let (dim, qd, kvd, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let w = &self.weights;
+
+        for (si, s) in seqs.iter().enumerate() {
+            let row0 = st.rows[si].0;
+            for (i, &t) in s.tokens.iter().enumerate() {
+                let r = row0 + i;
+                w.tok_embeddings
+                    .row_f32(t as usize, &mut st.x[r * dim..(r + 1) * dim])?; // (n, dim)
+                st.slots[r] = slot(s.blocks, s.pos0 + i);
+                self.rope_row(s.pos0 + i, r, st);
+            }
+        }
 
         for (l, layer) in w.layers.iter().enumerate() {
             rmsnorm(
@@ -170,15 +280,15 @@ impl Llama {
                 &st.cos,
                 &st.sin,
             ); // (n, n_kv_heads * head_dim)
-            for i in 0..n {
+            for r in 0..n {
                 kv.store(
                     l,
-                    pos0 + i,
-                    &st.k[i * kvd..(i + 1) * kvd],
-                    &st.v[i * kvd..(i + 1) * kvd],
+                    st.slots[r],
+                    &st.k[r * kvd..(r + 1) * kvd],
+                    &st.v[r * kvd..(r + 1) * kvd],
                 )?;
             }
-            self.attention(pool, l, pos0, n, kv, st); // (n, n_heads * head_dim)
+            self.attention(pool, l, seqs, kv, st); // (n, n_heads * head_dim)
             linear(pool, &layer.wo, &st.att, n, &mut st.xb, &mut st.acts)?; // (n, dim)
             add(&mut st.x[..n * dim], &st.xb[..n * dim]); // (n, dim)
 
@@ -194,56 +304,72 @@ impl Llama {
             linear(pool, &layer.w2, &st.hb, n, &mut st.xb, &mut st.acts)?; // (n, dim)
             add(&mut st.x[..n * dim], &st.xb[..n * dim]); // (n, dim)
         }
-        kv.len = pos0 + n;
 
         // Only the rows whose logits are wanted go through the final norm and output.
-        let first = if all_logits { 0 } else { n - 1 };
-        let rows = n - first;
-        if st.logits.len() < rows * c.vocab_size {
-            // Only scoring (perplexity, tests) wants every row; decoding never grows this.
-            st.logits.resize(rows * c.vocab_size, 0.0);
+        if out_rows == 0 {
+            return Ok(&st.logits[..0]);
         }
-        rmsnorm(
-            &mut st.xb[..rows * dim],
-            &st.x[first * dim..n * dim],
-            &w.norm,
-            c.norm_eps,
-        ); // (rows, dim)
-        linear(pool, &w.output, &st.xb, rows, &mut st.logits, &mut st.acts)?; // (rows, vocab)
-        Ok(&st.logits[..rows * c.vocab_size])
+        if st.logits.len() < out_rows * c.vocab_size {
+            // Grows once to the most rows ever asked for (scoring, or the batch size).
+            st.logits.resize(out_rows * c.vocab_size, 0.0);
+        }
+        let mut o = 0;
+        for (si, s) in seqs.iter().enumerate() {
+            let (row0, len) = st.rows[si];
+            let first = match s.logits {
+                Logits::None => continue,
+                Logits::Last => len - 1,
+                Logits::All => 0,
+            };
+            let k = len - first;
+            rmsnorm(
+                &mut st.xb[o * dim..(o + k) * dim],
+                &st.x[(row0 + first) * dim..(row0 + len) * dim],
+                &w.norm,
+                c.norm_eps,
+            ); // (rows, dim)
+            o += k;
+        }
+        linear(
+            pool,
+            &w.output,
+            &st.xb,
+            out_rows,
+            &mut st.logits,
+            &mut st.acts,
+        )?; // (rows, vocab)
+        Ok(&st.logits[..out_rows * c.vocab_size])
     }
 
-    /// cos/sin of every (token, pair), computed as ggml does (theta multiplied up in f32)
-    /// so positions match llama.cpp bit for bit before the trigonometry.
-    fn rope_tables(&self, pos0: usize, n: usize, st: &mut State) {
+    /// cos/sin of every pair for row `r` at position `pos`, computed as ggml does (theta
+    /// multiplied up in f32) so positions match llama.cpp bit for bit before the
+    /// trigonometry.
+    fn rope_row(&self, pos: usize, r: usize, st: &mut State) {
         let c = &self.config;
         let half = c.rope_dims / 2;
         let theta_scale = c.rope_theta.powf(-2.0 / c.rope_dims as f32);
-        for i in 0..n {
-            let mut theta = (pos0 + i) as f32;
-            for p in 0..half {
-                let div = self.weights.rope_freqs.as_ref().map_or(1.0, |f| f[p]);
-                let t = theta / div;
-                st.cos[i * half + p] = t.cos();
-                st.sin[i * half + p] = t.sin();
-                theta *= theta_scale;
-            }
+        let mut theta = pos as f32;
+        for p in 0..half {
+            let div = self.weights.rope_freqs.as_ref().map_or(1.0, |f| f[p]);
+            let t = theta / div;
+            st.cos[r * half + p] = t.cos();
+            st.sin[r * half + p] = t.sin();
+            theta *= theta_scale;
         }
     }
 
-    /// Causal grouped-query attention of the `n` new tokens over the cache.
+    /// Causal grouped-query attention of each sequence's new tokens over its cache blocks.
     ///
-    /// A work item is one KV head and a block of up to `ATT_BLOCK` new tokens, i.e. up to
-    /// `ATT_BLOCK * n_rep` query rows. Keys and values are converted to f32 once per tile of
-    /// 16 positions and used by every query row of the item (`qk_tile`, `pv_tile`); the
-    /// causal mask is applied in the softmax. Items are spread over the pool; each thread
-    /// has its own buffers.
+    /// A work item is one KV head and a block of up to `ATT_BLOCK` new tokens of one
+    /// sequence, i.e. up to `ATT_BLOCK * n_rep` query rows. Keys and values are converted to
+    /// f32 once per tile of 16 positions (one cache block) and used by every query row of the
+    /// item (`qk_tile`, `pv_tile`); the causal mask is applied in the softmax. Items are
+    /// spread over the pool; each thread has its own buffers.
     fn attention(
         &self,
         pool: &ThreadPool,
         l: usize,
-        pos0: usize,
-        n: usize,
+        seqs: &[SeqChunk<'_>],
         kv: &KvCache,
         st: &mut State,
     ) {
@@ -251,9 +377,10 @@ impl Llama {
         let (hd, qd, n_rep, ctx) = (c.head_dim, c.q_dim(), c.n_rep(), st.ctx);
         let rows = ATT_BLOCK * n_rep;
         let scale = 1.0 / (hd as f32).sqrt();
-        let n_items = n.div_ceil(ATT_BLOCK) * c.n_kv_heads;
+        let n_items = st.items.len() * c.n_kv_heads;
+        let n: usize = st.rows.last().map_or(0, |r| r.0 + r.1);
         let per_thread = att_scratch_len(rows, hd);
-        let q = &st.q;
+        let (q, items, seq_rows) = (&st.q, &st.items, &st.rows);
         let att = SyncSlice::new(&mut st.att[..n * qd]);
         let scores = SyncSlice::new(&mut st.scores[..]);
         let scratch = SyncSlice::new(&mut st.tmp[..]);
@@ -272,21 +399,24 @@ impl Llama {
             let (row, tsc) = rest.split_at_mut(hd); // one converted row; (rows, 16) tile scores
             let mut item = ti;
             while item < n_items {
-                let (block, kvh) = (item / c.n_kv_heads, item % c.n_kv_heads);
-                let (i0, i1) = (block * ATT_BLOCK, ((block + 1) * ATT_BLOCK).min(n));
+                let ((si, i0), kvh) = (items[item / c.n_kv_heads], item % c.n_kv_heads);
+                let (seq, (row0, len)) = (&seqs[si], seq_rows[si]);
+                let (pos0, blocks) = (seq.pos0, seq.blocks);
+                let i1 = (i0 + ATT_BLOCK).min(len);
                 let nq = (i1 - i0) * n_rep; // query row (i - i0) * n_rep + r is head kvh * n_rep + r of token i
+                let h0 = kvh * n_rep;
                 for i in i0..i1 {
-                    let h0 = kvh * n_rep;
                     qbuf[(i - i0) * n_rep * hd..][..n_rep * hd]
-                        .copy_from_slice(&q[i * qd + h0 * hd..][..n_rep * hd]);
+                        .copy_from_slice(&q[(row0 + i) * qd + h0 * hd..][..n_rep * hd]);
                 }
                 let longest = pos0 + i1; // token i sees positions 0..=pos0+i
                 let mut t0 = 0;
                 while t0 < longest {
                     let tl = (longest - t0).min(ATT_TILE);
+                    let base = blocks[t0 / KV_BLOCK] as usize * KV_BLOCK;
                     tile.fill(0.0);
                     for j in 0..tl {
-                        kv.key_f32(l, t0 + j, kvh, row);
+                        kv.key_f32(l, base + j, kvh, row);
                         for (d, &x) in row.iter().enumerate() {
                             tile[d * ATT_TILE + j] = x;
                         }
@@ -314,8 +444,9 @@ impl Llama {
                 let mut t0 = 0;
                 while t0 < longest {
                     let tl = (longest - t0).min(ATT_TILE);
+                    let base = blocks[t0 / KV_BLOCK] as usize * KV_BLOCK;
                     for j in 0..tl {
-                        kv.value_f32(l, t0 + j, kvh, &mut tile[j * hd..(j + 1) * hd]);
+                        kv.value_f32(l, base + j, kvh, &mut tile[j * hd..(j + 1) * hd]);
                     }
                     for r in 0..nq {
                         tsc[r * ATT_TILE..][..tl].copy_from_slice(&sc[r * ctx + t0..][..tl]);
@@ -324,15 +455,20 @@ impl Llama {
                     t0 += ATT_TILE;
                 }
                 for i in i0..i1 {
-                    let h0 = kvh * n_rep;
-                    // SAFETY: see above; this item owns att[i, kvh * n_rep .. (kvh + 1) * n_rep].
-                    unsafe { att.slice_mut(i * qd + h0 * hd, n_rep * hd) }
+                    // SAFETY: see above; this item owns att[row0 + i, kvh * n_rep .. (kvh + 1) * n_rep].
+                    unsafe { att.slice_mut((row0 + i) * qd + h0 * hd, n_rep * hd) }
                         .copy_from_slice(&obuf[(i - i0) * n_rep * hd..][..n_rep * hd]);
                 }
                 item += nt;
             }
         });
     }
+}
+
+/// Slot of position `pos` of a sequence with cache blocks `blocks`.
+#[inline]
+fn slot(blocks: &[u32], pos: usize) -> usize {
+    blocks[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK
 }
 
 /// Per-thread attention scratch: queries and outputs of an item, a key/value tile, one

@@ -358,3 +358,107 @@ fn bad_inputs_are_errors() {
     );
     assert_eq!(kv.len, 0, "failed calls leave the cache as it was");
 }
+
+/// Three sequences of different lengths decoded in one batched call per step, each in
+/// scattered cache blocks (as the server's paged cache hands them out), and a prefill chunk
+/// of a fourth riding along: every row must equal the naive reference of its own sequence.
+#[test]
+fn batched_sequences_in_scattered_blocks_match_naive_reference() {
+    use ferrollama_model::{KV_BLOCK, Logits, SeqChunk};
+    let (naive, bytes) = build();
+    let file = GgufFile::parse(Bytes::Owned(bytes)).expect("gguf");
+    let model = Llama::from_gguf(&file).expect("model");
+    let v = SPEC.vocab as u32;
+    let prompts: Vec<Vec<u32>> = [5usize, 19, 33, 40]
+        .iter()
+        .enumerate()
+        .map(|(s, &len)| {
+            (0..len as u32)
+                .map(|i| (i * 11 + 7 * s as u32 + 1) % v)
+                .collect()
+        })
+        .collect();
+    // Blocks interleaved between sequences: sequence s owns blocks s, s + 4, s + 8, ...
+    let tables: Vec<Vec<u32>> = (0..4u32)
+        .map(|s| (0..4).map(|k| s + 4 * k).collect())
+        .collect();
+    let pool = ThreadPool::new(2);
+    let mut kv = KvCache::with_blocks(&model.config, 16, KvType::F16).expect("kv");
+    let mut st = model.new_state(64, 4 * KV_BLOCK, pool.n_threads());
+    // Sequences 0..3: prompt minus its last 3 tokens as a prefill (no logits), then the
+    // last 3 tokens one per step in a batch with each other; sequence 3 is prefilled in
+    // chunks of 8 during those steps.
+    let pre: Vec<SeqChunk> = (0..3)
+        .map(|s| SeqChunk {
+            tokens: &prompts[s][..prompts[s].len() - 3],
+            pos0: 0,
+            blocks: &tables[s],
+            logits: Logits::None,
+        })
+        .collect();
+    let out = model
+        .forward_batch(&pool, &pre, &mut kv, &mut st)
+        .expect("prefill");
+    assert!(out.is_empty());
+    let mut pos3 = 0;
+    for step in 0..3 {
+        let mut seqs: Vec<SeqChunk> = (0..3)
+            .map(|s| {
+                let p = prompts[s].len() - 3 + step;
+                SeqChunk {
+                    tokens: &prompts[s][p..p + 1],
+                    pos0: p,
+                    blocks: &tables[s],
+                    logits: Logits::Last,
+                }
+            })
+            .collect();
+        seqs.insert(
+            1,
+            SeqChunk {
+                tokens: &prompts[3][pos3..pos3 + 8],
+                pos0: pos3,
+                blocks: &tables[3],
+                logits: Logits::All,
+            },
+        );
+        let logits = model
+            .forward_batch(&pool, &seqs, &mut kv, &mut st)
+            .expect("step")
+            .to_vec();
+        assert_eq!(logits.len(), (3 + 8) * SPEC.vocab);
+        let mut row = 0;
+        for (k, s) in [0usize, 3, 1, 2].into_iter().enumerate() {
+            let want = naive_forward(&naive, &prompts[s][..seqs[k].pos0 + seqs[k].tokens.len()]);
+            let first = if s == 3 { pos3 } else { want.len() - 1 };
+            for w in &want[first..] {
+                let e = max_rel_err(&logits[row * SPEC.vocab..(row + 1) * SPEC.vocab], w);
+                assert!(
+                    e < 2e-3,
+                    "step {step}, sequence {s}, row {row}: relative error {e}"
+                );
+                row += 1;
+            }
+        }
+        pos3 += 8;
+    }
+    // A block outside the cache and a table too short for the positions are errors.
+    let bad = [SeqChunk {
+        tokens: &[1],
+        pos0: 0,
+        blocks: &[99],
+        logits: Logits::Last,
+    }];
+    assert!(model.forward_batch(&pool, &bad, &mut kv, &mut st).is_err());
+    let short = [SeqChunk {
+        tokens: &[1],
+        pos0: 16,
+        blocks: &[0],
+        logits: Logits::Last,
+    }];
+    assert!(
+        model
+            .forward_batch(&pool, &short, &mut kv, &mut st)
+            .is_err()
+    );
+}

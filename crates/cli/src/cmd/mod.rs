@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod model_args;
 pub mod prompt;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 use std::path::PathBuf;

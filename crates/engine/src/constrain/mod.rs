@@ -1,0 +1,68 @@
+//! Constrained decoding for JSON output: `response_format: {"type": "json_object"}`,
+//! `{"type": "json_schema", ...}` and forced tool calls.
+//!
+//! What we guarantee: text accepted by a [`Matcher`] is always a prefix of a JSON document
+//! that `serde_json` parses and that [`Schema::validate`] accepts, and from every accepted
+//! prefix some valid completion remains (no dead ends), so generation only fails to finish
+//! when `max_tokens` cuts it. Three pieces:
+//!
+//! - [`Schema`]: a JSON Schema compiled into a small graph ([`Schema::compile`]). Only
+//!   keywords we can enforce byte by byte are accepted; anything else that changes what
+//!   validates is an error naming the keyword and its JSON pointer, so the server can answer
+//!   400 instead of producing output that might not validate.
+//! - [`Matcher`]: an incremental recognizer fed the bytes of generated text. `anyOf`
+//!   alternatives run in parallel as separate stacks (an NFA), dead ones are dropped.
+//! - [`TokenTrie`]: a model's vocabulary as a byte trie, walked once per mask so shared
+//!   prefixes are checked once ([`Schema::allowed_tokens`]). [`Schema::accepts`] checks a
+//!   single sampled token, which is usually enough (sample first, mask only on rejection).
+//!
+//! Key choices (each is a restriction of what JSON Schema allows, so whatever we generate
+//! still validates under a standard validator):
+//! - `additionalProperties` defaults to `false` when `properties` is given (a model should
+//!   not invent keys); without `properties` any key is allowed. `true` or a schema opts in.
+//! - `oneOf` is treated as `anyOf` (exclusivity cannot be checked while generating, and
+//!   tool-call schemas built from distinct `name` constants are exclusive anyway).
+//! - Integers are `-?(0|[1-9][0-9]*)` but never `-0`: serde_json parses `-0` as the float
+//!   `-0.0`, which breaks clients that deserialize the field into an integer.
+//! - Numbers are kept in `f64` range: at most [`MAX_INT_DIGITS`] integer digits,
+//!   [`MAX_FRAC_DIGITS`] fraction digits and [`MAX_EXP_DIGITS`] exponent digits
+//!   (serde_json rejects `1e400` as out of range).
+//! - `enum`/`const` values are generated as their compact serde_json text.
+//! - At most [`MAX_WS_RUN`] consecutive whitespace bytes between tokens, none before or
+//!   after the top-level value, and at most [`MAX_NESTING`] nested arrays/objects
+//!   (serde_json refuses more than 128).
+
+mod error;
+mod lex;
+mod matcher;
+mod schema;
+mod trie;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ConstraintError;
+pub use matcher::Matcher;
+pub use schema::Schema;
+pub use trie::TokenTrie;
+
+/// Most consecutive whitespace bytes allowed between tokens (so a model cannot loop on
+/// spaces or newlines forever).
+pub const MAX_WS_RUN: u8 = 16;
+/// Most arrays/objects open at once in generated output, and in values [`Schema::validate`]
+/// accepts.
+pub const MAX_NESTING: u32 = 64;
+/// Most nested subschemas in a schema document.
+pub const MAX_SCHEMA_DEPTH: usize = 64;
+/// Most subschemas, properties and `enum` values in one schema.
+pub const MAX_SCHEMA_NODES: usize = 10_000;
+/// Most digits before the decimal point of a generated number.
+pub const MAX_INT_DIGITS: u8 = 24;
+/// Most digits after the decimal point of a generated number.
+pub const MAX_FRAC_DIGITS: u8 = 32;
+/// Most exponent digits of a generated number.
+pub const MAX_EXP_DIGITS: u8 = 2;
+/// Most `anyOf` branches alive at once; beyond this the latest are dropped (which only
+/// narrows what may be generated, never lets an invalid document through).
+pub const MAX_THREADS: usize = 256;

@@ -1,0 +1,397 @@
+//! Property tests: random walks always end in valid documents; valid documents are always
+//! accepted, however they are split; what the matcher completes always validates.
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::super::{MAX_WS_RUN, Matcher, Schema, TokenTrie};
+use super::{Fed, allowed_bytes, byte_trie, feed, schema, tool_call_schema};
+
+fn person() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 10},
+            "age": {"type": "integer"},
+            "score": {"type": ["number", "null"]},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 3},
+            "meta": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "kind": {"oneOf": [{"const": "x"}, {"type": "integer"}]}
+        },
+        "required": ["name", "age"]
+    })
+}
+
+fn tree() -> Value {
+    json!({
+        "$defs": {"node": {
+            "type": "object",
+            "properties": {
+                "v": {"type": ["integer", "string"]},
+                "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 3}
+            },
+            "required": ["v"]
+        }},
+        "$ref": "#/$defs/node"
+    })
+}
+
+fn many_props() -> Value {
+    let props: Map<String, Value> = (0..80)
+        .map(|i| (format!("p{i}"), json!({"type": "integer"})))
+        .collect();
+    json!({"type": "object", "properties": props, "required": ["p0", "p65", "p79"]})
+}
+
+/// Schemas the random walk runs on.
+fn walk_schemas() -> Vec<Schema> {
+    vec![
+        Schema::any_value(),
+        Schema::any_object(),
+        schema(person()),
+        schema(tree()),
+        schema(many_props()),
+        schema(tool_call_schema(&[
+            (
+                "search",
+                json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}),
+            ),
+            (
+                "sum",
+                json!({"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 4}),
+            ),
+        ])),
+        schema(json!({
+            "type": "object",
+            "properties": {"é": {"type": "null"}, "q\"k": {"type": "boolean"}, "😀": {"enum": [[1, {"a": null}], "s"]}},
+            "additionalProperties": {"type": "string", "maxLength": 2}
+        })),
+        schema(json!({"anyOf": [
+            {"type": "string", "minLength": 3},
+            {"type": "string", "maxLength": 1},
+            {"type": "integer"},
+            {"type": "array", "items": {"type": "array", "minItems": 1, "items": {"type": "null"}}}
+        ]})),
+    ]
+}
+
+/// Bytes to finish a document with, best first: closers, then short values.
+const PREFER: &[u8] = b"\"}]0,:ntf[{a";
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Random bytes (one per choice), then a greedy finish. Checks on the way that the mask,
+/// `accepts`, `is_complete` and `can_continue` agree and that there is no dead end.
+fn walk(s: &Schema, trie: &TokenTrie, choices: &[u32]) -> Vec<u8> {
+    let mut m = s.matcher();
+    let mut out = Vec::new();
+    let step = |m: &mut Matcher, out: &mut Vec<u8>, pick: &dyn Fn(&[u8]) -> u8| {
+        let allowed = allowed_bytes(m, trie);
+        assert_eq!(
+            m.can_continue(),
+            !allowed.is_empty(),
+            "after {:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(
+            !allowed.is_empty() || m.is_complete(),
+            "dead end after {:?}",
+            String::from_utf8_lossy(out)
+        );
+        if allowed.is_empty() {
+            return false;
+        }
+        let b = pick(&allowed);
+        assert!(s.accepts(m, &[b]));
+        assert!(m.advance(&[b]));
+        out.push(b);
+        true
+    };
+    for &c in choices {
+        if m.is_complete() && c % 5 == 0 {
+            return out;
+        }
+        let pick = |allowed: &[u8]| {
+            let non_ws: Vec<u8> = allowed.iter().copied().filter(|b| !is_ws(*b)).collect();
+            let pool = if c % 11 == 0 || non_ws.is_empty() {
+                allowed
+            } else {
+                &non_ws[..]
+            };
+            pool[(c / 16) as usize % pool.len()]
+        };
+        if !step(&mut m, &mut out, &pick) {
+            return out;
+        }
+        // A few other bytes: `accepts` must agree with the mask.
+        let allowed = allowed_bytes(&m, trie);
+        for probe in [c as u8, (c >> 8) as u8, b'"', b'}'] {
+            assert_eq!(m.accepts(&[probe]), allowed.contains(&probe));
+        }
+    }
+    let finish = |allowed: &[u8]| {
+        PREFER
+            .iter()
+            .copied()
+            .find(|b| allowed.contains(b))
+            .or_else(|| allowed.iter().copied().find(|b| !is_ws(*b)))
+            .unwrap_or(allowed[0])
+    };
+    let mut guard = 0;
+    while !m.is_complete() {
+        assert!(step(&mut m, &mut out, &finish));
+        guard += 1;
+        assert!(
+            guard < 20_000,
+            "finishing does not end: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    out
+}
+
+fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<u64>().prop_map(|i| json!(i)),
+        (-1e15f64..1e15).prop_map(|f| json!(f)),
+        (-1e-3f64..1e-3).prop_map(|f| json!(f)),
+        any::<String>().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(depth, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((any::<String>(), inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn arb_person() -> impl Strategy<Value = Value> {
+    let name =
+        prop::collection::vec(any::<char>(), 1..=10).prop_map(|c| json!(String::from_iter(c)));
+    let score = prop_oneof![
+        Just(Value::Null),
+        (-1e6f64..1e6).prop_map(|f| json!(f)),
+        any::<i32>().prop_map(|i| json!(i))
+    ];
+    let tags = prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 0..=3)
+        .prop_map(|t| json!(t));
+    let meta =
+        prop::collection::btree_map(any::<String>(), any::<i64>(), 0..4).prop_map(|m| json!(m));
+    let kind = prop_oneof![Just(json!("x")), any::<i64>().prop_map(|i| json!(i))];
+    (
+        name,
+        any::<i64>(),
+        prop::option::of(score),
+        prop::option::of(tags),
+        prop::option::of(meta),
+        prop::option::of(kind),
+    )
+        .prop_flat_map(|(name, age, score, tags, meta, kind)| {
+            let mut kv = vec![("name", name), ("age", json!(age))];
+            for (k, v) in [
+                ("score", score),
+                ("tags", tags),
+                ("meta", meta),
+                ("kind", kind),
+            ] {
+                if let Some(v) = v {
+                    kv.push((k, v));
+                }
+            }
+            Just(kv).prop_shuffle()
+        })
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+}
+
+fn arb_tree(depth: u32) -> BoxedStrategy<Value> {
+    let v = prop_oneof![
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<String>().prop_map(|s| json!(s))
+    ];
+    if depth == 0 {
+        return v.prop_map(|v| json!({"v": v})).boxed();
+    }
+    (
+        v,
+        prop::option::of(prop::collection::vec(arb_tree(depth - 1), 0..=3)),
+    )
+        .prop_map(|(v, kids)| match kids {
+            Some(k) => json!({"kids": k, "v": v}),
+            None => json!({"v": v}),
+        })
+        .boxed()
+}
+
+fn arb_many_props() -> impl Strategy<Value = Value> {
+    prop::collection::vec(any::<bool>(), 80).prop_map(|keep| {
+        let m: Map<String, Value> = keep
+            .iter()
+            .enumerate()
+            .filter(|&(i, k)| *k || [0, 65, 79].contains(&i))
+            .map(|(i, _)| (format!("p{i}"), json!(i)))
+            .collect();
+        Value::Object(m)
+    })
+}
+
+/// Serializations a model could produce: compact, and 2-space and 3-space pretty where the
+/// indentation stays within the whitespace limit.
+fn spellings(v: &Value) -> Vec<String> {
+    let mut three = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"   ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut three, fmt);
+    serde::Serialize::serialize(v, &mut ser).unwrap();
+    let pretty = [
+        serde_json::to_string_pretty(v).unwrap(),
+        String::from_utf8(three).unwrap(),
+    ];
+    let longest_ws_run = |t: &str| {
+        t.split(|c: char| !c.is_ascii_whitespace())
+            .map(str::len)
+            .max()
+            .unwrap_or(0)
+    };
+    let mut out = vec![serde_json::to_string(v).unwrap()];
+    out.extend(
+        pretty
+            .into_iter()
+            .filter(|t| longest_ws_run(t) <= usize::from(MAX_WS_RUN)),
+    );
+    out
+}
+
+/// Feeds `text` in chunks cut at `cuts` (any byte offsets, so characters get split).
+fn feed_chunks(s: &Schema, text: &str, cuts: &[usize]) -> Fed {
+    let bytes = text.as_bytes();
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    at.push(0);
+    at.push(bytes.len());
+    at.sort_unstable();
+    at.dedup();
+    let mut m = s.matcher();
+    for w in at.windows(2) {
+        if !m.advance(&bytes[w[0]..w[1]]) {
+            return Fed::Rejected(w[0]);
+        }
+    }
+    if m.is_complete() {
+        Fed::Complete
+    } else {
+        Fed::Incomplete
+    }
+}
+
+fn assert_accepted(s: &Schema, v: &Value, cuts: &[usize]) {
+    assert_eq!(s.validate(v), Ok(()), "generator made an invalid value {v}");
+    for text in spellings(v) {
+        assert_eq!(feed(s, &text), Fed::Complete, "{text}");
+        assert_eq!(
+            feed_chunks(s, &text, cuts),
+            Fed::Complete,
+            "{text} cut at {cuts:?}"
+        );
+    }
+}
+
+/// Only wholly accepted documents count; those must validate.
+fn assert_sound(s: &Schema, v: &Value) {
+    let text = serde_json::to_string(v).unwrap();
+    if feed(s, &text) == Fed::Complete {
+        assert_eq!(s.validate(v), Ok(()), "{text}");
+    }
+}
+
+/// Every character as a `\u` escape (surrogate pairs above U+FFFF).
+fn escape_all(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        let mut buf = [0u16; 2];
+        for u in c.encode_utf16(&mut buf) {
+            out.push_str(&format!("\\u{u:04x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_walks_end_valid(which in 0usize..8, choices in prop::collection::vec(any::<u32>(), 0..160)) {
+        let schemas = walk_schemas();
+        let s = &schemas[which];
+        let out = walk(s, &byte_trie(), &choices);
+        let text = String::from_utf8(out).expect("generated text is UTF-8");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        prop_assert_eq!(s.validate(&v), Ok(()), "{}", text);
+    }
+
+    #[test]
+    fn any_json_is_accepted(v in arb_json(4), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+        assert_accepted(&Schema::any_value(), &v, &cuts);
+        assert_accepted(&Schema::any_object(), &json!({"k": v}), &cuts);
+    }
+
+    #[test]
+    fn schema_documents_are_accepted(
+        p in arb_person(),
+        t in arb_tree(3),
+        m in arb_many_props(),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+    ) {
+        assert_accepted(&schema(person()), &p, &cuts);
+        assert_accepted(&schema(tree()), &t, &cuts);
+        assert_accepted(&schema(many_props()), &m, &cuts);
+    }
+
+    #[test]
+    fn completed_documents_validate(v in arb_json(3), p in arb_person(), drop in any::<prop::sample::Index>()) {
+        for s in walk_schemas() {
+            assert_sound(&s, &v);
+        }
+        // A valid person with one key removed, or with a key's value swapped for junk.
+        let ps = schema(person());
+        let obj = p.as_object().unwrap();
+        let key = obj.keys().nth(drop.index(obj.len())).unwrap().clone();
+        let mut fewer = obj.clone();
+        fewer.remove(&key);
+        assert_sound(&ps, &Value::Object(fewer));
+        let mut junk = obj.clone();
+        junk.insert(key, v);
+        assert_sound(&ps, &Value::Object(junk));
+    }
+
+    #[test]
+    fn split_utf8_and_escapes(
+        chars in prop::collection::vec(any::<char>(), 0..12),
+        max in 0u32..14,
+        cuts in prop::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let text: String = chars.iter().collect();
+        let s = schema(json!({"type": "string", "maxLength": max}));
+        let fits = chars.len() as u32 <= max;
+        for doc in [serde_json::to_string(&text).unwrap(), escape_all(&text)] {
+            let r = feed_chunks(&s, &doc, &cuts);
+            prop_assert_eq!(r == Fed::Complete, fits, "{} max {}", doc, max);
+        }
+        // The same text as an object key, raw and escaped, in chunks.
+        let obj = Schema::any_object();
+        let raw = format!("{{{}:1}}", serde_json::to_string(&text).unwrap());
+        let esc = format!("{{{}:1}}", escape_all(&text));
+        prop_assert_eq!(feed_chunks(&obj, &raw, &cuts), Fed::Complete);
+        prop_assert_eq!(feed_chunks(&obj, &esc, &cuts), Fed::Complete);
+        // A listed key, spelled escaped.
+        if !text.is_empty() {
+            let listed = schema(json!({"type": "object", "properties": {text.clone(): {"type": "integer"}}, "required": [text]}));
+            prop_assert_eq!(feed_chunks(&listed, &esc, &cuts), Fed::Complete);
+            prop_assert_eq!(feed_chunks(&listed, &raw, &cuts), Fed::Complete);
+        }
+    }
+}

@@ -1,0 +1,799 @@
+//! The engine as a service: one actor thread owns the models, the KV memory and the thread
+//! pool; requests arrive over a channel and results leave over one channel per request.
+//!
+//! Continuous batching: at every step the actor gathers one token from each decoding
+//! sequence plus prompt chunks of sequences still prefilling (up to a token budget), and
+//! runs them as one batched forward pass, so the weights are read once per step for all of
+//! them. Sequences join and leave between any two steps. Prompts are cut in chunks so a long
+//! prompt never stalls running streams for more than one step.
+//!
+//! KV memory is paged ([`crate::paged`]): a sequence takes blocks as it grows, shares the
+//! blocks of a cached prefix, and gives them back as soon as it finishes or its client goes
+//! away (a closed result channel). When memory runs out mid-run, the most recently admitted
+//! sequence is preempted: its blocks are freed and it waits to be recomputed later (its own
+//! finished blocks are usually still in the prefix cache then).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ferrollama_model::{KvCache, KvType, Logits, SeqChunk, State};
+use ferrollama_tensor::ThreadPool;
+use ferrollama_tokenizer::StreamDecoder;
+use tokio::sync::mpsc as tmpsc;
+
+use crate::constrain::{Matcher, Schema, TokenTrie};
+use crate::generate::FinishReason;
+use crate::metrics::EngineStats;
+use crate::model::Model;
+use crate::paged::{BlockPool, KV_BLOCK};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::stop::{StopOutcome, StopStrings};
+
+/// How the engine is sized.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub threads: usize,
+    /// Tokens per step, all sequences together (decode rows plus prompt chunks).
+    pub step_tokens: usize,
+    /// Sequences running at once.
+    pub max_running: usize,
+    /// Requests waiting beyond which new ones are refused (the server answers 429).
+    pub max_queue: usize,
+    /// KV positions per model, all sequences together.
+    pub kv_positions: usize,
+    /// Longest context of one sequence.
+    pub ctx: usize,
+    pub kv_type: KvType,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            threads: 2,
+            step_tokens: 256,
+            max_running: 64,
+            max_queue: 256,
+            kv_positions: 32768,
+            ctx: 4096,
+            kv_type: KvType::F16,
+        }
+    }
+}
+
+/// One sequence to generate.
+#[derive(Debug, Clone)]
+pub struct SeqRequest {
+    /// Index into the engine's models.
+    pub model: usize,
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    /// Keep going past end-of-turn tokens (benchmarks).
+    pub ignore_eos: bool,
+    /// Log-probabilities: `Some(n)` gives the chosen token's and the `n` most likely.
+    pub logprobs: Option<usize>,
+    /// Output must be a JSON document of this schema.
+    pub constraint: Option<Arc<Schema>>,
+    /// Give up (finish with `Timeout`) after this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// Log-probability of a generated token and its strongest alternatives.
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What a sequence reports, in order: tokens, then exactly one `Done` or `Error`.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Token {
+        id: u32,
+        /// Text that became final with this token (may be empty: held back for a stop
+        /// string or an incomplete UTF-8 character).
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    Done(Done),
+    Error(String),
+}
+
+/// How a sequence ended.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub finish: Finish,
+    /// Text held back until the end (a partial stop-string match that never completed).
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Generation(FinishReason),
+    /// The request's deadline passed.
+    Timeout,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the server is busy: {queued} requests are waiting; retry in a few seconds")]
+    QueueFull { queued: usize, retry_after_s: u64 },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+enum Command {
+    Submit(Box<Pending>),
+    /// Drain, then report on the channel.
+    Shutdown(mpsc::Sender<()>),
+}
+
+struct Pending {
+    req: SeqRequest,
+    events: tmpsc::UnboundedSender<Event>,
+    submitted: Instant,
+}
+
+/// A handle to the engine actor; clone it freely.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Command>,
+    models: Arc<Vec<Arc<Model>>>,
+    stats: Arc<EngineStats>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Submit(_) => "Submit",
+            Command::Shutdown(_) => "Shutdown",
+        })
+    }
+}
+
+impl Engine {
+    /// Starts the actor thread.
+    pub fn start(models: Vec<Arc<Model>>, config: EngineConfig) -> crate::Result<Engine> {
+        let stats = Arc::new(EngineStats::default());
+        let mut slots = Vec::new();
+        let blocks = config.kv_positions.div_ceil(KV_BLOCK).max(1);
+        for m in &models {
+            let kv = KvCache::with_blocks(&m.llama.config, blocks, config.kv_type)?;
+            let state =
+                m.llama
+                    .new_state(config.step_tokens.max(1), config.ctx, config.threads.max(1));
+            slots.push(Slot {
+                model: m.clone(),
+                kv,
+                state,
+                pool: BlockPool::new(blocks),
+                trie: None,
+                waiting: VecDeque::new(),
+                running: Vec::new(),
+            });
+        }
+        stats
+            .kv_blocks_total
+            .store((blocks * models.len()) as u64, Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let actor = Actor {
+            rx,
+            slots,
+            pool: ThreadPool::new(config.threads.max(1)),
+            stats: stats.clone(),
+            config: config.clone(),
+            shutting_down: false,
+            next_id: 0,
+            scratch_seqs: Vec::new(),
+            drained: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || actor.run())
+            .map_err(|e| crate::EngineError::Invalid(format!("cannot start the engine: {e}")))?;
+        Ok(Engine {
+            tx,
+            models: Arc::new(models),
+            stats,
+            config,
+        })
+    }
+
+    pub fn models(&self) -> &[Arc<Model>] {
+        &self.models
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Queues a sequence; its events arrive on the returned receiver. Dropping the receiver
+    /// cancels the sequence and frees its memory at the next step.
+    pub fn submit(&self, req: SeqRequest) -> Result<tmpsc::UnboundedReceiver<Event>, SubmitError> {
+        let Some(model) = self.models.get(req.model) else {
+            return Err(SubmitError::Invalid(format!("no model {}", req.model)));
+        };
+        if req.prompt.is_empty() {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        let ctx = self.config.ctx.min(model.llama.config.max_seq_len.max(1));
+        if req.prompt.len() >= ctx {
+            return Err(SubmitError::Invalid(format!(
+                "the prompt has {} tokens but the context holds {ctx}; shorten it",
+                req.prompt.len()
+            )));
+        }
+        req.sampler.validate().map_err(SubmitError::Invalid)?;
+        let queued = self.stats.queue_depth.load(Relaxed) as usize;
+        if queued >= self.config.max_queue {
+            return Err(SubmitError::QueueFull {
+                queued,
+                retry_after_s: 2,
+            });
+        }
+        let (etx, erx) = tmpsc::unbounded_channel();
+        self.stats.queue_depth.fetch_add(1, Relaxed);
+        let p = Pending {
+            req,
+            events: etx,
+            submitted: Instant::now(),
+        };
+        if self.tx.send(Command::Submit(Box::new(p))).is_err() {
+            self.stats.queue_depth.fetch_sub(1, Relaxed);
+            return Err(SubmitError::ShuttingDown);
+        }
+        Ok(erx)
+    }
+
+    /// Stops taking requests, lets running and queued ones finish, then stops the actor.
+    /// Blocks until the actor has stopped.
+    pub fn shutdown(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+/// One model with its own KV memory and queues.
+struct Slot {
+    model: Arc<Model>,
+    kv: KvCache,
+    state: State,
+    pool: BlockPool,
+    trie: Option<TokenTrie>,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+}
+
+struct Seq {
+    id: u64,
+    req: SeqRequest,
+    events: tmpsc::UnboundedSender<Event>,
+    /// Prompt, then every generated token (the last one possibly not yet computed).
+    tokens: Vec<u32>,
+    /// Positions whose keys and values are in the cache.
+    computed: usize,
+    blocks: Vec<u32>,
+    /// Full blocks named in the prefix cache, and the last one's name.
+    named: usize,
+    chain: u64,
+    cached_tokens: usize,
+    generated: usize,
+    sampler: Sampler,
+    stops: StopStrings,
+    decoder: StreamDecoder,
+    matcher: Option<Matcher>,
+    submitted: Instant,
+    last_token: Option<Instant>,
+    /// Work scheduled for this step: tokens[computed..computed + chunk].
+    chunk: usize,
+    /// Positions this sequence may reach.
+    ctx: usize,
+    /// Scratch logits row (constrained or penalized sampling).
+    row: Vec<f32>,
+    mask: Vec<bool>,
+}
+
+struct Actor {
+    rx: mpsc::Receiver<Command>,
+    slots: Vec<Slot>,
+    pool: ThreadPool,
+    stats: Arc<EngineStats>,
+    config: EngineConfig,
+    shutting_down: bool,
+    next_id: u64,
+    scratch_seqs: Vec<(usize, usize, usize, Logits)>,
+    drained: Vec<mpsc::Sender<()>>,
+}
+
+impl Actor {
+    fn run(mut self) {
+        loop {
+            let busy = self
+                .slots
+                .iter()
+                .any(|s| !s.running.is_empty() || !s.waiting.is_empty());
+            if !busy && self.shutting_down {
+                for d in self.drained.drain(..) {
+                    let _ = d.send(());
+                }
+                return;
+            }
+            // Idle: sleep until a command comes. Busy: take what has arrived and go on.
+            if !busy {
+                match self.rx.recv() {
+                    Ok(c) => self.command(c),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(c) = self.rx.try_recv() {
+                self.command(c);
+            }
+            for si in 0..self.slots.len() {
+                self.reap(si);
+                self.admit(si);
+                self.step(si);
+            }
+            self.publish();
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Submit(p) => {
+                let p = *p;
+                let si = p.req.model;
+                let model = &self.slots[si].model;
+                let n_vocab = model.llama.config.vocab_size;
+                let constrained = p.req.constraint.is_some();
+                let seq = Seq {
+                    id: self.next_id,
+                    sampler: Sampler::new(p.req.sampler.clone()),
+                    stops: StopStrings::new(p.req.stop.clone()),
+                    decoder: StreamDecoder::new(),
+                    matcher: p.req.constraint.as_ref().map(|s| s.matcher()),
+                    tokens: p.req.prompt.clone(),
+                    computed: 0,
+                    blocks: Vec::new(),
+                    named: 0,
+                    chain: 0,
+                    cached_tokens: 0,
+                    generated: 0,
+                    submitted: p.submitted,
+                    last_token: None,
+                    ctx: self.config.ctx.min(model.llama.config.max_seq_len.max(1)),
+                    chunk: 0,
+                    row: Vec::with_capacity(if constrained { n_vocab } else { 0 }),
+                    mask: Vec::with_capacity(if constrained { n_vocab } else { 0 }),
+                    events: p.events,
+                    req: p.req,
+                };
+                self.next_id += 1;
+                if self.shutting_down {
+                    let _ = seq
+                        .events
+                        .send(Event::Error("the server is shutting down".into()));
+                    self.stats.queue_depth.fetch_sub(1, Relaxed);
+                    return;
+                }
+                self.slots[si].waiting.push_back(seq);
+            }
+            Command::Shutdown(reply) => {
+                self.shutting_down = true;
+                self.drained.push(reply);
+            }
+        }
+    }
+
+    /// Drops sequences whose client went away or whose deadline passed.
+    fn reap(&mut self, si: usize) {
+        let now = Instant::now();
+        let slot = &mut self.slots[si];
+        let gone = |s: &Seq| s.events.is_closed() || s.req.deadline.is_some_and(|d| now >= d);
+        let mut i = 0;
+        while i < slot.running.len() {
+            if gone(&slot.running[i]) {
+                let s = slot.running.swap_remove(i);
+                finish_timeout(&s);
+                slot.pool.release(&s.blocks);
+            } else {
+                i += 1;
+            }
+        }
+        let before = slot.waiting.len();
+        slot.waiting.retain(|s| {
+            let g = gone(s);
+            if g {
+                finish_timeout(s);
+            }
+            !g
+        });
+        let dropped = before - slot.waiting.len();
+        self.stats.queue_depth.fetch_sub(dropped as u64, Relaxed);
+    }
+
+    /// Moves waiting sequences to running while memory and the running cap allow.
+    fn admit(&mut self, si: usize) {
+        let cap = self.config.max_running;
+        let slot = &mut self.slots[si];
+        while slot.running.len() < cap {
+            let Some(seq) = slot.waiting.front() else {
+                break;
+            };
+            // The whole prompt must fit now, plus one block per running sequence of slack so
+            // that admission does not immediately force a preemption.
+            let need = seq.tokens.len().div_ceil(KV_BLOCK) + 1;
+            if need + slot.running.len() > slot.pool.available() && !slot.running.is_empty() {
+                break;
+            }
+            let Some(mut seq) = slot.waiting.pop_front() else {
+                break;
+            };
+            self.stats.queue_depth.fetch_sub(1, Relaxed);
+            // Reuse a cached prefix; the last token is always computed to get its logits.
+            let max_blocks = (seq.tokens.len() - 1) / KV_BLOCK;
+            seq.blocks.clear();
+            seq.chain = slot.pool.lookup(&seq.tokens, max_blocks, &mut seq.blocks);
+            seq.named = seq.blocks.len();
+            seq.computed = seq.blocks.len() * KV_BLOCK;
+            if seq.generated == 0 {
+                seq.cached_tokens = seq.computed;
+                self.stats
+                    .prompt_tokens
+                    .fetch_add(seq.tokens.len() as u64, Relaxed);
+                self.stats
+                    .cached_prompt_tokens
+                    .fetch_add(seq.computed as u64, Relaxed);
+            }
+            slot.running.push(seq);
+        }
+    }
+
+    /// One batched forward pass over this model's running sequences.
+    fn step(&mut self, si: usize) {
+        let budget = self.config.step_tokens.max(1);
+        let slot = &mut self.slots[si];
+        if slot.running.is_empty() {
+            return;
+        }
+        // Decode rows first (one token each: streams keep their pace), then prompt chunks
+        // in arrival order with what is left of the budget.
+        let mut used = 0;
+        for s in slot.running.iter_mut() {
+            s.chunk = 0;
+            if s.tokens.len() - s.computed == 1 {
+                s.chunk = 1;
+                used += 1;
+            }
+        }
+        for s in slot.running.iter_mut() {
+            let left = s.tokens.len() - s.computed;
+            if left > 1 && used < budget {
+                s.chunk = left.min(budget - used);
+                used += s.chunk;
+            }
+        }
+        // Blocks for the new positions; preempt the newest sequences when memory runs out.
+        let mut i = 0;
+        while i < slot.running.len() {
+            let need = (slot.running[i].computed + slot.running[i].chunk).div_ceil(KV_BLOCK);
+            let mut ok = true;
+            while slot.running[i].blocks.len() < need {
+                match slot.pool.alloc() {
+                    Some(b) => slot.running[i].blocks.push(b),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                i += 1;
+                continue;
+            }
+            // Preempt the most recently admitted other sequence, or this one if alone.
+            let victim = (0..slot.running.len())
+                .filter(|&j| j != i)
+                .max_by_key(|&j| slot.running[j].id)
+                .unwrap_or(i);
+            let mut v = slot.running.remove(victim);
+            slot.pool.release(&v.blocks);
+            v.blocks.clear();
+            v.computed = 0;
+            v.named = 0;
+            v.chain = 0;
+            v.chunk = 0;
+            self.stats.preemptions.fetch_add(1, Relaxed);
+            if slot.running.is_empty() && victim == i {
+                // Alone and still no room: the memory is smaller than this sequence needs.
+                let _ = v.events.send(Event::Error(
+                    "the KV cache is too small for this request; shorten the prompt or max_tokens, or start the server with a larger --kv-size".into(),
+                ));
+                continue;
+            }
+            slot.waiting.push_front(v);
+            self.stats.queue_depth.fetch_add(1, Relaxed);
+            if victim < i {
+                i -= 1;
+            }
+        }
+        if slot.running.iter().all(|s| s.chunk == 0) {
+            return;
+        }
+        // The batch, in running order.
+        self.scratch_seqs.clear();
+        for (k, s) in slot.running.iter().enumerate() {
+            if s.chunk > 0 {
+                let logits = if s.computed + s.chunk == s.tokens.len() {
+                    Logits::Last
+                } else {
+                    Logits::None
+                };
+                self.scratch_seqs.push((k, s.computed, s.chunk, logits));
+            }
+        }
+        let chunks: Vec<SeqChunk<'_>> = self
+            .scratch_seqs
+            .iter()
+            .map(|&(k, pos0, n, logits)| {
+                let s = &slot.running[k];
+                SeqChunk {
+                    tokens: &s.tokens[pos0..pos0 + n],
+                    pos0,
+                    blocks: &s.blocks,
+                    logits,
+                }
+            })
+            .collect();
+        let result =
+            slot.model
+                .llama
+                .forward_batch(&self.pool, &chunks, &mut slot.kv, &mut slot.state);
+        drop(chunks);
+        self.stats.steps.fetch_add(1, Relaxed);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                // A fault of ours (inputs were checked at submission): fail this step's
+                // sequences rather than the whole server.
+                tracing::error!("forward pass failed: {e}");
+                for &(k, ..) in &self.scratch_seqs {
+                    let s = &slot.running[k];
+                    let _ = s
+                        .events
+                        .send(Event::Error("internal error in the forward pass".into()));
+                }
+                let mut ks: Vec<usize> = self.scratch_seqs.iter().map(|x| x.0).collect();
+                ks.sort_unstable();
+                for &k in ks.iter().rev() {
+                    let s = slot.running.remove(k);
+                    slot.pool.release(&s.blocks);
+                }
+                return;
+            }
+        };
+        let vocab = slot.model.llama.config.vocab_size;
+        let now = Instant::now();
+        let mut row = 0;
+        let mut finished = Vec::new();
+        for &(k, _, n, lg) in &self.scratch_seqs {
+            let s = &mut slot.running[k];
+            s.computed += n;
+            // Name the blocks this step completed.
+            while (s.named + 1) * KV_BLOCK <= s.computed {
+                let b = s.blocks[s.named];
+                let toks = &s.tokens[s.named * KV_BLOCK..(s.named + 1) * KV_BLOCK];
+                s.chain = slot.pool.name(b, s.chain, toks);
+                s.named += 1;
+            }
+            if lg != Logits::Last {
+                continue;
+            }
+            let l = &logits[row * vocab..(row + 1) * vocab];
+            row += 1;
+            if let Some(done) = sample_and_emit(&slot.model, &mut slot.trie, s, l, &self.stats, now)
+            {
+                finished.push((k, done));
+            }
+        }
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (k, done) in finished {
+            let s = slot.running.remove(k);
+            slot.pool.release(&s.blocks);
+            let _ = s.events.send(Event::Done(Done {
+                prompt_tokens: s.req.prompt.len(),
+                cached_tokens: s.cached_tokens,
+                completion_tokens: s.generated,
+                ..done
+            }));
+        }
+    }
+
+    fn publish(&self) {
+        let (mut used, mut cached, mut running) = (0, 0, 0);
+        for s in &self.slots {
+            used += s.pool.used();
+            cached += s.pool.cached();
+            running += s.running.len();
+        }
+        self.stats.kv_blocks_used.store(used as u64, Relaxed);
+        self.stats.kv_blocks_cached.store(cached as u64, Relaxed);
+        self.stats.running.store(running as u64, Relaxed);
+    }
+}
+
+fn finish_timeout(s: &Seq) {
+    if !s.events.is_closed() {
+        let _ = s.events.send(Event::Done(Done {
+            finish: Finish::Timeout,
+            text: String::new(),
+            prompt_tokens: s.req.prompt.len(),
+            cached_tokens: s.cached_tokens,
+            completion_tokens: s.generated,
+        }));
+    }
+}
+
+/// Samples the next token of `s` from its logits row, streams it, and says whether the
+/// sequence is done.
+fn sample_and_emit(
+    model: &Model,
+    trie: &mut Option<TokenTrie>,
+    s: &mut Seq,
+    logits: &[f32],
+    stats: &EngineStats,
+    now: Instant,
+) -> Option<Done> {
+    let eos_ok = |m: &Option<Matcher>| m.as_ref().is_none_or(|m| m.is_complete());
+    let next = match (&s.req.constraint, &s.matcher) {
+        (Some(schema), Some(m)) => {
+            if m.is_complete() {
+                // The document is whole: nothing more may follow.
+                return Some(done(FinishReason::Stop, s));
+            }
+            // Sample freely first; only when the pick breaks the schema compute the full
+            // mask (most picks of a model asked for JSON are already valid).
+            let t = s.sampler.sample(logits, &s.tokens);
+            let bytes = model.token_bytes(t);
+            if !bytes.is_empty() && schema.accepts(m, bytes) {
+                t
+            } else {
+                let trie = trie.get_or_insert_with(|| build_trie(model));
+                s.mask.clear();
+                s.mask.resize(logits.len(), false);
+                schema.allowed_tokens(m, trie, &mut s.mask);
+                s.row.clear();
+                s.row.extend(
+                    logits
+                        .iter()
+                        .zip(&s.mask)
+                        .map(|(&x, &ok)| if ok { x } else { f32::NEG_INFINITY }),
+                );
+                if !s.mask.iter().any(|&b| b) {
+                    // No token continues the document (cannot happen for a sound schema).
+                    return Some(done(FinishReason::Stop, s));
+                }
+                s.sampler.sample(&s.row, &s.tokens)
+            }
+        }
+        _ => s.sampler.sample(logits, &s.tokens),
+    };
+    let logprob = s.req.logprobs.map(|n| logprob_of(logits, next, n));
+    if model.is_stop(next) && !s.req.ignore_eos && eos_ok(&s.matcher) {
+        return Some(done(FinishReason::Stop, s));
+    }
+    // Timing: first token or inter-token gap.
+    match s.last_token {
+        None => stats
+            .ttft
+            .observe(now.duration_since(s.submitted).as_secs_f64()),
+        Some(t) => stats.itl.observe(now.duration_since(t).as_secs_f64()),
+    }
+    s.last_token = Some(now);
+    stats.generated_tokens.fetch_add(1, Relaxed);
+    s.generated += 1;
+    s.tokens.push(next);
+    let bytes = model.token_bytes(next);
+    if let Some(m) = s.matcher.as_mut() {
+        m.advance(bytes);
+    }
+    let piece = s.decoder.push_bytes(bytes);
+    let (text, stopped) = match s.stops.push(&piece) {
+        StopOutcome::Emit(t) => (t, false),
+        StopOutcome::Stop(t) => (t, true),
+    };
+    let _ = s.events.send(Event::Token {
+        id: next,
+        text,
+        logprob,
+    });
+    if stopped {
+        return Some(Done {
+            finish: Finish::Generation(FinishReason::StopString),
+            text: String::new(),
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            completion_tokens: 0,
+        });
+    }
+    if s.matcher.as_ref().is_some_and(|m| m.is_complete()) {
+        return Some(done(FinishReason::Stop, s));
+    }
+    if s.generated >= s.req.max_tokens {
+        return Some(done(FinishReason::Length, s));
+    }
+    if s.tokens.len() >= s.ctx {
+        return Some(done(FinishReason::ContextFull, s));
+    }
+    None
+}
+
+/// Ends a sequence normally: flushes text held back for UTF-8 or a stop string.
+fn done(reason: FinishReason, s: &mut Seq) -> Done {
+    let tail = s.decoder.finish();
+    let rest = match s.stops.push(&tail) {
+        StopOutcome::Emit(t) | StopOutcome::Stop(t) => t,
+    };
+    Done {
+        finish: Finish::Generation(reason),
+        text: rest + &s.stops.finish(),
+        prompt_tokens: 0,
+        cached_tokens: 0,
+        completion_tokens: 0,
+    }
+}
+
+fn build_trie(model: &Model) -> TokenTrie {
+    let n = model.llama.config.vocab_size as u32;
+    TokenTrie::new((0..n).map(|t| (t, model.token_bytes(t))))
+}
+
+/// log-softmax of `logits` at `token`, and the `n` most likely tokens with theirs.
+fn logprob_of(logits: &[f32], token: u32, n: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let lp = |x: f32| x - lse;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    if n > 0 {
+        for (i, &x) in logits.iter().enumerate() {
+            if top.len() < n || x > top[top.len() - 1].1 {
+                let at = top.partition_point(|&(_, y)| y >= x);
+                top.insert(at, (i as u32, x));
+                top.truncate(n);
+            }
+        }
+    }
+    TokenLogprob {
+        logprob: lp(logits
+            .get(token as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY)),
+        top: top.into_iter().map(|(t, x)| (t, lp(x))).collect(),
+    }
+}
+
+/// How long a request may wait before it is refused, for `Retry-After`.
+pub fn retry_after(e: &SubmitError) -> Option<Duration> {
+    match e {
+        SubmitError::QueueFull { retry_after_s, .. } => Some(Duration::from_secs(*retry_after_s)),
+        _ => None,
+    }
+}

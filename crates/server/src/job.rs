@@ -1,0 +1,609 @@
+//! What both APIs share: a dialog with tools becomes prompt tokens and engine sequences, and
+//! the engine's events become text, tool calls and usage.
+//!
+//! Tools are described in the prompt: for Llama 3.1 models in Meta's format (built-ins in
+//! the system prompt, custom functions as JSON definitions), for other models (whose chat
+//! template may know no tools, like SmolLM2's ChatML) by a system prompt of ours asking for
+//! the same JSON call. When a call is required (`tool_choice` `required` or a named
+//! function), the output is constrained to `{"name": ..., "parameters": ...}` matching the
+//! tools' schemas, so a well-formed call always comes back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrollama_engine::constrain::Schema;
+use ferrollama_engine::scheduler::{Done, Event, Finish, SeqRequest, SubmitError, TokenLogprob};
+use ferrollama_engine::{ChatMessage, ChatTemplate, FinishReason, Model, SamplerConfig};
+use ferrollama_tokenizer::chat::{
+    BuiltinTool, Date, StopReason, SystemPrompt, ToolDefinition, ToolName, ToolParam,
+    ToolPromptFormat, custom_tools_prompt, parse_assistant_text, system_prompt,
+};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A dialog turn, whichever API it came from.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+    pub tool_calls: Vec<Call>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A tool the model may call: its name, description and JSON Schema of the parameters.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Named(String),
+}
+
+/// A tool call, parsed from generated text.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// Generation settings common to both APIs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_tokens: Option<usize>,
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+    pub logprobs: Option<usize>,
+    pub n: usize,
+    pub response_format: Option<Arc<Schema>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_tokens: None,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            logprobs: None,
+            n: 1,
+            response_format: None,
+        }
+    }
+}
+
+/// A prepared request: prompt tokens and how to read the output.
+#[derive(Debug)]
+pub struct Job {
+    pub model: usize,
+    pub model_id: String,
+    pub prompt: Vec<u32>,
+    pub seq: SeqRequest,
+    pub n: usize,
+    /// Parse the output for tool calls.
+    pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
+}
+
+/// One finished choice.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<(u32, TokenLogprob)>,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    /// Set when the output is a tool call (then `text` is the raw call).
+    pub calls: Vec<Call>,
+}
+
+impl Output {
+    pub fn openai_finish(&self) -> &'static str {
+        if !self.calls.is_empty() {
+            return "tool_calls";
+        }
+        match self.finish {
+            Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
+            | Finish::Timeout => "length",
+            Finish::Generation(_) => "stop",
+        }
+    }
+
+    /// Llama Stack's stop reason: end_of_message after a tool call (Meta's `<|eom_id|>`).
+    pub fn stop_reason(&self) -> &'static str {
+        match self.finish {
+            Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
+            | Finish::Timeout => "out_of_tokens",
+            _ if !self.calls.is_empty() => "end_of_message",
+            _ => "end_of_turn",
+        }
+    }
+}
+
+/// Finds a model by id.
+pub fn resolve_model(app: &AppState, id: &str) -> Result<usize, ApiError> {
+    app.model_ids
+        .iter()
+        .position(|m| m == id)
+        .ok_or_else(|| ApiError::model_not_found(id, &app.model_ids))
+}
+
+/// JSON Schema for a built-in tool's arguments (as Meta's tools take them).
+fn builtin_schema(b: BuiltinTool) -> Value {
+    let key = if b == BuiltinTool::CodeInterpreter {
+        "code"
+    } else {
+        "query"
+    };
+    json!({"type": "object", "properties": {key: {"type": "string"}}, "required": [key]})
+}
+
+/// The tool's parameters schema, built-ins filled in.
+fn tool_schema(t: &ToolSpec) -> Value {
+    match BuiltinTool::parse(&t.name) {
+        Some(b) if t.parameters.is_null() => builtin_schema(b),
+        _ if t.parameters.is_null() => json!({"type": "object"}),
+        _ => t.parameters.clone(),
+    }
+}
+
+/// Schema of a forced call: `{"name": one of the tools, "parameters": its arguments}`.
+pub fn call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Schema, ApiError> {
+    let alts: Vec<Value> = tools
+        .iter()
+        .filter(|t| only.is_none_or(|n| n == t.name))
+        .map(|t| {
+            json!({
+                "type": "object",
+                "properties": {"name": {"const": t.name}, "parameters": tool_schema(t)},
+                "required": ["name", "parameters"],
+            })
+        })
+        .collect();
+    if alts.is_empty() {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "tool_choice names a function that is not in `tools`",
+        ));
+    }
+    Schema::compile(&json!({"anyOf": alts}))
+        .map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
+}
+
+/// Compiles a response schema, or answers 400 naming what is not supported.
+pub fn compile_schema(schema: &Value, param: &str) -> Result<Arc<Schema>, ApiError> {
+    Schema::compile(schema)
+        .map(Arc::new)
+        .map_err(|e| ApiError::invalid_param(param, format!("response_format: {e}")))
+}
+
+/// Turns the dialog into prompt tokens and the engine request.
+pub fn prepare(
+    app: &AppState,
+    model_id: &str,
+    turns: &[Turn],
+    tools: Vec<ToolSpec>,
+    tool_choice: ToolChoice,
+    settings: Settings,
+) -> Result<Job, ApiError> {
+    let mi = resolve_model(app, model_id)?;
+    let model = &app.engine.models()[mi];
+    if turns.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must not be empty",
+        ));
+    }
+    for t in &tools {
+        if t.name.is_empty() || t.name.len() > 128 {
+            return Err(ApiError::invalid_param(
+                "tools",
+                "a tool name must be 1 to 128 characters",
+            ));
+        }
+    }
+    let use_tools = !tools.is_empty() && tool_choice != ToolChoice::None;
+    let messages = render_dialog(model, turns, if use_tools { &tools } else { &[] });
+    let prompt = model
+        .chat_prompt(&messages)
+        .map_err(|e| ApiError::invalid(format!("cannot apply the chat template: {e}")))?;
+    let constraint = match (&tool_choice, use_tools) {
+        (ToolChoice::Required, true) => Some(Arc::new(call_schema(&tools, None)?)),
+        (ToolChoice::Named(n), true) => Some(Arc::new(call_schema(&tools, Some(n))?)),
+        _ => settings.response_format.clone(),
+    };
+    let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
+    Ok(Job {
+        model: mi,
+        model_id: model_id.to_string(),
+        prompt,
+        seq,
+        n: settings.n,
+        tools: if use_tools { tools } else { Vec::new() },
+        tool_choice,
+    })
+}
+
+/// A plain-text completion of `text` (no chat template).
+pub fn prepare_completion(
+    app: &AppState,
+    model_id: &str,
+    text: &str,
+    settings: Settings,
+) -> Result<Job, ApiError> {
+    let mi = resolve_model(app, model_id)?;
+    let model = &app.engine.models()[mi];
+    let prompt = model.encode(text, true, false);
+    if prompt.is_empty() {
+        return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
+    }
+    let constraint = settings.response_format.clone();
+    let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
+    Ok(Job {
+        model: mi,
+        model_id: model_id.to_string(),
+        prompt,
+        seq,
+        n: settings.n,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::None,
+    })
+}
+
+fn seq_request(
+    app: &AppState,
+    mi: usize,
+    prompt: Vec<u32>,
+    s: &Settings,
+    constraint: Option<Arc<Schema>>,
+) -> Result<SeqRequest, ApiError> {
+    let model = &app.engine.models()[mi];
+    let ctx = app
+        .engine
+        .config()
+        .ctx
+        .min(model.llama.config.max_seq_len.max(1));
+    if prompt.len() >= ctx {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!(
+                "the prompt has {} tokens but the context holds {ctx}; shorten it",
+                prompt.len()
+            ),
+        ));
+    }
+    let room = ctx - prompt.len();
+    let max_tokens = s
+        .max_tokens
+        .unwrap_or(app.limits.default_max_tokens)
+        .min(app.limits.max_tokens)
+        .min(room);
+    if max_tokens == 0 {
+        return Err(ApiError::invalid_param(
+            "max_tokens",
+            "max_tokens must be at least 1",
+        ));
+    }
+    if s.n == 0 || s.n > app.limits.max_n {
+        return Err(ApiError::invalid_param(
+            "n",
+            format!("n must be between 1 and {}", app.limits.max_n),
+        ));
+    }
+    s.sampler
+        .validate()
+        .map_err(|e| ApiError::invalid_param("sampling", e))?;
+    Ok(SeqRequest {
+        model: mi,
+        prompt,
+        max_tokens,
+        sampler: s.sampler.clone(),
+        stop: s.stop.clone(),
+        ignore_eos: s.ignore_eos,
+        logprobs: s.logprobs,
+        constraint,
+        deadline: Some(Instant::now() + app.limits.request_timeout),
+    })
+}
+
+/// The dialog as the model's template sees it, tools described in a system message.
+fn render_dialog(model: &Model, turns: &[Turn], tools: &[ToolSpec]) -> Vec<ChatMessage> {
+    let llama31 = matches!(model.template, ChatTemplate::Llama31);
+    let mut system: Vec<String> = turns
+        .iter()
+        .filter(|t| t.role == Role::System)
+        .map(|t| t.text.clone())
+        .collect();
+    let mut out = Vec::new();
+    if !tools.is_empty() {
+        let builtins: Vec<BuiltinTool> = tools
+            .iter()
+            .filter_map(|t| BuiltinTool::parse(&t.name))
+            .collect();
+        let customs: Vec<&ToolSpec> = tools
+            .iter()
+            .filter(|t| BuiltinTool::parse(&t.name).is_none())
+            .collect();
+        let instruction = (!system.is_empty()).then(|| system.join("\n"));
+        if llama31 {
+            // Meta's layout: built-ins announced in the system prompt; custom functions
+            // defined in JSON after it.
+            let mut s = system_prompt(&SystemPrompt {
+                builtin_tools: builtins,
+                custom_tools: !customs.is_empty(),
+                today: Date::today(),
+                instruction,
+            });
+            if !customs.is_empty() {
+                let defs: Vec<ToolDefinition> = customs.iter().map(|t| definition(t)).collect();
+                s.push('\n');
+                s.push_str(&custom_tools_prompt(&defs, ToolPromptFormat::Json));
+            }
+            system = vec![s];
+        } else {
+            let list: Vec<Value> = tools
+                .iter()
+                .map(|t| {
+                    json!({"name": t.name, "description": t.description, "parameters": tool_schema(t)})
+                })
+                .collect();
+            let mut s = instruction.map(|i| i + "\n\n").unwrap_or_default();
+            s.push_str(
+                "You can call these tools. To call one, answer with only a JSON object of the form \
+                 {\"name\": tool name, \"parameters\": {argument name: value}} and nothing else.\n",
+            );
+            s.push_str(&Value::Array(list).to_string());
+            system = vec![s];
+        }
+    }
+    if !system.is_empty() {
+        out.push(ChatMessage::new("system", &system.join("\n")));
+    }
+    for t in turns {
+        match t.role {
+            Role::System => {}
+            Role::User => out.push(ChatMessage::new("user", &t.text)),
+            Role::Tool => out.push(ChatMessage::new("tool", &t.text)),
+            Role::Assistant => {
+                let mut text = t.text.clone();
+                for c in &t.tool_calls {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&json!({"name": c.name, "parameters": c.arguments}).to_string());
+                }
+                out.push(ChatMessage::new("assistant", &text));
+            }
+        }
+    }
+    out
+}
+
+/// A tool as Meta's custom-tool prompt lists it.
+fn definition(t: &ToolSpec) -> ToolDefinition {
+    let schema = tool_schema(t);
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let parameters = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .map(|(name, p)| ToolParam {
+                    name: name.clone(),
+                    param_type: p
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("string")
+                        .to_string(),
+                    description: p
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    required: required.contains(&name.as_str()),
+                    default: p.get("default").cloned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ToolDefinition {
+        name: t.name.clone(),
+        description: t.description.clone(),
+        parameters,
+    }
+}
+
+/// Submits one sequence, mapping refusals to HTTP errors.
+pub fn submit(app: &AppState, seq: SeqRequest) -> Result<UnboundedReceiver<Event>, ApiError> {
+    app.engine.submit(seq).map_err(|e| match e {
+        SubmitError::QueueFull { retry_after_s, .. } => {
+            ApiError::busy(e.to_string(), retry_after_s)
+        }
+        SubmitError::ShuttingDown => ApiError::unavailable(e.to_string()),
+        SubmitError::Invalid(m) => ApiError::invalid(m),
+    })
+}
+
+/// Submits the job's `n` sequences (seeds `seed, seed + 1, ...`).
+pub fn submit_all(app: &AppState, job: &Job) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+    (0..job.n)
+        .map(|i| {
+            let mut seq = job.seq.clone();
+            seq.sampler.seed = seq.sampler.seed.wrapping_add(i as u64);
+            submit(app, seq)
+        })
+        .collect()
+}
+
+/// Collects one sequence's events into an output.
+pub async fn collect(
+    app: &AppState,
+    job: &Job,
+    mut rx: UnboundedReceiver<Event>,
+) -> Result<Output, ApiError> {
+    let mut out = Output {
+        text: String::new(),
+        ids: Vec::new(),
+        logprobs: Vec::new(),
+        finish: Finish::Generation(FinishReason::Stop),
+        prompt_tokens: job.prompt.len(),
+        cached_tokens: 0,
+        completion_tokens: 0,
+        calls: Vec::new(),
+    };
+    loop {
+        match rx.recv().await {
+            Some(Event::Token { id, text, logprob }) => {
+                out.ids.push(id);
+                out.text.push_str(&text);
+                if let Some(lp) = logprob {
+                    out.logprobs.push((id, lp));
+                }
+            }
+            Some(Event::Done(d)) => {
+                finish_output(app, job, &mut out, d);
+                return Ok(out);
+            }
+            Some(Event::Error(e)) => return Err(engine_error(e)),
+            None => return Err(ApiError::internal("the engine dropped a sequence")),
+        }
+    }
+}
+
+/// Engine errors are about the request (too large for memory) or shutdown.
+pub fn engine_error(e: String) -> ApiError {
+    if e.contains("shutting down") {
+        ApiError::unavailable(e)
+    } else if e.contains("internal") {
+        ApiError::internal(e)
+    } else {
+        ApiError::invalid(e)
+    }
+}
+
+/// Applies `Done` and parses tool calls.
+pub fn finish_output(app: &AppState, job: &Job, out: &mut Output, d: Done) {
+    out.text.push_str(&d.text);
+    out.finish = d.finish;
+    out.prompt_tokens = d.prompt_tokens;
+    out.cached_tokens = d.cached_tokens;
+    out.completion_tokens = d.completion_tokens;
+    if !job.tools.is_empty() {
+        let model = &app.engine.models()[job.model];
+        out.calls = parse_calls(model, &job.tools, &out.ids, &out.text);
+    }
+}
+
+/// Tool calls in generated output: Meta's formats for Llama 3.1 models (JSON, function
+/// tags, `<|python_tag|>` built-ins), and the JSON call everywhere.
+pub fn parse_calls(model: &Model, tools: &[ToolSpec], ids: &[u32], text: &str) -> Vec<Call> {
+    let known = |n: &str| tools.iter().any(|t| t.name == n);
+    let mut calls = Vec::new();
+    if let Ok(v) = serde_json::from_str::<Value>(text.trim())
+        && let Some(c) = json_call(&v)
+        && known(&c.0)
+    {
+        calls.push(Call {
+            id: call_id(0),
+            name: c.0,
+            arguments: c.1,
+        });
+        return calls;
+    }
+    if matches!(model.template, ChatTemplate::Llama31) {
+        // Decode with special tokens so `<|python_tag|>` is visible to Meta's parser.
+        let raw: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| {
+                model
+                    .tokenizer
+                    .bpe
+                    .token_bytes(i, true)
+                    .unwrap_or(&[])
+                    .to_vec()
+            })
+            .collect();
+        let raw = String::from_utf8_lossy(&raw);
+        let msg = parse_assistant_text(&raw, StopReason::EndOfTurn);
+        for (i, c) in msg.tool_calls.into_iter().enumerate() {
+            let name = match &c.tool_name {
+                ToolName::Builtin(b) => b.name().to_string(),
+                ToolName::Custom(s) => s.clone(),
+            };
+            if known(&name) {
+                let arguments = Value::Object(c.arguments);
+                calls.push(Call {
+                    id: call_id(i),
+                    name,
+                    arguments,
+                });
+            }
+        }
+    }
+    calls
+}
+
+/// `{"name": .., "parameters"|"arguments": {..}}`, or OpenAI's `{"type":"function", ...}`.
+fn json_call(v: &Value) -> Option<(String, Value)> {
+    let o = v.as_object()?;
+    let o = match o.get("function").and_then(Value::as_object) {
+        Some(f) => f,
+        None => o,
+    };
+    let name = o.get("name")?.as_str()?.to_string();
+    let args = o
+        .get("parameters")
+        .or_else(|| o.get("arguments"))
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    let args = match args {
+        Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        a => a,
+    };
+    Some((name, args))
+}
+
+fn call_id(i: usize) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("call_{n:x}{i}")
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// Visible text of a token for logprob listings.
+pub fn token_text(model: &Model, id: u32) -> (String, Vec<u8>) {
+    let b = model.tokenizer.bpe.token_bytes(id, true).unwrap_or(&[]);
+    (String::from_utf8_lossy(b).into_owned(), b.to_vec())
+}
