@@ -257,8 +257,21 @@ def test_response_format_json_object_output_is_an_object(oa, model):
         response_format={"type": "json_object"},
     )
     c = r.choices[0]
-    assert c.finish_reason == "stop", c
+    # The model may still be writing extra keys when max_tokens ends it: the server then
+    # closes the document, so it parses either way.
+    assert c.finish_reason in ("stop", "length"), c
     assert isinstance(json.loads(c.message.content), dict)
+
+
+def test_json_schema_output_validates_even_when_max_tokens_cuts_it(oa, model):
+    for max_tokens in (12, 16, 24):
+        r = chat(
+            oa, model, [{"role": "user", "content": PERSON_PROMPT}], max_tokens=max_tokens, temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA}},
+        )
+        c = r.choices[0]
+        jsonschema.validate(json.loads(c.message.content), PERSON_SCHEMA)
+        assert r.usage.completion_tokens <= max_tokens, r.usage
 
 
 # ---- errors ----

@@ -197,6 +197,7 @@ impl Engine {
             shutting_down: false,
             next_id: 0,
             scratch_seqs: Vec::new(),
+            chunk_buf: Vec::new(),
             drained: Vec::new(),
         };
         std::thread::Builder::new()
@@ -320,7 +321,18 @@ struct Actor {
     shutting_down: bool,
     next_id: u64,
     scratch_seqs: Vec<(usize, usize, usize, Logits)>,
+    /// The batch's chunk list, kept between steps so stepping does not allocate.
+    chunk_buf: Vec<SeqChunk<'static>>,
     drained: Vec<mpsc::Sender<()>>,
+}
+
+/// An emptied vector of chunks with another borrow lifetime, same allocation (in-place
+/// collection reuses the buffer when the element layout is the same, as here).
+fn recycle<'b>(mut v: Vec<SeqChunk<'_>>) -> Vec<SeqChunk<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
 }
 
 impl Actor {
@@ -549,24 +561,21 @@ impl Actor {
                 self.scratch_seqs.push((k, s.computed, s.chunk, logits));
             }
         }
-        let chunks: Vec<SeqChunk<'_>> = self
-            .scratch_seqs
-            .iter()
-            .map(|&(k, pos0, n, logits)| {
-                let s = &slot.running[k];
-                SeqChunk {
-                    tokens: &s.tokens[pos0..pos0 + n],
-                    pos0,
-                    blocks: &s.blocks,
-                    logits,
-                }
-            })
-            .collect();
+        let mut chunks = recycle(std::mem::take(&mut self.chunk_buf));
+        chunks.extend(self.scratch_seqs.iter().map(|&(k, pos0, n, logits)| {
+            let s = &slot.running[k];
+            SeqChunk {
+                tokens: &s.tokens[pos0..pos0 + n],
+                pos0,
+                blocks: &s.blocks,
+                logits,
+            }
+        }));
         let result =
             slot.model
                 .llama
                 .forward_batch(&self.pool, &chunks, &mut slot.kv, &mut slot.state);
-        drop(chunks);
+        self.chunk_buf = recycle(chunks);
         self.stats.steps.fetch_add(1, Relaxed);
         let logits = match result {
             Ok(l) => l,
@@ -736,6 +745,41 @@ fn sample_and_emit(
     if s.matcher.as_ref().is_some_and(|m| m.is_complete()) {
         return Some(done(FinishReason::Stop, s));
     }
+    let room = s
+        .req
+        .max_tokens
+        .min(s.ctx.saturating_sub(s.req.prompt.len()))
+        .saturating_sub(s.generated);
+    if let Some(m) = &s.matcher
+        && room <= CLOSE_WINDOW
+        && let Some(tail) = closing(m)
+    {
+        // The budget is nearly spent: if finishing the document takes all that is left,
+        // finish it now with the shortest valid ending, so constrained output always parses
+        // and validates even when max_tokens cuts it.
+        let ids = model.encode(&String::from_utf8_lossy(&tail), false, false);
+        if ids.len() + 1 >= room {
+            for id in ids {
+                s.generated += 1;
+                s.tokens.push(id);
+                stats.generated_tokens.fetch_add(1, Relaxed);
+                let bytes = model.token_bytes(id);
+                if let Some(m) = s.matcher.as_mut() {
+                    m.advance(bytes);
+                }
+                let piece = s.decoder.push_bytes(bytes);
+                let text = match s.stops.push(&piece) {
+                    StopOutcome::Emit(t) | StopOutcome::Stop(t) => t,
+                };
+                let _ = s.events.send(Event::Token {
+                    id,
+                    text,
+                    logprob: None,
+                });
+            }
+            return Some(done(FinishReason::Length, s));
+        }
+    }
     if s.generated >= s.req.max_tokens {
         return Some(done(FinishReason::Length, s));
     }
@@ -743,6 +787,36 @@ fn sample_and_emit(
         return Some(done(FinishReason::ContextFull, s));
     }
     None
+}
+
+/// Tokens left at which constrained sequences start checking whether they must close.
+const CLOSE_WINDOW: usize = 48;
+
+/// A short valid ending of the document `m` has begun: byte by byte, the first byte in an
+/// order that closes strings, objects and arrays first and otherwise fills in the least
+/// (`0`, letters for keys and literals). The matcher admits only prefixes that can still be
+/// completed, so this walk cannot dead-end; it is bounded anyway.
+fn closing(m: &Matcher) -> Option<Vec<u8>> {
+    const FIRST: &[u8] = b"\"}]0:,";
+    let mut m = m.clone();
+    let mut out = Vec::new();
+    while !m.is_complete() {
+        if out.len() >= 512 {
+            return None;
+        }
+        let b = FIRST
+            .iter()
+            .copied()
+            .chain(b'a'..=b'z')
+            .chain(b'A'..=b'Z')
+            .chain(b'1'..=b'9')
+            .chain(b"-. _".iter().copied())
+            .chain(0x20..=0x7e)
+            .find(|&b| m.accepts(&[b]))?;
+        m.advance(&[b]);
+        out.push(b);
+    }
+    Some(out)
 }
 
 /// Ends a sequence normally: flushes text held back for UTF-8 or a stop string.

@@ -222,8 +222,10 @@ pub fn prepare(
             ));
         }
     }
+    // With tool_choice "none" the tools stay in the prompt (the conversation may refer to
+    // them, as with OpenAI) but no call is parsed or forced.
     let use_tools = !tools.is_empty() && tool_choice != ToolChoice::None;
-    let messages = render_dialog(model, turns, if use_tools { &tools } else { &[] });
+    let messages = render_dialog(model, turns, &tools);
     let prompt = model
         .chat_prompt(&messages)
         .map_err(|e| ApiError::invalid(format!("cannot apply the chat template: {e}")))?;

@@ -12,12 +12,12 @@ use super::{MAX_NESTING, MAX_SCHEMA_NODES};
 
 /// Finishes a built graph: flattens unions, filters literal sets, computes `md`.
 pub(crate) fn analyze(
-nodes: Vec<Node>,
-objects: Vec<ObjSpec>,
-lits: Vec<LitSet>,
-root: NodeId,
+    nodes: Vec<Node>,
+    objects: Vec<ObjSpec>,
+    lits: Vec<LitSet>,
+    root: NodeId,
 ) -> Result<Compiled, ConstraintError> {
-let n = nodes.len();
+    let n = nodes.len();
     // Hostile unions (long chains of `anyOf`) make flattening quadratic: bound the work.
     let mut work = 0usize;
     let too_large = ConstraintError::TooLarge {
@@ -209,4 +209,3 @@ fn object_md(c: &Compiled, o: &ObjSpec) -> u8 {
     }
     if worst == INF { INF } else { add1(worst) }
 }
-

@@ -46,7 +46,6 @@ pub(crate) fn compile_tool_call(tools: &[(&str, &Value)]) -> Result<Compiled, Co
             .collect(),
     );
     let mut alts = Vec::with_capacity(tools.len());
-    let mut params = Vec::with_capacity(tools.len());
     for (i, (name, _)) in tools.iter().enumerate() {
         let p = c.reference(i, "")?;
         let name_node = c.lit_node(vec![json!(name)], ANY)?;
@@ -71,13 +70,13 @@ pub(crate) fn compile_tool_call(tools: &[(&str, &Value)]) -> Result<Compiled, Co
             array: None,
             object: Some(obj),
         })));
-        params.push(p);
     }
-    let root = c.push(Node::Union(alts));
+    let root = c.push(Node::Union(alts.clone()));
     c.drain()?;
     let compiled = analyze(c.nodes, c.objects, c.lits, root)?;
-    for ((name, _), p) in tools.iter().zip(params) {
-        if compiled.md[p as usize] == INF {
+    // Every tool must be callable (its parameters nest inside the call object).
+    for ((name, _), alt) in tools.iter().zip(alts) {
+        if compiled.md[alt as usize] == INF {
             return Err(ConstraintError::Unsatisfiable {
                 limit: MAX_NESTING - 1,
                 pointer: format!("tool {name:?} parameters #"),
@@ -406,7 +405,8 @@ impl<'a> Compiler<'a> {
                     return Err(invalid(&pointer_join(pointer, k), "must be an object"));
                 }
                 // `$defs` are compiled when a `$ref` reaches them.
-                "$defs" | "definitions" | "$ref" | "anyOf" | "oneOf" | "enum" | "const" => {}
+                "$defs" | "definitions" | "$ref" | "anyOf" | "oneOf" | "allOf" | "enum"
+                | "const" => {}
                 k if VALUE_KEYWORDS.contains(&k) => {}
                 k if ANNOTATIONS.contains(&k) || k.starts_with("x-") => {}
                 k => {
@@ -419,7 +419,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let combinator = ["$ref", "anyOf", "oneOf"]
+        let combinator = ["$ref", "anyOf", "oneOf", "allOf"]
             .into_iter()
             .filter(|k| m.contains_key(*k))
             .collect::<Vec<_>>();
@@ -483,6 +483,15 @@ impl<'a> Compiler<'a> {
             Value::Array(a) if !a.is_empty() => a,
             _ => return Err(invalid(&p, format!("`{kw}` must be a non-empty array"))),
         };
+        // A one-schema `allOf` is just that schema (Pydantic v1 wraps `$ref`s in one to
+        // attach a description); an intersection of several is not something we compute.
+        if kw == "allOf" && alts.len() > 1 {
+            return Err(unsupported(
+                pointer,
+                kw,
+                "`allOf` of more than one schema is not supported",
+            ));
+        }
         let mut ids = Vec::with_capacity(alts.len());
         for (i, alt) in alts.iter().enumerate() {
             ids.push(self.schema(alt, &pointer_join(&p, &i.to_string()), depth + 1)?);
@@ -589,7 +598,8 @@ impl<'a> Compiler<'a> {
                 ));
             }
         }
-        let additional = match m.get("additionalProperties") {
+        let explicit = m.get("additionalProperties");
+        let additional = match explicit {
             None if props.is_some() => None,
             None | Some(Value::Bool(true)) => Some(ANY),
             Some(Value::Bool(false)) => None,
@@ -603,22 +613,36 @@ impl<'a> Compiler<'a> {
                 .as_array()
                 .ok_or_else(|| invalid(&p, "`required` must be an array of strings"))?;
             self.charge(arr.len())?;
+            let mut index: HashMap<String, usize> = listed
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
             for r in arr {
                 let name = r
                     .as_str()
                     .ok_or_else(|| invalid(&p, "`required` must be an array of strings"))?;
-                match listed.iter_mut().find(|(k, _)| k == name) {
-                    Some((_, prop)) => prop.required = true,
-                    // A required key that is not listed must match `additionalProperties`
-                    // (or cannot exist at all: then the object is unsatisfiable).
-                    None => listed.push((
-                        name.to_string(),
-                        Prop {
-                            node: additional.unwrap_or(NEVER),
-                            required: true,
-                            md: INF,
-                        },
-                    )),
+                match index.get(name) {
+                    Some(&i) => listed[i].1.required = true,
+                    None => {
+                        // A required key that is not listed follows `additionalProperties`
+                        // when that is given (`false`: the object cannot exist). Left out,
+                        // that key alone is allowed, with any value: our closed default is
+                        // for keys the schema never mentions.
+                        let node = match explicit {
+                            None => ANY,
+                            Some(_) => additional.unwrap_or(NEVER),
+                        };
+                        index.insert(name.to_string(), listed.len());
+                        listed.push((
+                            name.to_string(),
+                            Prop {
+                                node,
+                                required: true,
+                                md: INF,
+                            },
+                        ));
+                    }
                 }
             }
         }

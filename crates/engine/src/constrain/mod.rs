@@ -16,10 +16,25 @@
 //!   prefixes are checked once ([`Schema::allowed_tokens`]). [`Schema::accepts`] checks a
 //!   single sampled token, which is usually enough (sample first, mask only on rejection).
 //!
+//! Supported keywords: `type` (a name or a list), `properties`, `required`,
+//! `additionalProperties` (`true`, `false` or a schema), `items` (one schema), `minItems`,
+//! `maxItems`, `minLength`, `maxLength` (in characters), `enum`, `const`, `anyOf`, `oneOf`,
+//! `allOf` of a single schema, `$ref` (JSON pointers into the same document: `#`,
+//! `#/$defs/..`, `#/definitions/..`; recursion is fine), `$defs`/`definitions`, and boolean
+//! schemas. Ignored annotations: `title`, `description`, `default`, `examples`, `$schema`,
+//! `format`, `$comment`, `$id`, `$anchor`, `deprecated`, `readOnly`, `writeOnly`,
+//! `contentMediaType`, `contentEncoding` and `x-*`. Everything else (`pattern`, `minimum`,
+//! `maximum`, `multipleOf`, `not`, `allOf` of several schemas, `if`, `patternProperties`,
+//! `uniqueItems`, `minProperties`, `items` as an array, value keywords next to
+//! `anyOf`/`oneOf`/`allOf`/`$ref`, remote `$ref`s, ...) is refused.
+//!
 //! Key choices (each is a restriction of what JSON Schema allows, so whatever we generate
 //! still validates under a standard validator):
 //! - `additionalProperties` defaults to `false` when `properties` is given (a model should
 //!   not invent keys); without `properties` any key is allowed. `true` or a schema opts in.
+//!   A `required` key missing from `properties` is allowed (any value) unless
+//!   `additionalProperties` says otherwise.
+//!   A key may appear once; `}` is refused until every `required` key is present.
 //! - `oneOf` is treated as `anyOf` (exclusivity cannot be checked while generating, and
 //!   tool-call schemas built from distinct `name` constants are exclusive anyway).
 //! - Integers are `-?(0|[1-9][0-9]*)` but never `-0`: serde_json parses `-0` as the float
@@ -31,11 +46,39 @@
 //! - At most [`MAX_WS_RUN`] consecutive whitespace bytes between tokens, none before or
 //!   after the top-level value, and at most [`MAX_NESTING`] nested arrays/objects
 //!   (serde_json refuses more than 128).
+//!
+//! A decoding loop (the caller allows EOS exactly when the matcher is complete):
+//!
+//! ```
+//! use ferrollama_engine::constrain::{Schema, TokenTrie};
+//!
+//! let schema = Schema::compile(&serde_json::json!({
+//!     "type": "object",
+//!     "properties": {"city": {"type": "string"}},
+//!     "required": ["city"]
+//! }))
+//! .expect("a supported schema");
+//! // Once per model: the bytes each token decodes to (control tokens decode to none).
+//! let vocab: Vec<&[u8]> = vec![b"{", b"\"city\"", b":", b" \"Paris\"", b"}", b""];
+//! let trie = TokenTrie::new(vocab.iter().enumerate().map(|(id, t)| (id as u32, *t)));
+//! let mut m = schema.matcher();
+//! let mut mask = vec![false; vocab.len()];
+//! while !m.is_complete() {
+//!     // A sampler would first try its own pick with `schema.accepts(&m, bytes)`.
+//!     schema.allowed_tokens(&m, &trie, &mut mask);
+//!     let pick = mask.iter().rposition(|&ok| ok).expect("never stuck");
+//!     assert!(m.advance(vocab[pick]));
+//! }
+//! assert!(!m.can_continue()); // only EOS now
+//! ```
 
+mod analyze;
+mod compile;
 mod error;
 mod lex;
 mod matcher;
 mod schema;
+mod state;
 mod trie;
 mod validate;
 

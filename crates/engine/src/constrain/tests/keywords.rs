@@ -106,6 +106,18 @@ fn additional_properties() {
         &[r#"{"k":"v"}"#, r#"{"k":"v","j":"w"}"#],
         &["{}", r#"{"k":1}"#],
     );
+    // Left out, it allows just the required key (with any value), not other keys.
+    let sloppy = schema(json!({"properties": {"a": {"type": "null"}}, "required": ["a", "b"]}));
+    check(
+        &sloppy,
+        &[r#"{"a":null,"b":[1]}"#],
+        &[r#"{"a":null}"#, r#"{"a":null,"b":1,"c":1}"#],
+    );
+    let never = json!({"properties": {}, "required": ["b"], "additionalProperties": false});
+    assert!(matches!(
+        Schema::compile(&never),
+        Err(ConstraintError::Unsatisfiable { .. })
+    ));
 }
 
 #[test]
@@ -227,6 +239,14 @@ fn refs_defs_definitions_and_recursion() {
     check(&r, &["[[1,[]],2]"], &["[[1.5]]"]);
     let esc = schema(json!({"$defs": {"a/b c": {"const": 1}}, "$ref": "#/$defs/a~1b%20c"}));
     check(&esc, &["1"], &["2"]);
+    // Pydantic v1 style: a lone `allOf` around a `$ref`, with a description.
+    let v1 = schema(json!({
+        "definitions": {"P": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}},
+        "type": "object",
+        "properties": {"p": {"description": "a point", "allOf": [{"$ref": "#/definitions/P"}]}},
+        "required": ["p"]
+    }));
+    check(&v1, &[r#"{"p":{"x":1}}"#], &[r#"{"p":{}}"#]);
 }
 
 #[test]
@@ -272,7 +292,7 @@ fn unsupported_keywords_name_keyword_and_pointer() {
         (json!({"maximum": 1}), "maximum", "#/maximum"),
         (json!({"multipleOf": 2}), "multipleOf", "#/multipleOf"),
         (json!({"not": {}}), "not", "#/not"),
-        (json!({"allOf": [{}]}), "allOf", "#/allOf"),
+        (json!({"allOf": [{}, {}]}), "allOf", "#/allOf"),
         (json!({"if": {}}), "if", "#/if"),
         (
             json!({"patternProperties": {}}),

@@ -236,3 +236,49 @@ fn overlapping_branches_merge() {
     assert!(m.is_complete());
     assert!(format!("{m:?}").contains("threads: 1"), "{m:?}");
 }
+
+#[test]
+fn tool_call_documents_keep_their_refs() {
+    let weather = json!({
+        "$defs": {"unit": {"enum": ["C", "F"]}},
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"$ref": "#/$defs/unit"}},
+        "required": ["city"]
+    });
+    let time = json!({"type": "object", "properties": {"tz": {"$ref": "#/$defs/tz"}}, "$defs": {"tz": {"type": "string"}}});
+    let s = Schema::tool_call(&[("get_weather", &weather), ("get_time", &time)]).unwrap();
+    check(
+        &s,
+        &[
+            r#"{"name":"get_weather","parameters":{"city":"Paris","unit":"C"}}"#,
+            r#"{"parameters":{"tz":"UTC"},"name":"get_time"}"#,
+        ],
+        &[
+            r#"{"name":"get_weather","parameters":{"city":"Paris","unit":"K"}}"#,
+            r#"{"name":"get_time","parameters":{"tz":1}}"#,
+            r#"{"name":"get_time","parameters":{},"x":1}"#,
+            r#"{"name":"get_time"}"#,
+        ],
+    );
+    // Errors say which tool.
+    let bad = json!({"type": "string", "pattern": "x"});
+    let e = Schema::tool_call(&[("ok", &json!({})), ("grep", &bad)]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsupported JSON Schema keyword `pattern` at tool \"grep\" parameters #/pattern: it \
+         restricts which values are valid and constrained decoding cannot enforce it"
+    );
+    let e = Schema::tool_call(&[("never", &json!(false))]).unwrap_err();
+    assert!(e.to_string().contains("tool \"never\""), "{e}");
+    assert!(Schema::tool_call(&[]).is_err());
+}
+
+#[test]
+fn types_are_shareable() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send_clone_debug<T: Send + Clone + std::fmt::Debug>() {}
+    send_sync::<Schema>();
+    send_sync::<super::super::TokenTrie>();
+    send_clone_debug::<super::super::Matcher>();
+    send_clone_debug::<Schema>();
+}

@@ -44,14 +44,14 @@ fn many_props() -> Value {
 }
 
 /// Schemas the random walk runs on.
-fn walk_schemas() -> Vec<Schema> {
+fn walk_schemas() -> Vec<Value> {
     vec![
-        Schema::any_value(),
-        Schema::any_object(),
-        schema(person()),
-        schema(tree()),
-        schema(many_props()),
-        schema(tool_call_schema(&[
+        json!({}),
+        json!({"type": "object"}),
+        person(),
+        tree(),
+        many_props(),
+        tool_call_schema(&[
             (
                 "search",
                 json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}),
@@ -60,19 +60,53 @@ fn walk_schemas() -> Vec<Schema> {
                 "sum",
                 json!({"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 4}),
             ),
-        ])),
-        schema(json!({
+        ]),
+        json!({
             "type": "object",
             "properties": {"é": {"type": "null"}, "q\"k": {"type": "boolean"}, "😀": {"enum": [[1, {"a": null}], "s"]}},
             "additionalProperties": {"type": "string", "maxLength": 2}
-        })),
-        schema(json!({"anyOf": [
+        }),
+        json!({"anyOf": [
             {"type": "string", "minLength": 3},
             {"type": "string", "maxLength": 1},
             {"type": "integer"},
             {"type": "array", "items": {"type": "array", "minItems": 1, "items": {"type": "null"}}}
-        ]})),
+        ]}),
     ]
+}
+
+/// Every property name a schema mentions, as JSON string text without the opening quote
+/// (`q\"k"`): moves the finisher tries so required keys get spelled.
+fn key_moves(v: &Value) -> Vec<String> {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "properties" {
+                        out.extend(x.as_object().into_iter().flat_map(|p| p.keys().cloned()));
+                    }
+                    if k == "required" {
+                        out.extend(
+                            x.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|r| r.as_str().map(String::from)),
+                        );
+                    }
+                    collect(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+            _ => {}
+        }
+    }
+    let mut keys = Vec::new();
+    collect(v, &mut keys);
+    keys.sort();
+    keys.dedup();
+    keys.iter()
+        .map(|k| serde_json::to_string(k).unwrap()[1..].to_string())
+        .collect()
 }
 
 /// Bytes to finish a document with, best first: closers, then short values.
@@ -84,7 +118,7 @@ fn is_ws(b: u8) -> bool {
 
 /// Random bytes (one per choice), then a greedy finish. Checks on the way that the mask,
 /// `accepts`, `is_complete` and `can_continue` agree and that there is no dead end.
-fn walk(s: &Schema, trie: &TokenTrie, choices: &[u32]) -> Vec<u8> {
+fn walk(s: &Schema, trie: &TokenTrie, choices: &[u32], moves: &[String]) -> Vec<u8> {
     let mut m = s.matcher();
     let mut out = Vec::new();
     let step = |m: &mut Matcher, out: &mut Vec<u8>, pick: &dyn Fn(&[u8]) -> u8| {
@@ -141,6 +175,18 @@ fn walk(s: &Schema, trie: &TokenTrie, choices: &[u32]) -> Vec<u8> {
     };
     let mut guard = 0;
     while !m.is_complete() {
+        // Close what can be closed; otherwise a whole property name (and its closing
+        // quote) if one fits here, so required keys get spelled.
+        if let Some(mv) = [b"}", b"]"]
+            .iter()
+            .map(|c| &c[..])
+            .chain(moves.iter().map(String::as_bytes))
+            .find(|mv| m.accepts(mv))
+        {
+            assert!(m.advance(mv));
+            out.extend_from_slice(mv);
+            continue;
+        }
         assert!(step(&mut m, &mut out, &finish));
         guard += 1;
         assert!(
@@ -325,9 +371,9 @@ proptest! {
 
     #[test]
     fn random_walks_end_valid(which in 0usize..8, choices in prop::collection::vec(any::<u32>(), 0..160)) {
-        let schemas = walk_schemas();
-        let s = &schemas[which];
-        let out = walk(s, &byte_trie(), &choices);
+        let sv = &walk_schemas()[which];
+        let s = &schema(sv.clone());
+        let out = walk(s, &byte_trie(), &choices, &key_moves(sv));
         let text = String::from_utf8(out).expect("generated text is UTF-8");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         prop_assert_eq!(s.validate(&v), Ok(()), "{}", text);
@@ -353,8 +399,8 @@ proptest! {
 
     #[test]
     fn completed_documents_validate(v in arb_json(3), p in arb_person(), drop in any::<prop::sample::Index>()) {
-        for s in walk_schemas() {
-            assert_sound(&s, &v);
+        for sv in walk_schemas() {
+            assert_sound(&schema(sv), &v);
         }
         // A valid person with one key removed, or with a key's value swapped for junk.
         let ps = schema(person());
@@ -393,5 +439,91 @@ proptest! {
             prop_assert_eq!(feed_chunks(&listed, &esc, &cuts), Fed::Complete);
             prop_assert_eq!(feed_chunks(&listed, &raw, &cuts), Fed::Complete);
         }
+    }
+}
+
+/// Random schemas from the supported subset (some unsatisfiable, some recursive through
+/// `#`).
+fn arb_schema() -> impl Strategy<Value = Value> {
+    let small = prop_oneof![
+        Just(json!(null)),
+        Just(json!(true)),
+        (-3i64..30).prop_map(|i| json!(i)),
+        Just(json!(1.5)),
+        prop::sample::select(vec!["", "a", "ab", "é", "q\"", "a\\n"]).prop_map(|s| json!(s)),
+        Just(json!([1, {"k": []}])),
+        Just(json!({"k": "v"})),
+    ];
+    let types = prop::sample::subsequence(
+        vec![
+            "string", "integer", "number", "boolean", "null", "object", "array",
+        ],
+        1..3,
+    );
+    let leaf = prop_oneof![
+        Just(json!({})),
+        Just(json!({"$ref": "#"})),
+        (types, 0u32..3, 0u32..4).prop_map(|(t, lo, span)| {
+            json!({"type": t, "minLength": lo, "maxLength": lo + span})
+        }),
+        prop::collection::vec(small.clone(), 0..4).prop_map(|e| json!({"enum": e})),
+        small.prop_map(|c| json!({"const": c})),
+        Just(json!({"type": "integer"})),
+        Just(json!({"type": "string", "maxLength": 1})),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        let keys = prop::sample::select(vec!["a", "ab", "b", "é", "q\"k", "\n"]);
+        prop_oneof![
+            (
+                prop::collection::vec((keys, inner.clone(), any::<bool>()), 0..4),
+                prop_oneof![
+                    Just(None),
+                    Just(Some(json!(true))),
+                    Just(Some(json!(false))),
+                    inner.clone().prop_map(Some),
+                ],
+            )
+                .prop_map(|(props, additional)| {
+                    let required: Vec<&str> = props.iter().filter(|p| p.2).map(|p| p.0).collect();
+                    let props: Map<String, Value> = props
+                        .iter()
+                        .map(|(k, s, _)| (k.to_string(), s.clone()))
+                        .collect();
+                    let mut o =
+                        json!({"type": "object", "properties": props, "required": required});
+                    if let Some(a) = additional {
+                        o["additionalProperties"] = a;
+                    }
+                    o
+                }),
+            (inner.clone(), 0u32..3, 0u32..4).prop_map(|(items, lo, span)| {
+                json!({"type": "array", "items": items, "minItems": lo, "maxItems": lo + span})
+            }),
+            prop::collection::vec(inner, 1..4).prop_map(|alts| json!({"anyOf": alts})),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_schemas_walk_to_valid_documents(
+        sv in arb_schema(),
+        choices in prop::collection::vec(any::<u32>(), 0..120),
+    ) {
+        let s = match Schema::compile(&sv) {
+            Ok(s) => s,
+            Err(e) => {
+                // Only unsatisfiable schemas may be refused here.
+                let unsat = matches!(e, super::super::ConstraintError::Unsatisfiable { .. });
+                prop_assert!(unsat, "{}: {}", sv, e);
+                return Ok(());
+            }
+        };
+        let out = walk(&s, &byte_trie(), &choices, &key_moves(&sv));
+        let text = String::from_utf8(out).expect("generated text is UTF-8");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        prop_assert_eq!(s.validate(&v), Ok(()), "{} for {}", text, sv);
     }
 }
