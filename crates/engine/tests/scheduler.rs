@@ -232,3 +232,21 @@ fn too_long_prompt_and_bad_model_are_invalid() {
     assert!(engine.submit(r).is_err());
     engine.shutdown();
 }
+
+#[test]
+fn shutdown_drains_running_sequences_and_refuses_new_ones() {
+    let model = tiny();
+    let engine = Engine::start(vec![model], config(4096, 64)).expect("engine");
+    let rx = engine.submit(request(prompt(1, 30), 60)).expect("submit");
+    let e2 = engine.clone();
+    let stopper = std::thread::spawn(move || e2.shutdown());
+    // The running sequence still finishes normally.
+    let (got, done) = collect(rx);
+    assert_eq!(got.len(), 60);
+    assert_eq!(done.finish, Finish::Generation(FinishReason::Length));
+    stopper.join().expect("shutdown returns once drained");
+    assert!(matches!(
+        engine.submit(request(prompt(2, 5), 4)),
+        Err(ferrollama_engine::scheduler::SubmitError::ShuttingDown)
+    ));
+}

@@ -40,6 +40,31 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// A role name of either API (`developer` is OpenAI's newer `system`; `ipython` is
+    /// Meta's name for tool output).
+    pub fn parse(s: &str) -> Result<Role, ApiError> {
+        match s {
+            "system" | "developer" => Ok(Role::System),
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            "tool" | "ipython" => Ok(Role::Tool),
+            r => Err(ApiError::invalid_param(
+                "messages",
+                format!("unknown role '{r}' (system, user, assistant, tool)"),
+            )),
+        }
+    }
+}
+
+/// Tool-call arguments as sent back to us: a JSON string (OpenAI) or an object.
+pub fn arguments_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+        v => v.clone(),
+    }
+}
+
 /// A tool the model may call: its name, description and JSON Schema of the parameters.
 #[derive(Debug, Clone)]
 pub struct ToolSpec {

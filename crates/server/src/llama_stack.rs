@@ -260,18 +260,7 @@ fn turns(messages: &[LsMessage]) -> Result<Vec<Turn>, ApiError> {
     messages
         .iter()
         .map(|m| {
-            let role = match m.role.as_str() {
-                "system" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                "tool" | "ipython" => Role::Tool,
-                r => {
-                    return Err(ApiError::invalid_param(
-                        "messages",
-                        format!("unknown role '{r}' (system, user, assistant, tool)"),
-                    ));
-                }
-            };
+            let role = Role::parse(&m.role)?;
             let mut text = m.content.text("messages")?;
             if let Some(c) = &m.context {
                 text.push_str("\n\n");
@@ -284,12 +273,7 @@ fn turns(messages: &[LsMessage]) -> Result<Vec<Turn>, ApiError> {
                 .map(|c| Call {
                     id: c.call_id.clone().unwrap_or_default(),
                     name: c.tool_name.clone(),
-                    arguments: match &c.arguments {
-                        Value::String(s) => {
-                            serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
-                        }
-                        v => v.clone(),
-                    },
+                    arguments: job::arguments_value(&c.arguments),
                 })
                 .collect();
             Ok(Turn {

@@ -321,18 +321,7 @@ fn turns(messages: &[ChatMessageIn]) -> Result<Vec<Turn>, ApiError> {
     messages
         .iter()
         .map(|m| {
-            let role = match m.role.as_str() {
-                "system" | "developer" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                "tool" | "ipython" => Role::Tool,
-                r => {
-                    return Err(ApiError::invalid_param(
-                        "messages",
-                        format!("unknown role '{r}' (system, user, assistant, tool)"),
-                    ));
-                }
-            };
+            let role = Role::parse(&m.role)?;
             let text = content_text(&m.content, "messages")?;
             if role == Role::User && m.content.is_none() {
                 return Err(ApiError::invalid_param(
@@ -347,12 +336,7 @@ fn turns(messages: &[ChatMessageIn]) -> Result<Vec<Turn>, ApiError> {
                 .map(|c| Call {
                     id: c.id.clone().unwrap_or_default(),
                     name: c.function.name.clone(),
-                    arguments: match &c.function.arguments {
-                        Value::String(s) => {
-                            serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
-                        }
-                        v => v.clone(),
-                    },
+                    arguments: job::arguments_value(&c.function.arguments),
                 })
                 .collect();
             Ok(Turn {
@@ -596,18 +580,7 @@ fn stream_chat(
         }
         // With tools, output is held until it is known not to be a call.
         let tools = !job.tools.is_empty();
-        let mut outs: Vec<Output> = (0..n)
-            .map(|_| Output {
-                text: String::new(),
-                ids: Vec::new(),
-                logprobs: Vec::new(),
-                finish: ferrollama_engine::scheduler::Finish::Timeout,
-                prompt_tokens: job.prompt.len(),
-                cached_tokens: 0,
-                completion_tokens: 0,
-                calls: Vec::new(),
-            })
-            .collect();
+        let mut outs: Vec<Output> = (0..n).map(|_| empty_output(&job)).collect();
         let mut sent = vec![0usize; n];
         let mut open = n;
         let (mut pt, mut ct, mut cached) = (job.prompt.len(), 0, 0);

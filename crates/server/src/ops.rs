@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -24,11 +24,34 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
         .as_deref()
         .and_then(|r| app.requests.routes.iter().copied().find(|&x| x == r))
         .unwrap_or("other");
-    let resp = if label != "/health" && !authorized(&app, req.headers()) {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let cors = app.cors_origin.as_deref().and_then(|allowed| {
+        let o = origin.as_ref()?.to_str().ok()?;
+        (allowed == "*" || allowed == o).then(|| o.to_string())
+    });
+    let mut resp = if cors.is_some() && req.method() == Method::OPTIONS {
+        // A preflight: answered before the key check (browsers send no credentials here).
+        StatusCode::NO_CONTENT.into_response()
+    } else if label != "/health" && !authorized(&app, req.headers()) {
         ApiError::unauthorized().into_response()
     } else {
         next.run(req).await
     };
+    if let Some(o) = cors
+        && let Ok(v) = HeaderValue::from_str(&o)
+    {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
     app.requests.record(label, resp.status().as_u16());
     resp
 }

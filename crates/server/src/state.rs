@@ -41,6 +41,8 @@ pub struct AppState {
     pub engine: Engine,
     pub model_ids: Vec<String>,
     pub api_key: Option<String>,
+    /// Browser origin allowed by CORS (`*` for any); none means no CORS headers at all.
+    pub cors_origin: Option<String>,
     pub limits: Limits,
     pub created: u64,
     pub requests: RequestCounters,

@@ -39,6 +39,7 @@ fn app() -> Arc<AppState> {
         engine,
         model_ids: vec![MODEL.into()],
         api_key: Some(KEY.into()),
+        cors_origin: None,
         limits: Limits {
             max_body: 64 * 1024,
             ..Limits::default()
@@ -461,5 +462,53 @@ async fn metrics_and_openapi_describe_the_server() {
         doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
             ["schema"]["properties"]["messages"]
             .is_object()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cors_headers_unless_configured() {
+    let app = app();
+    let req = Request::builder()
+        .method("GET")
+        .uri("/v1/models")
+        .header(header::ORIGIN, "http://evil.example")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(app.clone()).oneshot(req).await.expect("response");
+    assert!(
+        resp.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
+    );
+    // Configured: the origin is echoed and preflights are answered.
+    let mut st = Arc::try_unwrap(app).expect("sole owner");
+    st.cors_origin = Some("http://ok.example".into());
+    let app = Arc::new(st);
+    let req = Request::builder()
+        .method("OPTIONS")
+        .uri("/v1/chat/completions")
+        .header(header::ORIGIN, "http://ok.example")
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(app.clone()).oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        resp.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.as_bytes()),
+        Some(&b"http://ok.example"[..])
+    );
+    let req = Request::builder()
+        .method("OPTIONS")
+        .uri("/v1/chat/completions")
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(app).oneshot(req).await.expect("response");
+    assert!(
+        resp.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
     );
 }

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Require this key as `Authorization: Bearer KEY`.
     #[arg(long, env = "FERROLLAMA_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Allow browsers from this origin (CORS), e.g. `http://localhost:3000`, or `*` for
+    /// any. Default: no CORS headers, so browsers on other origins cannot call the server.
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long, value_name = "N")]
     threads: Option<usize>,
@@ -114,6 +118,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         engine,
         model_ids: ids.clone(),
         api_key: a.api_key.filter(|k| !k.is_empty()),
+        cors_origin: a.cors_origin,
         limits: Limits {
             max_body: a.max_body,
             max_tokens: a.max_tokens,

@@ -527,3 +527,24 @@ proptest! {
         prop_assert_eq!(s.validate(&v), Ok(()), "{} for {}", text, sv);
     }
 }
+
+#[test]
+#[ignore]
+fn tmp_find_slow() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strat = (arb_schema(), prop::collection::vec(any::<u32>(), 0..120));
+    for i in 0..3000 {
+        let (sv, choices) = strat.new_tree(&mut runner).unwrap().current();
+        let Ok(s) = Schema::compile(&sv) else {
+            continue;
+        };
+        let t = std::time::Instant::now();
+        let out = walk(&s, &byte_trie(), &choices, &key_moves(&sv));
+        let el = t.elapsed().as_secs_f64();
+        if el > 1.0 {
+            println!("case {i}: {el:.1}s len {} schema {sv}", out.len());
+        }
+    }
+}
