@@ -145,6 +145,54 @@ impl KvCache {
         self.row_f32(&self.v[layer], pos, h, out);
     }
 
+    /// Key of KV head `h` in slot `pos` as stored, when the cache is F16.
+    #[inline]
+    pub fn key_f16(&self, layer: usize, pos: usize, h: usize) -> Option<&[f16]> {
+        self.row_f16(&self.k[layer], pos, h)
+    }
+
+    /// Value of KV head `h` in slot `pos` as stored, when the cache is F16.
+    #[inline]
+    pub fn value_f16(&self, layer: usize, pos: usize, h: usize) -> Option<&[f16]> {
+        self.row_f16(&self.v[layer], pos, h)
+    }
+
+    /// Keys of KV head `h` for `n` consecutive slots from `slot` (rows `kv_dim` apart), when
+    /// the cache is F16.
+    #[inline]
+    pub fn keys_f16(&self, layer: usize, slot: usize, h: usize, n: usize) -> Option<&[f16]> {
+        self.rows_f16(&self.k[layer], slot, h, n)
+    }
+
+    /// Values, as [`KvCache::keys_f16`].
+    #[inline]
+    pub fn values_f16(&self, layer: usize, slot: usize, h: usize, n: usize) -> Option<&[f16]> {
+        self.rows_f16(&self.v[layer], slot, h, n)
+    }
+
+    /// Elements between consecutive slots.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
+    #[inline]
+    fn rows_f16<'a>(&self, store: &'a Store, slot: usize, h: usize, n: usize) -> Option<&'a [f16]> {
+        let at = slot * self.kv_dim + h * self.head_dim;
+        match store {
+            Store::F16(buf) if n > 0 => buf.get(at..at + (n - 1) * self.kv_dim + self.head_dim),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn row_f16<'a>(&self, store: &'a Store, pos: usize, h: usize) -> Option<&'a [f16]> {
+        let at = pos * self.kv_dim + h * self.head_dim;
+        match store {
+            Store::F16(buf) => buf.get(at..at + self.head_dim),
+            Store::Q8(_) => None,
+        }
+    }
+
     #[inline]
     fn row_f32(&self, store: &Store, pos: usize, h: usize, out: &mut [f32]) {
         let hd = self.head_dim;

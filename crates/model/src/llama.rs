@@ -14,13 +14,14 @@
 //! allocated once, so the hot path does not allocate.
 
 use ferrollama_tensor::{
-    ATT_TILE, SyncSlice, ThreadPool, matmul, matmul_packed, pv_tile, qk_tile, quantize_acts,
+    ATT_TILE, SyncSlice, ThreadPool, matmul, matmul_packed, pv_rows_f16, pv_tile, qk_rows_f16,
+    qk_tile, quantize_acts,
 };
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kv_cache::{KV_BLOCK, KvCache};
+use crate::kv_cache::{KV_BLOCK, KvCache, KvType};
 use crate::weights::{Tensor, Weights};
 
 /// A loaded Llama model.
@@ -410,6 +411,46 @@ impl Llama {
                         .copy_from_slice(&q[(row0 + i) * qd + h0 * hd..][..n_rep * hd]);
                 }
                 let longest = pos0 + i1; // token i sees positions 0..=pos0+i
+                if i1 - i0 == 1 && kv.kv_type() == KvType::F16 {
+                    // One new token (decoding): its n_rep query rows read each f16 key and
+                    // value row in place; converting whole tiles only pays off when a block
+                    // of tokens shares them.
+                    let qrow = &q[(row0 + i0) * qd + h0 * hd..][..n_rep * hd];
+                    let stride = kv.kv_dim();
+                    let mut t0 = 0;
+                    while t0 < longest {
+                        let tl = (longest - t0).min(ATT_TILE);
+                        let base = blocks[t0 / KV_BLOCK] as usize * KV_BLOCK;
+                        if let Some(k) = kv.keys_f16(l, base, kvh, tl) {
+                            qk_rows_f16(qrow, n_rep, hd, k, stride, tl, scale, tsc); // (n_rep, 16)
+                        }
+                        for r in 0..n_rep {
+                            sc[r * ctx + t0..][..tl].copy_from_slice(&tsc[r * ATT_TILE..][..tl]);
+                        }
+                        t0 += ATT_TILE;
+                    }
+                    for r in 0..n_rep {
+                        softmax_in_place(&mut sc[r * ctx..][..longest]);
+                    }
+                    obuf[..n_rep * hd].fill(0.0);
+                    let mut t0 = 0;
+                    while t0 < longest {
+                        let tl = (longest - t0).min(ATT_TILE);
+                        let base = blocks[t0 / KV_BLOCK] as usize * KV_BLOCK;
+                        for r in 0..n_rep {
+                            tsc[r * ATT_TILE..][..tl].copy_from_slice(&sc[r * ctx + t0..][..tl]);
+                        }
+                        if let Some(v) = kv.values_f16(l, base, kvh, tl) {
+                            pv_rows_f16(tsc, n_rep, v, stride, tl, hd, obuf); // (n_rep, hd)
+                        }
+                        t0 += ATT_TILE;
+                    }
+                    // SAFETY: see above; this item owns att[row0 + i0, kvh * n_rep .. (kvh + 1) * n_rep].
+                    unsafe { att.slice_mut((row0 + i0) * qd + h0 * hd, n_rep * hd) }
+                        .copy_from_slice(&obuf[..n_rep * hd]);
+                    item += nt;
+                    continue;
+                }
                 let mut t0 = 0;
                 while t0 < longest {
                     let tl = (longest - t0).min(ATT_TILE);
@@ -430,14 +471,7 @@ impl Llama {
                 for r in 0..nq {
                     let len = pos0 + i0 + r / n_rep + 1;
                     let s = &mut sc[r * ctx..][..longest];
-                    let max = s[..len].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f64;
-                    for x in s[..len].iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += f64::from(*x);
-                    }
-                    let inv = (1.0 / sum) as f32;
-                    s[..len].iter_mut().for_each(|x| *x *= inv);
+                    softmax_in_place(&mut s[..len]);
                     s[len..].fill(0.0); // causal mask
                 }
                 obuf[..nq * hd].fill(0.0);
@@ -463,6 +497,18 @@ impl Llama {
             }
         });
     }
+}
+
+/// Softmax of attention scores, the sum in f64.
+fn softmax_in_place(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for x in s.iter_mut() {
+        *x = (*x - max).exp();
+        sum += f64::from(*x);
+    }
+    let inv = (1.0 / sum) as f32;
+    s.iter_mut().for_each(|x| *x *= inv);
 }
 
 /// Slot of position `pos` of a sequence with cache blocks `blocks`.

@@ -141,3 +141,204 @@ mod tests {
         }
     }
 }
+
+/// Decoding attention straight from an f16 cache block: `out[q][j] = scale * Σ_d
+/// qs[q][d] * k[j * stride + d]` for `j < tl` (`tl <= 16`), `q < nq`. `k` starts at the
+/// head's first element of the block's first row; rows are `stride` elements apart.
+///
+/// Used when one token's few query rows (the query heads of one KV head) read a block: a
+/// transposed f32 tile would cost more to build than it saves.
+pub fn qk_rows_f16(
+    qs: &[f32],
+    nq: usize,
+    hd: usize,
+    k: &[half::f16],
+    stride: usize,
+    tl: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let tl = tl.min(ATT_TILE);
+    if tl == 0 {
+        return;
+    }
+    let (qs, k, out) = (
+        &qs[..nq * hd],
+        &k[..(tl - 1) * stride + hd],
+        &mut out[..nq * ATT_TILE],
+    );
+    #[cfg(target_arch = "x86_64")]
+    if best_isa() == Isa::Avx512Vnni && hd % 16 == 0 && hd <= 256 {
+        // SAFETY: tier detected; lengths checked above.
+        return unsafe { x86_rows::qk(qs, nq, hd, k, stride, tl, scale, out) };
+    }
+    for (q, o) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(ATT_TILE)) {
+        for (j, oj) in o[..tl].iter_mut().enumerate() {
+            let kr = &k[j * stride..j * stride + hd];
+            *oj = scale * q.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum::<f32>();
+        }
+    }
+}
+
+/// `out[q][d] += Σ_{j < tl} w[q][j] * v[j * stride + d]`, the f16 counterpart of
+/// [`pv_tile`] for decoding (see [`qk_rows_f16`]).
+pub fn pv_rows_f16(
+    w: &[f32],
+    nq: usize,
+    v: &[half::f16],
+    stride: usize,
+    tl: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let tl = tl.min(ATT_TILE);
+    if tl == 0 {
+        return;
+    }
+    let (w, v, out) = (
+        &w[..nq * ATT_TILE],
+        &v[..(tl - 1) * stride + hd],
+        &mut out[..nq * hd],
+    );
+    #[cfg(target_arch = "x86_64")]
+    if best_isa() == Isa::Avx512Vnni && hd % 16 == 0 && hd <= 256 {
+        // SAFETY: tier detected; lengths checked above.
+        return unsafe { x86_rows::pv(w, nq, v, stride, tl, hd, out) };
+    }
+    for (wq, o) in w.chunks_exact(ATT_TILE).zip(out.chunks_exact_mut(hd)) {
+        for (j, &wj) in wq[..tl].iter().enumerate() {
+            for (od, vd) in o.iter_mut().zip(&v[j * stride..j * stride + hd]) {
+                *od += wj * vd.to_f32();
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_rows {
+    use core::arch::x86_64::*;
+
+    use super::ATT_TILE;
+
+    /// # Safety
+    /// AVX-512F available; `hd % 16 == 0`, `hd <= 256`; slices as checked by the caller.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn qk(
+        qs: &[f32],
+        nq: usize,
+        hd: usize,
+        k: &[half::f16],
+        stride: usize,
+        tl: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller checked the tier and that every row read lies in `k` and `qs`.
+        unsafe {
+            let kp = k.as_ptr() as *const u16;
+            for j in 0..tl {
+                let row = kp.add(j * stride);
+                for q in 0..nq {
+                    let qp = qs.as_ptr().add(q * hd);
+                    let mut acc = _mm512_setzero_ps();
+                    let mut c = 0;
+                    while c < hd {
+                        let kv = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(c) as *const __m256i));
+                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(c)), kv, acc);
+                        c += 16;
+                    }
+                    out[q * ATT_TILE + j] = scale * _mm512_reduce_add_ps(acc);
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`qk`].
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn pv(
+        w: &[f32],
+        nq: usize,
+        v: &[half::f16],
+        stride: usize,
+        tl: usize,
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: as in `qk`: every row read lies in `v`, every write in `out`.
+        unsafe {
+            let vp = v.as_ptr() as *const u16;
+            let mut c = 0;
+            // Per 16-lane chunk of the head: the chunk of every value row is converted once and
+            // used by every query row; accumulators stay in registers across the block.
+            while c < hd {
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for (q, a) in acc.iter_mut().enumerate().take(nq.min(4)) {
+                    *a = _mm512_loadu_ps(out.as_ptr().add(q * hd + c));
+                }
+                for j in 0..tl {
+                    let x = _mm512_cvtph_ps(_mm256_loadu_si256(
+                        vp.add(j * stride + c) as *const __m256i
+                    ));
+                    for (q, a) in acc.iter_mut().enumerate().take(nq.min(4)) {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(w[q * ATT_TILE + j]), x, *a);
+                    }
+                    for q in 4..nq {
+                        let o = out.as_mut_ptr().add(q * hd + c);
+                        _mm512_storeu_ps(
+                            o,
+                            _mm512_fmadd_ps(
+                                _mm512_set1_ps(w[q * ATT_TILE + j]),
+                                x,
+                                _mm512_loadu_ps(o),
+                            ),
+                        );
+                    }
+                }
+                for (q, a) in acc.iter().enumerate().take(nq.min(4)) {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(q * hd + c), *a);
+                }
+                c += 16;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod rows_tests {
+    use half::f16;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn f16_rows_match_plain_sums(
+            nq in 1usize..7, hdk in 1usize..9, tl in 1usize..17, pad in 0usize..40, seed in any::<u64>()
+        ) {
+            let hd = hdk * 16;
+            let stride = hd + pad;
+            let mut s = seed | 1;
+            let mut rnd = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5 };
+            let qs: Vec<f32> = (0..nq * hd).map(|_| rnd()).collect();
+            let k: Vec<f16> = (0..tl * stride).map(|_| f16::from_f32(rnd())).collect();
+            let v: Vec<f16> = (0..tl * stride).map(|_| f16::from_f32(rnd())).collect();
+            let w: Vec<f32> = (0..nq * ATT_TILE).map(|_| rnd()).collect();
+            let mut sc = vec![0f32; nq * ATT_TILE];
+            qk_rows_f16(&qs, nq, hd, &k, stride, tl, 0.5, &mut sc);
+            let mut out = vec![0.25f32; nq * hd];
+            pv_rows_f16(&w, nq, &v, stride, tl, hd, &mut out);
+            for q in 0..nq {
+                for j in 0..tl {
+                    let want: f64 = (0..hd).map(|d| qs[q * hd + d] as f64 * k[j * stride + d].to_f64()).sum::<f64>() * 0.5;
+                    prop_assert!((sc[q * ATT_TILE + j] as f64 - want).abs() < 1e-4, "qk {q} {j}");
+                }
+                for d in 0..hd {
+                    let want: f64 = 0.25 + (0..tl).map(|j| w[q * ATT_TILE + j] as f64 * v[j * stride + d].to_f64()).sum::<f64>();
+                    prop_assert!((out[q * hd + d] as f64 - want).abs() < 1e-4, "pv {q} {d}");
+                }
+            }
+        }
+    }
+}

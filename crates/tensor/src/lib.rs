@@ -31,7 +31,7 @@ mod sync_slice;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use attn::{ATT_TILE, pv_tile, qk_tile};
+pub use attn::{ATT_TILE, pv_rows_f16, pv_tile, qk_rows_f16, qk_tile};
 pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};
 pub use dequantize::dequantize_row;
 pub use dot::{vec_dot, vec_dot_with};
