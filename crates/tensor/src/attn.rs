@@ -148,6 +148,7 @@ mod tests {
 ///
 /// Used when one token's few query rows (the query heads of one KV head) read a block: a
 /// transposed f32 tile would cost more to build than it saves.
+#[allow(clippy::too_many_arguments)]
 pub fn qk_rows_f16(
     qs: &[f32],
     nq: usize,
@@ -168,7 +169,7 @@ pub fn qk_rows_f16(
         &mut out[..nq * ATT_TILE],
     );
     #[cfg(target_arch = "x86_64")]
-    if best_isa() == Isa::Avx512Vnni && hd % 16 == 0 && hd <= 256 {
+    if best_isa() == Isa::Avx512Vnni && hd.is_multiple_of(16) && hd <= 256 {
         // SAFETY: tier detected; lengths checked above.
         return unsafe { x86_rows::qk(qs, nq, hd, k, stride, tl, scale, out) };
     }
@@ -201,7 +202,7 @@ pub fn pv_rows_f16(
         &mut out[..nq * hd],
     );
     #[cfg(target_arch = "x86_64")]
-    if best_isa() == Isa::Avx512Vnni && hd % 16 == 0 && hd <= 256 {
+    if best_isa() == Isa::Avx512Vnni && hd.is_multiple_of(16) && hd <= 256 {
         // SAFETY: tier detected; lengths checked above.
         return unsafe { x86_rows::pv(w, nq, v, stride, tl, hd, out) };
     }
