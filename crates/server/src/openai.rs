@@ -880,8 +880,10 @@ pub async fn models(State(app): State<Arc<AppState>>) -> Response {
 
 pub async fn model(
     State(app): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) =
+        id.map_err(|_| ApiError::invalid("the model id in the path is not valid UTF-8"))?;
     job::resolve_model(&app, &id)?;
     Ok(axum::Json(model_json(&app, &id)).into_response())
 }

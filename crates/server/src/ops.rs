@@ -120,7 +120,11 @@ pub async fn providers() -> Response {
     axum::Json(json!({"data": provider_list()})).into_response()
 }
 
-pub async fn provider(Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn provider(
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) =
+        id.map_err(|_| ApiError::invalid("the provider id in the path is not valid UTF-8"))?;
     provider_list()
         .into_iter()
         .find(|p| p["provider_id"] == id.as_str())

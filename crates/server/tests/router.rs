@@ -103,6 +103,11 @@ async fn models_body_carries_openai_and_llama_stack_fields() {
     assert_eq!(m["object"], "model");
     let (s, _) = call(&app, "GET", "/v1/models/nope", None, Some(KEY)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Regression: a path segment that is not UTF-8 got axum's plain-text rejection.
+    let (s, b) = call(&app, "GET", "/v1/models/%ff%fe", None, Some(KEY)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_slice(&b).expect("an error envelope");
+    assert!(error_message(&v).contains("UTF-8"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

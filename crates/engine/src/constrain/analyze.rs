@@ -5,8 +5,9 @@
 //! `md` fits under [`MAX_NESTING`], which is what rules out dead ends: an optional property
 //! whose schema is unsatisfiable is simply never offered.
 
+use super::complete::typed_best;
 use super::error::ConstraintError;
-use super::schema::{ArrSpec, Compiled, INF, LitSet, Node, NodeId, ObjSpec, Typed};
+use super::schema::{ArrSpec, Compiled, INF, LitSet, NO_LEN, Node, NodeId, ObjSpec, Typed};
 use super::validate::validate_node;
 use super::{MAX_NESTING, MAX_SCHEMA_NODES};
 
@@ -64,10 +65,12 @@ pub(crate) fn analyze(
         leaves,
         live: Vec::new(),
         leaf_pool,
+        shortest: Vec::new(),
         root,
     };
     filter_literals(&mut c);
     compute_md(&mut c);
+    compute_shortest(&mut c);
     // Live leaves (appended to the pool): the ones some value satisfies.
     let mut live = Vec::with_capacity(n);
     for id in 0..n {
@@ -208,4 +211,48 @@ fn object_md(c: &Compiled, o: &ObjSpec) -> u8 {
         worst = worst.max(c.md[p.node as usize]);
     }
     if worst == INF { INF } else { add1(worst) }
+}
+
+/// The shortest-value tables. A container's value at budget `b` is built from its
+/// children's at `b - 1`, so rows are filled in order of `b` with no fixpoint iteration;
+/// unions take the best of their leaves in the same row.
+fn compute_shortest(c: &mut Compiled) {
+    for o in &mut c.objects {
+        o.key_json_len = o
+            .keys
+            .iter()
+            .map(|k| serde_json::to_string(&**k).map_or(u32::MAX, |s| s.len() as u32))
+            .collect();
+    }
+    let n = c.nodes.len();
+    let w = MAX_NESTING as usize + 1;
+    c.shortest = vec![NO_LEN; n * w];
+    for b in 0..w {
+        for id in 0..n {
+            let len = match &c.nodes[id] {
+                Node::Union(_) => continue,
+                Node::Lit { set, .. } => {
+                    let ls = &c.lits[*set as usize];
+                    (0..ls.texts.len())
+                        .filter(|&i| usize::from(ls.nest[i]) <= b)
+                        .map(|i| ls.texts[i].len() as u32)
+                        .min()
+                        .unwrap_or(NO_LEN)
+                }
+                Node::Typed(t) => typed_best(c, t, b as u32).map_or(NO_LEN, |(_, len)| len),
+            };
+            c.shortest[id * w + b] = len;
+        }
+        for id in 0..n {
+            if matches!(c.nodes[id], Node::Union(_)) {
+                let best = c
+                    .leaves(id as NodeId)
+                    .iter()
+                    .map(|&l| c.shortest[l as usize * w + b])
+                    .min()
+                    .unwrap_or(NO_LEN);
+                c.shortest[id * w + b] = best;
+            }
+        }
+    }
 }

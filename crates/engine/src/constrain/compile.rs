@@ -33,7 +33,8 @@ pub(crate) fn compile_document(schema: &Value) -> Result<Compiled, ConstraintErr
 }
 
 /// Compiles a forced tool call: `{"name": <name>, "parameters": <its schema>}` for one of
-/// the tools. Each parameters schema is its own document, so its `$ref`s (`#/$defs/...`)
+/// the tools, `name` first (so the alternatives for the other tools die before the
+/// arguments, and the arguments are matched by one thread). Each parameters schema is its own document, so its `$ref`s (`#/$defs/...`)
 /// resolve inside it, as they would if it were compiled alone.
 pub(crate) fn compile_tool_call(tools: &[(&str, &Value)]) -> Result<Compiled, ConstraintError> {
     if tools.is_empty() {
@@ -61,6 +62,8 @@ pub(crate) fn compile_tool_call(tools: &[(&str, &Value)]) -> Result<Compiled, Co
             n_required: 2,
             additional: None,
             md: INF,
+            ordered: true,
+            key_json_len: Vec::new(),
         });
         alts.push(c.push(Node::Typed(Typed {
             null: false,
@@ -291,6 +294,8 @@ impl<'a> Compiler<'a> {
             n_required: 0,
             additional: Some(ANY),
             md: INF,
+            ordered: false,
+            key_json_len: Vec::new(),
         };
         Compiler {
             docs,
@@ -658,6 +663,8 @@ impl<'a> Compiler<'a> {
             n_required,
             additional,
             md: INF,
+            ordered: false,
+            key_json_len: Vec::new(),
         })
     }
 

@@ -217,6 +217,101 @@ impl StrLex {
             Mode::LowHex => c >= 0x10000 && surrogates(c).0 == self.high && prefix(surrogates(c).1),
         }
     }
+
+    /// Fewest bytes that finish the character in progress (any character), if one is.
+    pub(crate) fn finish_any(&self) -> Vec<u8> {
+        match self.mode {
+            Mode::Normal if self.need > 0 => {
+                let mut v = vec![self.lo];
+                v.resize(usize::from(self.need), 0x80);
+                v
+            }
+            Mode::Normal => Vec::new(),
+            Mode::Backslash => b"n".to_vec(),
+            Mode::Hex => {
+                let (mut v, cu) = self.finish_hex(&[(0, 0xDBFF), (0xE000, 0xFFFF)]);
+                if (0xD800..0xDC00).contains(&cu) {
+                    v.extend_from_slice(b"\\uDC00");
+                }
+                v
+            }
+            Mode::LowBackslash => b"\\uDC00".to_vec(),
+            Mode::LowU => b"uDC00".to_vec(),
+            Mode::LowHex => self.finish_hex(&[(0xDC00, 0xDFFF)]).0,
+        }
+    }
+
+    /// The rest of the `\\u` digits: the smallest code unit in `ranges` the digits so far
+    /// begin.
+    fn finish_hex(&self, ranges: &[(u32, u32)]) -> (Vec<u8>, u32) {
+        let shift = 4 * (4 - u32::from(self.hex_n));
+        let lo = u32::from(self.hex) << shift;
+        let hi = lo + (1 << shift) - 1;
+        let cu = ranges
+            .iter()
+            .filter(|(a, b)| *a <= hi && *b >= lo)
+            .map(|(a, _)| lo.max(*a))
+            .min()
+            .unwrap_or(lo);
+        let digits = format!("{cu:04X}");
+        (digits.as_bytes()[usize::from(self.hex_n)..].to_vec(), cu)
+    }
+
+    /// Bytes that finish the escape in progress so that it spells `c` (which
+    /// [`StrLex::escape_could_be`] allows); empty outside escapes.
+    pub(crate) fn finish_escape_as(&self, c: char) -> Vec<u8> {
+        let c = c as u32;
+        let (high, low) = if c >= 0x10000 {
+            surrogates(c)
+        } else {
+            (c as u16, 0)
+        };
+        let low_part = || format!("{low:04X}");
+        let text = match self.mode {
+            Mode::Normal => String::new(),
+            Mode::Backslash | Mode::Hex => {
+                let digits = format!("{high:04X}");
+                let mut t = if self.mode == Mode::Backslash {
+                    format!("u{digits}")
+                } else {
+                    digits[usize::from(self.hex_n)..].to_string()
+                };
+                if c >= 0x10000 {
+                    t.push_str("\\u");
+                    t.push_str(&low_part());
+                }
+                t
+            }
+            Mode::LowBackslash => format!("\\u{}", low_part()),
+            Mode::LowU => format!("u{}", low_part()),
+            Mode::LowHex => low_part()[usize::from(self.hex_n)..].to_string(),
+        };
+        text.into_bytes()
+    }
+
+    /// Continuation bytes still expected in a raw multi-byte character.
+    pub(crate) fn pending_raw(&self) -> usize {
+        if self.mode == Mode::Normal {
+            usize::from(self.need)
+        } else {
+            0
+        }
+    }
+
+    /// Between characters (not inside an escape or a multi-byte character).
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.mode == Mode::Normal && self.need == 0
+    }
+}
+
+/// Appends `c` as JSON string content: quote, backslash and control characters escaped.
+pub(crate) fn push_json_char(out: &mut Vec<u8>, c: char) {
+    match c {
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+        c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+    }
 }
 
 /// Where a number lexer is.

@@ -64,6 +64,18 @@ impl Matcher {
         self.state.can_continue(&self.c)
     }
 
+    /// A short text that finishes the document from here: the character or token in
+    /// progress finished with the fewest bytes, missing required keys and items added, and
+    /// every value written as the shortest valid one. Feeding it leaves the matcher
+    /// complete. For when `max_tokens` is nearly spent: append this instead of letting the
+    /// output be cut. Empty when already complete; `None` only if it would exceed 1 MiB.
+    pub fn completion(&self) -> Option<Vec<u8>> {
+        if self.is_complete() {
+            return Some(Vec::new());
+        }
+        self.state.completion(&self.c)
+    }
+
     /// Sets `out[id]` to whether token `id` may come next, for every id below `out.len()`
     /// (others are skipped). Tokens that decode to no bytes (control tokens) are never
     /// allowed; the caller allows EOS exactly when [`Matcher::is_complete`].

@@ -4,17 +4,23 @@
 //! What we guarantee: text accepted by a [`Matcher`] is always a prefix of a JSON document
 //! that `serde_json` parses and that [`Schema::validate`] accepts, and from every accepted
 //! prefix some valid completion remains (no dead ends), so generation only fails to finish
-//! when `max_tokens` cuts it. Three pieces:
+//! when `max_tokens` cuts it — and [`Matcher::completion`] gives a short valid ending to
+//! append before that happens. Three pieces:
 //!
 //! - [`Schema`]: a JSON Schema compiled into a small graph ([`Schema::compile`]). Only
 //!   keywords we can enforce byte by byte are accepted; anything else that changes what
 //!   validates is an error naming the keyword and its JSON pointer, so the server can answer
 //!   400 instead of producing output that might not validate.
 //! - [`Matcher`]: an incremental recognizer fed the bytes of generated text. `anyOf`
-//!   alternatives run in parallel as separate stacks (an NFA), dead ones are dropped.
+//!   alternatives run in parallel as separate stacks (an NFA), dead ones are dropped. The
+//!   cost of a step (and of a mask) grows with the alternatives alive at once.
 //! - [`TokenTrie`]: a model's vocabulary as a byte trie, walked once per mask so shared
 //!   prefixes are checked once ([`Schema::allowed_tokens`]). [`Schema::accepts`] checks a
 //!   single sampled token, which is usually enough (sample first, mask only on rejection).
+//!
+//! Forced tool calls: [`Schema::tool_call`] builds `{"name": ..., "parameters": ...}` with
+//! each tool's parameters schema as its own document (its `$ref`s keep working) and `name`
+//! first (so the other tools' branches die before the arguments).
 //!
 //! Supported keywords: `type` (a name or a list), `properties`, `required`,
 //! `additionalProperties` (`true`, `false` or a schema), `items` (one schema), `minItems`,
@@ -74,6 +80,7 @@
 
 mod analyze;
 mod compile;
+mod complete;
 mod error;
 mod lex;
 mod matcher;

@@ -22,6 +22,10 @@ pub(crate) const ANY: NodeId = 0;
 pub(crate) const NEVER: NodeId = 1;
 /// `md` of a node no value satisfies (within the nesting limit).
 pub(crate) const INF: u8 = u8::MAX;
+/// No shortest value (none exists, or it is longer than `LEN_CAP`).
+pub(crate) const NO_LEN: u32 = u32::MAX;
+/// Longest shortest-value tracked (`minItems` of `minItems` can make them huge).
+pub(crate) const LEN_CAP: u32 = 1 << 20;
 /// Literal sets of the keyword values: `false`/`true`, `null`, and all three.
 /// (The compiler creates them first, in this order.)
 pub(crate) const KW_BOOL: u32 = 0;
@@ -99,6 +103,11 @@ pub(crate) struct ObjSpec {
     pub(crate) additional: Option<NodeId>,
     /// Least nesting of a valid object (itself included).
     pub(crate) md: u8,
+    /// Keys must come in `keys` order (all are required): the tool-call object, so `name`
+    /// is written first and settles which tool's `parameters` schema applies.
+    pub(crate) ordered: bool,
+    /// Length of each key as JSON text (quotes included), for the shortest-value tables.
+    pub(crate) key_json_len: Vec<u32>,
 }
 
 impl ObjSpec {
@@ -133,6 +142,9 @@ pub(crate) struct Compiled {
     /// Per node, a range of `leaf_pool`: its satisfiable leaves (what the matcher tries).
     pub(crate) live: Vec<(u32, u32)>,
     pub(crate) leaf_pool: Vec<NodeId>,
+    /// `shortest[n * (MAX_NESTING + 1) + b]`: bytes of the shortest valid value of node `n`
+    /// nested at most `b` deep (`NO_LEN` if none, or longer than `LEN_CAP`).
+    pub(crate) shortest: Vec<u32>,
     pub(crate) root: NodeId,
 }
 
@@ -145,6 +157,11 @@ impl Compiled {
     pub(crate) fn live(&self, n: NodeId) -> &[NodeId] {
         let (a, b) = self.live[n as usize];
         &self.leaf_pool[a as usize..b as usize]
+    }
+
+    /// Bytes of the shortest valid value of `n` nested at most `b` deep (`NO_LEN`: none).
+    pub(crate) fn shortest(&self, n: NodeId, b: u32) -> u32 {
+        self.shortest[n as usize * (MAX_NESTING as usize + 1) + b as usize]
     }
 
     /// Whether a value of `n` can still be completed inside `depth` open containers.

@@ -12,15 +12,17 @@ use super::schema::{Compiled, Node, NodeId, NumKind, ObjSpec};
 use super::{MAX_NESTING, MAX_THREADS, MAX_WS_RUN};
 
 /// Property index meaning "a key not in `properties`".
-const ADDITIONAL: u32 = u32::MAX;
+pub(crate) const ADDITIONAL: u32 = u32::MAX;
 /// Log entries for listed properties past the 64 tracked in `Obj::used` carry this bit;
-/// hashes of other keys never do.
+/// hashes of other keys never do. Unlisted keys are remembered by a 64-bit FNV hash of
+/// their decoded text: equal keys always collide, so a duplicate is never admitted; a
+/// chance collision only refuses a new key's closing quote (the key can still go on).
 const LISTED_TAG: u64 = 1 << 63;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ArrSt {
+pub(crate) enum ArrSt {
     /// After `[`.
     Open,
     /// After an item.
@@ -32,16 +34,16 @@ enum ArrSt {
 /// Matching an object key: the listed keys starting with the decoded bytes so far are
 /// `keys[lo..hi]`; `hash` identifies keys not listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct KeySt {
-    lex: StrLex,
-    lo: u32,
-    hi: u32,
-    pos: u32,
-    hash: u64,
+pub(crate) struct KeySt {
+    pub(crate) lex: StrLex,
+    pub(crate) lo: u32,
+    pub(crate) hi: u32,
+    pub(crate) pos: u32,
+    pub(crate) hash: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ObjSt {
+pub(crate) enum ObjSt {
     /// After `{`.
     Open,
     Key(KeySt),
@@ -56,7 +58,7 @@ enum ObjSt {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Frame {
+pub(crate) enum Frame {
     /// Nothing read yet: the top-level value (no whitespace before it).
     Root(NodeId),
     Str {
@@ -98,14 +100,14 @@ enum Frame {
 /// One parse stack.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Thread {
-    frames: Vec<Frame>,
+    pub(crate) frames: Vec<Frame>,
     /// Keys used by the open objects (hashes of unlisted keys, tagged indices of listed ones
     /// past 64), truncated when an object closes.
-    log: Vec<u64>,
+    pub(crate) log: Vec<u64>,
     /// Consecutive whitespace bytes just read.
     ws: u8,
     /// Open arrays/objects.
-    depth: u8,
+    pub(crate) depth: u8,
 }
 
 impl Clone for Thread {
@@ -130,7 +132,7 @@ impl Clone for Thread {
 /// All live threads. Empty: dead (never happens to a `Matcher`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct State {
-    threads: Vec<Thread>,
+    pub(crate) threads: Vec<Thread>,
 }
 
 impl Clone for State {
@@ -224,7 +226,7 @@ impl Thread {
         }
     }
 
-    fn is_complete(&self, c: &Compiled) -> bool {
+    pub(crate) fn is_complete(&self, c: &Compiled) -> bool {
         match self.frames.as_slice() {
             [] => true,
             [Frame::Num(n)] => n.complete(),
@@ -350,17 +352,19 @@ fn start_value(
 }
 
 impl ObjSpec {
-    fn usable(&self, i: usize, depth: u8) -> bool {
+    /// Whether listed key `i` may come next, at `depth`, after `req` required keys.
+    pub(crate) fn usable(&self, i: usize, depth: u8, req: u32) -> bool {
         u32::from(depth) + u32::from(self.props[i].md) <= MAX_NESTING
+            && (!self.ordered || i == req as usize)
     }
 
-    fn additional_ok(&self, c: &Compiled, depth: u8) -> bool {
+    pub(crate) fn additional_ok(&self, c: &Compiled, depth: u8) -> bool {
         self.additional.is_some_and(|n| c.fits(depth, n))
     }
 }
 
 /// Whether listed property `i` was used in the object whose log starts at `log_start`.
-fn is_used(log: &[u64], used: u64, log_start: u32, i: usize) -> bool {
+pub(crate) fn is_used(log: &[u64], used: u64, log_start: u32, i: usize) -> bool {
     if i < 64 {
         used & (1 << i) != 0
     } else {
@@ -369,10 +373,15 @@ fn is_used(log: &[u64], used: u64, log_start: u32, i: usize) -> bool {
 }
 
 /// Whether another key can be added: an unused usable listed one, or any other.
-fn can_add_key(c: &Compiled, spec: &ObjSpec, th: &Thread, used: u64, log_start: u32) -> bool {
+fn can_add_key(
+    c: &Compiled,
+    spec: &ObjSpec,
+    th: &Thread,
+    (used, log_start, req): (u64, u32, u32),
+) -> bool {
     spec.additional_ok(c, th.depth)
         || (0..spec.props.len())
-            .any(|i| spec.usable(i, th.depth) && !is_used(&th.log, used, log_start, i))
+            .any(|i| spec.usable(i, th.depth, req) && !is_used(&th.log, used, log_start, i))
 }
 
 /// Advances one thread by one byte.
@@ -521,7 +530,7 @@ fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) ->
                         th.pop();
                         Step::Popped
                     }
-                    (ObjSt::Open, b'"') if can_add_key(c, spec, th, used, log_start) => {
+                    (ObjSt::Open, b'"') if can_add_key(c, spec, th, (used, log_start, req)) => {
                         th.set_top(frame(new_key(), used, req));
                         Step::Ok
                     }
@@ -529,7 +538,7 @@ fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) ->
                         th.set_top(frame(new_key(), used, req));
                         Step::Ok
                     }
-                    (ObjSt::Value, b',') if can_add_key(c, spec, th, used, log_start) => {
+                    (ObjSt::Value, b',') if can_add_key(c, spec, th, (used, log_start, req)) => {
                         th.set_top(frame(ObjSt::Comma, used, req));
                         Step::Ok
                     }
@@ -573,7 +582,9 @@ fn key_step(
     let viable = |k: &KeySt, th: &Thread, more: &dyn Fn(&str) -> bool| {
         (k.lo..k.hi).any(|i| {
             let i = i as usize;
-            spec.usable(i, depth) && !is_used(&th.log, used, log_start, i) && more(&spec.keys[i])
+            spec.usable(i, depth, req)
+                && !is_used(&th.log, used, log_start, i)
+                && more(&spec.keys[i])
         })
     };
     let feed = |k: &mut KeySt, bytes: &[u8]| {
@@ -589,7 +600,7 @@ fn key_step(
             let exact = k.lo < k.hi && spec.keys[k.lo as usize].len() == k.pos as usize;
             let prop = if exact {
                 let i = k.lo as usize;
-                if !spec.usable(i, depth) || is_used(&th.log, used, log_start, i) {
+                if !spec.usable(i, depth, req) || is_used(&th.log, used, log_start, i) {
                     return Step::Dead;
                 }
                 if i < 64 {

@@ -86,6 +86,17 @@ fn time_masks(name: &str, toks: &[Vec<u8>]) {
         ),
     ]));
     let obj = Schema::any_object();
+    // Eight alternatives that all stay alive through a string: the cost grows with the
+    // live `anyOf` branches.
+    let alts: Vec<serde_json::Value> = (0..8)
+        .map(|i| json!({"type": "object", "properties": {"text": {"type": "string"}, format!("k{i}"): {"type": "integer"}}, "required": ["text"]}))
+        .collect();
+    let eight = schema(json!({"anyOf": alts}));
+    let call = Schema::tool_call(&[
+        ("get_weather", &json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})),
+        ("search", &json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]})),
+    ])
+    .expect("compiles");
     let cases: Vec<(&str, &Schema, &str)> = vec![
         ("json_object, start", &obj, ""),
         (
@@ -108,6 +119,17 @@ fn time_masks(name: &str, toks: &[Vec<u8>]) {
             "tool call, mid-arguments string",
             &tools,
             "{\"name\": \"search\", \"parameters\": {\"query\": \"rust json",
+        ),
+        ("Schema::tool_call, name next", &call, "{\"name\": \""),
+        (
+            "Schema::tool_call, mid-arguments string",
+            &call,
+            "{\"name\": \"search\", \"parameters\": {\"query\": \"rust json",
+        ),
+        (
+            "anyOf of 8 objects, mid-string (8 live)",
+            &eight,
+            "{\"text\": \"The quick brown fox",
         ),
     ];
     let mut out = vec![false; toks.len()];

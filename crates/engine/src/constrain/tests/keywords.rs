@@ -113,7 +113,7 @@ fn additional_properties() {
         &[r#"{"a":null,"b":[1]}"#],
         &[r#"{"a":null}"#, r#"{"a":null,"b":1,"c":1}"#],
     );
-    let never = json!({"properties": {}, "required": ["b"], "additionalProperties": false});
+    let never = json!({"type": "object", "properties": {}, "required": ["b"], "additionalProperties": false});
     assert!(matches!(
         Schema::compile(&never),
         Err(ConstraintError::Unsatisfiable { .. })

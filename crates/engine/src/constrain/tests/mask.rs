@@ -142,6 +142,17 @@ fn mask_equals_brute_force() {
             schema(json!({"enum": ["ab", "abc", 1, 12, null]})),
             "\"abc\"",
         ),
+        (
+            Schema::tool_call(&[
+                (
+                    "get_weather",
+                    &json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+                ),
+                ("get_time", &json!({"type": "object"})),
+            ])
+            .unwrap(),
+            "{\"name\": \"get_time\", \"parameters\": {\"tz\": 1}}",
+        ),
     ];
     let mut out = vec![false; vocab.len()];
     for (s, doc) in &cases {

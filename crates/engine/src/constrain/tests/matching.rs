@@ -251,7 +251,7 @@ fn tool_call_documents_keep_their_refs() {
         &s,
         &[
             r#"{"name":"get_weather","parameters":{"city":"Paris","unit":"C"}}"#,
-            r#"{"parameters":{"tz":"UTC"},"name":"get_time"}"#,
+            r#"{"name":"get_time","parameters":{"tz":"UTC"}}"#,
         ],
         &[
             r#"{"name":"get_weather","parameters":{"city":"Paris","unit":"K"}}"#,
@@ -260,6 +260,11 @@ fn tool_call_documents_keep_their_refs() {
             r#"{"name":"get_time"}"#,
         ],
     );
+    // `name` comes first, so one thread matches the arguments.
+    assert_eq!(feed(&s, r#"{"parameters":{}"#), Fed::Rejected(2));
+    let mut m = s.matcher();
+    assert!(m.advance(br#"{"name":"get_weather","parameters":{"city":"Par"#));
+    assert!(format!("{m:?}").contains("threads: 1"), "{m:?}");
     // Errors say which tool.
     let bad = json!({"type": "string", "pattern": "x"});
     let e = Schema::tool_call(&[("ok", &json!({})), ("grep", &bad)]).unwrap_err();
@@ -281,4 +286,85 @@ fn types_are_shareable() {
     send_sync::<super::super::TokenTrie>();
     send_clone_debug::<super::super::Matcher>();
     send_clone_debug::<Schema>();
+}
+
+/// The ending `completion` gives after `prefix`, checked to finish the document.
+fn ending_bytes(s: &Schema, prefix: &[u8]) -> Vec<u8> {
+    let mut m = s.matcher();
+    assert!(m.advance(prefix), "{prefix:?}");
+    let tail = m.completion().expect("an ending");
+    assert!(m.advance(&tail) && m.is_complete(), "{prefix:?} + {tail:?}");
+    tail
+}
+
+fn ending(s: &Schema, prefix: &str) -> String {
+    String::from_utf8(ending_bytes(s, prefix.as_bytes())).expect("UTF-8")
+}
+
+#[test]
+fn completion_is_short_and_valid() {
+    let person = schema(json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 2},
+            "tags": {"type": "array", "items": {"type": "integer"}, "minItems": 2},
+            "kind": {"enum": ["human", "cat"]},
+            "pet": {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"]}
+        },
+        "required": ["name", "tags", "pet"]
+    }));
+    assert_eq!(
+        ending(&person, ""),
+        r#"{"name":"aa","pet":{"legs":0},"tags":[0,0]}"#
+    );
+    assert_eq!(
+        ending(&person, r#"{"tags": [1"#),
+        r#",0],"name":"aa","pet":{"legs":0}}"#
+    );
+    assert_eq!(
+        ending(&person, r#"{"name": "A"#),
+        r#"a","tags":[0,0],"pet":{"legs":0}}"#
+    );
+    assert_eq!(
+        ending(&person, r#"{"ki"#),
+        r#"nd":"cat","name":"aa","tags":[0,0],"pet":{"legs":0}}"#
+    );
+    assert_eq!(
+        ending(&person, r#"{"kind": "hu"#),
+        r#"man","name":"aa","tags":[0,0],"pet":{"legs":0}}"#
+    );
+    assert_eq!(
+        ending(&person, r#"{"name": "x\u00"#),
+        r#"00","tags":[0,0],"pet":{"legs":0}}"#
+    );
+    assert_eq!(
+        ending(&person, r#"{"name": "x\ud83d"#),
+        r#"\uDC00","tags":[0,0],"pet":{"legs":0}}"#
+    );
+    // Mid-number, mid-escape in a key, a raw character split in two.
+    let any = Schema::any_object();
+    assert_eq!(ending(&any, r#"{"a": -"#), "0}");
+    assert_eq!(ending(&any, r#"{"a": 1.5e"#), "0}");
+    assert_eq!(ending(&any, r#"{"\u00"#), r#"00":0}"#);
+    let split = "{\"é\": \"é".as_bytes();
+    assert_eq!(ending_bytes(&any, &split[..split.len() - 1]), b"\x80\"}");
+    assert_eq!(ending(&any, "{}"), "");
+    // A listed key reached through a partial escape.
+    let keys =
+        schema(json!({"type": "object", "properties": {"é": {"type": "null"}}, "required": ["é"]}));
+    assert_eq!(ending(&keys, r#"{"\u00"#), r#"E9":null}"#);
+    // Recursion that must end: the shortest value, not the first alternative.
+    let tree = schema(
+        json!({"anyOf": [{"type": "array", "items": {"$ref": "#"}, "minItems": 2}, {"const": "leaf"}]}),
+    );
+    assert_eq!(ending(&tree, "[[["), r#""leaf","leaf"],"leaf"],"leaf"]"#);
+    // A tool call: the name in progress, then its arguments.
+    let weather =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let call = Schema::tool_call(&[("get_weather", &weather), ("noop", &json!({}))]).unwrap();
+    assert_eq!(
+        ending(&call, r#"{"name": "get"#),
+        r#"_weather","parameters":{"city":""}}"#
+    );
+    assert_eq!(ending(&call, ""), r#"{"name":"noop","parameters":0}"#);
 }

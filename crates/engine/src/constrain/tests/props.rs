@@ -75,127 +75,76 @@ fn walk_schemas() -> Vec<Value> {
     ]
 }
 
-/// Every property name a schema mentions, as JSON string text without the opening quote
-/// (`q\"k"`): moves the finisher tries so required keys get spelled.
-fn key_moves(v: &Value) -> Vec<String> {
-    fn collect(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m {
-                    if k == "properties" {
-                        out.extend(x.as_object().into_iter().flat_map(|p| p.keys().cloned()));
-                    }
-                    if k == "required" {
-                        out.extend(
-                            x.as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|r| r.as_str().map(String::from)),
-                        );
-                    }
-                    collect(x, out);
-                }
-            }
-            Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
-            _ => {}
-        }
-    }
-    let mut keys = Vec::new();
-    collect(v, &mut keys);
-    keys.sort();
-    keys.dedup();
-    keys.iter()
-        .map(|k| serde_json::to_string(k).unwrap()[1..].to_string())
-        .collect()
-}
-
-/// Bytes to finish a document with, best first: closers, then short values.
-const PREFER: &[u8] = b"\"}]0,:ntf[{a";
-
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Random bytes (one per choice), then a greedy finish. Checks on the way that the mask,
-/// `accepts`, `is_complete` and `can_continue` agree and that there is no dead end.
-fn walk(s: &Schema, trie: &TokenTrie, choices: &[u32], moves: &[String]) -> Vec<u8> {
+/// Random bytes (one per choice), then [`Matcher::completion`]. Checks on the way that the
+/// mask, `accepts`, `is_complete`, `can_continue` and `completion` agree and that there is
+/// no dead end.
+fn walk(s: &Schema, trie: &TokenTrie, choices: &[u32]) -> Vec<u8> {
     let mut m = s.matcher();
     let mut out = Vec::new();
-    let step = |m: &mut Matcher, out: &mut Vec<u8>, pick: &dyn Fn(&[u8]) -> u8| {
-        let allowed = allowed_bytes(m, trie);
-        assert_eq!(
-            m.can_continue(),
-            !allowed.is_empty(),
-            "after {:?}",
-            String::from_utf8_lossy(out)
-        );
-        assert!(
-            !allowed.is_empty() || m.is_complete(),
-            "dead end after {:?}",
-            String::from_utf8_lossy(out)
-        );
-        if allowed.is_empty() {
-            return false;
-        }
-        let b = pick(&allowed);
-        assert!(s.accepts(m, &[b]));
-        assert!(m.advance(&[b]));
-        out.push(b);
-        true
-    };
     for &c in choices {
+        check_state(&m, trie, &out);
         if m.is_complete() && c % 5 == 0 {
             return out;
         }
-        let pick = |allowed: &[u8]| {
-            let non_ws: Vec<u8> = allowed.iter().copied().filter(|b| !is_ws(*b)).collect();
-            let pool = if c % 11 == 0 || non_ws.is_empty() {
-                allowed
-            } else {
-                &non_ws[..]
-            };
-            pool[(c / 16) as usize % pool.len()]
-        };
-        if !step(&mut m, &mut out, &pick) {
+        let allowed = allowed_bytes(&m, trie);
+        if allowed.is_empty() {
             return out;
         }
+        let non_ws: Vec<u8> = allowed.iter().copied().filter(|b| !is_ws(*b)).collect();
+        let pool = if c % 11 == 0 || non_ws.is_empty() {
+            &allowed[..]
+        } else {
+            &non_ws[..]
+        };
+        let b = pool[(c / 16) as usize % pool.len()];
+        assert!(s.accepts(&m, &[b]));
+        assert!(m.advance(&[b]));
+        out.push(b);
         // A few other bytes: `accepts` must agree with the mask.
         let allowed = allowed_bytes(&m, trie);
         for probe in [c as u8, (c >> 8) as u8, b'"', b'}'] {
             assert_eq!(m.accepts(&[probe]), allowed.contains(&probe));
         }
     }
-    let finish = |allowed: &[u8]| {
-        PREFER
-            .iter()
-            .copied()
-            .find(|b| allowed.contains(b))
-            .or_else(|| allowed.iter().copied().find(|b| !is_ws(*b)))
-            .unwrap_or(allowed[0])
-    };
-    let mut guard = 0;
-    while !m.is_complete() {
-        // Close what can be closed; otherwise a whole property name (and its closing
-        // quote) if one fits here, so required keys get spelled.
-        if let Some(mv) = [b"}", b"]"]
-            .iter()
-            .map(|c| &c[..])
-            .chain(moves.iter().map(String::as_bytes))
-            .find(|mv| m.accepts(mv))
-        {
-            assert!(m.advance(mv));
-            out.extend_from_slice(mv);
-            continue;
-        }
-        assert!(step(&mut m, &mut out, &finish));
-        guard += 1;
-        assert!(
-            guard < 20_000,
-            "finishing does not end: {:?}",
-            String::from_utf8_lossy(&out)
-        );
-    }
+    check_state(&m, trie, &out);
+    let tail = m.completion().expect("an ending");
+    assert!(m.advance(&tail));
+    assert!(m.is_complete());
+    out.extend_from_slice(&tail);
     out
+}
+
+/// No dead end; `can_continue` matches the mask; the completion from here is accepted and
+/// finishes the document.
+fn check_state(m: &Matcher, trie: &TokenTrie, out: &[u8]) {
+    let allowed = allowed_bytes(m, trie);
+    let at = || String::from_utf8_lossy(out).into_owned();
+    assert_eq!(m.can_continue(), !allowed.is_empty(), "after {:?}", at());
+    assert!(
+        !allowed.is_empty() || m.is_complete(),
+        "dead end after {:?}",
+        at()
+    );
+    let tail = m
+        .completion()
+        .unwrap_or_else(|| panic!("no completion after {:?}", at()));
+    let mut done = m.clone();
+    assert!(
+        done.advance(&tail),
+        "completion {:?} after {:?}",
+        String::from_utf8_lossy(&tail),
+        at()
+    );
+    assert!(
+        done.is_complete(),
+        "completion {:?} after {:?}",
+        String::from_utf8_lossy(&tail),
+        at()
+    );
 }
 
 fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
@@ -373,10 +322,21 @@ proptest! {
     fn random_walks_end_valid(which in 0usize..8, choices in prop::collection::vec(any::<u32>(), 0..160)) {
         let sv = &walk_schemas()[which];
         let s = &schema(sv.clone());
-        let out = walk(s, &byte_trie(), &choices, &key_moves(sv));
+        let out = walk(s, &byte_trie(), &choices);
         let text = String::from_utf8(out).expect("generated text is UTF-8");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         prop_assert_eq!(s.validate(&v), Ok(()), "{}", text);
+    }
+
+    #[test]
+    fn tool_call_walks_end_valid(choices in prop::collection::vec(any::<u32>(), 0..160)) {
+        let search = json!({"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}, "required": ["q"]});
+        let sum = json!({"$defs": {"n": {"type": "number"}}, "type": "array", "items": {"$ref": "#/$defs/n"}, "minItems": 2});
+        let s = Schema::tool_call(&[("search", &search), ("sum", &sum), ("noop", &json!({}))]).unwrap();
+        let out = walk(&s, &byte_trie(), &choices);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        prop_assert_eq!(s.validate(&v), Ok(()));
+        prop_assert_eq!(v.as_object().map(|o| o.keys().next().cloned()), Some(Some("name".to_string())));
     }
 
     #[test]
@@ -521,30 +481,9 @@ proptest! {
                 return Ok(());
             }
         };
-        let out = walk(&s, &byte_trie(), &choices, &key_moves(&sv));
+        let out = walk(&s, &byte_trie(), &choices);
         let text = String::from_utf8(out).expect("generated text is UTF-8");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         prop_assert_eq!(s.validate(&v), Ok(()), "{} for {}", text, sv);
-    }
-}
-
-#[test]
-#[ignore]
-fn tmp_find_slow() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut runner = TestRunner::deterministic();
-    let strat = (arb_schema(), prop::collection::vec(any::<u32>(), 0..120));
-    for i in 0..3000 {
-        let (sv, choices) = strat.new_tree(&mut runner).unwrap().current();
-        let Ok(s) = Schema::compile(&sv) else {
-            continue;
-        };
-        let t = std::time::Instant::now();
-        let out = walk(&s, &byte_trie(), &choices, &key_moves(&sv));
-        let el = t.elapsed().as_secs_f64();
-        if el > 1.0 {
-            println!("case {i}: {el:.1}s len {} schema {sv}", out.len());
-        }
     }
 }
