@@ -152,6 +152,8 @@ pub struct Engine {
     models: Arc<Vec<Arc<Model>>>,
     stats: Arc<EngineStats>,
     config: EngineConfig,
+    /// Set by [`Engine::shutdown`]: new requests are refused from then on.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Command {
@@ -209,6 +211,7 @@ impl Engine {
             models: Arc::new(models),
             stats,
             config,
+            closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -227,6 +230,9 @@ impl Engine {
     /// Queues a sequence; its events arrive on the returned receiver. Dropping the receiver
     /// cancels the sequence and frees its memory at the next step.
     pub fn submit(&self, req: SeqRequest) -> Result<tmpsc::UnboundedReceiver<Event>, SubmitError> {
+        if self.closed.load(Relaxed) {
+            return Err(SubmitError::ShuttingDown);
+        }
         let Some(model) = self.models.get(req.model) else {
             return Err(SubmitError::Invalid(format!("no model {}", req.model)));
         };
@@ -265,6 +271,7 @@ impl Engine {
     /// Stops taking requests, lets running and queued ones finish, then stops the actor.
     /// Blocks until the actor has stopped.
     pub fn shutdown(&self) {
+        self.closed.store(true, Relaxed);
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Command::Shutdown(tx)).is_ok() {
             let _ = rx.recv();
