@@ -759,12 +759,15 @@ fn sample_and_emit(
         .saturating_sub(s.generated);
     if let Some(m) = &s.matcher
         && room <= CLOSE_WINDOW
-        && let Some(tail) = closing(m)
+        && let Some(tail) = m.completion()
+        // After a token that split a character the ending starts mid-character and cannot
+        // be written as text; that case is left to run to max_tokens.
+        && let Ok(tail) = std::str::from_utf8(&tail)
     {
         // The budget is nearly spent: if finishing the document takes all that is left,
         // finish it now with the shortest valid ending, so constrained output always parses
         // and validates even when max_tokens cuts it.
-        let ids = model.encode(&String::from_utf8_lossy(&tail), false, false);
+        let ids = model.encode(tail, false, false);
         if ids.len() + 1 >= room {
             for id in ids {
                 s.generated += 1;
@@ -798,33 +801,6 @@ fn sample_and_emit(
 
 /// Tokens left at which constrained sequences start checking whether they must close.
 const CLOSE_WINDOW: usize = 48;
-
-/// A short valid ending of the document `m` has begun: byte by byte, the first byte in an
-/// order that closes strings, objects and arrays first and otherwise fills in the least
-/// (`0`, letters for keys and literals). The matcher admits only prefixes that can still be
-/// completed, so this walk cannot dead-end; it is bounded anyway.
-fn closing(m: &Matcher) -> Option<Vec<u8>> {
-    const FIRST: &[u8] = b"\"}]0:,";
-    let mut m = m.clone();
-    let mut out = Vec::new();
-    while !m.is_complete() {
-        if out.len() >= 512 {
-            return None;
-        }
-        let b = FIRST
-            .iter()
-            .copied()
-            .chain(b'a'..=b'z')
-            .chain(b'A'..=b'Z')
-            .chain(b'1'..=b'9')
-            .chain(b"-. _".iter().copied())
-            .chain(0x20..=0x7e)
-            .find(|&b| m.accepts(&[b]))?;
-        m.advance(&[b]);
-        out.push(b);
-    }
-    Some(out)
-}
 
 /// Ends a sequence normally: flushes text held back for UTF-8 or a stop string.
 fn done(reason: FinishReason, s: &mut Seq) -> Done {

@@ -193,25 +193,21 @@ fn tool_schema(t: &ToolSpec) -> Value {
 }
 
 /// Schema of a forced call: `{"name": one of the tools, "parameters": its arguments}`.
+/// Each tool's parameters are compiled as their own document, so their `$ref`s resolve.
 pub fn call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Schema, ApiError> {
-    let alts: Vec<Value> = tools
+    let schemas: Vec<(&str, Value)> = tools
         .iter()
         .filter(|t| only.is_none_or(|n| n == t.name))
-        .map(|t| {
-            json!({
-                "type": "object",
-                "properties": {"name": {"const": t.name}, "parameters": tool_schema(t)},
-                "required": ["name", "parameters"],
-            })
-        })
+        .map(|t| (t.name.as_str(), tool_schema(t)))
         .collect();
-    if alts.is_empty() {
+    if schemas.is_empty() {
         return Err(ApiError::invalid_param(
             "tool_choice",
             "tool_choice names a function that is not in `tools`",
         ));
     }
-    Schema::compile(&json!({"anyOf": alts}))
+    let refs: Vec<(&str, &Value)> = schemas.iter().map(|(n, v)| (*n, v)).collect();
+    Schema::tool_call(&refs)
         .map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
 }
 

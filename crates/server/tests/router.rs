@@ -375,6 +375,29 @@ async fn forced_tool_call_comes_back_as_tool_calls() {
     assert!(args["city"].is_string());
 }
 
+/// Regression: tool parameters with `$defs` references were wrapped in one `anyOf`
+/// document, where their `#/$defs/...` pointers no longer resolved, and got a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_tool_call_with_defs_refs_in_parameters() {
+    let app = app();
+    let params = json!({"type": "object", "$defs": {"unit": {"enum": ["c", "f"]}},
+                        "properties": {"unit": {"$ref": "#/$defs/unit"}}, "required": ["unit"]});
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "temp?"}],
+               "max_tokens": 100, "temperature": 0,
+               "tools": [{"type": "function", "function": {"name": "temp", "parameters": params}}],
+               "tool_choice": {"type": "function", "function": {"name": "temp"}}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().expect("string"))
+        .expect("json");
+    assert!(args["unit"] == "c" || args["unit"] == "f", "{args}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_chat_completion_answers_in_order() {
     let app = app();
