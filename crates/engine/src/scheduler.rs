@@ -227,6 +227,11 @@ impl Engine {
         &self.config
     }
 
+    /// Positions one sequence of model `model` may use (prompt and output together).
+    pub fn context(&self, model: usize) -> Option<usize> {
+        self.models.get(model).map(|m| context_of(&self.config, m))
+    }
+
     /// Queues a sequence; its events arrive on the returned receiver. Dropping the receiver
     /// cancels the sequence and frees its memory at the next step.
     pub fn submit(&self, req: SeqRequest) -> Result<tmpsc::UnboundedReceiver<Event>, SubmitError> {
@@ -239,7 +244,7 @@ impl Engine {
         if req.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
-        let ctx = self.config.ctx.min(model.llama.config.max_seq_len.max(1));
+        let ctx = context_of(&self.config, model);
         if req.prompt.len() >= ctx {
             return Err(SubmitError::Invalid(format!(
                 "the prompt has {} tokens but the context holds {ctx}; shorten it",
@@ -277,6 +282,11 @@ impl Engine {
             let _ = rx.recv();
         }
     }
+}
+
+/// The engine's per-sequence context, capped by what the model was trained for.
+fn context_of(config: &EngineConfig, model: &Model) -> usize {
+    config.ctx.min(model.llama.config.max_seq_len.max(1))
 }
 
 /// One model with its own KV memory and queues.
@@ -397,7 +407,7 @@ impl Actor {
                     generated: 0,
                     submitted: p.submitted,
                     last_token: None,
-                    ctx: self.config.ctx.min(model.llama.config.max_seq_len.max(1)),
+                    ctx: context_of(&self.config, model),
                     chunk: 0,
                     row: Vec::with_capacity(if constrained { n_vocab } else { 0 }),
                     mask: Vec::with_capacity(if constrained { n_vocab } else { 0 }),
@@ -723,24 +733,7 @@ fn sample_and_emit(
         Some(t) => stats.itl.observe(now.duration_since(t).as_secs_f64()),
     }
     s.last_token = Some(now);
-    stats.generated_tokens.fetch_add(1, Relaxed);
-    s.generated += 1;
-    s.tokens.push(next);
-    let bytes = model.token_bytes(next);
-    if let Some(m) = s.matcher.as_mut() {
-        m.advance(bytes);
-    }
-    let piece = s.decoder.push_bytes(bytes);
-    let (text, stopped) = match s.stops.push(&piece) {
-        StopOutcome::Emit(t) => (t, false),
-        StopOutcome::Stop(t) => (t, true),
-    };
-    let _ = s.events.send(Event::Token {
-        id: next,
-        text,
-        logprob,
-    });
-    if stopped {
+    if push_token(model, s, next, logprob, stats) {
         return Some(Done {
             finish: Finish::Generation(FinishReason::StopString),
             text: String::new(),
@@ -770,22 +763,8 @@ fn sample_and_emit(
         let ids = model.encode(tail, false, false);
         if ids.len() + 1 >= room {
             for id in ids {
-                s.generated += 1;
-                s.tokens.push(id);
-                stats.generated_tokens.fetch_add(1, Relaxed);
-                let bytes = model.token_bytes(id);
-                if let Some(m) = s.matcher.as_mut() {
-                    m.advance(bytes);
-                }
-                let piece = s.decoder.push_bytes(bytes);
-                let text = match s.stops.push(&piece) {
-                    StopOutcome::Emit(t) | StopOutcome::Stop(t) => t,
-                };
-                let _ = s.events.send(Event::Token {
-                    id,
-                    text,
-                    logprob: None,
-                });
+                // The ending is written whole even if a stop string matches inside it.
+                push_token(model, s, id, None, stats);
             }
             return Some(done(FinishReason::Length, s));
         }
@@ -797,6 +776,32 @@ fn sample_and_emit(
         return Some(done(FinishReason::ContextFull, s));
     }
     None
+}
+
+/// Appends generated token `id` to `s`: history, counters, the JSON matcher, text decoding
+/// and stop strings, then streams the text that became final. Returns whether a stop string
+/// matched.
+fn push_token(
+    model: &Model,
+    s: &mut Seq,
+    id: u32,
+    logprob: Option<TokenLogprob>,
+    stats: &EngineStats,
+) -> bool {
+    stats.generated_tokens.fetch_add(1, Relaxed);
+    s.generated += 1;
+    s.tokens.push(id);
+    let bytes = model.token_bytes(id);
+    if let Some(m) = s.matcher.as_mut() {
+        m.advance(bytes);
+    }
+    let piece = s.decoder.push_bytes(bytes);
+    let (text, stopped) = match s.stops.push(&piece) {
+        StopOutcome::Emit(t) => (t, false),
+        StopOutcome::Stop(t) => (t, true),
+    };
+    let _ = s.events.send(Event::Token { id, text, logprob });
+    stopped
 }
 
 /// Tokens left at which constrained sequences start checking whether they must close.

@@ -300,12 +300,10 @@ fn seq_request(
     s: &Settings,
     constraint: Option<Arc<Schema>>,
 ) -> Result<SeqRequest, ApiError> {
-    let model = &app.engine.models()[mi];
     let ctx = app
         .engine
-        .config()
-        .ctx
-        .min(model.llama.config.max_seq_len.max(1));
+        .context(mi)
+        .ok_or_else(|| ApiError::internal(format!("no model {mi}")))?;
     if prompt.len() >= ctx {
         return Err(ApiError::invalid_param(
             "messages",
