@@ -33,6 +33,10 @@ enum Command {
     Prompt(cmd::prompt::PromptArgs),
     ParseReply(cmd::prompt::ParseReplyArgs),
     Fetch(cmd::fetch::FetchArgs),
+    Pull(cmd::pull::PullArgs),
+    Models(cmd::models::ModelsArgs),
+    Quantize(cmd::quantize::QuantizeArgs),
+    Perplexity(cmd::perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +84,10 @@ fn main() -> ExitCode {
         Command::Prompt(a) => cmd::prompt::prompt(a),
         Command::ParseReply(a) => cmd::prompt::parse_reply(a),
         Command::Fetch(a) => cmd::fetch::fetch(a),
+        Command::Pull(a) => cmd::pull::pull(a),
+        Command::Models(a) => cmd::models::models(a),
+        Command::Quantize(a) => cmd::quantize::quantize(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
     };
     match result {
         Ok(code) => code,

@@ -29,6 +29,35 @@ pub enum ModelError {
     Kernel(#[from] ferrollama_tensor::TensorError),
     #[error("{0}")]
     Invalid(String),
+    /// A PyTorch zip archive that cannot be read (missing records, bad zip structure).
+    #[error("PyTorch archive: {0}")]
+    Archive(String),
+    /// A pickle our restricted reader refuses or cannot follow.
+    #[error("corrupt pickle at byte {offset}: {what}")]
+    Pickle { offset: usize, what: String },
+    /// A pickle naming a global outside the tensor-record allowlist (e.g. `os.system`).
+    #[error(
+        "pickle refers to the global {0}, which is not allowed: only PyTorch tensor records are read, and no pickled code is ever run"
+    )]
+    PickleGlobal(String),
+    /// An error inside one file of a multi-file model (which shard, which params.json); the
+    /// cause is the source, so `{:#}` prints "in PATH: CAUSE".
+    #[error("in {}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<ModelError>,
+    },
+}
+
+impl ModelError {
+    /// Wraps `self` with the file it came from.
+    pub fn in_file(self, path: &std::path::Path) -> ModelError {
+        ModelError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(self),
+        }
+    }
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,6 +1,7 @@
 //! Model files and the one Llama forward pass.
 //!
-//! This crate owns reading and writing model files (GGUF, safetensors), the Llama
+//! This crate owns reading and writing model files (GGUF, safetensors, Meta's PyTorch
+//! checkpoints, read by a restricted unpickler that never runs code), the Llama
 //! configuration and weight layout, the GGUF-embedded tokenizers, the KV cache and the
 //! forward pass. It sits on the tensor crate's kernels and must not know about requests,
 //! sampling or serving (the engine's job).
@@ -11,12 +12,17 @@
 
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod gguf;
+pub mod import;
 pub mod kv_cache;
 pub mod llama;
+pub mod meta;
 pub mod names;
+pub mod pth;
 pub mod safetensors;
 pub mod vocab;
+pub mod vocab_keys;
 pub mod weights;
 
 pub use config::{LlamaConfig, RopeScaling};

@@ -1,8 +1,9 @@
 //! The one place where file-format tensor names meet the reference names.
 //!
 //! Reference names are Meta's (`tok_embeddings`, `layers.N.attention.wq`, `feed_forward.w1`,
-//! ...). GGUF (llama.cpp) and Hugging Face name the same tensors differently; loaders ask
-//! this table and nothing else.
+//! ...), so Meta's own checkpoints (`consolidated.NN.pth`) use them as they are. GGUF
+//! (llama.cpp) and Hugging Face name the same tensors differently; loaders ask this table
+//! and nothing else.
 
 /// Per-layer tensors: (reference, GGUF, Hugging Face) suffixes.
 pub const LAYER: [(&str, &str, &str); 9] = [
@@ -30,19 +31,25 @@ pub const GLOBAL: [(&str, &str, &str); 4] = [
 pub enum Format {
     Gguf,
     HuggingFace,
+    /// Meta's `consolidated.NN.pth`: `layers.N.<reference>.weight`, `<reference>.weight`.
+    Meta,
 }
 
 /// The file's name of reference tensor `name` (`"attention.wq"`) in `layer`, or of a
 /// whole-model tensor when `layer` is `None`.
 pub fn file_name(format: Format, layer: Option<usize>, name: &str) -> Option<String> {
-    let pick = |row: &(&str, &'static str, &'static str)| match format {
+    let pick = |row: &(&'static str, &'static str, &'static str)| match format {
         Format::Gguf => row.1,
         Format::HuggingFace => row.2,
+        // Meta checkpoints have no rope_freqs tensor (the scaling is `use_scaled_rope`).
+        Format::Meta if row.0 == "rope_freqs" => "",
+        Format::Meta => row.0,
     };
     match layer {
         Some(l) => LAYER.iter().find(|r| r.0 == name).map(|r| match format {
             Format::Gguf => format!("blk.{l}.{}.weight", pick(r)),
             Format::HuggingFace => format!("model.layers.{l}.{}.weight", pick(r)),
+            Format::Meta => format!("layers.{l}.{}.weight", pick(r)),
         }),
         None => GLOBAL
             .iter()
@@ -70,5 +77,15 @@ mod tests {
             Some("token_embd.weight")
         );
         assert_eq!(file_name(Format::HuggingFace, None, "rope_freqs"), None);
+        // Meta's names are the reference names (spec §3.5).
+        assert_eq!(
+            file_name(Format::Meta, Some(7), "feed_forward.w3").as_deref(),
+            Some("layers.7.feed_forward.w3.weight")
+        );
+        assert_eq!(
+            file_name(Format::Meta, None, "tok_embeddings").as_deref(),
+            Some("tok_embeddings.weight")
+        );
+        assert_eq!(file_name(Format::Meta, None, "rope_freqs"), None);
     }
 }

@@ -129,6 +129,11 @@ impl Tensor {
         Ok(())
     }
 
+    /// Whether `other` views the same bytes (tied embeddings share one matrix).
+    pub fn same_data(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.bytes, &other.bytes) && self.start == other.start && self.len == other.len
+    }
+
     /// The whole tensor as f32.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.rows * self.cols];

@@ -45,6 +45,12 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), T
                 *d = F8E4M3_LUT[b as usize] * scale;
             }
         }
+        DType::F8Act => {
+            let scale = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+            for (d, c) in dst.iter_mut().zip(src[4..].chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * scale;
+            }
+        }
         DType::Q8_0 => {
             for (i, y) in dst.chunks_exact_mut(bl).enumerate() {
                 let b: BlockQ8_0 = block(src, i)?;

@@ -49,7 +49,8 @@ scalar_wrap!(s_q6_k, sc::q6_k_q8_k, DType::Q6_K, DType::Q8_K, 256);
 scalar_wrap!(s_f32, sc::f32_f32, DType::F32, DType::F32, 1);
 scalar_wrap!(s_f16, sc::f16_f32, DType::F16, DType::F32, 1);
 scalar_wrap!(s_bf16, sc::bf16_f32, DType::BF16, DType::F32, 1);
-scalar_wrap!(s_f8, sc::f8_f32, DType::F8E4M3, DType::F32, 1);
+scalar_wrap!(s_f8, sc::f8_f8act, DType::F8E4M3, DType::F8Act, 1);
+scalar_wrap!(s_f8act, sc::f8act_f8act, DType::F8Act, DType::F8Act, 1);
 
 #[cfg(target_arch = "x86_64")]
 mod x86w {
@@ -104,8 +105,11 @@ mod x86w {
         n
     ));
     wrap!(z_f8, |w: *const u8, x: *const u8, n| {
-        let s = f32::from_le_bytes(core::ptr::read_unaligned(w as *const [u8; 4]));
-        avx512::dot_float(FloatW::F8, w.add(4), x.cast(), n) * s
+        // Weight row: f32 scale + E4M3 bytes; activation row: f32 scale +
+        // E4M3 values widened to f32 (DType::F8Act).
+        let sw = f32::from_le_bytes(core::ptr::read_unaligned(w as *const [u8; 4]));
+        let sx = f32::from_le_bytes(core::ptr::read_unaligned(x as *const [u8; 4]));
+        avx512::dot_float(FloatW::F8, w.add(4), x.add(4).cast(), n) * sw * sx
     });
     pub(super) unsafe fn z4_q4_k(w: *const u8, x: [*const u8; 4], n: usize) -> [f32; 4] {
         // SAFETY: forwarded caller contract (features + lengths).
@@ -123,6 +127,42 @@ mod x86w {
         // SAFETY: forwarded caller contract (features + lengths).
         unsafe { avx512::dot_q6_k_multi::<8>(w, x, n / 256) }
     }
+    /// Multi-token float kernels: `$kind` weights, f32 activations (F8:
+    /// scale-prefixed rows on both sides, see `z_f8`).
+    macro_rules! float_multi {
+        ($name:ident, $tt:expr, $kind:expr) => {
+            pub(super) unsafe fn $name(w: *const u8, x: [*const u8; $tt], n: usize) -> [f32; $tt] {
+                // SAFETY: forwarded caller contract (features + lengths).
+                unsafe {
+                    if $kind == FloatW::F8 {
+                        let sw = f32::from_le_bytes(core::ptr::read_unaligned(w as *const [u8; 4]));
+                        let v = avx512::dot_float_multi::<$tt>(
+                            $kind,
+                            w.add(4),
+                            x.map(|p| p.add(4).cast()),
+                            n,
+                        );
+                        core::array::from_fn(|t| {
+                            let sx = f32::from_le_bytes(core::ptr::read_unaligned(
+                                x[t] as *const [u8; 4],
+                            ));
+                            v[t] * sw * sx
+                        })
+                    } else {
+                        avx512::dot_float_multi::<$tt>($kind, w, x.map(|p| p.cast()), n)
+                    }
+                }
+            }
+        };
+    }
+    float_multi!(z4_f32, 4, FloatW::F32);
+    float_multi!(z8_f32, 8, FloatW::F32);
+    float_multi!(z4_f16, 4, FloatW::F16);
+    float_multi!(z8_f16, 8, FloatW::F16);
+    float_multi!(z4_bf16, 4, FloatW::BF16);
+    float_multi!(z8_bf16, 8, FloatW::BF16);
+    float_multi!(z4_f8, 4, FloatW::F8);
+    float_multi!(z8_f8, 8, FloatW::F8);
     wrap!(y_q8_0, |w, x, n: usize| avx2::dot_legacy(
         Legacy::Q8_0,
         w,
@@ -162,8 +202,11 @@ mod x86w {
         n
     ));
     wrap!(y_f8, |w: *const u8, x: *const u8, n| {
-        let s = f32::from_le_bytes(core::ptr::read_unaligned(w as *const [u8; 4]));
-        avx2::dot_float(FloatW::F8, w.add(4), x.cast(), n) * s
+        // Weight row: f32 scale + E4M3 bytes; activation row: f32 scale +
+        // E4M3 values widened to f32 (DType::F8Act).
+        let sw = f32::from_le_bytes(core::ptr::read_unaligned(w as *const [u8; 4]));
+        let sx = f32::from_le_bytes(core::ptr::read_unaligned(x as *const [u8; 4]));
+        avx2::dot_float(FloatW::F8, w.add(4), x.add(4).cast(), n) * sw * sx
     });
 }
 
@@ -208,6 +251,7 @@ pub(crate) fn row_kernel(isa: Isa, w: DType) -> Option<RowDot> {
         DType::F16 => Some(s_f16),
         DType::BF16 => Some(s_bf16),
         DType::F8E4M3 => Some(s_f8),
+        DType::F8Act => Some(s_f8act),
         DType::Q8_1 | DType::Q8_K => None,
     }
 }
@@ -219,6 +263,10 @@ pub(crate) fn row_kernel4(isa: Isa, w: DType) -> Option<RowDot4> {
         match (isa, w) {
             (Isa::Avx512Vnni, DType::Q4_K) => return Some(x86w::z4_q4_k),
             (Isa::Avx512Vnni, DType::Q6_K) => return Some(x86w::z4_q6_k),
+            (Isa::Avx512Vnni, DType::F32) => return Some(x86w::z4_f32),
+            (Isa::Avx512Vnni, DType::F16) => return Some(x86w::z4_f16),
+            (Isa::Avx512Vnni, DType::BF16) => return Some(x86w::z4_bf16),
+            (Isa::Avx512Vnni, DType::F8E4M3) => return Some(x86w::z4_f8),
             _ => {}
         }
     }
@@ -235,6 +283,10 @@ pub(crate) fn row_kernel8(isa: Isa, w: DType) -> Option<RowDot8> {
         match (isa, w) {
             (Isa::Avx512Vnni, DType::Q4_K) => return Some(x86w::z8_q4_k),
             (Isa::Avx512Vnni, DType::Q6_K) => return Some(x86w::z8_q6_k),
+            (Isa::Avx512Vnni, DType::F32) => return Some(x86w::z8_f32),
+            (Isa::Avx512Vnni, DType::F16) => return Some(x86w::z8_f16),
+            (Isa::Avx512Vnni, DType::BF16) => return Some(x86w::z8_bf16),
+            (Isa::Avx512Vnni, DType::F8E4M3) => return Some(x86w::z8_f8),
             _ => {}
         }
     }

@@ -153,12 +153,23 @@ pub fn bf16_f32(w: &[u8], x: &[u8], n: usize) -> f32 {
         .sum::<f64>() as f32
 }
 
-/// F8E4M3 · F32: the row scale is applied once at the end.
-pub fn f8_f32(w: &[u8], x: &[u8], n: usize) -> f32 {
-    let scale = f32_at(w, 0);
-    let body = &w[4..];
+/// F8E4M3 · F8Act: both row scales are applied once at the end, as in
+/// fbgemm's `f8f8bf16_rowwise` (`y = (Σ xq·wq) · t · s`).
+pub fn f8_f8act(w: &[u8], x: &[u8], n: usize) -> f32 {
+    let (sw, sx) = (f32_at(w, 0), f32_at(x, 0));
+    let (body, xs) = (&w[4..], &x[4..]);
     let s: f64 = (0..n)
-        .map(|i| F8E4M3_LUT[body[i] as usize] as f64 * f32_at(x, i) as f64)
+        .map(|i| F8E4M3_LUT[body[i] as usize] as f64 * f32_at(xs, i) as f64)
         .sum();
-    (s * scale as f64) as f32
+    (s * sw as f64 * sx as f64) as f32
+}
+
+/// F8Act · F8Act (for tests of the activation format).
+pub fn f8act_f8act(w: &[u8], x: &[u8], n: usize) -> f32 {
+    let (sw, sx) = (f32_at(w, 0), f32_at(x, 0));
+    let (ws, xs) = (&w[4..], &x[4..]);
+    let s: f64 = (0..n)
+        .map(|i| f32_at(ws, i) as f64 * f32_at(xs, i) as f64)
+        .sum();
+    (s * sw as f64 * sx as f64) as f32
 }

@@ -2,7 +2,11 @@
 //!
 //! The numeric ids are ggml's (`enum ggml_type`), because GGUF files store
 //! them verbatim. `F8E4M3` is ferrollama's own row format (one f32 scale per
-//! row followed by one FP8 byte per element) and has no ggml id.
+//! row followed by one FP8 byte per element); ggml has no such type, so GGUF
+//! files carry it under a private id ([`F8E4M3_GGUF_ID`]). `F8Act` is the
+//! activation side of Meta's FP8 scheme (spec §6.2): a row quantized to E4M3
+//! with its own scale, kept widened to f32 (every E4M3 value is exactly an
+//! f32), so the kernels decode only the weight bytes.
 
 use crate::blocks::{
     BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K, QK8_0,
@@ -23,11 +27,18 @@ pub enum DType {
     Q6_K,
     Q8_K,
     F8E4M3,
+    F8Act,
 }
+
+/// The GGUF type id ferrollama writes for `F8E4M3` tensors. ggml's ids are
+/// small consecutive numbers (below 64 in 2026); this one is far from them so
+/// a future ggml type can never be mistaken for ours. llama.cpp refuses such
+/// files, which is right: it has no FP8 row kernel.
+pub const F8E4M3_GGUF_ID: u32 = 0x4638; // "F8"
 
 impl DType {
     /// Every dtype, for tests and tables.
-    pub const ALL: [DType; 11] = [
+    pub const ALL: [DType; 12] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -39,6 +50,7 @@ impl DType {
         DType::Q6_K,
         DType::Q8_K,
         DType::F8E4M3,
+        DType::F8Act,
     ];
 
     /// Maps a ggml type id (as stored in GGUF tensor infos) to a dtype.
@@ -54,11 +66,13 @@ impl DType {
             14 => DType::Q6_K,
             15 => DType::Q8_K,
             30 => DType::BF16,
+            F8E4M3_GGUF_ID => DType::F8E4M3,
             _ => return None,
         })
     }
 
-    /// The ggml type id, or `None` for formats ggml does not have.
+    /// The GGUF type id (ggml's, or ours for `F8E4M3`), or `None` for
+    /// formats that never appear in files.
     pub fn ggml_id(self) -> Option<u32> {
         Some(match self {
             DType::F32 => 0,
@@ -71,7 +85,8 @@ impl DType {
             DType::Q6_K => 14,
             DType::Q8_K => 15,
             DType::BF16 => 30,
-            DType::F8E4M3 => return None,
+            DType::F8E4M3 => F8E4M3_GGUF_ID,
+            DType::F8Act => return None,
         })
     }
 
@@ -89,24 +104,25 @@ impl DType {
             DType::Q6_K => "q6_k",
             DType::Q8_K => "q8_k",
             DType::F8E4M3 => "f8e4m3",
+            DType::F8Act => "f8act",
         }
     }
 
     /// Elements per block.
     pub fn block_len(self) -> usize {
         match self {
-            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 => 1,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8Act => 1,
             DType::Q8_0 | DType::Q8_1 | DType::Q4_0 | DType::Q4_1 => QK8_0,
             DType::Q4_K | DType::Q6_K | DType::Q8_K => QK_K,
         }
     }
 
-    /// Bytes per block (for `F8E4M3`, per element: the row scale is extra,
-    /// see [`DType::row_bytes`]).
+    /// Bytes per block (for `F8E4M3` and `F8Act`, per element: the row scale
+    /// is extra, see [`DType::row_bytes`]).
     pub fn block_bytes(self) -> usize {
         use core::mem::size_of;
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::F8Act => 4,
             DType::F16 | DType::BF16 => 2,
             DType::F8E4M3 => 1,
             DType::Q8_0 => size_of::<BlockQ8_0>(),
@@ -127,7 +143,7 @@ impl DType {
             return None;
         }
         let body = (n / bl).checked_mul(self.block_bytes())?;
-        if self == DType::F8E4M3 {
+        if matches!(self, DType::F8E4M3 | DType::F8Act) {
             body.checked_add(4)
         } else {
             Some(body)
@@ -137,7 +153,9 @@ impl DType {
     /// The activation format this weight dtype is multiplied against.
     pub fn vec_dot_type(self) -> DType {
         match self {
-            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 => DType::F32,
+            DType::F32 | DType::F16 | DType::BF16 => DType::F32,
+            // Meta's scheme: FP8 weights meet FP8 activations (spec §6.2).
+            DType::F8E4M3 | DType::F8Act => DType::F8Act,
             DType::Q8_0 | DType::Q4_0 => DType::Q8_0,
             DType::Q4_1 => DType::Q8_1,
             DType::Q4_K | DType::Q6_K => DType::Q8_K,

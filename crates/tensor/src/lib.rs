@@ -35,7 +35,7 @@ pub use attn::{ATT_TILE, pv_rows_f16, pv_tile, qk_rows_f16, qk_tile};
 pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};
 pub use dequantize::dequantize_row;
 pub use dot::{vec_dot, vec_dot_with};
-pub use dtype::DType;
+pub use dtype::{DType, F8E4M3_GGUF_ID};
 pub use error::TensorError;
 pub use f32ops::{
     axpy_f16_f32, axpy_f16_f32_scalar, axpy_f32, axpy_f32_scalar, dot_f16_f32, dot_f16_f32_scalar,
@@ -45,5 +45,5 @@ pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};
 pub use packed::{PackedMatrix, matmul_packed};
 pub use pool::ThreadPool;
-pub use quantize::quantize_row;
+pub use quantize::{F8_ACT_SCALE_UB, quantize_row};
 pub use sync_slice::SyncSlice;

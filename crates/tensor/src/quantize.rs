@@ -42,6 +42,7 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Ten
             }
         }
         DType::F8E4M3 => quantize_f8e4m3(src, dst),
+        DType::F8Act => quantize_f8_act(src, dst),
         DType::Q8_0 => {
             for (i, x) in src.chunks_exact(QK8_0).enumerate() {
                 put(dst, i, &q8_0_block(x))?;
@@ -253,6 +254,32 @@ fn quantize_f8e4m3(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Meta's upper bound on an activation row's FP8 scale input
+/// (`fp8_activation_scale_ub`): one outlier token cannot flatten the rest of
+/// its row to zero, at the price of clamping values beyond it.
+pub const F8_ACT_SCALE_UB: f32 = 1200.0;
+
+/// fbgemm's floor on the row maximum (`quantize_fp8_per_row`), so an all-zero
+/// row gets a finite scale.
+const F8_ACT_EPS: f32 = 1e-12;
+
+/// An activation row the way Meta's FP8 inference quantizes it (spec §6.2,
+/// fbgemm `quantize_fp8_per_row` with `scale_ub = 1200`):
+/// `a = min(max|x|, 1200)`, `t = max(a, eps) / 448`,
+/// `q = fp8(clamp(x / t, -448, 448))`. Stored as `t` then each `q` as f32.
+fn quantize_f8_act(src: &[f32], dst: &mut [u8]) {
+    let a = amax(src).clamp(F8_ACT_EPS, F8_ACT_SCALE_UB);
+    let t = a / F8E4M3_MAX;
+    let inv = F8E4M3_MAX / a;
+    let (head, body) = dst.split_at_mut(4);
+    head.copy_from_slice(&t.to_le_bytes());
+    for (c, v) in body.chunks_exact_mut(4).zip(src) {
+        // f32_to_f8e4m3 saturates at ±448, which is the clamp.
+        let q = crate::convert::f8e4m3_to_f32(f32_to_f8e4m3(v * inv));
+        c.copy_from_slice(&q.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{nearest_int, round_i8};
@@ -272,5 +299,31 @@ mod tests {
         assert_eq!(round_i8(f32::NAN), 0);
         assert_eq!(round_i8(1e30), 127);
         assert_eq!(round_i8(-1e30), -128);
+    }
+
+    fn act_row(x: &[f32]) -> (f32, Vec<f32>) {
+        let mut b = vec![0u8; 4 + 4 * x.len()];
+        super::quantize_f8_act(x, &mut b);
+        let f = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        (f(&b[..4]), b[4..].chunks_exact(4).map(f).collect())
+    }
+
+    #[test]
+    fn f8_activations_follow_meta_scale_and_cap() {
+        // Hand-derived: amax 896 -> t = 2, values / 2 rounded to E4M3
+        // (3.1 -> 1.55 -> 1.5; 448 stays; -10 -> -5).
+        let (t, q) = act_row(&[896.0, 3.1, -10.0, 0.0]);
+        assert_eq!(t, 2.0);
+        assert_eq!(q, vec![448.0, 1.5, -5.0, 0.0]);
+        // amax 4800 is capped at 1200 (t = 1200/448): the outlier clamps to
+        // 448 (so 4800 comes back as 1200), while 600 keeps its value
+        // (600/t = 224 exactly).
+        let (t, q) = act_row(&[4800.0, 600.0, -4800.0]);
+        assert_eq!(t, 1200.0 / 448.0);
+        assert_eq!(q, vec![448.0, 224.0, -448.0]);
+        // An all-zero row gets the eps floor, not a division by zero.
+        let (t, q) = act_row(&[0.0; 8]);
+        assert!(t > 0.0 && t.is_finite());
+        assert!(q.iter().all(|&v| v == 0.0));
     }
 }

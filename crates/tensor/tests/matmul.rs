@@ -205,3 +205,28 @@ fn matmul_rejects_bad_shapes() {
     assert!(quantize_acts(w, &[0.0; 10], 3, &mut xq).is_err());
     assert!(quantize_acts(w, &[0.0; 10], 0, &mut xq).is_err());
 }
+
+/// Float weights at widths that are not a multiple of 16 (masked tails in the
+/// one- and multi-token kernels), with token counts that use the 8-, 4- and
+/// 1-token kernels in one call.
+#[test]
+fn matmul_float_types_odd_widths() {
+    let pool = ThreadPool::new(2);
+    for isa in available_isas() {
+        for w in [DType::F32, DType::F16, DType::BF16, DType::F8E4M3] {
+            for cols in [1usize, 15, 17, 33, 100] {
+                for n_tokens in [1usize, 4, 8, 13] {
+                    run_case(
+                        &pool,
+                        isa,
+                        w,
+                        19,
+                        cols,
+                        n_tokens,
+                        (cols * 31 + n_tokens) as u64,
+                    );
+                }
+            }
+        }
+    }
+}

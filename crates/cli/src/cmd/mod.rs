@@ -4,9 +4,14 @@ pub mod bench;
 pub mod chat;
 pub mod fetch;
 pub mod model_args;
+pub mod models;
+pub mod perplexity;
 pub mod prompt;
+pub mod pull;
+pub mod quantize;
 pub mod run;
 pub mod serve;
+pub mod source;
 pub mod tokenize;
 
 use std::path::PathBuf;

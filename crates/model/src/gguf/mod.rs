@@ -6,7 +6,7 @@ mod write;
 
 pub use read::{Bytes, GgufFile, TensorInfo};
 pub use value::{MetadataExt, Value, ty};
-pub use write::GgufWriter;
+pub use write::{GgufWriter, PlannedTensor, write_streamed};
 
 #[cfg(test)]
 mod tests;

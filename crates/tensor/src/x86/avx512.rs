@@ -490,6 +490,38 @@ pub(crate) unsafe fn dot_float(kind: FloatW, w: *const u8, x: *const f32, n: usi
     if kind == FloatW::F8 { s * 256.0 } else { s }
 }
 
+/// Σ w[i] * x_t[i] for `TT` tokens at once (F8: without the row scales):
+/// each 16-weight chunk is converted to f32 once and multiplied with every
+/// token, so prefill pays the conversion once per `TT` tokens instead of once
+/// per token. Accumulation is f32 FMA in the same per-lane order as
+/// [`dot_float`]'s tail loop (one accumulator per token).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+pub(crate) unsafe fn dot_float_multi<const TT: usize>(
+    kind: FloatW,
+    w: *const u8,
+    x: [*const f32; TT],
+    n: usize,
+) -> [f32; TT] {
+    let es = fw_size(kind);
+    let mut acc = [_mm512_setzero_ps(); TT];
+    let mut i = 0usize;
+    while i < n {
+        let c = (n - i).min(16);
+        let m: __mmask16 = if c == 16 {
+            0xffff
+        } else {
+            ((1u32 << c) - 1) as u16
+        };
+        let wv = load_w16(kind, w.add(i * es), m);
+        for t in 0..TT {
+            acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x[t].add(i)), acc[t]);
+        }
+        i += c;
+    }
+    let k = if kind == FloatW::F8 { 256.0 } else { 1.0 };
+    core::array::from_fn(|t| hsum_ps(acc[t]) * k)
+}
+
 /// y += a * x for a float-format row (used for the F16 KV cache).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
 pub(crate) unsafe fn axpy_float(kind: FloatW, a: f32, x: *const u8, y: *mut f32, n: usize) {

@@ -80,7 +80,7 @@ pub fn weight_row(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
             let x: Vec<f32> = (0..n).map(|_| rng.f32() * 3.0).collect();
             quantize_row(dtype, &x, &mut b).expect("quantize");
         }
-        DType::Q8_1 | DType::Q8_K => unreachable!("not a weight type"),
+        DType::Q8_1 | DType::Q8_K | DType::F8Act => unreachable!("not a weight type"),
     }
     b
 }

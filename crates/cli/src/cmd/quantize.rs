@@ -1,0 +1,155 @@
+//! `ferrollama quantize`: convert or quantize a model into a GGUF file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use ferrollama_model::export::{ModelParts, Target, write_gguf};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::source::open_source;
+
+/// Quantize or convert a model (GGUF file, Hugging Face folder or Meta checkpoint folder)
+/// into a GGUF file.
+///
+/// Types: q8_0, q6_k and q4_k (llama.cpp's Q4_K_M mixture: Q6_K for the output matrix and
+/// for wv/w2 in some layers) load in llama.cpp too; fp8 is Meta's Llama 3.1 405B recipe
+/// (E4M3 row-wise feed-forward weights in layers 1..n-2, the rest BF16), which only
+/// ferrollama runs; f16, bf16 and f32 convert without quantizing. Quantizing an already
+/// quantized model works but compounds the error, so it needs --allow-requantize.
+#[derive(Debug, clap::Args)]
+pub struct QuantizeArgs {
+    /// The model to read: .gguf file, Hugging Face folder, or Meta folder (params.json +
+    /// consolidated.NN.pth + tokenizer.model).
+    input: PathBuf,
+    /// The GGUF file to write (written as OUT.partial, renamed when complete).
+    output: PathBuf,
+    /// Target type: q8_0, q4_k (= q4_k_m), q6_k, fp8, f16, bf16, f32.
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_target)]
+    target: Target,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Allow quantizing tensors that are already quantized in the input.
+    #[arg(long)]
+    allow_requantize: bool,
+    /// Model name written into the file (default: the input's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Threads for quantizing (default: all cores).
+    #[arg(short = 't', long, value_name = "N")]
+    threads: Option<usize>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    Target::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown type {s:?}; choose one of {}", names.join(", "))
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+pub fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
+    if a.output.exists() && !a.force {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            a.output.display()
+        );
+    }
+    if same_file(&a.input, &a.output) {
+        bail!("the output would overwrite the input; choose another file name");
+    }
+    if a.output.extension().is_none_or(|e| e != "gguf") {
+        tracing::warn!("the output name does not end in .gguf");
+    }
+    let src = open_source(&a.input)?;
+    let name = a.name.clone().or(src.name.clone());
+    let parts = ModelParts {
+        config: &src.config,
+        weights: &src.weights,
+        tokenizer: &src.tokenizer,
+        name: name.as_deref(),
+    };
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let bar = if a.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("writing {}", a.target.name()));
+    let started = std::time::Instant::now();
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    if !a.allow_requantize {
+        // A dry run of the plan would duplicate it; the report after writing names the
+        // requantized tensors, so check the source types up front instead.
+        let quantized_src = src.quantized_types();
+        // Widening to a float type loses (almost) nothing; anything else compounds.
+        let widening = matches!(a.target, Target::F32 | Target::F16 | Target::BF16);
+        if !quantized_src.is_empty() && !widening {
+            bail!(
+                "{} is already quantized ({}); quantizing again compounds the error. Start \
+                 from an F16/BF16/F32 model, or pass --allow-requantize",
+                a.input.display(),
+                quantized_src.join(", ")
+            );
+        }
+    }
+    let report = write_gguf(&parts, a.target, &a.output, threads, &progress)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "input": a.input,
+            "output": a.output,
+            "type": a.target.name(),
+            "tensors": report.tensors,
+            "bytes": report.bytes,
+            "types": report.types,
+            "fallbacks": report.fallbacks,
+            "requantized": report.requantized,
+            "seconds": secs,
+        });
+        println!("{v}");
+    } else {
+        let types: Vec<String> = report
+            .types
+            .iter()
+            .map(|(t, n)| format!("{n} {t}"))
+            .collect();
+        eprintln!(
+            "wrote {} ({:.1} MiB, {} tensors; matrices: {}) in {secs:.1} s",
+            a.output.display(),
+            report.bytes as f64 / (1 << 20) as f64,
+            report.tensors,
+            types.join(", ")
+        );
+        for f in &report.fallbacks {
+            eprintln!("fallback: {f}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,256 @@
+//! `pull` and `models list | show | rm` through the real binary, against the store crate's
+//! mock hub and a temporary store (`FERROLLAMA_MODELS`, `FERROLLAMA_CACHE` point into a
+//! temp dir; hub and token variables are cleared), so nothing touches the real cache or
+//! the network.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../store/tests/common/gguf.rs"]
+mod gguf;
+#[path = "../../store/tests/common/hub.rs"]
+mod hub;
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{bin, run, stderr};
+use gguf::{TINY_PARAMS, tiny_gguf};
+use hub::{MockFile, MockHub, MockRepo, sha256_hex};
+
+/// A temp dir removed on drop.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p =
+            std::env::temp_dir().join(format!("ferrollama-cli-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary with a hermetic environment: the store and cache in `dir`, no hub or token
+/// variables from the caller, no pip.
+fn ferrollama(dir: &Path) -> Command {
+    let mut c = bin();
+    c.env("FERROLLAMA_MODELS", dir.join("models"))
+        .env("FERROLLAMA_CACHE", dir.join("cache"))
+        .env("FERROLLAMA_PYTHON", "/nonexistent/python")
+        .env_remove("HF_TOKEN")
+        .env_remove("HUGGING_FACE_HUB_TOKEN")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("FERROLLAMA_HUB_URL")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+#[test]
+fn pull_list_show_run_rm() {
+    let hub = MockHub::start();
+    let model = tiny_gguf(7);
+    hub.add(
+        "org/tiny-GGUF",
+        MockRepo::new(vec![
+            MockFile::small("README.md", b"# tiny"),
+            MockFile::lfs("tiny.Q8_0.gguf", model.clone()),
+        ]),
+    );
+    let tmp = Tmp::new("flow");
+    let dir = tmp.0.as_path();
+    let entry_file = dir.join("models/tiny.Q8_0/tiny.Q8_0.gguf");
+
+    // pull prints the path to load.
+    let path = ok(run(
+        ferrollama(dir).args(["pull", "--quiet", "--hub-url", &hub.url, "org/tiny-GGUF"]),
+        b"",
+    ));
+    assert_eq!(path.trim(), entry_file.display().to_string());
+    assert_eq!(std::fs::read(&entry_file).unwrap(), model);
+    let again = json(run(
+        ferrollama(dir).args(["pull", "--json", "--hub-url", &hub.url, "hf:org/tiny-GGUF"]),
+        b"",
+    ));
+    assert_eq!(again["up_to_date"], true);
+    assert_eq!(again["name"], "tiny.Q8_0");
+
+    // list
+    let list = json(run(ferrollama(dir).args(["models", "list", "--json"]), b""));
+    assert_eq!(list["root"], dir.join("models").display().to_string());
+    let models = list["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0]["name"], "tiny.Q8_0");
+    assert_eq!(models[0]["state"], "complete");
+    assert_eq!(models[0]["format"], "gguf");
+    assert_eq!(models[0]["size"], model.len() as u64);
+    assert_eq!(models[0]["source"], "hf:org/tiny-GGUF");
+    let table = ok(run(ferrollama(dir).args(["models", "list"]), b""));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("tiny.Q8_0") && table.contains("hf:org/tiny-GGUF"),
+        "{table}"
+    );
+
+    // show
+    let show = json(run(
+        ferrollama(dir).args(["models", "show", "tiny.Q8_0", "--json"]),
+        b"",
+    ));
+    assert_eq!(show["gguf"]["architecture"], "llama");
+    assert_eq!(show["gguf"]["parameters"], TINY_PARAMS);
+    assert_eq!(show["gguf"]["file_type"], "F32");
+    assert_eq!(show["gguf"]["llama"]["n_layers"], 1);
+    assert_eq!(show["manifest"]["files"][0]["sha256"], sha256_hex(&model));
+    assert_eq!(show["manifest"]["files"][0]["verified"], "hub");
+    let text = ok(run(
+        ferrollama(dir).args(["models", "show", "tiny.Q8_0"]),
+        b"",
+    ));
+    assert!(text.contains("architecture:  llama"), "{text}");
+    assert!(text.contains(&format!("({TINY_PARAMS})")), "{text}");
+
+    // -m NAME resolves to the entry's file. The tiny file has no tokenizer, so loading
+    // fails, and the message names the resolved path.
+    let out = run(
+        ferrollama(dir).args(["run", "-m", "tiny.Q8_0", "-n", "1", "hi"]),
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&entry_file.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        ferrollama(dir).args(["run", "-m", "tiny.q8_0", "-n", "1", "hi"]),
+        b"",
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a file, a folder or a model in the store"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean tiny.Q8_0"), "{err}");
+
+    // rm, then it is gone, and a second rm is an error.
+    let removed = json(run(
+        ferrollama(dir).args(["models", "rm", "tiny.Q8_0", "--json"]),
+        b"",
+    ));
+    assert_eq!(removed["name"], "tiny.Q8_0");
+    assert!(!entry_file.exists());
+    let list = json(run(ferrollama(dir).args(["models", "list", "--json"]), b""));
+    assert_eq!(list["models"].as_array().unwrap().len(), 0);
+    let out = run(ferrollama(dir).args(["models", "rm", "tiny.Q8_0"]), b"");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error: no model named"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn the_token_comes_from_hf_token_and_is_never_printed() {
+    let hub = MockHub::start();
+    hub.add(
+        "org/private",
+        MockRepo {
+            token: Some("hf_cli_s3cret".into()),
+            ..MockRepo::new(vec![MockFile::lfs("private.gguf", tiny_gguf(9))])
+        },
+    );
+    let tmp = Tmp::new("token");
+    let dir = tmp.0.as_path();
+
+    let out = run(
+        ferrollama(dir).args(["pull", "--hub-url", &hub.url, "org/private"]),
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("set HF_TOKEN"), "{}", stderr(&out));
+
+    let out = run(
+        ferrollama(dir).env("HF_TOKEN", "hf_wrong_one").args([
+            "pull",
+            "--hub-url",
+            &hub.url,
+            "org/private",
+        ]),
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("hf_wrong_one"), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hf_wrong_one"));
+
+    // The hub URL from HF_ENDPOINT, the token from HF_TOKEN.
+    let out = run(
+        ferrollama(dir)
+            .env("HF_TOKEN", "hf_cli_s3cret")
+            .env("HF_ENDPOINT", &hub.url)
+            .args(["pull", "--json", "org/private"]),
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    assert_eq!(v["name"], "private");
+    let api = hub
+        .seen()
+        .into_iter()
+        .rfind(|s| s.target.starts_with("/api/"))
+        .unwrap();
+    assert_eq!(api.header("authorization"), Some("Bearer hf_cli_s3cret"));
+}
+
+#[test]
+fn the_default_cache_layout_lists_loose_files_as_legacy() {
+    let tmp = Tmp::new("legacy");
+    let dir = tmp.0.as_path();
+    let models = dir.join("cache/models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("SmolLM2-135M-Instruct.Q4_1.gguf"), tiny_gguf(1)).unwrap();
+    // Without FERROLLAMA_MODELS the root is <cache>/models.
+    let list = json(run(
+        ferrollama(dir)
+            .env_remove("FERROLLAMA_MODELS")
+            .args(["models", "list", "--json"]),
+        b"",
+    ));
+    assert_eq!(list["root"], models.display().to_string());
+    assert_eq!(list["models"][0]["name"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(list["models"][0]["state"], "legacy");
+}
+
+#[test]
+fn bad_references_are_one_line_errors() {
+    let tmp = Tmp::new("badref");
+    for r in [
+        "a/b/c",
+        "org/repo:../../x.gguf",
+        "https://huggingface.co/x/y",
+    ] {
+        let out = run(ferrollama(&tmp.0).args(["pull", r]), b"");
+        assert_eq!(out.status.code(), Some(1), "{r}");
+        let err = stderr(&out);
+        assert!(err.starts_with("error: invalid reference"), "{r}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!tmp.0.join("models").exists());
+}

