@@ -35,6 +35,7 @@ enum Command {
     Fetch(cmd::fetch::FetchArgs),
     Pull(cmd::pull::PullArgs),
     Models(cmd::models::ModelsArgs),
+    Import(cmd::import::ImportArgs),
     Quantize(cmd::quantize::QuantizeArgs),
     Perplexity(cmd::perplexity::PerplexityArgs),
 }
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd::fetch::fetch(a),
         Command::Pull(a) => cmd::pull::pull(a),
         Command::Models(a) => cmd::models::models(a),
+        Command::Import(a) => cmd::import::import(a),
         Command::Quantize(a) => cmd::quantize::quantize(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
     };

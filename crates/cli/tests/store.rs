@@ -254,3 +254,73 @@ fn bad_references_are_one_line_errors() {
     }
     assert!(!tmp.0.join("models").exists());
 }
+
+fn testdata(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(p)
+}
+
+/// `import` writes a converted GGUF into a new entry that `-m NAME` then runs exactly like
+/// the converted file itself; a failed import leaves no entry behind.
+#[test]
+fn import_quantizes_into_the_store_and_runs_by_name() {
+    let t = Tmp::new("import");
+    let src = testdata("tiny/tiny-f16.gguf");
+    let out = ok(ferrollama(&t.0)
+        .args(["import", "--type", "q8_0", "--name", "tiny8", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["name"], "tiny8");
+    let stored = PathBuf::from(v["path"].as_str().unwrap());
+    assert!(stored.ends_with("tiny8/tiny8.gguf"), "{}", stored.display());
+    // The stored file is what `quantize` writes for the same input.
+    let direct = t.0.join("direct.gguf");
+    ok(ferrollama(&t.0)
+        .args(["quantize", "--type", "q8_0", "--json"])
+        .arg(&src)
+        .arg(&direct)
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(&direct).unwrap()
+    );
+    let complete = |m: &str| {
+        ok(ferrollama(&t.0)
+            .args(["run", "-m", m, "--temperature", "0", "-n", "6", "a b c"])
+            .output()
+            .unwrap())
+    };
+    assert_eq!(complete("tiny8"), complete(direct.to_str().unwrap()));
+    let list = json(
+        ferrollama(&t.0)
+            .args(["models", "list", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(list.to_string().contains("tiny8"), "{list}");
+    // Same name again: refused, the entry untouched.
+    let again = ferrollama(&t.0)
+        .args(["import", "--type", "q8_0", "--name", "tiny8"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("taken"), "{}", stderr(&again));
+    // A model that cannot be written (a float-only type asked of a quantized source).
+    let bad = ferrollama(&t.0)
+        .args(["import", "--type", "q4_k", "--name", "bad"])
+        .arg(testdata("tiny/tiny-q8_0.gguf"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("already quantized"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!t.0.join("models/bad").exists());
+}

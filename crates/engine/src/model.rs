@@ -19,13 +19,21 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a `.gguf` file, or a Hugging Face folder (config.json, safetensors,
-    /// tokenizer.json).
+    /// Loads a `.gguf` file, a Hugging Face folder (config.json, safetensors,
+    /// tokenizer.json or tokenizer.model) or a Meta checkpoint folder (params.json,
+    /// consolidated.NN.pth, tokenizer.model).
     pub fn load(path: &Path) -> Result<Model> {
         let (llama, tokenizer) = if path.is_dir() {
+            let m = ferrollama_model::import::open(path)?;
+            let tokenizer = ModelTokenizer::from_keys(&m.tokenizer)?;
+            let mut weights = m.weights;
+            weights.pack()?;
             (
-                Llama::from_safetensors(path)?,
-                ModelTokenizer::from_hf_dir(path)?,
+                Llama {
+                    config: m.config,
+                    weights,
+                },
+                tokenizer,
             )
         } else {
             let f = GgufFile::open(path)?;

@@ -6,7 +6,7 @@
 //! Meta's adjacent-pair RoPE, so those two are permuted back at load (spec §3):
 //! within each head, Meta row `2j` = HF row `j`, Meta row `2j + 1` = HF row `hd/2 + j`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,21 +19,105 @@ use crate::gguf::Bytes;
 use crate::names::{Format, file_name};
 use crate::weights::{Layer, Tensor, Weights};
 
-/// Where a tensor lives: shard, dtype, shape and byte range in the shard.
-#[derive(Debug)]
-struct Found {
-    file: usize,
-    dtype: DType,
+/// One tensor as a safetensors header describes it, with its byte range made absolute
+/// (the safetensors crate has checked that the ranges are contiguous, inside the file, and
+/// exactly dtype × shape long).
+#[derive(Debug, Clone)]
+struct Entry {
+    dtype: StDtype,
     shape: Vec<usize>,
     start: usize,
     len: usize,
 }
 
-/// The safetensors files of a folder, memory-mapped.
+/// Reads and checks the header of one safetensors file: every tensor's name and entry,
+/// sorted by name. The one header reader both [`SafetensorsFolder`] and
+/// [`parse_file_bytes`] use.
+fn read_header(bytes: &[u8]) -> Result<Vec<(String, Entry)>> {
+    let (n, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    // 8 bytes of header length, then the JSON header, then the data.
+    let data_start = n
+        .checked_add(8)
+        .ok_or_else(|| ModelError::Invalid("safetensors header length overflows".into()))?;
+    let mut entries = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (s, e) = info.data_offsets;
+            let start = data_start.checked_add(s);
+            let len = e.checked_sub(s);
+            match (start, len) {
+                (Some(start), Some(len)) => Ok((
+                    name,
+                    Entry {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start,
+                        len,
+                    },
+                )),
+                _ => Err(ModelError::Tensor {
+                    name,
+                    what: format!("data offsets [{s}, {e}) are invalid"),
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// Our dtype for a safetensors dtype: the float types weights are stored in.
+fn dtype_of(name: &str, dtype: StDtype) -> Result<DType> {
+    match dtype {
+        StDtype::F32 => Ok(DType::F32),
+        StDtype::F16 => Ok(DType::F16),
+        StDtype::BF16 => Ok(DType::BF16),
+        other => Err(ModelError::Tensor {
+            name: name.into(),
+            what: format!("dtype {other:?} is not supported (F32, F16, BF16 are)"),
+        }),
+    }
+}
+
+/// `[rows, cols]` of a vector (one row) or matrix; `None` for any other rank.
+fn matrix_shape(shape: &[usize]) -> Option<(usize, usize)> {
+    match shape {
+        [n] => Some((1, *n)),
+        [r, c] => Some((*r, *c)),
+        _ => None,
+    }
+}
+
+/// Parses one safetensors file held in memory exactly as [`SafetensorsFolder`] reads each
+/// shard (same header reader, dtype and shape rules, bounds checks), returning every tensor
+/// as a `[rows, cols]` view, sorted by name. Any tensor that is not an F32/F16/BF16 vector
+/// or matrix is an error. The fuzzing entry point: no files needed.
+pub fn parse_file_bytes(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
+    let entries = read_header(bytes)?;
+    let file = Arc::new(Bytes::Owned(bytes.to_vec()));
+    entries
+        .into_iter()
+        .map(|(name, e)| {
+            let dtype = dtype_of(&name, e.dtype)?;
+            let (rows, cols) = matrix_shape(&e.shape).ok_or_else(|| ModelError::Tensor {
+                name: name.clone(),
+                what: format!("shape {:?} is not a vector or matrix", e.shape),
+            })?;
+            let t = Tensor::view(dtype, rows, cols, file.clone(), e.start, e.len)?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// The safetensors files of a folder, memory-mapped, with their headers read.
 #[derive(Debug)]
 pub struct SafetensorsFolder {
     pub config: LlamaConfig,
     files: Vec<Arc<Bytes>>,
+    /// Tensor name to shard index and entry; the first shard holding a name wins.
+    index: HashMap<String, (usize, Entry)>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -44,7 +128,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 }
 
 impl SafetensorsFolder {
-    /// Opens `dir`: reads `config.json` and maps every shard.
+    /// Opens `dir`: reads `config.json`, maps every shard and reads its header.
     pub fn open(dir: &Path) -> Result<SafetensorsFolder> {
         let cfg_path = dir.join("config.json");
         let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
@@ -77,80 +161,57 @@ impl SafetensorsFolder {
         } else {
             vec![dir.join("model.safetensors")]
         };
-        let files = shards
-            .iter()
-            .map(|p| {
-                let f = std::fs::File::open(p).map_err(io(p))?;
-                // SAFETY: read-only map; see GgufFile::open.
-                let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(p))?;
-                // Validate the header now, so later lookups cannot fail on format.
-                SafeTensors::deserialize(&m)
-                    .map_err(|e| ModelError::Invalid(format!("{}: {e}", p.display())))?;
-                Ok(Arc::new(Bytes::Mmap(m)))
-            })
-            .collect::<Result<_>>()?;
-        Ok(SafetensorsFolder { config, files })
+        let mut files = Vec::with_capacity(shards.len());
+        let mut tensors: HashMap<String, (usize, Entry)> = HashMap::new();
+        for (i, p) in shards.iter().enumerate() {
+            let f = std::fs::File::open(p).map_err(io(p))?;
+            // SAFETY: read-only map; see GgufFile::open.
+            let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(p))?;
+            // Read the header now, so later lookups cannot fail on format.
+            let entries = read_header(&m)
+                .map_err(|e| ModelError::Invalid(format!("{}: {e}", p.display())))?;
+            for (name, e) in entries {
+                tensors.entry(name).or_insert((i, e));
+            }
+            files.push(Arc::new(Bytes::Mmap(m)));
+        }
+        Ok(SafetensorsFolder {
+            config,
+            files,
+            index: tensors,
+        })
     }
 
-    /// Finds `name` in the shards.
-    fn find(&self, name: &str) -> Result<Option<Found>> {
-        for (i, f) in self.files.iter().enumerate() {
-            let st = SafeTensors::deserialize(f).map_err(|e| ModelError::Invalid(e.to_string()))?;
-            if let Ok(view) = st.tensor(name) {
-                let dtype = match view.dtype() {
-                    StDtype::F32 => DType::F32,
-                    StDtype::F16 => DType::F16,
-                    StDtype::BF16 => DType::BF16,
-                    other => {
-                        return Err(ModelError::Tensor {
-                            name: name.into(),
-                            what: format!("dtype {other:?} is not supported (F32, F16, BF16 are)"),
-                        });
-                    }
-                };
-                let data = view.data();
-                let start = data.as_ptr() as usize - f.as_ptr() as usize;
-                return Ok(Some(Found {
-                    file: i,
-                    dtype,
-                    shape: view.shape().to_vec(),
-                    start,
-                    len: data.len(),
-                }));
-            }
-        }
-        Ok(None)
+    /// Finds `name` in the shards (shard index and entry), checking that its dtype is one
+    /// we read.
+    fn find(&self, name: &str) -> Result<Option<(usize, &Entry, DType)>> {
+        let Some((file, entry)) = self.index.get(name) else {
+            return Ok(None);
+        };
+        Ok(Some((*file, entry, dtype_of(name, entry.dtype)?)))
     }
 
     fn tensor(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Tensor>> {
-        let Some(Found {
-            file,
-            dtype,
-            shape,
-            start,
-            len,
-        }) = self.find(name)?
-        else {
+        let Some((file, entry, dtype)) = self.find(name)? else {
             return Ok(None);
         };
-        let (r, c) = match shape.as_slice() {
-            [n] => (1, *n),
-            [r, c] => (*r, *c),
-            _ => (0, 0),
-        };
-        if (r, c) != (rows, cols) {
+        if matrix_shape(&entry.shape) != Some((rows, cols)) {
             return Err(ModelError::Tensor {
                 name: name.into(),
-                what: format!("shape {shape:?}, expected [{rows}, {cols}]"),
+                what: format!("shape {:?}, expected [{rows}, {cols}]", entry.shape),
             });
         }
+        let bytes = self.files.get(file).ok_or_else(|| ModelError::Tensor {
+            name: name.into(),
+            what: format!("shard {file} is missing"),
+        })?;
         Ok(Some(Tensor::view(
             dtype,
             rows,
             cols,
-            self.files[file].clone(),
-            start,
-            len,
+            bytes.clone(),
+            entry.start,
+            entry.len,
         )?))
     }
 

@@ -118,6 +118,17 @@ impl ModelTokenizer {
 }
 
 impl ModelTokenizer {
+    /// Builds the tokenizer from GGUF `tokenizer.*` key/values (what importers produce), by
+    /// the same code path as a GGUF file's.
+    pub fn from_keys(keys: &[(String, Value)]) -> Result<ModelTokenizer> {
+        let mut w = crate::gguf::GgufWriter::new();
+        for (k, v) in keys {
+            w.set(k, v.clone());
+        }
+        let f = GgufFile::parse(crate::gguf::Bytes::Owned(w.to_bytes()))?;
+        ModelTokenizer::from_gguf(&f)
+    }
+
     /// Reads a Hugging Face folder's `tokenizer.json` (byte-level BPE) and, if present,
     /// `tokenizer_config.json` (chat template, BOS/EOS, add_bos_token).
     pub fn from_hf_dir(dir: &std::path::Path) -> Result<ModelTokenizer> {

@@ -21,6 +21,7 @@ pub mod error;
 pub mod hash;
 pub mod hub;
 pub mod info;
+pub mod local;
 pub mod manifest;
 pub mod name;
 pub mod paths;

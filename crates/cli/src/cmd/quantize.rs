@@ -44,7 +44,7 @@ pub struct QuantizeArgs {
     json: bool,
 }
 
-fn parse_target(s: &str) -> Result<Target, String> {
+pub fn parse_target(s: &str) -> Result<Target, String> {
     Target::parse(s).ok_or_else(|| {
         let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
         format!("unknown type {s:?}; choose one of {}", names.join(", "))
