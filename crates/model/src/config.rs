@@ -191,7 +191,10 @@ impl LlamaConfig {
                 self.rope_dims, self.head_dim
             ));
         }
+        // Heads are bounded too, so q_dim() and kv_dim() cannot overflow (with head_dim
+        // at most 1024 they stay under 2^22).
         if self.dim > 1 << 16
+            || self.n_heads > 1 << 12
             || self.ffn_dim > 1 << 18
             || self.n_layers > 1024
             || self.vocab_size > 1 << 22
@@ -246,6 +249,22 @@ mod tests {
             d.iter().any(|&x| x > 1.0 && x < 8.0),
             "a smooth middle band exists"
         );
+    }
+
+    /// Found by review while writing the `config` fuzz target, reproduced with it (panic
+    /// "attempt to multiply with overflow" in `q_dim`): `validate` bounded `head_dim` but
+    /// not the head count, so 2^62 heads of 4 passed and `n_heads * head_dim` overflowed
+    /// (wrapping to a zero-row `wq` in release builds).
+    #[test]
+    fn head_count_overflow() {
+        let text = r#"{"hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 4611686018427387904, "num_key_value_heads": 1,
+            "head_dim": 4, "intermediate_size": 16, "vocab_size": 16}"#;
+        let e = LlamaConfig::from_hf_json(text).expect_err("absurd head count");
+        assert!(e.to_string().contains("absurdly large"), "{e}");
+        // A real head count still validates.
+        let ok = text.replace("4611686018427387904", "2");
+        assert_eq!(LlamaConfig::from_hf_json(&ok).expect("config").q_dim(), 8);
     }
 
     #[test]

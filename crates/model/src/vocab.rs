@@ -129,103 +129,10 @@ impl ModelTokenizer {
         ModelTokenizer::from_gguf(&f)
     }
 
-    /// Reads a Hugging Face folder's `tokenizer.json` (byte-level BPE) and, if present,
-    /// `tokenizer_config.json` (chat template, BOS/EOS, add_bos_token).
+    /// Reads a Hugging Face folder's `tokenizer.json` (byte-level BPE) or `tokenizer.model`,
+    /// and `tokenizer_config.json` if present (chat template, BOS/EOS, add_bos_token), through
+    /// the importer's GGUF keys, so a folder and the GGUF made from it load alike.
     pub fn from_hf_dir(dir: &std::path::Path) -> Result<ModelTokenizer> {
-        let read = |name: &str| -> Result<Option<serde_json::Value>> {
-            let p = dir.join(name);
-            if !p.exists() {
-                return Ok(None);
-            }
-            let text = std::fs::read_to_string(&p).map_err(|source| ModelError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| ModelError::Vocab(format!("{}: {e}", p.display())))
-        };
-        let tj = read("tokenizer.json")?
-            .ok_or_else(|| ModelError::Vocab(format!("{} has no tokenizer.json", dir.display())))?;
-        let model = &tj["model"];
-        if model["type"].as_str() != Some("BPE") {
-            return Err(ModelError::Unsupported(format!(
-                "tokenizer.json model type {}",
-                model["type"]
-            )));
-        }
-        let vocab = model["vocab"]
-            .as_object()
-            .ok_or_else(|| ModelError::Vocab("tokenizer.json has no model.vocab".into()))?;
-        let mut entries: Vec<(u32, String, i64)> = vocab
-            .iter()
-            .filter_map(|(t, id)| id.as_u64().map(|i| (i as u32, t.clone(), 1)))
-            .collect();
-        for a in tj["added_tokens"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) {
-                let kind = if a["special"].as_bool().unwrap_or(false) {
-                    3
-                } else {
-                    4
-                };
-                entries.retain(|e| e.0 != id as u32);
-                entries.push((id as u32, content.to_string(), kind));
-            }
-        }
-        let n = entries.iter().map(|e| e.0 as usize + 1).max().unwrap_or(0);
-        if n > 1 << 22 {
-            return Err(ModelError::Vocab(format!("token id {n} is absurdly large")));
-        }
-        let mut texts = vec![String::new(); n];
-        let mut types = vec![5i64; n]; // unused unless defined
-        for (id, t, k) in entries {
-            texts[id as usize] = t;
-            types[id as usize] = k;
-        }
-        let merges: Vec<String> = model["merges"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|m| match m {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Array(p) => {
-                    Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
-                }
-                _ => None,
-            })
-            .collect();
-        let pre_desc = tj["pre_tokenizer"].to_string();
-        let pre = if pre_desc.contains("{1,3}") {
-            PreTokenizer::Llama3
-        } else if pre_desc.contains("\"Digits\"") {
-            PreTokenizer::Smollm
-        } else {
-            PreTokenizer::Gpt2
-        };
-        let bpe = ByteLevelBpe::new(&texts, &types, &merges, pre)
-            .map_err(|e| ModelError::Vocab(e.to_string()))?;
-        let cfg = read("tokenizer_config.json")?.unwrap_or_default();
-        let token_of = |key: &str| -> Option<u32> {
-            let v = &cfg[key];
-            let text = v.as_str().or_else(|| v["content"].as_str())?;
-            bpe.token_id(text)
-        };
-        let bos = token_of("bos_token");
-        let eos = token_of("eos_token");
-        Ok(ModelTokenizer {
-            stop_ids: eog_ids(&bpe, eos.into_iter().collect()),
-            bos,
-            eos,
-            add_bos: cfg["add_bos_token"]
-                .as_bool()
-                .unwrap_or(pre == PreTokenizer::Llama3),
-            chat_template: cfg["chat_template"].as_str().map(str::to_string),
-            bpe,
-        })
+        ModelTokenizer::from_keys(&crate::vocab_keys::from_hf_dir(dir)?)
     }
 }

@@ -15,9 +15,9 @@
 //! pins that. Meta's 256 special tokens follow as CONTROL tokens with their llama-models
 //! names.
 //!
-//! The `tokenizer.json` reading follows [`crate::vocab::ModelTokenizer::from_hf_dir`] rule
-//! for rule (ids, added-token types, the pre-tokenizer choice, BOS/EOS/add_bos and the chat
-//! template), so both paths give the same tokenizer; a test pins that.
+//! This is the one reader of `tokenizer.json` (ids, added-token types, the pre-tokenizer
+//! choice, BOS/EOS/add_bos and the chat template): [`crate::vocab::ModelTokenizer::from_hf_dir`]
+//! loads these keys, so a folder and the GGUF imported from it give the same tokenizer.
 
 use std::path::{Path, PathBuf};
 

@@ -399,7 +399,7 @@ fn write_hf_folder(dir: &Path) {
 }
 
 /// An HF folder imports to the GGUF's weights (wq/wk permuted back), and its tokenizer keys,
-/// written to a GGUF, load as the same tokenizer `ModelTokenizer::from_hf_dir` builds.
+/// written to a GGUF, load as the tokenizer of the GGUF file the folder was made from.
 #[test]
 fn import_open_reads_a_hf_folder() {
     let dir = temp_dir("import-hf");
@@ -421,13 +421,16 @@ fn import_open_reads_a_hf_folder() {
         Some(Value::String("llama-bpe".into()))
     );
     let from_keys = tokenizer_from_keys(&imp.tokenizer);
-    let from_dir = ModelTokenizer::from_hf_dir(&dir).unwrap();
     let f = GgufFile::open(testdata("tiny/tiny-f16.gguf")).unwrap();
     let from_gguf = ModelTokenizer::from_gguf(&f).unwrap();
-    assert_eq!((from_keys.bos, from_keys.eos), (from_dir.bos, from_dir.eos));
     assert_eq!(from_keys.bos, from_gguf.bos);
-    assert_eq!(from_keys.add_bos, from_dir.add_bos);
-    assert_eq!(from_keys.stop_ids, from_dir.stop_ids);
+    assert_eq!(from_keys.eos, from_keys.bpe.token_id("<|eot_id|>"));
+    assert!(from_keys.add_bos);
+    assert!(
+        from_keys
+            .stop_ids
+            .contains(&from_keys.bpe.token_id("<|eot_id|>").unwrap())
+    );
     assert_eq!(
         from_keys.chat_template.as_deref(),
         Some("{{ messages[0].content }}")
@@ -440,7 +443,6 @@ fn import_open_reads_a_hf_folder() {
     ] {
         for special in [false, true] {
             let ids = from_keys.bpe.encode(text, special);
-            assert_eq!(ids, from_dir.bpe.encode(text, special), "{text:?}");
             assert_eq!(ids, from_gguf.bpe.encode(text, special), "{text:?}");
         }
     }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use ferrollama_model::export::{ModelParts, Target, write_gguf};
 use ferrollama_store::Store;
 use ferrollama_store::name::derive_name;
-use indicatif::{ProgressBar, ProgressStyle};
 
+use super::quantize::{bytes_bar, default_threads};
 use super::source::open_source;
 
 /// Import a model into the local store (see `ferrollama models list`): a Hugging Face
@@ -68,21 +68,8 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
         .name
         .clone()
         .unwrap_or_else(|| derive_name(&format!("{stem}-{}", target.name())));
-    let threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let bar = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("importing [{bar:30}] {bytes}/{total_bytes} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let bar = bytes_bar(a.json, "importing");
     let source = format!("import:{} ({})", a.path.display(), target.name());
     let model_name = src.name.clone().unwrap_or_else(|| stem.clone());
     let parts = ModelParts {

@@ -51,6 +51,31 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     })
 }
 
+/// All cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A bytes progress bar on stderr labelled `msg` (hidden when the output is JSON).
+pub fn bytes_bar(json: bool, msg: &str) -> ProgressBar {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(msg.to_string());
+    bar
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
@@ -79,24 +104,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         tokenizer: &src.tokenizer,
         name: name.as_deref(),
     };
-    let threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let bar = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(format!("writing {}", a.target.name()));
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let bar = bytes_bar(a.json, &format!("writing {}", a.target.name()));
     let started = std::time::Instant::now();
     let progress = |done: u64, total: u64| {
         bar.set_length(total);

@@ -11,7 +11,8 @@
 //! Every read is bounds-checked, lengths are checked against the bytes that remain before
 //! anything is allocated, nesting is capped at [`MAX_DEPTH`] (so dropping a value never
 //! recurses deeply), and copying values out of the memo or with `DUP` draws on a budget of
-//! [`MAX_COPIED`] nodes, so a few hundred bytes cannot expand into gigabytes.
+//! [`MAX_COPIED`] units (a value node, or 32 bytes of string payload), so a few kilobytes
+//! cannot expand into gigabytes, whether through many nodes or through long strings.
 
 use rustc_hash::FxHashMap;
 
@@ -20,8 +21,12 @@ use crate::error::{ModelError, Result};
 
 /// Deepest nesting of containers (torch.save needs about 5).
 pub const MAX_DEPTH: u32 = 64;
-/// Value nodes that memo reads and `DUP` may copy, in total.
+/// What memo reads and `DUP` may copy, in total, in units of [`Item::size`]: one per value
+/// node plus one per [`PAYLOAD_UNIT`] bytes of string, bytes or storage-key payload (about
+/// 128 MiB of copies at most).
 pub const MAX_COPIED: u64 = 1 << 22;
+/// Payload bytes that weigh as much as one value node in [`Item::size`].
+const PAYLOAD_UNIT: u64 = 32;
 /// Values on the stack at once.
 const MAX_STACK: usize = 1 << 20;
 /// Open `MARK`s at once.
@@ -68,20 +73,30 @@ impl Value {
     }
 }
 
-/// A value with its nesting depth and node count, tracked so that limits are O(1) checks.
+/// A value with its nesting depth and size, tracked so that limits are O(1) checks.
 #[derive(Debug, Clone)]
 struct Item {
     v: Value,
     depth: u32,
+    /// Nodes, plus the payload bytes they own in [`PAYLOAD_UNIT`]s: roughly the memory a
+    /// copy costs. Counting nodes alone let a long string copied through the memo expand
+    /// a 14 KB checkpoint into gigabytes (see the `pickle_string_bomb` test).
     size: u64,
 }
 
 impl Item {
     fn leaf(v: Value) -> Item {
+        let payload = match &v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Storage(s) => s.key.len(),
+            Value::Tensor(t) => t.storage.key.len() + 16 * t.shape.len(),
+            _ => 0,
+        };
         Item {
             v,
             depth: 1,
-            size: 1,
+            size: 1 + (payload as u64).div_ceil(PAYLOAD_UNIT),
         }
     }
 }

@@ -346,6 +346,39 @@ fn deep_nesting_and_self_expanding_pickles_are_stopped() {
     );
 }
 
+/// Found while writing the `pth` fuzz target (by review, then reproduced with the target:
+/// libFuzzer out-of-memory at its 2 GB RSS limit). The copy budget counted value nodes
+/// only, so a long string copied through the memo was nearly free: this 14 KB checkpoint
+/// (one 8,000-byte string, a tuple of 1,000 memo copies of it, then 2,000 memo copies of
+/// that tuple) made the reader allocate about 16 GB.
+#[test]
+fn pickle_string_bomb() {
+    let pkl = [
+        &b"\x80\x02X\x40\x1f\x00\x00"[..], // PROTO 2, BINUNICODE of 8,000 bytes
+        &[b'a'; 8000],
+        b"q\x00(",              // BINPUT 0, MARK
+        &b"h\x00".repeat(1000), // BINGET 0 (x1,000)
+        b"tq\x01",              // TUPLE, BINPUT 1
+        &b"h\x01".repeat(2000), // BINGET 1 (x2,000)
+        b".",
+    ]
+    .concat();
+    let s = pickle_err(&pkl);
+    assert!(s.contains("expands itself"), "{s}");
+    let s = parse_err(&torch_zip(&pkl, &[], false));
+    assert!(s.contains("expands itself"), "{s}");
+    // The same shape at a size real checkpoints use (short strings) still reads.
+    let small = [
+        &b"\x80\x02X\x03\x00\x00\x00cpuq\x00("[..],
+        &b"h\x00".repeat(100),
+        b"tq\x01",
+        &b"h\x01".repeat(100),
+        b".",
+    ]
+    .concat();
+    assert!(pickle::load(&small).is_ok());
+}
+
 #[test]
 fn tensor_records_are_checked_against_their_storage() {
     let data = f32_bytes(&[0.0; 4]);
