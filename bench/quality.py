@@ -109,14 +109,51 @@ def llama_ppl(binary: str, model: Path, text: Path, ctx: int, chunks: int, kld: 
 
 
 GREEDY = r"""
-import json, sys, llama_cpp
+import json, sys
+import numpy as np
+import llama_cpp
+from llama_cpp import Llama
+n = int(sys.argv[1])
 out = {}
 for path in sys.argv[2:]:
-    m = llama_cpp.Llama(path, n_ctx=256, n_threads=2, verbose=False, seed=0)
-    out[path] = [m.create_completion(p, max_tokens=int(sys.argv[1]), temperature=0.0)["choices"][0]["text"]
-                 for p in PROMPTS]
+    llm = Llama(path, n_ctx=256, n_batch=256, n_ubatch=256, n_threads=2, verbose=False, flash_attn=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    rows = []
+    for p in PROMPTS:
+        ids = llm.tokenize(p.encode(), add_bos=True, special=False)
+        llm.reset()
+        llm.eval(ids)
+        pieces, margins = [], []
+        for _ in range(n):
+            ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+            lg = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32).copy()
+            order = np.argsort(-lg, kind="stable")
+            t = int(order[0])
+            margins.append(float(lg[order[0]] - lg[order[1]]))
+            pieces.append(llm.detokenize([t], special=False).decode("utf-8", errors="replace"))
+            if llama_cpp.llama_vocab_is_eog(vocab, t):
+                break
+            llm.eval([t])
+        rows.append({"pieces": pieces, "margins": margins})
+    out[path] = rows
 print(json.dumps(out))
 """
+
+# A divergence at a step where llama.cpp's top two logits are this close is a near-tie:
+# the engines sum in different orders, and either pick is the argmax within rounding.
+NEAR_TIE = 0.05
+
+
+def compare(ours: str, theirs: dict) -> dict:
+    """Walks llama.cpp's greedy steps along our text: how many steps agree, and the
+    top1 - top2 margin where they first disagree."""
+    pos = 0
+    for i, (piece, margin) in enumerate(zip(theirs["pieces"], theirs["margins"])):
+        if ours.startswith(piece, pos) or (piece == "" and i == len(theirs["pieces"]) - 1):
+            pos += len(piece)
+            continue
+        return {"agree": i, "of": len(theirs["pieces"]), "margin": margin}
+    return {"agree": len(theirs["pieces"]), "of": len(theirs["pieces"]), "margin": None}
 
 
 def greedy_check(py: str, types: list[str], n: int) -> list[dict]:
@@ -134,9 +171,15 @@ def greedy_check(py: str, types: list[str], n: int) -> list[dict]:
     theirs = json.loads(run([py, "-c", code, n] + [files[t] for t in files]).strip().splitlines()[-1])
     rows = []
     for t, f in files.items():
-        ours = [run([FERRO, "run", "-m", f, "--temperature", "0", "-n", n, p]) for p in PROMPTS]
-        same = sum(a == b for a, b in zip(ours, theirs[str(f)]))
-        rows.append({"type": t, "same": same, "of": len(PROMPTS), "ours": ours, "llama_cpp": theirs[str(f)]})
+        res = []
+        for p, th in zip(PROMPTS, theirs[str(f)]):
+            # `run` ends its output with one newline of its own.
+            ours = run([FERRO, "run", "-m", f, "--temperature", "0", "-n", n, p])
+            ours = ours[:-1] if ours.endswith("\n") else ours
+            c = compare(ours, th)
+            c.update({"prompt": p, "ours": ours, "llama_cpp": "".join(th["pieces"])})
+            res.append(c)
+        rows.append({"type": t, "prompts": res})
     return rows
 
 
@@ -147,6 +190,7 @@ def main() -> None:
     ap.add_argument("--types", default="q8_0,q4_k,q6_k,fp8")
     ap.add_argument("--no-llama", action="store_true", help="ours only")
     ap.add_argument("--greedy-tokens", type=int, default=32)
+    ap.add_argument("--greedy-only", action="store_true", help="only the greedy-output check")
     ap.add_argument("--json", help="save the numbers here")
     args = ap.parse_args()
     types = [t for t in args.types.split(",") if t]
@@ -161,16 +205,16 @@ def main() -> None:
         llama_bin = run([ROOT / "scripts" / "setup-llama-perplexity"]).strip().splitlines()[-1]
 
     qdir = cache_dir() / "bench-models" / "quality"
-    files = {"f16": base}
+    files = {} if args.greedy_only else {"f16": base}
     qtime = {}
-    for t in types:
+    for t in types if files else []:
         files[t] = qdir / f"llama-1b-{t}.gguf"
         qtime[t] = quantize(base, files[t], t)
 
     rows = []
     kld = qdir / "llama-1b-f16.kld"
     lbase = None
-    if llama_bin:
+    if llama_bin and files:
         log("llama.cpp: F16 base (saving logits for KL)")
         lbase = llama_ppl(llama_bin, base, text, args.ctx, args.chunks, kld, "base")
     for t, f in files.items():
@@ -189,12 +233,13 @@ def main() -> None:
 
     greedy = [] if args.no_llama else greedy_check(py, types, args.greedy_tokens)
 
-    print(f"\ncorpus: pydoc_data.topics (Python {sys.version.split()[0]}), sha256 {sha[:16]}…, "
-          f"{rows[0].get('ours_ppl') and ''}{args.chunks} chunks of {args.ctx} tokens, {args.chunks * (args.ctx - args.ctx // 2 - 1)} positions scored")
-    print("model: generated Llama-3.2-1B shape (seeded random weights), base F16\n")
-    print("| type | file MiB | ours PPL | llama.cpp PPL | Δ PPL | ours KL | llama.cpp KL | same top (ours / llama.cpp) |")
-    print("|---|---|---|---|---|---|---|---|")
     fails = []
+    if files:
+        print(f"\ncorpus: pydoc_data.topics (Python {sys.version.split()[0]}), sha256 {sha[:16]}…, "
+              f"{args.chunks} chunks of {args.ctx} tokens, {args.chunks * (args.ctx - args.ctx // 2 - 1)} positions scored")
+        print("model: generated Llama-3.2-1B shape (seeded random weights), base F16\n")
+        print("| type | file MiB | ours PPL | llama.cpp PPL | Δ PPL | ours KL | llama.cpp KL | same top (ours / llama.cpp) |")
+        print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         lp = r.get("llama_ppl")
         diff = r.get("ppl_diff_pct")
@@ -205,15 +250,21 @@ def main() -> None:
               f"{r['ours_kld']:.6f} | {r.get('llama_kld', float('nan')) if lp else 'n/a'} | "
               f"{r['ours_same_top']:.2f}% / {r.get('llama_same_top', 'n/a') if lp else 'n/a'} |")
     if greedy:
-        print(f"\ngreedy continuations ({args.greedy_tokens} tokens, SmolLM2-135M-Instruct quantized by ferrollama):")
+        print(f"\ngreedy continuations ({args.greedy_tokens} tokens, SmolLM2-135M-Instruct quantized by ferrollama;"
+              f" llama.cpp: argmax of its logits, flash attention off):")
         for g in greedy:
-            ok = g["same"] == g["of"]
-            print(f"  {g['type']}: {g['same']}/{g['of']} prompts identical in llama.cpp and ferrollama")
-            if not ok:
-                fails.append(f"greedy {g['type']}: {g['same']}/{g['of']}")
-                for a, b in zip(g["ours"], g["llama_cpp"]):
-                    if a != b:
-                        print(f"    ours:      {a!r}\n    llama.cpp: {b!r}")
+            cells = []
+            for r in g["prompts"]:
+                if r["agree"] == r["of"]:
+                    cells.append(f"{r['of']}/{r['of']} identical")
+                else:
+                    tie = r["margin"] < NEAR_TIE
+                    cells.append(f"{r['agree']}/{r['of']} then a {'near-tie' if tie else 'DIVERGENCE'} "
+                                 f"(llama.cpp top1-top2 = {r['margin']:.3f})")
+                    if not tie:
+                        fails.append(f"greedy {g['type']} {r['prompt']!r}")
+                        print(f"    ours:      {r['ours']!r}\n    llama.cpp: {r['llama_cpp']!r}")
+            print(f"  {g['type']}: " + "; ".join(cells))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "greedy": greedy, "corpus_sha256": sha,
                                                "chunks": args.chunks, "ctx": args.ctx}, indent=1))

@@ -16,7 +16,9 @@ use zip::{CompressionMethod, ZipArchive};
 use crate::error::{ModelError, Result};
 use crate::gguf::Bytes;
 
-/// Largest deflated record we inflate (torch never compresses; this is for odd zips).
+/// Largest deflated record we inflate, and the most all deflated records of one archive may
+/// inflate to together (torch never compresses; this is for odd zips, and keeps a small
+/// file of many compressed records from claiming a thousand times its size in memory).
 pub const MAX_INFLATED: u64 = 1 << 30;
 /// Largest `data.pkl` we read (real ones are well under a megabyte).
 const MAX_PICKLE: u64 = 64 << 20;
@@ -51,6 +53,8 @@ pub struct Archive<'a> {
     /// `"<archive>/"`.
     prefix: Vec<u8>,
     entries: FxHashMap<Vec<u8>, Entry>,
+    /// Bytes inflated from deflated records so far (capped at [`MAX_INFLATED`]).
+    inflated: u64,
 }
 
 fn err(what: impl Into<String>) -> ModelError {
@@ -144,6 +148,7 @@ impl<'a> Archive<'a> {
             zip,
             prefix,
             entries,
+            inflated: 0,
         })
     }
 
@@ -171,6 +176,13 @@ impl<'a> Archive<'a> {
                 e.size
             )));
         }
+        if e.deflated && self.inflated.saturating_add(e.size) > MAX_INFLATED {
+            return Err(err(format!(
+                "deflated records would inflate to more than {MAX_INFLATED} bytes in all \
+                 (record {name} adds {})",
+                e.size
+            )));
+        }
         if !e.deflated {
             return Ok(Some(Record {
                 bytes: self.file.clone(),
@@ -194,6 +206,7 @@ impl<'a> Archive<'a> {
             )));
         }
         let len = out.len();
+        self.inflated += len as u64;
         Ok(Some(Record {
             bytes: Arc::new(Bytes::Owned(out)),
             start: 0,

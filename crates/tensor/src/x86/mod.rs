@@ -7,3 +7,4 @@ pub(crate) mod gemm512;
 pub(crate) mod otf512q6k;
 pub(crate) mod packed512;
 pub(crate) mod packed512k;
+pub(crate) mod quant512;
