@@ -94,6 +94,36 @@ impl Target {
     }
 }
 
+impl Target {
+    /// F32, F16 or BF16: writing an already quantized model in these widens it (loses
+    /// almost nothing) instead of quantizing it again.
+    pub fn is_float(self) -> bool {
+        matches!(self, Target::F32 | Target::F16 | Target::BF16)
+    }
+}
+
+/// The quantized types among `w`'s matrices that writing as `target` would quantize again,
+/// compounding the error (none for a float target); sorted, each once.
+pub fn requantized_types(w: &Weights, target: Target) -> Vec<&'static str> {
+    if target.is_float() {
+        return Vec::new();
+    }
+    let mut names: Vec<&'static str> = std::iter::once(&w.tok_embeddings)
+        .chain(std::iter::once(&w.output))
+        .chain(
+            w.layers
+                .iter()
+                .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3]),
+        )
+        .map(|t| t.dtype)
+        .filter(|d| !matches!(d, DType::F32 | DType::F16 | DType::BF16))
+        .map(DType::name)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// The model to write: configuration, weights under reference names, and the GGUF
 /// `tokenizer.*` key/values to carry over.
 #[derive(Debug, Clone, Copy)]
@@ -269,7 +299,7 @@ fn plan<'a>(
 }
 
 /// `llama.*` and `general.*` metadata for `cfg`, then the tokenizer's keys.
-fn metadata(parts: &ModelParts<'_>, target: Target, quantized: bool) -> Vec<(String, Value)> {
+fn metadata(parts: &ModelParts<'_>, target: Target) -> Vec<(String, Value)> {
     let c = parts.config;
     let u32v = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
     let mut m: Vec<(String, Value)> = vec![
@@ -299,7 +329,6 @@ fn metadata(parts: &ModelParts<'_>, target: Target, quantized: bool) -> Vec<(Str
         m.push(("general.file_type".into(), Value::U32(ft)));
     }
     // llama.cpp's converter writes this to every file, quantized or not.
-    let _ = quantized;
     m.push(("general.quantization_version".into(), Value::U32(2)));
     if target == Target::Fp8 {
         m.push((
@@ -364,13 +393,7 @@ pub fn write_gguf(
 ) -> Result<ExportReport> {
     let mut report = ExportReport::default();
     let planned = plan(parts.config, parts.weights, target, &mut report)?;
-    let quantized = planned.iter().any(|(p, _)| {
-        !matches!(
-            p.dtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3
-        )
-    });
-    let meta = metadata(parts, target, quantized);
+    let meta = metadata(parts, target);
     if !meta.iter().any(|(k, _)| k == "tokenizer.ggml.model") {
         return Err(ModelError::Vocab(
             "the source has no tokenizer to carry into the GGUF file".into(),

@@ -19,7 +19,7 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::names::{Format, file_name};
 use crate::pth::{PthFile, PthTensor};
-use crate::weights::{Layer, Tensor, Weights};
+use crate::weights::{Tensor, Weights};
 
 /// Llama 3.1's RoPE scaling, hard-coded in Meta's `apply_scaling` and switched on by
 /// `use_scaled_rope` (spec §3.4). (Llama 3.2 1B/3B were trained with factor 32, which their
@@ -389,51 +389,17 @@ impl MetaCheckpoint {
 
     /// All weights under reference names, shards merged.
     pub fn weights(&self) -> Result<Weights> {
-        let c = &self.config;
-        let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
-        let get = |l: Option<usize>, n: &str, rows: usize, cols: usize| -> Result<Tensor> {
-            let name = file_name(Format::Meta, l, n).unwrap_or_default();
-            self.merged(&name, split_of(n), rows, cols)
-        };
-        let vector = |l: Option<usize>, n: &str| -> Result<Vec<f32>> {
-            let t = get(l, n, 1, dim)?;
-            let mut v = vec![0.0; dim];
-            t.row_f32(0, &mut v)?;
-            Ok(v)
-        };
-        let layers = (0..c.n_layers)
-            .map(|l| {
-                let l = Some(l);
-                Ok(Layer {
-                    attention_norm: vector(l, "attention_norm")?,
-                    wq: get(l, "attention.wq", q, dim)?,
-                    wk: get(l, "attention.wk", kv, dim)?,
-                    wv: get(l, "attention.wv", kv, dim)?,
-                    wo: get(l, "attention.wo", dim, q)?,
-                    ffn_norm: vector(l, "ffn_norm")?,
-                    w1: get(l, "feed_forward.w1", ffn, dim)?,
-                    w2: get(l, "feed_forward.w2", dim, ffn)?,
-                    w3: get(l, "feed_forward.w3", ffn, dim)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let tok_embeddings = get(None, "tok_embeddings", c.vocab_size, dim)?;
-        // Meta's Transformer always owns `output`; tolerate its absence as tied, like the
-        // other loaders.
-        let has_output = self.shards.iter().all(|s| s.get("output.weight").is_some());
-        let output = if has_output {
-            get(None, "output", c.vocab_size, dim)?
-        } else {
-            tok_embeddings.clone()
-        };
-        Ok(Weights {
-            tok_embeddings,
-            layers,
-            norm: vector(None, "norm")?,
-            output,
-            rope_freqs: c
-                .rope_scaling
-                .map(|s| s.freq_divisors(c.rope_dims, c.rope_theta)),
+        Weights::assemble(&self.config, |layer, n, rows, cols, required| {
+            // Meta checkpoints have no rope_freqs (the scaling is `use_scaled_rope`).
+            let Some(name) = file_name(Format::Meta, layer, n) else {
+                return Ok(None);
+            };
+            // Meta's Transformer always owns `output`; tolerate its absence as tied, like
+            // the other loaders.
+            if !required && !self.shards.iter().all(|s| s.get(&name).is_some()) {
+                return Ok(None);
+            }
+            self.merged(&name, split_of(n), rows, cols).map(Some)
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::Bytes;
 use crate::names::{Format, file_name};
-use crate::weights::{Layer, Tensor, Weights};
+use crate::weights::{Tensor, Weights};
 
 /// One tensor as a safetensors header describes it, with its byte range made absolute
 /// (the safetensors crate has checked that the ranges are contiguous, inside the file, and
@@ -227,44 +227,24 @@ impl SafetensorsFolder {
     /// layout).
     pub fn weights(&self) -> Result<Weights> {
         let c = &self.config;
-        let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
-        let name =
-            |l: Option<usize>, n: &str| file_name(Format::HuggingFace, l, n).unwrap_or_default();
-        let vector = |l: Option<usize>, n: &str| -> Result<Vec<f32>> {
-            let t = self.required(&name(l, n), 1, dim)?;
-            let mut v = vec![0.0; dim];
-            t.row_f32(0, &mut v)?;
-            Ok(v)
-        };
-        let layers = (0..c.n_layers)
-            .map(|l| {
-                let l = Some(l);
-                let get = |n: &str, r: usize, cc: usize| self.required(&name(l, n), r, cc);
-                Ok(Layer {
-                    attention_norm: vector(l, "attention_norm")?,
-                    wq: unpermute(&get("attention.wq", q, dim)?, c.n_heads, c.head_dim)?,
-                    wk: unpermute(&get("attention.wk", kv, dim)?, c.n_kv_heads, c.head_dim)?,
-                    wv: get("attention.wv", kv, dim)?,
-                    wo: get("attention.wo", dim, q)?,
-                    ffn_norm: vector(l, "ffn_norm")?,
-                    w1: get("feed_forward.w1", ffn, dim)?,
-                    w2: get("feed_forward.w2", dim, ffn)?,
-                    w3: get("feed_forward.w3", ffn, dim)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let tok_embeddings = self.required(&name(None, "tok_embeddings"), c.vocab_size, dim)?;
-        let output = self
-            .tensor(&name(None, "output"), c.vocab_size, dim)?
-            .unwrap_or_else(|| tok_embeddings.clone());
-        Ok(Weights {
-            tok_embeddings,
-            layers,
-            norm: vector(None, "norm")?,
-            output,
-            rope_freqs: c
-                .rope_scaling
-                .map(|s| s.freq_divisors(c.rope_dims, c.rope_theta)),
+        Weights::assemble(c, |layer, n, rows, cols, required| {
+            // Hugging Face has no rope_freqs tensor: the scaling is in config.json.
+            let Some(name) = file_name(Format::HuggingFace, layer, n) else {
+                return Ok(None);
+            };
+            let t = if required {
+                self.required(&name, rows, cols)?
+            } else {
+                match self.tensor(&name, rows, cols)? {
+                    Some(t) => t,
+                    None => return Ok(None),
+                }
+            };
+            Ok(Some(match n {
+                "attention.wq" => unpermute(&t, c.n_heads, c.head_dim)?,
+                "attention.wk" => unpermute(&t, c.n_kv_heads, c.head_dim)?,
+                _ => t,
+            }))
         })
     }
 }

@@ -21,6 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ferrollama_tokenizer::bytelevel::byte_to_char;
 use ferrollama_tokenizer::special::{NUM_SPECIAL, special_name};
 use ferrollama_tokenizer::{ByteLevelBpe, PreTokenizer, Special, Tokenizer};
 
@@ -35,26 +36,6 @@ const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
-
-/// GPT-2's byte-to-unicode table: printable Latin-1 bytes stand for themselves, the other
-/// 68 bytes for U+0100 onwards, in byte order.
-fn byte_to_char() -> [char; 256] {
-    let mut t = ['\0'; 256];
-    let mut extra = 0u32;
-    for (b, slot) in t.iter_mut().enumerate() {
-        let b = b as u32;
-        let printable =
-            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-        let cp = if printable {
-            b
-        } else {
-            extra += 1;
-            255 + extra
-        };
-        *slot = char::from_u32(cp).unwrap_or('\0');
-    }
-    t
-}
 
 fn strings(v: Vec<String>) -> Value {
     Value::Array(ty::STRING, v.into_iter().map(Value::String).collect())
@@ -266,18 +247,6 @@ pub fn from_hf_dir(dir: &Path) -> Result<TokenizerKeys> {
 mod tests {
     use super::*;
     use ferrollama_tokenizer::Vocab;
-
-    #[test]
-    fn gpt2_byte_map() {
-        let m = byte_to_char();
-        assert_eq!(m[usize::from(b' ')], 'Ġ');
-        assert_eq!(m[usize::from(b'\n')], 'Ċ');
-        assert_eq!(m[usize::from(b'a')], 'a');
-        assert_eq!(m[0], 'Ā');
-        assert_eq!(m[0xad], 'Ń');
-        let distinct: std::collections::HashSet<char> = m.iter().copied().collect();
-        assert_eq!(distinct.len(), 256);
-    }
 
     /// A toy tiktoken vocabulary: merges come out in the rank order of the merged token,
     /// each token's splits by (left rank, right rank), as HF's TikTokenConverter.

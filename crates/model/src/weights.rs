@@ -190,61 +190,47 @@ impl Weights {
         Ok(())
     }
 
-    /// Maps the tensors of a GGUF file onto reference names, checking every shape.
-    pub fn from_gguf(f: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
-        let get = |layer: Option<usize>, name: &str, rows: usize, cols: usize| -> Result<Tensor> {
-            let fname = file_name(Format::Gguf, layer, name).unwrap_or_default();
-            let t = f.tensor(&fname).ok_or_else(|| ModelError::Tensor {
-                name: fname.clone(),
-                what: "missing from the file".into(),
-            })?;
-            let (r, c) = t.matrix_shape();
-            if (r, c) != (rows, cols) {
-                return Err(ModelError::Tensor {
-                    name: fname,
-                    what: format!("shape [{r}, {c}], expected [{rows}, {cols}]"),
-                });
-            }
-            Ok(Tensor {
-                dtype: t.dtype,
-                rows,
-                cols,
-                bytes: f.bytes().clone(),
-                start: t.start,
-                len: t.len,
-                packed: None,
+    /// The one place the Llama weight layout is spelled out: every loader supplies tensors
+    /// through `get(layer, reference name, rows, cols, required)`, in Meta's row order and
+    /// with the shape checked. A tensor the file lacks is the loader's own error when
+    /// `required`, and `Ok(None)` otherwise: a missing `output` means tied embeddings, a
+    /// missing `rope_freqs` means the divisors come from the configuration.
+    pub(crate) fn assemble(
+        cfg: &LlamaConfig,
+        mut get: impl FnMut(Option<usize>, &str, usize, usize, bool) -> Result<Option<Tensor>>,
+    ) -> Result<Weights> {
+        let mut required = |l: Option<usize>, n: &str, rows: usize, cols: usize| {
+            get(l, n, rows, cols, true)?.ok_or_else(|| ModelError::Tensor {
+                name: n.to_string(),
+                what: "missing".into(),
             })
         };
-        let vector = |layer: Option<usize>, name: &str, n: usize| -> Result<Vec<f32>> {
-            let t = get(layer, name, 1, n)?;
-            let mut v = vec![0.0; n];
+        let vector = |t: Tensor| -> Result<Vec<f32>> {
+            let mut v = vec![0.0; t.cols];
             t.row_f32(0, &mut v)?;
             Ok(v)
         };
         let (dim, q, kv, ffn) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
-        let layers = (0..cfg.n_layers)
-            .map(|l| {
-                let l = Some(l);
-                Ok(Layer {
-                    attention_norm: vector(l, "attention_norm", dim)?,
-                    wq: get(l, "attention.wq", q, dim)?,
-                    wk: get(l, "attention.wk", kv, dim)?,
-                    wv: get(l, "attention.wv", kv, dim)?,
-                    wo: get(l, "attention.wo", dim, q)?,
-                    ffn_norm: vector(l, "ffn_norm", dim)?,
-                    w1: get(l, "feed_forward.w1", ffn, dim)?,
-                    w2: get(l, "feed_forward.w2", dim, ffn)?,
-                    w3: get(l, "feed_forward.w3", ffn, dim)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let tok_embeddings = get(None, "tok_embeddings", cfg.vocab_size, dim)?;
-        let output = match f.tensor("output.weight") {
-            Some(_) => get(None, "output", cfg.vocab_size, dim)?,
-            None => tok_embeddings.clone(),
-        };
-        let rope_freqs = match f.tensor("rope_freqs.weight") {
-            Some(_) => Some(vector(None, "rope_freqs", cfg.rope_dims / 2)?),
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in (0..cfg.n_layers).map(Some) {
+            layers.push(Layer {
+                attention_norm: vector(required(l, "attention_norm", 1, dim)?)?,
+                wq: required(l, "attention.wq", q, dim)?,
+                wk: required(l, "attention.wk", kv, dim)?,
+                wv: required(l, "attention.wv", kv, dim)?,
+                wo: required(l, "attention.wo", dim, q)?,
+                ffn_norm: vector(required(l, "ffn_norm", 1, dim)?)?,
+                w1: required(l, "feed_forward.w1", ffn, dim)?,
+                w2: required(l, "feed_forward.w2", dim, ffn)?,
+                w3: required(l, "feed_forward.w3", ffn, dim)?,
+            });
+        }
+        let tok_embeddings = required(None, "tok_embeddings", cfg.vocab_size, dim)?;
+        let norm = vector(required(None, "norm", 1, dim)?)?;
+        let output = get(None, "output", cfg.vocab_size, dim, false)?
+            .unwrap_or_else(|| tok_embeddings.clone());
+        let rope_freqs = match get(None, "rope_freqs", 1, cfg.rope_dims / 2, false)? {
+            Some(t) => Some(vector(t)?),
             None => cfg
                 .rope_scaling
                 .map(|s| s.freq_divisors(cfg.rope_dims, cfg.rope_theta)),
@@ -252,9 +238,41 @@ impl Weights {
         Ok(Weights {
             tok_embeddings,
             layers,
-            norm: vector(None, "norm", dim)?,
+            norm,
             output,
             rope_freqs,
+        })
+    }
+
+    /// Maps the tensors of a GGUF file onto reference names, checking every shape.
+    pub fn from_gguf(f: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
+        Weights::assemble(cfg, |layer, name, rows, cols, required| {
+            let fname = file_name(Format::Gguf, layer, name).unwrap_or_default();
+            let Some(t) = f.tensor(&fname) else {
+                if !required {
+                    return Ok(None);
+                }
+                return Err(ModelError::Tensor {
+                    name: fname,
+                    what: "missing from the file".into(),
+                });
+            };
+            let (r, c) = t.matrix_shape();
+            if (r, c) != (rows, cols) {
+                return Err(ModelError::Tensor {
+                    name: fname,
+                    what: format!("shape [{r}, {c}], expected [{rows}, {cols}]"),
+                });
+            }
+            Ok(Some(Tensor {
+                dtype: t.dtype,
+                rows,
+                cols,
+                bytes: f.bytes().clone(),
+                start: t.start,
+                len: t.len,
+                packed: None,
+            }))
         })
     }
 }

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use ferrollama_model::export::{ModelParts, Target, write_gguf};
-use ferrollama_model::gguf::{GgufFile, Value};
-use ferrollama_model::{KvCache, KvType, Llama, LlamaConfig, Weights};
+use ferrollama_model::gguf::GgufFile;
+use ferrollama_model::import::Imported;
+use ferrollama_model::{KvCache, KvType, Llama, LlamaConfig};
 use ferrollama_tensor::{DType, ThreadPool};
 
 fn tiny(name: &str) -> PathBuf {
@@ -24,30 +25,12 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
-struct Source {
-    config: LlamaConfig,
-    weights: Weights,
-    tokenizer: Vec<(String, Value)>,
+/// The GGUF file at `path`, through the importer (config, weights, tokenizer keys).
+fn open(path: &Path) -> Imported {
+    ferrollama_model::import::open(path).expect("open")
 }
 
-fn open(path: &Path) -> Source {
-    let f = GgufFile::open(path).expect("open");
-    let config = LlamaConfig::from_gguf(&f).expect("config");
-    let weights = Weights::from_gguf(&f, &config).expect("weights");
-    let tokenizer = f
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .cloned()
-        .collect();
-    Source {
-        config,
-        weights,
-        tokenizer,
-    }
-}
-
-fn write(src: &Source, target: Target, out: &Path) -> ferrollama_model::export::ExportReport {
+fn write(src: &Imported, target: Target, out: &Path) -> ferrollama_model::export::ExportReport {
     let parts = ModelParts {
         config: &src.config,
         weights: &src.weights,

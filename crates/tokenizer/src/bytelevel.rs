@@ -77,8 +77,8 @@ pub struct ByteLevelBpe {
 }
 
 /// GPT-2's byte <-> unicode table: printable Latin-1 bytes map to themselves, the other 68
-/// bytes to U+0100.. in order.
-fn byte_to_char() -> [char; 256] {
+/// bytes to U+0100.. in order. (GGUF vocabularies store token texts in this form.)
+pub fn byte_to_char() -> [char; 256] {
     let mut t = ['\0'; 256];
     let mut extra = 0u32;
     for b in 0..=255u32 {
@@ -324,6 +324,8 @@ mod tests {
         assert_eq!(m[b' ' as usize], 'Ġ');
         assert_eq!(m[b'\n' as usize], 'Ċ');
         assert_eq!(m[b'!' as usize], '!');
+        assert_eq!(m[0], 'Ā');
+        assert_eq!(m[0xad], 'Ń');
         let set: std::collections::HashSet<char> = m.iter().copied().collect();
         assert_eq!(set.len(), 256);
     }

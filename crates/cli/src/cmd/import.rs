@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ferrollama_model::export::{ModelParts, Target, write_gguf};
+use ferrollama_model::export::{ModelParts, Target, requantized_types, write_gguf};
 use ferrollama_store::Store;
 use ferrollama_store::name::derive_name;
 
@@ -50,8 +50,8 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
         }
         None => Target::F16,
     };
-    let quantized_src = src.quantized_types();
-    if !quantized_src.is_empty() && !matches!(target, Target::F32 | Target::F16 | Target::BF16) {
+    let quantized_src = requantized_types(&src.weights, target);
+    if !quantized_src.is_empty() {
         anyhow::bail!(
             "{} is already quantized ({}); import it without --type, or start from an \
              F16/BF16 model",

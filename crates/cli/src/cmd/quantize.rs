@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use ferrollama_model::export::{ModelParts, Target, write_gguf};
+use ferrollama_model::export::{ModelParts, Target, requantized_types, write_gguf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::source::open_source;
@@ -114,10 +114,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
     if !a.allow_requantize {
         // A dry run of the plan would duplicate it; the report after writing names the
         // requantized tensors, so check the source types up front instead.
-        let quantized_src = src.quantized_types();
-        // Widening to a float type loses (almost) nothing; anything else compounds.
-        let widening = matches!(a.target, Target::F32 | Target::F16 | Target::BF16);
-        if !quantized_src.is_empty() && !widening {
+        let quantized_src = requantized_types(&src.weights, a.target);
+        if !quantized_src.is_empty() {
             bail!(
                 "{} is already quantized ({}); quantizing again compounds the error. Start \
                  from an F16/BF16/F32 model, or pass --allow-requantize",
