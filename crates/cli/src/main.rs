@@ -16,11 +16,25 @@ use clap::{Parser, Subcommand};
 #[command(name = "ferrollama", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log filter, e.g. `info` or `ferrollama=debug` (also RUST_LOG). Logs go to stderr.
-    #[arg(long, global = true, default_value = "warn", env = "RUST_LOG")]
-    log: String,
+    /// [default: warnings, plus one line per HTTP request from `serve`
+    /// (`warn,ferrollama::request=info`)]
+    #[arg(long, global = true, env = "RUST_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// Log line format: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Warnings, and the request log of `serve`.
+const DEFAULT_LOG: &str = "warn,ferrollama::request=info";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -68,12 +82,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let spec = cli.log.as_deref().unwrap_or(DEFAULT_LOG);
+    let filter = match tracing_subscriber::EnvFilter::try_new(spec) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "error: invalid --log / RUST_LOG filter {spec:?}: {e}; examples: info, warn, ferrollama=debug"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let result = match cli.command {
         Command::Serve(a) => cmd::serve::serve(a),

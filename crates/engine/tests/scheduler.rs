@@ -250,3 +250,30 @@ fn shutdown_drains_running_sequences_and_refuses_new_ones() {
         Err(ferrollama_engine::scheduler::SubmitError::ShuttingDown)
     ));
 }
+
+#[test]
+fn grace_period_ends_running_sequences_with_a_final_event() {
+    let model = tiny();
+    let engine = Engine::start(vec![model], config(4096, 64)).expect("engine");
+    let mut rx = engine.submit(request(prompt(3, 30), 480)).expect("submit");
+    // The first token proves the sequence runs; then the grace period is zero.
+    let first = match rx.blocking_recv() {
+        Some(Event::Token { id, .. }) => id,
+        other => panic!("expected a token, got {other:?}"),
+    };
+    engine.begin_shutdown(Duration::ZERO);
+    assert!(engine.is_closed());
+    assert!(matches!(
+        engine.submit(request(prompt(4, 5), 4)),
+        Err(ferrollama_engine::scheduler::SubmitError::ShuttingDown)
+    ));
+    let (mut got, done) = collect(rx);
+    got.insert(0, first);
+    assert_eq!(done.finish, Finish::Shutdown);
+    assert!(got.len() < 480, "the sequence was not cut short");
+    assert_eq!(done.completion_tokens, got.len());
+    // Waiting for the actor returns promptly, and nothing leaked.
+    let t = Instant::now();
+    engine.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

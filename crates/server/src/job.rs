@@ -149,7 +149,8 @@ impl Output {
         }
         match self.finish {
             Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
-            | Finish::Timeout => "length",
+            | Finish::Timeout
+            | Finish::Shutdown => "length",
             Finish::Generation(_) => "stop",
         }
     }
@@ -158,7 +159,8 @@ impl Output {
     pub fn stop_reason(&self) -> &'static str {
         match self.finish {
             Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
-            | Finish::Timeout => "out_of_tokens",
+            | Finish::Timeout
+            | Finish::Shutdown => "out_of_tokens",
             _ if !self.calls.is_empty() => "end_of_message",
             _ => "end_of_turn",
         }
@@ -167,10 +169,13 @@ impl Output {
 
 /// Finds a model by id.
 pub fn resolve_model(app: &AppState, id: &str) -> Result<usize, ApiError> {
-    app.model_ids
+    let i = app
+        .model_ids
         .iter()
         .position(|m| m == id)
-        .ok_or_else(|| ApiError::model_not_found(id, &app.model_ids))
+        .ok_or_else(|| ApiError::model_not_found(id, &app.model_ids))?;
+    crate::reqlog::set_model(id);
+    Ok(i)
 }
 
 /// JSON Schema for a built-in tool's arguments (as Meta's tools take them).
@@ -459,19 +464,51 @@ fn definition(t: &ToolSpec) -> ToolDefinition {
     }
 }
 
+/// One sequence's engine events, as submitted for a request. It feeds the request's log
+/// entry (time to first token, token counts) as events pass, and keeps the entry open
+/// until the sequence's consumer is gone.
+#[derive(Debug)]
+pub struct Events {
+    rx: UnboundedReceiver<Event>,
+    log: Option<Arc<crate::reqlog::Entry>>,
+}
+
+impl Events {
+    pub fn new(rx: UnboundedReceiver<Event>) -> Events {
+        Events {
+            rx,
+            log: crate::reqlog::current(),
+        }
+    }
+
+    /// The next event, as `UnboundedReceiver::recv`.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let e = self.rx.recv().await;
+        if let (Some(log), Some(ev)) = (&self.log, &e) {
+            match ev {
+                Event::Token { .. } => log.token(),
+                Event::Done(d) => log.done(d.prompt_tokens, d.cached_tokens, d.completion_tokens),
+                Event::Error(_) => {}
+            }
+        }
+        e
+    }
+}
+
 /// Submits one sequence, mapping refusals to HTTP errors.
-pub fn submit(app: &AppState, seq: SeqRequest) -> Result<UnboundedReceiver<Event>, ApiError> {
-    app.engine.submit(seq).map_err(|e| match e {
+pub fn submit(app: &AppState, seq: SeqRequest) -> Result<Events, ApiError> {
+    let rx = app.engine.submit(seq).map_err(|e| match e {
         SubmitError::QueueFull { retry_after_s, .. } => {
             ApiError::busy(e.to_string(), retry_after_s)
         }
         SubmitError::ShuttingDown => ApiError::unavailable(e.to_string()),
         SubmitError::Invalid(m) => ApiError::invalid(m),
-    })
+    })?;
+    Ok(Events::new(rx))
 }
 
 /// Submits the job's `n` sequences (seeds `seed, seed + 1, ...`).
-pub fn submit_all(app: &AppState, job: &Job) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+pub fn submit_all(app: &AppState, job: &Job) -> Result<Vec<Events>, ApiError> {
     (0..job.n)
         .map(|i| {
             let mut seq = job.seq.clone();
@@ -485,7 +522,7 @@ pub fn submit_all(app: &AppState, job: &Job) -> Result<Vec<UnboundedReceiver<Eve
 pub async fn collect(
     app: &AppState,
     job: &Job,
-    mut rx: UnboundedReceiver<Event>,
+    mut rx: Events,
 ) -> Result<Output, ApiError> {
     let mut out = Output {
         text: String::new(),

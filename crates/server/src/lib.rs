@@ -16,10 +16,11 @@ pub mod job;
 pub mod llama_stack;
 pub mod openai;
 pub mod ops;
+pub mod reqlog;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -219,25 +220,76 @@ pub fn router(app: Arc<AppState>) -> Router {
             app.clone(),
             ops::guard,
         ))
+        .layer(axum::middleware::from_fn(reqlog::log_requests))
         .layer(DefaultBodyLimit::max(app.limits.max_body))
         .with_state(app)
 }
 
 /// Server settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
-    pub addr: SocketAddr,
+    /// How long running streams may go on after the first Ctrl-C / SIGTERM before they
+    /// are ended (each with a proper final event).
+    pub shutdown_grace: Duration,
+    /// Where shutdown messages for the operator go (the CLI prints them on stderr).
+    pub notify: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
-/// Serves until Ctrl-C / SIGTERM, then stops taking connections, lets running streams
-/// finish, and stops the engine.
-pub async fn serve(app: Arc<AppState>, cfg: ServeConfig) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// Extra time past the grace period for responses to reach slow clients, after which the
+/// server stops waiting for connections.
+const FLUSH_TIME: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until Ctrl-C / SIGTERM. The first signal refuses new requests
+/// (503), says how many streams still run, lets them go on for the grace period and then
+/// ends them with a proper final event; a second signal exits the process at once (status
+/// 130).
+pub async fn serve(
+    app: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    cfg: ServeConfig,
+) -> std::io::Result<()> {
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let engine = app.engine.clone();
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let (engine, draining, cfg) = (engine.clone(), draining.clone(), cfg.clone());
+        async move {
+            shutdown_signal().await;
+            let st = engine.stats();
+            let running = st.running.load(std::sync::atomic::Ordering::Relaxed);
+            let queued = st.queue_depth.load(std::sync::atomic::Ordering::Relaxed);
+            (cfg.notify)(&format!(
+                "shutting down: refusing new requests; {running} running and {queued} queued \
+                 request(s) get up to {:.0} s to finish (Ctrl-C again to exit now)",
+                cfg.shutdown_grace.as_secs_f64()
+            ));
+            engine.begin_shutdown(cfg.shutdown_grace);
+            draining.notify_one();
+            let notify = cfg.notify.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                notify("second signal: exiting now");
+                std::process::exit(130);
+            });
+        }
+    };
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
+    let give_up = async {
+        draining.notified().await;
+        tokio::time::sleep(cfg.shutdown_grace + FLUSH_TIME).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = give_up => (cfg.notify)("some clients did not read their last response; stopping anyway"),
+    }
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .map_err(std::io::Error::other)?;
@@ -263,5 +315,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    tracing::info!("shutting down: finishing running requests");
 }

@@ -24,7 +24,7 @@ mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod packed;
-mod pool;
+pub mod pool;
 mod quantize;
 mod quantize_k;
 mod sync_slice;
@@ -44,6 +44,6 @@ pub use f32ops::{
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};
 pub use packed::{PackedMatrix, matmul_packed};
-pub use pool::ThreadPool;
+pub use pool::{PoolOptions, PoolStats, ThreadPool};
 pub use quantize::{F8_ACT_SCALE_UB, quantize_row};
 pub use sync_slice::SyncSlice;

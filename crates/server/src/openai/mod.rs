@@ -170,7 +170,7 @@ fn logprob_list(app: &AppState, job: &Job, lps: &[(u32, TokenLogprob)]) -> Vec<V
 fn stream_chat(
     app: Arc<AppState>,
     job: Job,
-    rxs: Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>,
+    rxs: Vec<job::Events>,
     id: String,
     include_usage: bool,
     flavor: Flavor,
