@@ -49,9 +49,28 @@
 //!   [`MAX_FRAC_DIGITS`] fraction digits and [`MAX_EXP_DIGITS`] exponent digits
 //!   (serde_json rejects `1e400` as out of range).
 //! - `enum`/`const` values are generated as their compact serde_json text.
-//! - At most [`MAX_WS_RUN`] consecutive whitespace bytes between tokens, none before or
-//!   after the top-level value, and at most [`MAX_NESTING`] nested arrays/objects
-//!   (serde_json refuses more than 128).
+//! - Whitespace only as a pretty-printer lays it out (below), and at most [`MAX_NESTING`]
+//!   nested arrays/objects (serde_json refuses more than 128).
+//!
+//! Whitespace between tokens (inside strings it is content, and free). Left free, a model
+//! pads output with space runs and blank lines, as in
+//! `{\n  "name"            : "R..."\n \n,\n"age"`. So only the layouts of `json.dumps`
+//! (one space after `:` and `,`), of `json.dumps(indent=2)`, `JSON.stringify(v, null, 4)`
+//! and serde_json's pretty printer (a newline and indentation) are allowed, and none at all
+//! (what OpenAI's structured outputs return):
+//!
+//! ```text
+//! after `{` `[` `,`, before `}` `]`:  ""  |  " "  |  "\n" " "{0,4*depth}
+//! after `:`:                          ""  |  " "
+//! before `:` or `,`, around the top-level value:  nothing
+//! ```
+//!
+//! `depth` is the number of open arrays/objects ([`INDENT_PER_LEVEL`] spaces per level).
+//! Tabs, `\r`, blank lines, trailing spaces and space runs without a newline are refused.
+//! Whitespace after a value is allowed only where its container may close. Per thread this
+//! is one small enum and a whitespace byte is a single match, so the mask costs what it
+//! did. There is no compact-only mode: compact output is always accepted, and a mode would
+//! not make the mask cheaper.
 //!
 //! A decoding loop (the caller allows EOS exactly when the matcher is complete):
 //!
@@ -97,9 +116,9 @@ pub use matcher::Matcher;
 pub use schema::Schema;
 pub use trie::TokenTrie;
 
-/// Most consecutive whitespace bytes allowed between tokens (so a model cannot loop on
-/// spaces or newlines forever).
-pub const MAX_WS_RUN: u8 = 16;
+/// Most indentation spaces per open array/object after a newline between tokens: 4 covers
+/// the usual 2-, 3- and 4-space pretty-printers at every depth (see the module docs).
+pub const INDENT_PER_LEVEL: u16 = 4;
 /// Most arrays/objects open at once in generated output, and in values [`Schema::validate`]
 /// accepts.
 pub const MAX_NESTING: u32 = 64;

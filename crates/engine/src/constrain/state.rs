@@ -9,7 +9,7 @@
 
 use super::lex::{Lex, NumLex, NumOut, StrLex};
 use super::schema::{Compiled, Node, NodeId, NumKind, ObjSpec};
-use super::{MAX_NESTING, MAX_THREADS, MAX_WS_RUN};
+use super::{INDENT_PER_LEVEL, MAX_NESTING, MAX_THREADS};
 
 /// Property index meaning "a key not in `properties`".
 pub(crate) const ADDITIONAL: u32 = u32::MAX;
@@ -97,6 +97,19 @@ pub(crate) enum Frame {
     },
 }
 
+/// Whitespace read since the last token. The layouts allowed are those of a pretty-printer
+/// (see the module docs): nothing, one space, or one newline followed by
+/// indentation spaces. Two states and a counter, so a step stays a match on a byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Ws {
+    #[default]
+    Empty,
+    /// One space (nothing more may follow).
+    Space,
+    /// A newline and this many spaces after it.
+    Newline(u16),
+}
+
 /// One parse stack.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Thread {
@@ -104,8 +117,8 @@ pub(crate) struct Thread {
     /// Keys used by the open objects (hashes of unlisted keys, tagged indices of listed ones
     /// past 64), truncated when an object closes.
     pub(crate) log: Vec<u64>,
-    /// Consecutive whitespace bytes just read.
-    ws: u8,
+    /// Whitespace just read.
+    ws: Ws,
     /// Open arrays/objects.
     pub(crate) depth: u8,
 }
@@ -217,13 +230,18 @@ impl Thread {
         }
     }
 
-    fn take_ws(&mut self) -> Step {
-        if self.ws < MAX_WS_RUN {
-            self.ws += 1;
-            Step::Ok
-        } else {
-            Step::Dead
-        }
+    /// Reads whitespace byte `b` between tokens: a single space, or (when `newline_ok`) one
+    /// newline and at most `INDENT_PER_LEVEL` spaces per open container. No tabs or CRs, no
+    /// blank lines, no spaces before a newline.
+    fn take_ws(&mut self, b: u8, newline_ok: bool) -> Step {
+        let indent = INDENT_PER_LEVEL * u16::from(self.depth);
+        self.ws = match (self.ws, b) {
+            (Ws::Empty, b' ') => Ws::Space,
+            (Ws::Empty, b'\n') if newline_ok => Ws::Newline(0),
+            (Ws::Newline(n), b' ') if n < indent => Ws::Newline(n + 1),
+            _ => return Step::Dead,
+        };
+        Step::Ok
     }
 
     pub(crate) fn is_complete(&self, c: &Compiled) -> bool {
@@ -387,8 +405,10 @@ fn can_add_key(
 /// Advances one thread by one byte.
 fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) -> Step {
     let ws = is_ws(b);
+    // Whitespace before `b`: it may come before a closing bracket, never before a `,`.
+    let after_ws = th.ws != Ws::Empty;
     if !ws {
-        th.ws = 0;
+        th.ws = Ws::Empty;
     }
     let mut popped = false;
     loop {
@@ -464,7 +484,15 @@ fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) ->
                     Step::Dead
                 }
             }
-            Frame::Arr { .. } if ws => th.take_ws(),
+            Frame::Arr { st, min, count, .. } if ws => {
+                // After an item only `]` may follow whitespace, so only where `]` is allowed
+                // (or it would be a dead end).
+                if st == ArrSt::Value && count < min {
+                    Step::Dead
+                } else {
+                    th.take_ws(b, true)
+                }
+            }
             Frame::Arr {
                 items,
                 min,
@@ -489,7 +517,7 @@ fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) ->
                         th.pop();
                         Step::Popped
                     }
-                    (ArrSt::Value, b',') if item_ok => {
+                    (ArrSt::Value, b',') if item_ok && !after_ws => {
                         th.set_top(arr(count, ArrSt::Comma));
                         Step::Ok
                     }
@@ -500,7 +528,14 @@ fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) ->
                     _ => Step::Dead,
                 }
             }
-            Frame::Obj { st, .. } if ws && !matches!(st, ObjSt::Key(_)) => th.take_ws(),
+            Frame::Obj { obj, st, req, .. } if ws && !matches!(st, ObjSt::Key(_)) => match st {
+                // Nothing between a key and `:`; at most one space after `:`.
+                ObjSt::AfterKey(_) => Step::Dead,
+                ObjSt::Colon(_) => th.take_ws(b, false),
+                // After a value only `}` may follow whitespace (see arrays above).
+                ObjSt::Value if req != c.objects[obj as usize].n_required => Step::Dead,
+                _ => th.take_ws(b, true),
+            },
             Frame::Obj {
                 obj,
                 st,
@@ -538,7 +573,9 @@ fn step_thread(c: &Compiled, th: &mut Thread, b: u8, forks: &mut Vec<Thread>) ->
                         th.set_top(frame(new_key(), used, req));
                         Step::Ok
                     }
-                    (ObjSt::Value, b',') if can_add_key(c, spec, th, (used, log_start, req)) => {
+                    (ObjSt::Value, b',')
+                        if !after_ws && can_add_key(c, spec, th, (used, log_start, req)) =>
+                    {
                         th.set_top(frame(ObjSt::Comma, used, req));
                         Step::Ok
                     }
@@ -665,7 +702,7 @@ impl State {
             threads: vec![Thread {
                 frames: vec![Frame::Root(root)],
                 log: Vec::new(),
-                ws: 0,
+                ws: Ws::Empty,
                 depth: 0,
             }],
         }

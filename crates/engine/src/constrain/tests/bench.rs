@@ -53,6 +53,45 @@ fn smollm2_tokens() -> Option<Vec<Vec<u8>>> {
     )
 }
 
+/// A made-up 128,256-token vocabulary (no cache needed, so the bench always has a case):
+/// whitespace runs (spaces, newline plus indentation, blank lines), JSON punctuation
+/// glued to them, and pseudo-random words with and without a leading space. Its timings
+/// compare runs of this bench, not real models.
+fn synthetic_tokens() -> Vec<Vec<u8>> {
+    let mut toks: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    for n in 1..=32 {
+        toks.push(vec![b' '; n]);
+        let mut nl = vec![b'\n'];
+        nl.extend(std::iter::repeat_n(b' ', n));
+        for p in ["", ",", "{", "[", "\":", "}", "]"] {
+            let mut t = p.as_bytes().to_vec();
+            t.extend_from_slice(&nl);
+            toks.push(t);
+        }
+        toks.push(vec![b'\n'; n]);
+    }
+    for p in [
+        "{\"", "\":", "\": ", "\", \"", "\",\"", "\"}", "},{", "[{", "}]", ", ", ": ",
+    ] {
+        toks.push(p.as_bytes().to_vec());
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while toks.len() < 128_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 1 + (x % 9) as usize;
+        let mut t = Vec::with_capacity(len + 1);
+        if x & (1 << 40) != 0 {
+            t.push(b' ');
+        }
+        t.extend((0..len).map(|i| b'a' + ((x >> (5 * i + 8)) % 26) as u8));
+        toks.push(t);
+    }
+    toks.resize(128_256, Vec::new());
+    toks
+}
+
 fn time_masks(name: &str, toks: &[Vec<u8>]) {
     let t0 = Instant::now();
     let trie = TokenTrie::new(
@@ -105,6 +144,11 @@ fn time_masks(name: &str, toks: &[Vec<u8>]) {
             "{\"text\": \"The quick brown fox",
         ),
         ("json_object, mid-object (key next)", &obj, "{\"a\": 1, "),
+        (
+            "json_object, pretty, indented (key next)",
+            &obj,
+            "{\n  \"a\": [\n    1,\n    ",
+        ),
         ("json_object, mid-key", &obj, "{\"a\": 1, \"descr"),
         ("json_object, value next", &obj, "{\"a\": "),
         ("json_object, mid-number", &obj, "{\"a\": [1, 23"),
@@ -155,6 +199,7 @@ fn time_masks(name: &str, toks: &[Vec<u8>]) {
 #[test]
 #[ignore = "timing; needs cached tokenizers; run in release"]
 fn mask_timing_real_vocabularies() {
+    time_masks("synthetic", &synthetic_tokens());
     match llama3_tokens() {
         Some(t) => time_masks("Llama 3 tokenizer.model", &t),
         None => println!("Llama 3 tokenizer.model not cached: skipped"),

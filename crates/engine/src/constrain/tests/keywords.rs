@@ -66,11 +66,7 @@ fn properties_required_and_default_additional() {
     }));
     check(
         &s,
-        &[
-            r#"{"a":1}"#,
-            r#"{"b":"x","a":2}"#,
-            r#"{ "a" : 1 , "b" : "" }"#,
-        ],
+        &[r#"{"a":1}"#, r#"{"b":"x","a":2}"#, r#"{ "a": 1, "b": "" }"#],
         // Missing required, unknown key (default: only listed keys), duplicate, wrong type.
         &["{}", r#"{"b":"x"}"#, r#"{"a":1,"c":2}"#, r#"{"a":"1"}"#],
     );
@@ -127,7 +123,7 @@ fn items_and_bounds() {
     );
     check(
         &s,
-        &["[1]", "[1,2,3]", "[ 1 , 2 ]"],
+        &["[1]", "[1,2,3]", "[ 1, 2 ]"],
         &["[]", "[1,2,3,4]", r#"["a"]"#, "[1.5]"],
     );
     let exact = schema(json!({"type": "array", "minItems": 2, "maxItems": 2}));

@@ -8,18 +8,199 @@ use super::{Fed, allowed_bytes, byte_trie, check, feed, schema, tool_call_schema
 #[test]
 fn whitespace_rules() {
     let s = Schema::any_value();
-    let ws16 = " ".repeat(16);
-    let ws17 = " ".repeat(17);
-    assert_eq!(feed(&s, &format!("[{ws16}1]")), Fed::Complete);
-    assert_eq!(feed(&s, &format!("[{ws17}1]")), Fed::Rejected(17));
-    assert_eq!(feed(&s, "{\n\t\"a\"\r\n:\n1\n}"), Fed::Complete);
-    // A run is counted across tokens and kinds, and reset by anything else.
-    assert_eq!(feed(&s, &format!("[\n{ws16}1,{ws16}2]")), Fed::Rejected(17));
     // Nothing before or after the top-level value; spaces inside strings are content.
     assert_eq!(feed(&s, " 1"), Fed::Rejected(0));
     assert_eq!(feed(&s, "{} "), Fed::Rejected(2));
     assert_eq!(feed(&s, "1 "), Fed::Rejected(1));
     assert_eq!(feed(&s, &format!("\"{}\"", " ".repeat(40))), Fed::Complete);
+    assert_eq!(feed(&s, "[\"a  b   c\", \"\\n\\n\\t\"]"), Fed::Complete);
+    // Compact, one space after `{ [ , :` and before `} ]`, or a newline and indentation.
+    check(
+        &s,
+        &[
+            "{\"a\":[1,2],\"b\":{}}",
+            "{ \"a\": [ 1, 2 ], \"b\": { } }",
+            "[\n1,\n2\n]",
+            "{\n    \"a\": 1\n}",
+            "[[\n        1\n    ]\n]",
+        ],
+        &[],
+    );
+    // At most `INDENT_PER_LEVEL` (4) spaces per open container after a newline.
+    assert_eq!(feed(&s, "[\n    1]"), Fed::Complete);
+    assert_eq!(feed(&s, "[\n     1]"), Fed::Rejected(6));
+    assert_eq!(
+        feed(&s, &format!("[[\n{}1]]", " ".repeat(8))),
+        Fed::Complete
+    );
+    assert_eq!(
+        feed(&s, &format!("[[\n{}1]]", " ".repeat(9))),
+        Fed::Rejected(11)
+    );
+    // Runs of spaces, blank lines, spaces before a newline, tabs and CRs.
+    assert_eq!(feed(&s, "[  1]"), Fed::Rejected(2));
+    assert_eq!(feed(&s, "[\n\n1]"), Fed::Rejected(2));
+    assert_eq!(feed(&s, "[1, \n2]"), Fed::Rejected(4));
+    assert_eq!(feed(&s, "[\t1]"), Fed::Rejected(1));
+    assert_eq!(feed(&s, "[1,\r\n2]"), Fed::Rejected(3));
+    assert_eq!(feed(&s, "{\n\t\"a\": 1\n}"), Fed::Rejected(2));
+    // Nothing before `:` or `,`; after `:` a single space, no newline.
+    assert_eq!(feed(&s, "{\"a\" : 1}"), Fed::Rejected(4));
+    assert_eq!(feed(&s, "{\"a\"\n: 1}"), Fed::Rejected(4));
+    assert_eq!(feed(&s, "{\"a\":  1}"), Fed::Rejected(6));
+    assert_eq!(feed(&s, "{\"a\":\n  1}"), Fed::Rejected(5));
+    assert_eq!(feed(&s, "[1 ,2]"), Fed::Rejected(3));
+    assert_eq!(feed(&s, "[1\n,2]"), Fed::Rejected(3));
+    assert_eq!(feed(&s, "{\"a\": true ,\"b\": 1}"), Fed::Rejected(11));
+    assert_eq!(feed(&s, "{\"a\": \"x\"\n, \"b\": 1}"), Fed::Rejected(10));
+}
+
+/// The padding seen from a model: `'{\n  "name"            : "Randemi …"\n \n,\n"age" …'`.
+#[test]
+fn padded_whitespace_between_tokens_is_rejected() {
+    let padded = "{\n  \"name\"            : \"Randemi\"\n \n,\n\"age\": 30\n}";
+    let person = schema(json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"]
+    }));
+    let key_end = padded.find("\"name\"").expect("the key") + "\"name\"".len();
+    let tidy1 = padded.replace("\"            :", "\":");
+    let tidy2 = tidy1.replace("\n \n,", "\n,");
+    let tidy3 = tidy2.replace("\n,\n", ",\n  ");
+    assert_eq!(tidy3, "{\n  \"name\": \"Randemi\",\n  \"age\": 30\n}");
+    let run = tidy1.find("\n \n").expect("the blank line");
+    let comma = tidy2.find("\n,").expect("the comma");
+    // With `age` still required after `name`, no whitespace may follow `name`'s value (only
+    // `}` could come after it); otherwise the second newline, and the `,`, are refused.
+    let cases = [
+        (&person, [key_end, run, comma]),
+        (&Schema::any_object(), [key_end, run + 2, comma + 1]),
+        (&Schema::any_value(), [key_end, run + 2, comma + 1]),
+    ];
+    for (s, at) in cases {
+        assert_eq!(feed(s, padded), Fed::Rejected(at[0]));
+        // Each kind of padding on its own.
+        assert_eq!(feed(s, &tidy1), Fed::Rejected(at[1]));
+        assert_eq!(feed(s, &tidy2), Fed::Rejected(at[2]));
+        assert_eq!(feed(s, &tidy3), Fed::Complete);
+    }
+    // The mask offers no padding: after a key only `:`, after `:` a value or one space.
+    let trie = byte_trie();
+    let mut m = person.matcher();
+    assert!(m.advance(b"{\n  \"name\""));
+    assert_eq!(allowed_bytes(&m, &trie), b":");
+    assert!(m.advance(b": "));
+    assert!(
+        !allowed_bytes(&m, &trie)
+            .iter()
+            .any(|b| b.is_ascii_whitespace())
+    );
+    // After a value with a required key still missing: only `,` (whitespace could only
+    // lead to `}`).
+    assert!(m.advance(b"\"Randemi\""));
+    assert_eq!(allowed_bytes(&m, &trie), b",");
+    // After a newline: indentation (up to 4 spaces at depth 1) or the closing `}`.
+    let mut m = Schema::any_object().matcher();
+    assert!(m.advance(b"{\"a\": 1\n"));
+    assert_eq!(allowed_bytes(&m, &trie), b" }");
+    assert!(m.advance(b"    "));
+    assert_eq!(allowed_bytes(&m, &trie), b"}");
+}
+
+/// Real printers' output is accepted: `json.dumps` with and without `indent`, compact
+/// separators, `JSON.stringify(v, null, 4)`, and pretty forced tool calls.
+#[test]
+fn pretty_printed_json_is_accepted() {
+    let s = Schema::any_value();
+    // json.dumps(obj, indent=2)
+    let indent2 = r#"{
+  "name": "Randemi",
+  "age": 30,
+  "tags": [
+    "a b",
+    "c"
+  ],
+  "address": {
+    "city": "Paris",
+    "zip": null,
+    "geo": [
+      [
+        48.85,
+        2.35
+      ]
+    ]
+  },
+  "empty": [],
+  "none": {}
+}"#;
+    // json.dumps(obj)
+    let dumps = r#"{"name": "Randemi", "age": 30, "tags": ["a b", "c"], "address": {"city": "Paris", "zip": null, "geo": [[48.85, 2.35]]}, "empty": [], "none": {}}"#;
+    // json.dumps(obj, separators=(",", ":"))
+    let compact = r#"{"name":"Randemi","age":30,"tags":["a b","c"],"address":{"city":"Paris","zip":null,"geo":[[48.85,2.35]]},"empty":[],"none":{}}"#;
+    // JSON.stringify(obj, null, 4)
+    let indent4 = {
+        let v: serde_json::Value = serde_json::from_str(indent2).expect("valid");
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        serde::Serialize::serialize(&v, &mut ser).expect("serializes");
+        String::from_utf8(out).expect("utf-8")
+    };
+    check(&s, &[indent2, dumps, compact, &indent4], &[]);
+    let person = schema(json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"}, "age": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "address": {"type": "object"}, "empty": {"type": "array"}, "none": {"type": "object"}
+        },
+        "required": ["name", "age"]
+    }));
+    check(&person, &[indent2, dumps, compact, &indent4], &[]);
+    let call = Schema::tool_call(&[
+        ("get_weather", &json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})),
+        ("search", &json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]})),
+    ])
+    .expect("compiles");
+    let pretty_call =
+        "{\n  \"name\": \"search\",\n  \"parameters\": {\n    \"query\": \"rust  json\"\n  }\n}";
+    check(
+        &call,
+        &[
+            pretty_call,
+            "{\"name\": \"search\", \"parameters\": {\"query\": \"rust  json\"}}",
+        ],
+        &[],
+    );
+    assert_eq!(
+        feed(&call, "{\"name\": \"search\",  \"parameters\": {}}"),
+        Fed::Rejected(19)
+    );
+}
+
+/// `completion` from inside whitespace finishes the document.
+#[test]
+fn completion_after_whitespace() {
+    let s = schema(json!({
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": {"type": "integer"}, "minItems": 2}, "b": {"type": "string"}},
+        "required": ["a", "b"]
+    }));
+    for prefix in [
+        "{\n  ",
+        "{\"a\": ",
+        "{\"a\": [\n    ",
+        "{\"a\": [1, ",
+        "{\"a\": [1,\n    2\n  ",
+        "{\"a\": [1, 2],\n  \"b\": \"x y\"\n",
+    ] {
+        let mut m = s.matcher();
+        assert!(m.advance(prefix.as_bytes()), "{prefix}");
+        let tail = m.completion().expect("an ending");
+        assert!(m.advance(&tail), "{prefix}");
+        assert!(m.is_complete(), "{prefix}");
+    }
 }
 
 #[test]
@@ -71,20 +252,21 @@ fn required_keys_gate_the_closing_brace() {
     assert!(m.advance(b"{"));
     assert_eq!(
         allowed_bytes(&m, &t),
-        b"\t\n\r \"".to_vec(),
+        b"\n \"".to_vec(),
         "no closing brace yet"
     );
     assert!(m.advance(b"\"c\":null"));
-    assert_eq!(allowed_bytes(&m, &t), b"\t\n\r ,".to_vec());
+    // Whitespace only where `}` may follow it.
+    assert_eq!(allowed_bytes(&m, &t), b",".to_vec());
     assert!(m.advance(b",\""));
     // Only unused keys may start: a or b.
     assert_eq!(allowed_bytes(&m, &t), b"\\ab".to_vec());
     assert!(m.advance(b"a\":null"));
-    assert_eq!(allowed_bytes(&m, &t), b"\t\n\r ,}".to_vec());
+    assert_eq!(allowed_bytes(&m, &t), b"\n ,}".to_vec());
     assert!(m.advance(b",\"b\":null"));
     assert_eq!(
         allowed_bytes(&m, &t),
-        b"\t\n\r }".to_vec(),
+        b"\n }".to_vec(),
         "no keys left: no comma"
     );
 }

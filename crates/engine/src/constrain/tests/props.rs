@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::super::{MAX_WS_RUN, Matcher, Schema, TokenTrie};
+use super::super::{Matcher, Schema, TokenTrie};
 use super::{Fed, allowed_bytes, byte_trie, feed, schema, tool_call_schema};
 
 fn person() -> Value {
@@ -235,29 +235,17 @@ fn arb_many_props() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Serializations a model could produce: compact, and 2-space and 3-space pretty where the
-/// indentation stays within the whitespace limit.
+/// Serializations a model could produce: compact, and 2-, 3- and 4-space pretty (within
+/// `INDENT_PER_LEVEL` at every depth).
 fn spellings(v: &Value) -> Vec<String> {
-    let mut three = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"   ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut three, fmt);
-    serde::Serialize::serialize(v, &mut ser).unwrap();
-    let pretty = [
-        serde_json::to_string_pretty(v).unwrap(),
-        String::from_utf8(three).unwrap(),
-    ];
-    let longest_ws_run = |t: &str| {
-        t.split(|c: char| !c.is_ascii_whitespace())
-            .map(str::len)
-            .max()
-            .unwrap_or(0)
-    };
     let mut out = vec![serde_json::to_string(v).unwrap()];
-    out.extend(
-        pretty
-            .into_iter()
-            .filter(|t| longest_ws_run(t) <= usize::from(MAX_WS_RUN)),
-    );
+    for indent in [&b"  "[..], b"   ", b"    "] {
+        let mut text = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(indent);
+        let mut ser = serde_json::Serializer::with_formatter(&mut text, fmt);
+        serde::Serialize::serialize(v, &mut ser).unwrap();
+        out.push(String::from_utf8(text).unwrap());
+    }
     out
 }
 
