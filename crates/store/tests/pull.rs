@@ -27,6 +27,7 @@ fn options(hub: &MockHub, tmp: &Path) -> PullOptions {
         python: "/nonexistent/python".into(),
         cache_dir: tmp.join("cache"),
         pins: vec![],
+        force: false,
     }
 }
 
@@ -448,7 +449,7 @@ fn pulls_a_meta_checkpoint_and_honours_name() {
 }
 
 #[test]
-fn a_new_revision_updates_the_entry() {
+fn pull_does_not_silently_replace_another_version_a_new_revision_needs_force() {
     let hub = MockHub::start();
     hub.add(
         "org/upd",
@@ -467,6 +468,21 @@ fn a_new_revision_updates_the_entry() {
             ..MockRepo::new(vec![MockFile::lfs("upd.gguf", newer.clone())])
         },
     );
+    // Another revision under the same name is refused, the entry untouched.
+    let err = pull(&store, "org/upd", &opts).unwrap_err();
+    assert!(matches!(err, StoreError::OtherVersion { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("--force"), "{text}");
+    assert!(
+        text.contains("fedcba9876543210fedcba9876543210fedcba98"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read(tmp.path().join("models/upd/upd.gguf")).unwrap(),
+        pattern(1000)
+    );
+    let mut opts = opts;
+    opts.force = true;
     let out = pull(&store, "org/upd", &opts).unwrap();
     assert!(!out.up_to_date);
     assert_eq!(
