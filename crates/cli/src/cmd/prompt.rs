@@ -57,7 +57,13 @@ fn parse_dialog(json: &str) -> Result<chat::wire::Dialog> {
             json_kind(other)
         ),
     }
-    chat::parse_dialog(json).map_err(|e| anyhow!("{}", user_words(&e.to_string())))
+    // The shape is checked: "not a dialog object" would now only mislead.
+    chat::parse_dialog(json).map_err(|e| {
+        anyhow!(
+            "{}",
+            user_words(&e.to_string().replace("not a dialog object: ", ""))
+        )
+    })
 }
 
 /// "a string", "a number"... for errors.
