@@ -207,9 +207,11 @@ impl Store {
         })
     }
 
-    fn up_to_date(&self, p: &Prepared, revision: &str) -> Option<PullOutcome> {
+    fn up_to_date(&self, p: &Prepared, r: &ModelRef, revision: &str) -> Option<PullOutcome> {
         let m = p.previous.as_ref()?;
-        (m.revision == revision && files_present(&p.dir, m)).then(|| PullOutcome {
+        // Another source at the same revision string (a forced replacement) is not it.
+        let same = m.source_id == r.source_id() && m.revision == revision;
+        (same && files_present(&p.dir, m)).then(|| PullOutcome {
             name: m.name.clone(),
             model_path: model_path_of(&p.dir, m),
             manifest: m.clone(),
@@ -265,7 +267,7 @@ impl Store {
             }),
         };
         let p = self.prepare(&name, r, opts.force)?;
-        if let Some(done) = self.up_to_date(&p, &commit) {
+        if let Some(done) = self.up_to_date(&p, r, &commit) {
             return Ok(done);
         }
         self.check_replace(&p, r, &commit, opts)?;
@@ -358,7 +360,7 @@ impl Store {
             .clone()
             .unwrap_or_else(|| derive_name(file_stem(&file_name)));
         let p = self.prepare(&name, r, opts.force)?;
-        if let Some(done) = self.up_to_date(&p, &version) {
+        if let Some(done) = self.up_to_date(&p, r, &version) {
             return Ok(done);
         }
         self.check_replace(&p, r, &version, opts)?;
@@ -385,7 +387,7 @@ impl Store {
             .clone()
             .unwrap_or_else(|| derive_name(file_stem(file_name)));
         let p = self.prepare(&name, r, opts.force)?;
-        if let Some(done) = self.up_to_date(&p, pin.version) {
+        if let Some(done) = self.up_to_date(&p, r, pin.version) {
             return Ok(done);
         }
         self.check_replace(&p, r, pin.version, opts)?;

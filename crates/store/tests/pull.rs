@@ -442,6 +442,19 @@ fn pulls_a_meta_checkpoint_and_honours_name() {
     let err = pull(&store, "other/repo", &opts).unwrap_err();
     assert!(matches!(err, StoreError::NameTaken { .. }), "{err}");
     assert!(err.to_string().contains("--name"), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+    // --force replaces it: the old source's files go, the new one's come.
+    opts.force = true;
+    let out = pull(&store, "other/repo", &opts).unwrap();
+    assert_eq!(out.manifest.source, "hf:other/repo");
+    assert!(tmp.path().join("models/llama-tiny-meta/x.gguf").is_file());
+    assert!(
+        !tmp.path()
+            .join("models/llama-tiny-meta/original")
+            .join("params.json")
+            .exists()
+    );
+    opts.force = false;
 
     opts.name = Some("../escape".into());
     let err = pull(&store, "other/repo", &opts).unwrap_err();
