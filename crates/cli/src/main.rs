@@ -57,30 +57,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
-            }
-            // One line, so scripts can show it as is.
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            eprintln!("{} (see `ferrollama --help`)", first.trim());
-            return ExitCode::from(2);
-        }
+        Err(e) => return clap_exit(&e),
     };
     let spec = cli.log.as_deref().unwrap_or(DEFAULT_LOG);
     let filter = match tracing_subscriber::EnvFilter::try_new(spec) {
@@ -124,6 +101,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Lets clap report its own errors in full (the argument concerned, the valid values, the
+/// `-- -5` tip, the usage line), with its exit status (2 for a usage error, 0 for
+/// `--help` and `--version`). The only change: "try '--help'" names the subcommand's own
+/// help, e.g. "try 'ferrollama run --help'".
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = subcommand_path(&args);
+    let text = e.render().to_string();
+    eprint!(
+        "{}",
+        text.replace("try '--help'", &format!("try '{path} --help'"))
+    );
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
+/// The subcommands named on the command line, e.g. `ferrollama models rm` for
+/// `models rm --json x`: each argument that names a subcommand of the one before.
+fn subcommand_path(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec![cmd.get_name().to_string()];
+    for a in args {
+        if a == "--" {
+            break;
+        }
+        let Some(sub) = cmd.find_subcommand(a).cloned() else {
+            continue;
+        };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    path.join(" ")
 }
 
 /// Errors are printed on one line: newlines inside causes become spaces.

@@ -129,8 +129,6 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 
 #[test]
 fn bad_input_gives_one_line_errors() {
-    assert_clean_failure(&run(bin().args(["tokenize", "--bogus"]), b""), "--bogus");
-    assert_clean_failure(&run(bin().args(["frobnicate"]), b""), "frobnicate");
     assert_clean_failure(
         &run(
             bin().args([
@@ -300,4 +298,161 @@ fn fetch_installs_the_verified_file_atomically() {
         b"",
     );
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A usage error: clap's own message in full, exit status 2.
+fn usage_error(args: &[&str]) -> String {
+    let o = run(bin().args(args), b"");
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(o.stdout.is_empty(), "{args:?}");
+    e
+}
+
+#[test]
+fn clap_errors_are_not_flattened() {
+    // The missing argument's name, the usage line and the subcommand's own help.
+    let e = usage_error(&["run"]);
+    assert!(
+        e.starts_with("error: the following required arguments were not provided:\n  <PROMPT>\n"),
+        "{e}"
+    );
+    assert!(e.contains("Usage: ferrollama run <PROMPT>"), "{e}");
+    assert!(
+        e.ends_with("For more information, try 'ferrollama run --help'.\n"),
+        "{e}"
+    );
+    // The valid values.
+    let e = usage_error(&["run", "--kv-type", "bogus", "x"]);
+    assert!(
+        e.starts_with("error: invalid value 'bogus' for '--kv-type <KV_TYPE>'\n  [possible values: f16, q8_0]\n"),
+        "{e}"
+    );
+    assert!(e.contains("try 'ferrollama run --help'"), "{e}");
+    // The hint for values that look like flags.
+    let e = usage_error(&["tokenize", "-5"]);
+    assert!(
+        e.contains("tip: to pass '-5' as a value, use '-- -5'"),
+        "{e}"
+    );
+    let e = usage_error(&["tokenize", "--bogus"]);
+    assert!(
+        e.starts_with("error: unexpected argument '--bogus' found"),
+        "{e}"
+    );
+    assert!(
+        e.contains("For more information, try 'ferrollama tokenize --help'."),
+        "{e}"
+    );
+    // Nested subcommands, and an option before the subcommand.
+    let e = usage_error(&["--log", "warn", "models", "rm"]);
+    assert!(e.contains("<NAME>"), "{e}");
+    assert!(
+        e.contains("For more information, try 'ferrollama models rm --help'."),
+        "{e}"
+    );
+    let e = usage_error(&["frobnicate"]);
+    assert!(
+        e.starts_with("error: unrecognized subcommand 'frobnicate'"),
+        "{e}"
+    );
+    assert!(
+        e.contains("For more information, try 'ferrollama --help'."),
+        "{e}"
+    );
+    // Counts that must be positive are refused by the parser too.
+    let e = usage_error(&["perplexity", "--chunks", "0", "x.txt"]);
+    assert!(
+        e.starts_with("error: invalid value '0' for '--chunks <N>': must be at least 1"),
+        "{e}"
+    );
+    let e = usage_error(&["chat", "-n", "0"]);
+    assert!(
+        e.starts_with("error: invalid value '0' for '--n-predict <N_PREDICT>': must be at least 1"),
+        "{e}"
+    );
+    // Help and version are not errors.
+    let o = run(bin().args(["run", "--help"]), b"");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: ferrollama run"));
+    let o = run(bin().arg("--version"), b"");
+    assert_eq!(o.status.code(), Some(0));
+}
+
+/// Help says the defaults the code uses.
+#[test]
+fn help_defaults_match_the_code() {
+    let help = |cmd: &str| {
+        let o = run(bin().args([cmd, "--help"]), b"");
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let h = help("perplexity");
+    assert!(h.contains("Tokens per chunk (the default, 512,"), "{h}");
+    assert!(!h.contains("default: 4096"), "{h}");
+    let h = help("bench");
+    assert!(
+        h.contains("default: the larger of --prompt-tokens and --gen-tokens, plus 8"),
+        "{h}"
+    );
+    assert!(
+        h.contains("--prompt-tokens <PROMPT_TOKENS> Prompt length [default: 512]"),
+        "{h}"
+    );
+    let h = help("run");
+    assert!(
+        h.contains("(default: 4096, or the model's training context if smaller)"),
+        "{h}"
+    );
+}
+
+#[test]
+fn prompt_errors_do_not_name_internal_types() {
+    let shape = r#"expected an object with "messages": [{"role": "user", "content": "..."}, ...]"#;
+    for (input, want) in [
+        ("[1, 2]".to_string(), format!("error: {shape}, got a list")),
+        (
+            r#"{"messages": 3}"#.to_string(),
+            format!(r#"error: {shape}; "messages" is a number, not a list"#),
+        ),
+        (
+            r#"{"msgs": []}"#.to_string(),
+            format!(r#"error: {shape}; this object has no "messages""#),
+        ),
+        (
+            r#"{"messages": ["hi"]}"#.to_string(),
+            r#"error: messages[0]: expected an object with "role" and "content", got a string"#
+                .to_string(),
+        ),
+        (
+            r#"{"messages": [{"role": "user", "content": 5}]}"#.to_string(),
+            r#"error: invalid message: "content" must be a string or a list of {"type": "text", "text": "..."} items at line 1 column 44"#
+                .to_string(),
+        ),
+    ] {
+        let o = run(&mut with_tok(&["prompt"]), input.as_bytes());
+        let e = stderr(&o);
+        assert!(!o.status.success());
+        assert_eq!(e.trim_end(), want, "{input}");
+        assert!(!e.contains("Wire"), "{e}");
+    }
+    // The same in --jsonl mode, with the line number.
+    let o = run(
+        &mut with_tok(&["prompt", "--jsonl"]),
+        b"{\"messages\": []}\n{\"messages\": []}\n\"x\"\n",
+    );
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!("error: line 3: {shape}, got a string")
+    );
+    // parse-reply.
+    let o = run(&mut with_tok(&["parse-reply"]), b"3\n");
+    assert_eq!(
+        stderr(&o).trim_end(),
+        r#"error: line 1: invalid type: integer `3`, expected an object with "text" (a string) or "ids" (a list of token ids) at line 1 column 1"#
+    );
 }

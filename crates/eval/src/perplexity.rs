@@ -166,6 +166,26 @@ pub fn perplexity(
             opts.n_ctx, opts.batch
         )));
     }
+    if opts.max_chunks == Some(0) {
+        return Err(EvalError::Invalid(
+            "the number of chunks must be at least 1 (--chunks 1 or more, or leave it out for \
+             the whole text)"
+                .into(),
+        ));
+    }
+    let trained = base.map_or(model.llama.config.max_seq_len, |b| {
+        b.llama
+            .config
+            .max_seq_len
+            .min(model.llama.config.max_seq_len)
+    });
+    if opts.n_ctx > trained {
+        return Err(EvalError::Invalid(format!(
+            "a context of {} tokens is more than the model's training context of {trained} \
+             tokens; use a context (-c) of {trained} or less",
+            opts.n_ctx
+        )));
+    }
     let tokens = model.encode(text, true, false);
     if let Some(b) = base
         && (b.llama.config.vocab_size != model.llama.config.vocab_size
@@ -180,7 +200,8 @@ pub fn perplexity(
     let n_ctx = opts.n_ctx;
     if tokens.len() < 2 * n_ctx {
         return Err(EvalError::Invalid(format!(
-            "the text has {} tokens; a context of {n_ctx} needs at least {} (2 × context)",
+            "the text has {} tokens, too few for one chunk: a context of {n_ctx} needs at least \
+             {} (2 × context); give a longer text or a smaller context (-c)",
             tokens.len(),
             2 * n_ctx
         )));

@@ -50,7 +50,9 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    #[error("cannot reach {host}: {detail}")]
+    /// The registry or hub could not be reached (no connection, DNS, proxy, TLS, timeout):
+    /// distinct from an HTTP status, which is an answer. `host` is `scheme://host[:port]`.
+    #[error("could not reach {host} ({detail}): check your network or proxy (HTTPS_PROXY)")]
     Network { host: String, detail: String },
 
     #[error("{host} refused access to {what} (HTTP {status}); {hint}")]
@@ -116,12 +118,24 @@ pub enum StoreError {
     },
 
     #[error(
-        "model name {name:?} is taken by {existing}; pass --name to store {wanted} under another name, or remove it with `ferrollama models rm {name}`"
+        "model name {name:?} is taken by {existing}; pass --name to store {wanted} under another name, --force to replace it, or remove it with `ferrollama models rm {name}`"
     )]
     NameTaken {
         name: String,
         existing: String,
         wanted: String,
+    },
+
+    /// A pull would replace the entry's files with another version of the same source.
+    #[error(
+        "model {name:?} holds {existing} at revision {existing_revision}; pulling {wanted} would replace it with revision {wanted_revision}: pass --force to replace it, or --name to keep both"
+    )]
+    OtherVersion {
+        name: String,
+        existing: String,
+        existing_revision: String,
+        wanted: String,
+        wanted_revision: String,
     },
 
     #[error("another pull of {name:?} is running (lock {})", lock.display())]

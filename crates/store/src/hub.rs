@@ -183,6 +183,11 @@ impl Url {
         &self.authority
     }
 
+    /// `scheme://host[:port]`, for errors that say what could not be reached.
+    pub(crate) fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
     fn same_origin(&self, other: &Url) -> bool {
         self.scheme == other.scheme && self.authority.eq_ignore_ascii_case(&other.authority)
     }
@@ -349,8 +354,8 @@ impl HubClient {
             .limit(MAX_LISTING)
             .read_to_vec()
             .map_err(|e| StoreError::Network {
-                host: host.clone(),
-                detail: e.to_string(),
+                host: final_url.origin(),
+                detail: format!("the listing of {what} broke off: {e}"),
             })?;
         let info: RepoInfo =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::BadResponse {
@@ -420,7 +425,7 @@ impl HubClient {
             }
             tracing::debug!(url = %url, offset, "GET");
             let resp = req.call().map_err(|e| StoreError::Network {
-                host: url.host().to_string(),
+                host: url.origin(),
                 detail: e.to_string(),
             })?;
             if hop == 0 {

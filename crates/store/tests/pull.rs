@@ -27,6 +27,7 @@ fn options(hub: &MockHub, tmp: &Path) -> PullOptions {
         python: "/nonexistent/python".into(),
         cache_dir: tmp.join("cache"),
         pins: vec![],
+        force: false,
     }
 }
 
@@ -441,6 +442,19 @@ fn pulls_a_meta_checkpoint_and_honours_name() {
     let err = pull(&store, "other/repo", &opts).unwrap_err();
     assert!(matches!(err, StoreError::NameTaken { .. }), "{err}");
     assert!(err.to_string().contains("--name"), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+    // --force replaces it: the old source's files go, the new one's come.
+    opts.force = true;
+    let out = pull(&store, "other/repo", &opts).unwrap();
+    assert_eq!(out.manifest.source, "hf:other/repo");
+    assert!(tmp.path().join("models/llama-tiny-meta/x.gguf").is_file());
+    assert!(
+        !tmp.path()
+            .join("models/llama-tiny-meta/original")
+            .join("params.json")
+            .exists()
+    );
+    opts.force = false;
 
     opts.name = Some("../escape".into());
     let err = pull(&store, "other/repo", &opts).unwrap_err();
@@ -448,7 +462,7 @@ fn pulls_a_meta_checkpoint_and_honours_name() {
 }
 
 #[test]
-fn a_new_revision_updates_the_entry() {
+fn pull_does_not_silently_replace_another_version_a_new_revision_needs_force() {
     let hub = MockHub::start();
     hub.add(
         "org/upd",
@@ -467,6 +481,21 @@ fn a_new_revision_updates_the_entry() {
             ..MockRepo::new(vec![MockFile::lfs("upd.gguf", newer.clone())])
         },
     );
+    // Another revision under the same name is refused, the entry untouched.
+    let err = pull(&store, "org/upd", &opts).unwrap_err();
+    assert!(matches!(err, StoreError::OtherVersion { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("--force"), "{text}");
+    assert!(
+        text.contains("fedcba9876543210fedcba9876543210fedcba98"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read(tmp.path().join("models/upd/upd.gguf")).unwrap(),
+        pattern(1000)
+    );
+    let mut opts = opts;
+    opts.force = true;
     let out = pull(&store, "org/upd", &opts).unwrap();
     assert!(!out.up_to_date);
     assert_eq!(
@@ -493,7 +522,11 @@ fn network_failures_name_the_host() {
     let err = pull(&store, "org/x", &opts).unwrap_err();
     assert!(matches!(err, StoreError::Network { .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(
+        text.starts_with(&format!("could not reach http://127.0.0.1:{port} (")),
+        "{text}"
+    );
+    assert!(text.contains("check your network or proxy"), "{text}");
     assert!(!text.contains("hf_never_printed"), "{text}");
 }
 

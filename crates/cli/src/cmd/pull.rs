@@ -35,6 +35,9 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 /// https://huggingface.co. $HF_TOKEN, if set, is sent as `Authorization: Bearer` to the
 /// hub only (not to the CDN it redirects to) and never printed.
 ///
+/// An entry that already holds another revision of the source (a newer commit, another
+/// package version) or another source under the same name is not replaced without --force.
+///
 /// Prints the path to load (a .gguf file or a folder), or JSON with --json.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -52,6 +55,9 @@ pub struct PullArgs {
     /// resuming where the last stopped.
     #[arg(long, default_value_t = 3, value_name = "N")]
     retries: u32,
+    /// Replace an entry of the same name that holds another revision or another source.
+    #[arg(long)]
+    force: bool,
     /// No progress bars or messages on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -64,6 +70,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
     let r = ModelRef::parse(&a.reference)?;
     let mut opts = PullOptions::from_env(a.hub_url);
     opts.name = a.name;
+    opts.force = a.force;
     opts.hub.retries = a.retries;
     let store = Store::open_default();
     let mut progress = BarProgress::new(a.quiet);

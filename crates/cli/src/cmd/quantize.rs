@@ -154,9 +154,84 @@ pub fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
             report.tensors,
             types.join(", ")
         );
-        for f in &report.fallbacks {
-            eprintln!("fallback: {f}");
+        for line in summarize_fallbacks(&report.fallbacks) {
+            eprintln!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many tensor names a fallback summary shows before "and N more".
+const FALLBACK_NAMES_SHOWN: usize = 4;
+
+/// One line per fallback reason instead of one per tensor. The export report's entries
+/// read "NAME: rows of C are not a multiple of B for TYPE; stored as FALLBACK"; entries
+/// with the same reason are grouped, in first-seen order:
+/// "12 tensors stored as q8_0 because their rows of 576 are not a multiple of 256 for
+/// q4_k: blk.0.attn_q.weight, ... and 8 more (--json lists them all)".
+pub fn summarize_fallbacks(fallbacks: &[String]) -> Vec<String> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for f in fallbacks {
+        let (name, reason) = f.split_once(": ").unwrap_or((f.as_str(), ""));
+        match groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((reason, vec![name])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(reason, names)| {
+            let n = names.len();
+            let (tensors, their) = if n == 1 {
+                ("tensor", "its")
+            } else {
+                ("tensors", "their")
+            };
+            // "rows of C are not ... for T; stored as F" → "stored as F because their rows ..."
+            let what = match reason.rsplit_once("; stored as ") {
+                Some((why, to)) => format!("stored as {to} because {their} {why}"),
+                None => reason.to_string(),
+            };
+            let mut shown = names[..n.min(FALLBACK_NAMES_SHOWN)].join(", ");
+            if n > FALLBACK_NAMES_SHOWN {
+                shown.push_str(&format!(
+                    " and {} more (--json lists them all)",
+                    n - FALLBACK_NAMES_SHOWN
+                ));
+            }
+            format!("{n} {tensors} {what}: {shown}")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize_fallbacks;
+
+    #[test]
+    fn quantize_q4_k_fallbacks_are_one_line_per_reason() {
+        let mut f: Vec<String> = (0..12)
+            .map(|i| {
+                format!(
+                    "blk.{i}.ffn_down.weight: rows of 1536 are not a multiple of 256 for q4_k; stored as q8_0"
+                )
+            })
+            .collect();
+        f.insert(
+            3,
+            "output.weight: rows of 576 are not a multiple of 256 for q6_k; stored as q8_0".into(),
+        );
+        let lines = summarize_fallbacks(&f);
+        assert_eq!(
+            lines,
+            [
+                "12 tensors stored as q8_0 because their rows of 1536 are not a multiple of 256 \
+                 for q4_k: blk.0.ffn_down.weight, blk.1.ffn_down.weight, blk.2.ffn_down.weight, \
+                 blk.3.ffn_down.weight and 8 more (--json lists them all)",
+                "1 tensor stored as q8_0 because its rows of 576 are not a multiple of 256 for \
+                 q6_k: output.weight",
+            ]
+        );
+        assert!(summarize_fallbacks(&[]).is_empty());
+    }
 }

@@ -21,7 +21,8 @@ pub struct RunArgs {
     /// printed.
     #[arg(long = "stop", value_name = "TEXT")]
     stop: Vec<String>,
-    /// Tokens to generate at most.
+    /// Tokens to generate at most; 0 only evaluates the prompt (it must fit the context)
+    /// and prints nothing.
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
     /// Parse special-token text (e.g. <|im_start|>) in the prompt.
@@ -39,6 +40,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let model = a.model.load()?;
     let mut session = a.model.session(&model)?;
     let prompt = model.encode(&a.prompt, true, a.special);
+    if a.n_predict == 0 {
+        return prompt_only(&model, &mut session, &prompt, a.verbose);
+    }
     let params = GenerateParams {
         max_tokens: a.n_predict,
         sampler,
@@ -60,6 +64,34 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             g.decode_seconds,
             g.tokens.len() as f64 / g.decode_seconds.max(1e-9),
             g.finish
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `-n 0`: the prompt is evaluated and nothing is generated (`generate` always samples at
+/// least one token, so it is not called).
+fn prompt_only(
+    model: &ferrollama_engine::Model,
+    session: &mut ferrollama_engine::Session,
+    prompt: &[u32],
+    verbose: bool,
+) -> Result<ExitCode> {
+    let ctx = session.kv.ctx();
+    if prompt.len() >= ctx {
+        anyhow::bail!(
+            "the prompt ({} tokens) does not fit the context ({ctx} tokens)",
+            prompt.len()
+        );
+    }
+    let t = std::time::Instant::now();
+    session.prefill(model, prompt)?;
+    let secs = t.elapsed().as_secs_f64();
+    if verbose {
+        eprintln!(
+            "prompt {} tokens in {secs:.3}s ({:.1} tok/s); generated 0 tokens (-n 0)",
+            prompt.len(),
+            prompt.len() as f64 / secs.max(1e-9),
         );
     }
     Ok(ExitCode::SUCCESS)
