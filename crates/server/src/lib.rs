@@ -1,7 +1,7 @@
-//! `ferrollama serve`: the OpenAI and Llama Stack HTTP APIs on one server.
+//! `ferrollama serve`: the OpenAI, Llama Stack and Ollama HTTP APIs on one server.
 //!
 //! Handlers translate requests into engine sequences (`job.rs`) and the engine's events back
-//! into each API's shapes (`openai.rs`, `llama_stack.rs`). The engine itself runs in its own
+//! into each API's shapes (`openai/`, `llama_stack.rs`, `ollama/`). The engine itself runs in its own
 //! actor thread; handlers only hold channels to it. Everything a handler shares is
 //! read-only or atomic (`state.rs`).
 //!
@@ -14,6 +14,7 @@ pub mod body;
 pub mod error;
 pub mod job;
 pub mod llama_stack;
+pub mod ollama;
 pub mod openai;
 pub mod ops;
 pub mod state;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 
 pub use error::ApiError;
 pub use state::{AppState, Limits, RequestCounters};
@@ -203,6 +204,94 @@ pub fn routes() -> Vec<Route> {
             api: "inspect",
             body: None,
             handler: || get(ops::provider),
+        },
+        Route {
+            method: "GET",
+            path: "/",
+            summary: "Ollama: \"Ollama is running\" (HEAD too)",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::root),
+        },
+        Route {
+            method: "GET",
+            path: "/api/version",
+            summary: "Ollama: server version",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::version),
+        },
+        Route {
+            method: "GET",
+            path: "/api/tags",
+            summary: "Ollama: served and stored models",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::tags),
+        },
+        Route {
+            method: "GET",
+            path: "/api/ps",
+            summary: "Ollama: loaded models",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::ps),
+        },
+        Route {
+            method: "POST",
+            path: "/api/show",
+            summary: "Ollama: model details",
+            api: "ollama",
+            body: Some(schema::<ollama::ShowRequest>),
+            handler: || post(ollama::show),
+        },
+        Route {
+            method: "POST",
+            path: "/api/chat",
+            summary: "Ollama: chat (NDJSON stream by default)",
+            api: "ollama",
+            body: Some(schema::<ollama::ChatRequest>),
+            handler: || post(ollama::chat),
+        },
+        Route {
+            method: "POST",
+            path: "/api/generate",
+            summary: "Ollama: completion (NDJSON stream by default)",
+            api: "ollama",
+            body: Some(schema::<ollama::GenerateRequest>),
+            handler: || post(ollama::generate),
+        },
+        Route {
+            method: "POST",
+            path: "/api/pull",
+            summary: "Ollama: pull a model into the store (NDJSON progress)",
+            api: "ollama",
+            body: Some(schema::<ollama::PullRequest>),
+            handler: || post(ollama::pull),
+        },
+        Route {
+            method: "DELETE",
+            path: "/api/delete",
+            summary: "Ollama: remove a model from the store",
+            api: "ollama",
+            body: Some(schema::<ollama::DeleteRequest>),
+            handler: || delete(ollama::delete),
+        },
+        Route {
+            method: "POST",
+            path: "/api/embed",
+            summary: "Ollama: embeddings (not supported: 501)",
+            api: "ollama",
+            body: None,
+            handler: || post(ollama::embed),
+        },
+        Route {
+            method: "POST",
+            path: "/api/embeddings",
+            summary: "Ollama: embeddings, older route (not supported: 501)",
+            api: "ollama",
+            body: None,
+            handler: || post(ollama::embeddings),
         },
     ]
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
+use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{AppState, Limits, RequestCounters, ServeConfig};
 
 use super::model_args::KvTypeArg;
@@ -136,6 +137,11 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             .map_or(0, |d| d.as_secs()),
         requests: RequestCounters::new(
             ferrollama_server::routes().iter().map(|r| r.path).collect(),
+        ),
+        ollama: OllamaState::new(
+            Some(ferrollama_store::Store::open_default()),
+            Some(ferrollama_store::PullOptions::from_env(None)),
+            paths.iter().cloned().map(Some).collect(),
         ),
     });
     let addr = SocketAddr::new(a.host, a.port);
