@@ -5,7 +5,8 @@
 //! actor thread; handlers only hold channels to it. Everything a handler shares is
 //! read-only or atomic (`state.rs`).
 //!
-//! Key choices: every error is a 4xx/5xx in OpenAI's JSON envelope (`error.rs`), bodies are
+//! Key choices: every error is a 4xx/5xx in OpenAI's JSON envelope (`error.rs`; the Ollama
+//! routes `/` and `/api/*` answer Ollama's `{"error": "..."}` instead), bodies are
 //! parsed by our own extractor so malformed input never reaches a handler (`body.rs`), and
 //! the route table below is the single source for routing, `/v1/inspect/routes` and
 //! `/openapi.json`.

@@ -17,7 +17,10 @@ use super::model_args::KvTypeArg;
 use crate::cache;
 
 /// Serve models over HTTP: OpenAI-compatible (`/v1/chat/completions`, `/v1/completions`,
-/// `/v1/models`) and Llama Stack (`/v1/inference/...`) APIs, with continuous batching.
+/// `/v1/models`), Llama Stack (`/v1/inference/...`) and Ollama (`/api/chat`, `/api/generate`,
+/// `/api/tags`, `/api/pull`, ...) APIs, with continuous batching. The Ollama routes use the
+/// model store ($FERROLLAMA_MODELS) and, for /api/pull, the hub ($FERROLLAMA_HUB_URL, else
+/// $HF_ENDPOINT, else https://huggingface.co).
 ///
 /// Listens on loopback unless --host says otherwise. With --api-key (or FERROLLAMA_API_KEY)
 /// every route except /health needs `Authorization: Bearer KEY`. Routes: GET /openapi.json.
