@@ -76,7 +76,10 @@ impl Server {
         let l = self
             .wait_line("serving ", Duration::from_secs(60))
             .unwrap_or_else(|| panic!("no 'serving' line; stderr: {:?}", self.seen));
-        let after = l.split("http://").nth(1).expect("address in the serving line");
+        let after = l
+            .split("http://")
+            .nth(1)
+            .expect("address in the serving line");
         let addr = after.split_whitespace().next().expect("address");
         addr.rsplit(':')
             .next()
@@ -141,7 +144,11 @@ fn running_stream(port: u16) -> (TcpStream, Vec<u8>) {
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("\"text\"") {
         let n = s.read(&mut buf).expect("read stream");
-        assert!(n > 0, "stream closed early: {}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "stream closed early: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
     (s, got)
@@ -204,7 +211,10 @@ fn second_signal_exits_at_once() {
     let port = srv.port();
     let (_stream, _) = running_stream(port);
     srv.signal("-INT");
-    assert!(srv.wait_line("shutting down", Duration::from_secs(10)).is_some());
+    assert!(
+        srv.wait_line("shutting down", Duration::from_secs(10))
+            .is_some()
+    );
     srv.signal("-INT");
     // Far sooner than the 60 s grace period.
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(130));
@@ -244,10 +254,19 @@ fn host_names_are_resolved() {
     assert_eq!(srv.wait_exit(Duration::from_secs(15)), Some(0));
 
     let out = common::run(
-        common::bin().args(["serve", "-m", &t.to_string_lossy(), "--host", "no-such-host.invalid"]),
+        common::bin().args([
+            "serve",
+            "-m",
+            &t.to_string_lossy(),
+            "--host",
+            "no-such-host.invalid",
+        ]),
         b"",
     );
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot resolve --host no-such-host.invalid"), "{err}");
+    assert!(
+        err.contains("cannot resolve --host no-such-host.invalid"),
+        "{err}"
+    );
 }

@@ -519,11 +519,7 @@ pub fn submit_all(app: &AppState, job: &Job) -> Result<Vec<Events>, ApiError> {
 }
 
 /// Collects one sequence's events into an output.
-pub async fn collect(
-    app: &AppState,
-    job: &Job,
-    mut rx: Events,
-) -> Result<Output, ApiError> {
+pub async fn collect(app: &AppState, job: &Job, mut rx: Events) -> Result<Output, ApiError> {
     let mut out = Output {
         text: String::new(),
         ids: Vec::new(),

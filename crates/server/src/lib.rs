@@ -1,11 +1,12 @@
-//! `ferrollama serve`: the OpenAI and Llama Stack HTTP APIs on one server.
+//! `ferrollama serve`: the OpenAI, Llama Stack and Ollama HTTP APIs on one server.
 //!
 //! Handlers translate requests into engine sequences (`job.rs`) and the engine's events back
-//! into each API's shapes (`openai.rs`, `llama_stack.rs`). The engine itself runs in its own
+//! into each API's shapes (`openai/`, `llama_stack.rs`, `ollama/`). The engine itself runs in its own
 //! actor thread; handlers only hold channels to it. Everything a handler shares is
 //! read-only or atomic (`state.rs`).
 //!
-//! Key choices: every error is a 4xx/5xx in OpenAI's JSON envelope (`error.rs`), bodies are
+//! Key choices: every error is a 4xx/5xx in OpenAI's JSON envelope (`error.rs`; the Ollama
+//! routes `/` and `/api/*` answer Ollama's `{"error": "..."}` instead), bodies are
 //! parsed by our own extractor so malformed input never reaches a handler (`body.rs`), and
 //! the route table below is the single source for routing, `/v1/inspect/routes` and
 //! `/openapi.json`.
@@ -14,6 +15,7 @@ pub mod body;
 pub mod error;
 pub mod job;
 pub mod llama_stack;
+pub mod ollama;
 pub mod openai;
 pub mod ops;
 pub mod reqlog;
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 
 pub use error::ApiError;
 pub use state::{AppState, Limits, RequestCounters};
@@ -204,6 +206,94 @@ pub fn routes() -> Vec<Route> {
             api: "inspect",
             body: None,
             handler: || get(ops::provider),
+        },
+        Route {
+            method: "GET",
+            path: "/",
+            summary: "Ollama: \"Ollama is running\" (HEAD too)",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::root),
+        },
+        Route {
+            method: "GET",
+            path: "/api/version",
+            summary: "Ollama: server version",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::version),
+        },
+        Route {
+            method: "GET",
+            path: "/api/tags",
+            summary: "Ollama: served and stored models",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::tags),
+        },
+        Route {
+            method: "GET",
+            path: "/api/ps",
+            summary: "Ollama: loaded models",
+            api: "ollama",
+            body: None,
+            handler: || get(ollama::ps),
+        },
+        Route {
+            method: "POST",
+            path: "/api/show",
+            summary: "Ollama: model details",
+            api: "ollama",
+            body: Some(schema::<ollama::ShowRequest>),
+            handler: || post(ollama::show),
+        },
+        Route {
+            method: "POST",
+            path: "/api/chat",
+            summary: "Ollama: chat (NDJSON stream by default)",
+            api: "ollama",
+            body: Some(schema::<ollama::ChatRequest>),
+            handler: || post(ollama::chat),
+        },
+        Route {
+            method: "POST",
+            path: "/api/generate",
+            summary: "Ollama: completion (NDJSON stream by default)",
+            api: "ollama",
+            body: Some(schema::<ollama::GenerateRequest>),
+            handler: || post(ollama::generate),
+        },
+        Route {
+            method: "POST",
+            path: "/api/pull",
+            summary: "Ollama: pull a model into the store (NDJSON progress)",
+            api: "ollama",
+            body: Some(schema::<ollama::PullRequest>),
+            handler: || post(ollama::pull),
+        },
+        Route {
+            method: "DELETE",
+            path: "/api/delete",
+            summary: "Ollama: remove a model from the store",
+            api: "ollama",
+            body: Some(schema::<ollama::DeleteRequest>),
+            handler: || delete(ollama::delete),
+        },
+        Route {
+            method: "POST",
+            path: "/api/embed",
+            summary: "Ollama: embeddings (not supported: 501)",
+            api: "ollama",
+            body: None,
+            handler: || post(ollama::embed),
+        },
+        Route {
+            method: "POST",
+            path: "/api/embeddings",
+            summary: "Ollama: embeddings, older route (not supported: 501)",
+            api: "ollama",
+            body: None,
+            handler: || post(ollama::embeddings),
         },
     ]
 }

@@ -33,7 +33,11 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
         // A preflight: answered before the key check (browsers send no credentials here).
         StatusCode::NO_CONTENT.into_response()
     } else if label != "/health" && !authorized(&app, req.headers()) {
-        ApiError::unauthorized().into_response()
+        if is_ollama_path(req.uri().path()) {
+            crate::ollama::OllamaError(ApiError::unauthorized()).into_response()
+        } else {
+            ApiError::unauthorized().into_response()
+        }
     } else {
         next.run(req).await
     };
@@ -48,7 +52,7 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
         );
         h.insert(header::VARY, HeaderValue::from_static("origin"));
     }
@@ -74,8 +78,18 @@ fn authorized(app: &AppState, headers: &HeaderMap) -> bool {
             == 0
 }
 
-pub async fn fallback(uri: Uri) -> ApiError {
-    ApiError::not_found_route(uri.path())
+/// Ollama's paths (`/` and `/api/...`) answer errors in Ollama's shape.
+fn is_ollama_path(path: &str) -> bool {
+    path == "/" || path.starts_with("/api/")
+}
+
+pub async fn fallback(uri: Uri) -> Response {
+    let e = ApiError::not_found_route(uri.path());
+    if is_ollama_path(uri.path()) {
+        crate::ollama::OllamaError(e).into_response()
+    } else {
+        e.into_response()
+    }
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {

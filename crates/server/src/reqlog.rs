@@ -165,7 +165,9 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
     };
     let entry = Arc::new(Entry::new(id.clone(), req.method().to_string(), route));
     let mut resp = CURRENT.scope(entry.clone(), next.run(req)).await;
-    entry.status.store(u64::from(resp.status().as_u16()), Relaxed);
+    entry
+        .status
+        .store(u64::from(resp.status().as_u16()), Relaxed);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }

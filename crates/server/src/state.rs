@@ -46,6 +46,8 @@ pub struct AppState {
     pub limits: Limits,
     pub created: u64,
     pub requests: RequestCounters,
+    /// The Ollama routes' store, pull settings and model files.
+    pub ollama: crate::ollama::OllamaState,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
+use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{AppState, Limits, RequestCounters, router, routes};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -81,6 +82,7 @@ fn app() -> Arc<AppState> {
         limits: Limits::default(),
         created: 1,
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
+        ollama: OllamaState::new(None, None, vec![None]),
     })
 }
 
@@ -122,7 +124,11 @@ async fn one_line_per_request_with_counts_and_never_the_prompt() {
                       "messages": [{"role": "user", "content": format!("say {SECRET}")}]});
     let (status, rid, bytes) = send(&app, body, Some("client-id-1"), KEY).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(rid.as_deref(), Some("client-id-1"), "the client's id is echoed");
+    assert_eq!(
+        rid.as_deref(),
+        Some("client-id-1"),
+        "the client's id is echoed"
+    );
     let v: Value = serde_json::from_slice(&bytes).expect("json");
     let recs = records("client-id-1");
     assert_eq!(recs.len(), 1, "{recs:?}");
@@ -172,7 +178,8 @@ async fn streams_are_logged_when_they_end_and_failures_too() {
     assert!(recs[0].get("ttft_ms").is_none_or(Value::is_null));
 
     // An id with odd characters is not echoed; a fresh one replaces it.
-    let body = json!({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]});
+    let body =
+        json!({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]});
     let (_, rid, _) = send(&app, body, Some("evil\"id"), KEY).await;
     assert!(rid.expect("id").starts_with("req-"));
 }

@@ -212,7 +212,12 @@ impl Adapt {
     /// Records a parallel section of wall time `total` whose threads finished
     /// `skew` apart, and judges the window when it is full. Returns the skew
     /// share of a judged window too.
-    pub fn observe(&mut self, total: Duration, skew: Duration, now: Instant) -> (Verdict, Option<f64>) {
+    pub fn observe(
+        &mut self,
+        total: Duration,
+        skew: Duration,
+        now: Instant,
+    ) -> (Verdict, Option<f64>) {
         self.total += total;
         self.skew += skew.min(total);
         if self.total < WINDOW {
@@ -413,7 +418,7 @@ impl ThreadPool {
             spins = spins.wrapping_add(1);
             // Spin briefly (the others are usually microseconds behind), then
             // yield so a worker that shares our core can finish.
-            if spins % 64 != 0 || t_mine.elapsed() < CALLER_SPIN {
+            if !spins.is_multiple_of(64) || t_mine.elapsed() < CALLER_SPIN {
                 core::hint::spin_loop();
             } else {
                 std::thread::yield_now();

@@ -185,17 +185,26 @@ fn detector_judges_whole_windows_and_backs_off_exponentially() {
     // Back-off over: the next section is a probe; contention again doubles the back-off.
     let t2 = t + ms(200);
     assert!(!a.solo(t2));
-    assert_eq!(a.observe(ms(20), ms(15), t2).0, Verdict::SoloUntil(t2 + 2 * min));
+    assert_eq!(
+        a.observe(ms(20), ms(15), t2).0,
+        Verdict::SoloUntil(t2 + 2 * min)
+    );
     let t3 = t2 + 2 * min;
     assert!(!a.solo(t3));
-    assert_eq!(a.observe(ms(20), ms(15), t3).0, Verdict::SoloUntil(t3 + 4 * min));
+    assert_eq!(
+        a.observe(ms(20), ms(15), t3).0,
+        Verdict::SoloUntil(t3 + 4 * min)
+    );
     // A clean probe (skew at the limit is still clean) resets it.
     let t4 = t3 + 4 * min;
     assert!(!a.solo(t4));
     let at_limit = Duration::from_secs_f64(0.020 * SKEW_LIMIT);
     assert_eq!(a.observe(ms(20), at_limit, t4).0, Verdict::Continue);
     assert!(!a.solo(t4));
-    assert_eq!(a.observe(ms(20), ms(19), t4).0, Verdict::SoloUntil(t4 + min));
+    assert_eq!(
+        a.observe(ms(20), ms(19), t4).0,
+        Verdict::SoloUntil(t4 + min)
+    );
     // The back-off never exceeds its cap.
     let mut now = t4 + min;
     for _ in 0..20 {
@@ -217,7 +226,8 @@ fn balanced_sections_stay_parallel_in_the_detector() {
     let t = Instant::now();
     for _ in 0..100 {
         assert_eq!(
-            a.observe(Duration::from_millis(10), Duration::from_millis(1), t).0,
+            a.observe(Duration::from_millis(10), Duration::from_millis(1), t)
+                .0,
             Verdict::Continue
         );
         assert!(!a.solo(t));

@@ -10,13 +10,17 @@ use anyhow::{Context, Result, bail};
 use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
+use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{AppState, Limits, RequestCounters, ServeConfig};
 
 use super::model_args::KvTypeArg;
 use crate::cache;
 
 /// Serve models over HTTP: OpenAI-compatible (`/v1/chat/completions`, `/v1/completions`,
-/// `/v1/models`) and Llama Stack (`/v1/inference/...`) APIs, with continuous batching.
+/// `/v1/models`), Llama Stack (`/v1/inference/...`) and Ollama (`/api/chat`, `/api/generate`,
+/// `/api/tags`, `/api/pull`, ...) APIs, with continuous batching. The Ollama routes use the
+/// model store ($FERROLLAMA_MODELS) and, for /api/pull, the hub ($FERROLLAMA_HUB_URL, else
+/// $HF_ENDPOINT, else https://huggingface.co).
 ///
 /// Listens on loopback unless --host says otherwise. With --api-key (or FERROLLAMA_API_KEY)
 /// every route except /health needs `Authorization: Bearer KEY`. Routes: GET /openapi.json.
@@ -145,6 +149,15 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         requests: RequestCounters::new(
             ferrollama_server::routes().iter().map(|r| r.path).collect(),
         ),
+        ollama: OllamaState::new(
+            Some(ferrollama_store::Store::open_default()),
+            // Ollama's pull updates a model that is already there; so does ours.
+            Some(ferrollama_store::PullOptions {
+                force: true,
+                ..ferrollama_store::PullOptions::from_env(None)
+            }),
+            paths.iter().cloned().map(Some).collect(),
+        ),
     });
     let addr = resolve_host(&a.host, a.port)?;
     let grace = Duration::from_secs_f64(a.shutdown_grace);
@@ -185,7 +198,9 @@ fn resolve_host(host: &str, port: u16) -> Result<SocketAddr> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if bare.is_empty() {
-        bail!("--host is empty; give an address such as 127.0.0.1 or a host name such as localhost");
+        bail!(
+            "--host is empty; give an address such as 127.0.0.1 or a host name such as localhost"
+        );
     }
     let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()

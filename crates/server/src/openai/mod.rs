@@ -28,7 +28,8 @@ mod sse;
 mod types;
 pub use sse::{frame, merge, sse_response};
 pub use types::*;
-use types::{rand_seed, response_format, tool_choice, tools, turns};
+pub(crate) use types::{rand_seed, tools as tool_specs};
+use types::{response_format, tool_choice, tools, turns};
 
 /// Which stream terminator to send.
 #[derive(Debug, Clone, Copy)]
@@ -285,7 +286,7 @@ fn stream_chat(
 }
 
 /// Whether streamed text may be (the start of) a tool call and must be held back.
-fn maybe_call(text: &str, forced: bool) -> bool {
+pub(crate) fn maybe_call(text: &str, forced: bool) -> bool {
     if forced {
         return true;
     }

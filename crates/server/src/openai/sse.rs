@@ -26,9 +26,7 @@ pub fn frame(v: &Value) -> String {
 }
 
 /// Merges the receivers of `n` choices into one, tagged with the choice index.
-pub fn merge(
-    rxs: Vec<job::Events>,
-) -> mpsc::Receiver<(usize, Event)> {
+pub fn merge(rxs: Vec<job::Events>) -> mpsc::Receiver<(usize, Event)> {
     let (tx, rx) = mpsc::channel(64);
     for (i, mut r) in rxs.into_iter().enumerate() {
         let tx = tx.clone();

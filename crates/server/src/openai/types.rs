@@ -207,7 +207,7 @@ impl Sampling {
 }
 
 /// A seed for requests that give none.
-pub(super) fn rand_seed() -> u64 {
+pub(crate) fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(unix_now());
@@ -327,7 +327,7 @@ pub(super) fn turns(messages: &[ChatMessageIn]) -> Result<Vec<Turn>, ApiError> {
         .collect()
 }
 
-pub(super) fn tools(defs: &Option<Vec<ToolDef>>) -> Result<Vec<ToolSpec>, ApiError> {
+pub(crate) fn tools(defs: &Option<Vec<ToolDef>>) -> Result<Vec<ToolSpec>, ApiError> {
     defs.iter()
         .flatten()
         .map(|t| {
