@@ -177,7 +177,10 @@ fn first_sigterm_drains_and_ends_streams_with_a_final_event() {
     let l = srv
         .wait_line("shutting down", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no drain message; stderr: {:?}", srv.seen));
-    assert!(l.contains("1 running"), "{l}");
+    assert!(
+        l.contains("draining") && l.contains("1 stream(s) running"),
+        "{l}"
+    );
     assert!(l.contains("up to 2 s") || l.contains("up to 1.5 s"), "{l}");
     // New requests are refused while the stream drains (503, or no connection at all).
     if let Some(code) = status_of(port, "POST", "/v1/completions", LONG_STREAM) {

@@ -357,7 +357,7 @@ pub async fn serve(
             let running = st.running.load(std::sync::atomic::Ordering::Relaxed);
             let queued = st.queue_depth.load(std::sync::atomic::Ordering::Relaxed);
             (cfg.notify)(&format!(
-                "shutting down: refusing new requests; {running} running and {queued} queued \
+                "shutting down (draining): refusing new requests; {running} stream(s) running and {queued} queued \
                  request(s) get up to {:.0} s to finish (Ctrl-C again to exit now)",
                 cfg.shutdown_grace.as_secs_f64()
             ));

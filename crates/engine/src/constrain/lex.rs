@@ -5,7 +5,8 @@
 //! remains: a `\u` escape that can only spell a lone surrogate dies at its second hex digit,
 //! not its fourth.
 
-use super::{MAX_EXP_DIGITS, MAX_FRAC_DIGITS, MAX_INT_DIGITS};
+use super::{MAX_EXP_DIGITS, MAX_FRAC_DIGITS, MAX_INT_DIGITS, MAX_INTEGER_DIGITS};
+use std::cmp::Ordering;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -334,7 +335,16 @@ pub(crate) struct NumLex {
     pub(crate) integer: bool,
     /// Digits in the current part (integer, fraction or exponent).
     pub(crate) n: u8,
+    /// The integer digits so far against the same-length prefix of the `i64` bound's
+    /// digits (`integer` only): a number of [`MAX_INTEGER_DIGITS`] digits must not be
+    /// `Greater`.
+    pub(crate) vs_bound: Ordering,
+    pub(crate) neg: bool,
 }
+
+/// `i64::MAX` and `-i64::MIN` in decimal, both 19 digits.
+const I64_MAX_DIGITS: &[u8; 19] = b"9223372036854775807";
+const I64_MIN_DIGITS: &[u8; 19] = b"9223372036854775808";
 
 /// What one byte did to a number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,7 +364,49 @@ impl NumLex {
             b'1'..=b'9' => (NumSt::Int, 1),
             _ => return None,
         };
-        Some(NumLex { st, integer, n })
+        let mut lex = NumLex {
+            st,
+            integer,
+            n: 0,
+            vs_bound: Ordering::Equal,
+            neg: b == b'-',
+        };
+        if n == 1 {
+            lex.count_int_digit(b);
+        }
+        lex.n = n;
+        Some(lex)
+    }
+
+    /// Compares one more integer digit (the `n`-th, 0-based) with the `i64` bound.
+    fn count_int_digit(&mut self, b: u8) {
+        let bound = if self.neg {
+            I64_MIN_DIGITS
+        } else {
+            I64_MAX_DIGITS
+        };
+        if self.vs_bound == Ordering::Equal {
+            if let Some(&d) = bound.get(usize::from(self.n)) {
+                self.vs_bound = b.cmp(&d);
+            }
+        }
+    }
+
+    /// Whether one more integer digit `b` is allowed.
+    fn int_digit_fits(&self, b: u8) -> bool {
+        if !self.integer {
+            return self.n < MAX_INT_DIGITS;
+        }
+        if self.n + 1 < MAX_INTEGER_DIGITS {
+            return true;
+        }
+        if self.n + 1 > MAX_INTEGER_DIGITS {
+            return false;
+        }
+        // The last allowed digit: the whole number must stay within `i64`.
+        let mut next = *self;
+        next.count_int_digit(b);
+        next.vs_bound != Ordering::Greater
     }
 
     /// Whether the text so far is a whole number.
@@ -366,8 +418,14 @@ impl NumLex {
         let digit = b.is_ascii_digit();
         let (st, n) = match (self.st, b) {
             (NumSt::Minus, b'0') if !self.integer => (NumSt::Zero, 1),
-            (NumSt::Minus, b'1'..=b'9') => (NumSt::Int, 1),
-            (NumSt::Int, _) if digit && self.n < MAX_INT_DIGITS => (NumSt::Int, self.n + 1),
+            (NumSt::Minus, b'1'..=b'9') => {
+                self.count_int_digit(b);
+                (NumSt::Int, 1)
+            }
+            (NumSt::Int, _) if digit && self.int_digit_fits(b) => {
+                self.count_int_digit(b);
+                (NumSt::Int, self.n + 1)
+            }
             (NumSt::Zero | NumSt::Int, b'.') if !self.integer => (NumSt::Dot, 0),
             (NumSt::Zero | NumSt::Int | NumSt::Frac, b'e' | b'E') if !self.integer => (NumSt::E, 0),
             (NumSt::Dot, _) if digit => (NumSt::Frac, 1),

@@ -44,7 +44,10 @@
 //! - `oneOf` is treated as `anyOf` (exclusivity cannot be checked while generating, and
 //!   tool-call schemas built from distinct `name` constants are exclusive anyway).
 //! - Integers are `-?(0|[1-9][0-9]*)` but never `-0`: serde_json parses `-0` as the float
-//!   `-0.0`, which breaks clients that deserialize the field into an integer.
+//!   `-0.0`, which breaks clients that deserialize the field into an integer. For the same
+//!   reason a `"type": "integer"` value stays within `i64` (at most [`MAX_INTEGER_DIGITS`]
+//!   digits, and a 19-digit one no larger than `i64::MAX`/`i64::MIN`): serde_json turns a
+//!   larger one into a float such as `1.2e23`.
 //! - Numbers are kept in `f64` range: at most [`MAX_INT_DIGITS`] integer digits,
 //!   [`MAX_FRAC_DIGITS`] fraction digits and [`MAX_EXP_DIGITS`] exponent digits
 //!   (serde_json rejects `1e400` as out of range).
@@ -128,6 +131,8 @@ pub const MAX_SCHEMA_DEPTH: usize = 64;
 pub const MAX_SCHEMA_NODES: usize = 10_000;
 /// Most digits before the decimal point of a generated number.
 pub const MAX_INT_DIGITS: u8 = 24;
+/// Most digits of a `"type": "integer"` value, as in `i64::MAX`.
+pub const MAX_INTEGER_DIGITS: u8 = 19;
 /// Most digits after the decimal point of a generated number.
 pub const MAX_FRAC_DIGITS: u8 = 32;
 /// Most exponent digits of a generated number.

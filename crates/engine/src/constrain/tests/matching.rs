@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::super::{MAX_FRAC_DIGITS, MAX_INT_DIGITS, MAX_NESTING, Schema};
+use super::super::{MAX_FRAC_DIGITS, MAX_INT_DIGITS, MAX_INTEGER_DIGITS, MAX_NESTING, Schema};
 use super::{Fed, allowed_bytes, byte_trie, check, feed, schema, tool_call_schema};
 
 #[test]
@@ -334,6 +334,33 @@ fn numbers_limits() {
     assert_eq!(feed(&s, "-"), Fed::Incomplete);
     assert_eq!(feed(&s, "[-0,0.5,1E+2,3e-1]"), Fed::Complete);
     assert_eq!(feed(&s, "[.5]"), Fed::Rejected(1));
+}
+
+/// CI failure: a random model filled `"age": {"type": "integer"}` with 24 digits, which
+/// serde_json reads as the float `1.2005e+23`, so `as_i64()` failed on a valid reply.
+#[test]
+fn regression_integer_fields_overflowed_i64() {
+    let s = schema(json!({"type": "integer"}));
+    assert_eq!(usize::from(MAX_INTEGER_DIGITS), i64::MAX.to_string().len());
+    for ok in [
+        i64::MAX,
+        i64::MIN,
+        i64::MAX - 1,
+        i64::MIN + 1,
+        999_999_999_999_999_999,
+        -1,
+    ] {
+        let text = ok.to_string();
+        assert_eq!(feed(&s, &text), Fed::Complete, "{text}");
+    }
+    // One past each bound, and a 19-digit number above it at an early digit.
+    assert_eq!(feed(&s, "9223372036854775808"), Fed::Rejected(18));
+    assert_eq!(feed(&s, "-9223372036854775809"), Fed::Rejected(19));
+    assert_eq!(feed(&s, "9300000000000000000"), Fed::Rejected(18));
+    assert_eq!(feed(&s, "12005000000000000000000"), Fed::Rejected(19));
+    // Plain numbers keep their wider range.
+    let any = Schema::any_value();
+    assert_eq!(feed(&any, "12005000000000000000000"), Fed::Complete);
 }
 
 #[test]
