@@ -182,8 +182,14 @@ def main():
                     else:
                         C = int(row.split()[1])
                         sa = serve_args(a, binary)
-                        d, R = asyncio.run(sv.bench_engine(sa, "llama" if eng == "llama" else "ours",
-                                                           f"{eng}-load{L}", model, C, R, log_dir))
+                        # The before binary may be many times slower under load: it sizes its
+                        # own run from its warm-up instead of the shared request count.
+                        shared = eng != "before"
+                        d, r = asyncio.run(sv.bench_engine(sa, "llama" if eng == "llama" else "ours",
+                                                           f"{eng}-load{L}", model, C,
+                                                           R if shared else None, log_dir))
+                        if shared:
+                            R = r
                         d["tok_s"] = None if d.get("error") else d.get("agg_tok_s")
                         if d.get("error") or d.get("errors"):
                             failed = True
