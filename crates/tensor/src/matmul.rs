@@ -8,8 +8,9 @@
 //!   Q4_K/Q6_K with rows a multiple of 16, each thread packs 16-row groups
 //!   on the fly into a row-interleaved layout (`x86::packed512*`,
 //!   `x86::otf512q6k`; the layout of `PackedMatrix`) and runs every token
-//!   against the packed group; otherwise `x86::gemm512` reuses every
-//!   unpacked weight block for a tile of tokens.
+//!   against the packed group; otherwise (and for Q5_0/Q5_1 always)
+//!   `x86::gemm512` reuses every unpacked weight block for a tile of tokens.
+//!   On AVX-512 the 32-element block formats take `gemm512` for decode too.
 //! - decode on the row-major layout software-prefetches the weight stream.
 //!
 //! Work is split by blocks of rows, so every thread writes a disjoint set of
