@@ -10,6 +10,7 @@ Writes into <cache>/bench-models/ (never into the repo):
     llama-1b-f16.gguf      F16 matrices, F32 norms / rope_freqs (the quantizer's input)
     llama-1b-q8_0.gguf     llama.cpp's quantizer, LLAMA_FTYPE_MOSTLY_Q8_0
     llama-1b-q4_k_m.gguf   llama.cpp's quantizer, LLAMA_FTYPE_MOSTLY_Q4_K_M
+    llama-1b-q5_0.gguf     llama.cpp's quantizer, LLAMA_FTYPE_MOSTLY_Q5_0 (only with --only)
     llama-1b.json          sizes of the finished files (what makes re-runs skip them)
 
 Shape = Llama 3.2 1B: dim 2048, 16 layers, 32 heads, 8 KV heads (head_dim 64), ffn 8192,
@@ -72,7 +73,8 @@ SPECIALS = {
 }
 N_REGULAR = 128000
 
-NAMES = {"f16": "llama-1b-f16.gguf", "q8_0": "llama-1b-q8_0.gguf", "q4_k_m": "llama-1b-q4_k_m.gguf"}
+NAMES = {"f16": "llama-1b-f16.gguf", "q8_0": "llama-1b-q8_0.gguf", "q4_k_m": "llama-1b-q4_k_m.gguf",
+         "q5_0": "llama-1b-q5_0.gguf"}
 
 
 def cache_dir() -> Path:
@@ -266,7 +268,8 @@ def main():
                 write_f16(tmp)
             else:
                 ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-                         "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[key]
+                         "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+                         "q5_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_0}[key]
                 quantize(f16, tmp, ftype, a.threads)
         except BaseException:
             tmp.unlink(missing_ok=True)

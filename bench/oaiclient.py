@@ -648,6 +648,7 @@ MODELS = {
     "1b-f16": ("bench-models", "llama-1b-f16.gguf"),
     "1b-q8_0": ("bench-models", "llama-1b-q8_0.gguf"),
     "1b-q4_k_m": ("bench-models", "llama-1b-q4_k_m.gguf"),
+    "1b-q5_0": ("bench-models", "llama-1b-q5_0.gguf"),
 }
 
 

@@ -7,7 +7,9 @@ An independent reference: the PyPI `gguf` package implements ggml's
 them with `gguf.quants.dequantize`, and store inputs + outputs. gguf has no
 Q8_1 / Q8_K dequantizer, so those two use the one-line numpy formula from
 ggml (`qs * d`). For Q8_0 / Q4_0 / Q4_1 / BF16 / F16 we also store
-`gguf.quants.quantize` results for random f32 rows.
+`gguf.quants.quantize` results for random f32 rows. Q5_0 / Q5_1 (both
+directions) come last, from their own seeded generator, so adding them left
+every earlier file byte-identical.
 
 Output (little-endian), one file per case `<name>.bin`:
     u32 magic 0x51564543 ('CEVQ'), u32 ggml type id, u32 n_elements,
@@ -53,6 +55,10 @@ def blocks(qtype, n):
         return np.concatenate([f16_scales(n), rand_bytes(n, 16)], axis=1)
     if qtype == T.Q4_1:
         return np.concatenate([f16_scales(n), f16_scales(n), rand_bytes(n, 16)], axis=1)
+    if qtype == T.Q5_0:
+        return np.concatenate([f16_scales(n), rand_bytes(n, 4), rand_bytes(n, 16)], axis=1)
+    if qtype == T.Q5_1:
+        return np.concatenate([f16_scales(n), f16_scales(n), rand_bytes(n, 4), rand_bytes(n, 16)], axis=1)
     if qtype == T.Q4_K:
         return np.concatenate(
             [f16_scales(n, signed=False), f16_scales(n, signed=False), rand_bytes(n, 12), rand_bytes(n, 128)],
@@ -87,6 +93,15 @@ def dequant(qtype, data):
     return quants.dequantize(data.ravel(), qtype).astype(np.float32).ravel()
 
 
+def quant_row(n):
+    """A gaussian row of mixed scales with an all-zero, a constant and a ramp block."""
+    x = (rng.standard_normal(n) * rng.choice([0.01, 1.0, 30.0], n)).astype(np.float32)
+    x[0:32] = 0.0  # all-zero block
+    x[32:64] = 1.25  # constant block
+    x[64:96] = np.linspace(-1, 1, 32, dtype=np.float32)
+    return x
+
+
 def write(name, qtype, n_elems, payload_in, payload_out, kind, index):
     path = os.path.join(HERE, name)
     with open(path, "wb") as f:
@@ -108,10 +123,24 @@ def main():
 
     # Quantization cases: gaussian rows with a few special blocks.
     for qtype in (T.Q8_0, T.Q4_0, T.Q4_1, T.BF16, T.F16):
-        x = (rng.standard_normal(1024) * rng.choice([0.01, 1.0, 30.0], 1024)).astype(np.float32)
-        x[0:32] = 0.0  # all-zero block
-        x[32:64] = 1.25  # constant block
-        x[64:96] = np.linspace(-1, 1, 32, dtype=np.float32)
+        x = quant_row(1024)
+        q = quants.quantize(x.reshape(1, -1), qtype)
+        qb = np.ascontiguousarray(q).view(np.uint8).tobytes()
+        write(f"q_{qtype.name.lower()}.bin", qtype, x.size, x.astype("<f4").tobytes(), qb, "quant", index)
+
+    # Q5_0 / Q5_1, appended with a fresh generator (see the docstring).
+    global rng
+    rng = np.random.default_rng(0x5EED5)
+    for qtype in (T.Q5_0, T.Q5_1):
+        data = blocks(qtype, 2048 // 32).astype(np.uint8)
+        out = dequant(qtype, data)
+        assert out.dtype == np.float32 and out.size == 2048
+        write(f"deq_{qtype.name.lower()}.bin", qtype, out.size, data.tobytes(), out.astype("<f4").tobytes(), "dequant", index)
+    for qtype in (T.Q5_0, T.Q5_1):
+        x = quant_row(2048)
+        # Values whose scaled form lands on exact .5 steps (+16.5 / +0.5 truncation).
+        x[96:128] = np.arange(-16, 16, dtype=np.float32)
+        x[128:160] = np.arange(0, 32, dtype=np.float32) * 0.5 - 3.0
         q = quants.quantize(x.reshape(1, -1), qtype)
         qb = np.ascontiguousarray(q).view(np.uint8).tobytes()
         write(f"q_{qtype.name.lower()}.bin", qtype, x.size, x.astype("<f4").tobytes(), qb, "quant", index)

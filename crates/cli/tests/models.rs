@@ -420,7 +420,7 @@ fn quantize_q4_k_summarizes_fallbacks() {
     );
     assert!(
         lines[2].starts_with(
-            "166 tensors stored as q8_0 because their rows of 576 are not a multiple of 256 \
+            "166 tensors stored as q5_0 because their rows of 576 are not a multiple of 256 \
              for q4_k: blk.0.attn_q.weight,"
         ),
         "{err}"

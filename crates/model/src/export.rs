@@ -5,6 +5,9 @@
 //! - `f32`, `f16`, `bf16`: every matrix in that type.
 //! - `q8_0`: every matrix Q8_0 (llama.cpp's `LLAMA_FTYPE_MOSTLY_Q8_0`).
 //! - `q6_k`: every matrix Q6_K (llama.cpp's `LLAMA_FTYPE_MOSTLY_Q6_K`).
+//! - `q5_0`, `q5_1`: every matrix in that type except the output matrix (or the embedding
+//!   when it is tied to the output), which llama.cpp's `llama_tensor_get_type` gives Q6_K
+//!   (`LLAMA_FTYPE_MOSTLY_Q5_0` / `_Q5_1` without an importance matrix).
 //! - `q4_k`: llama.cpp's Q4_K_M mixture (`llama-quant.cpp`): Q4_K, except the output matrix
 //!   (or the embedding when it is tied to the output) in Q6_K, and `wv` and `w2` in Q6_K in
 //!   the layers `use_more_bits` picks (the first and last eighth, and every third between).
@@ -16,8 +19,8 @@
 //!   1200 cap at run time (`DType::F8Act`).
 //!
 //! Norms and `rope_freqs` always stay F32. A matrix whose row length is not a multiple of
-//! the block size falls back as llama.cpp does (Q6_K → Q8_0; Q4_K → Q8_0 where llama.cpp
-//! picks Q5_0, a type ferrollama does not implement), and each fallback is reported.
+//! the block size falls back as llama.cpp does (Q4_K → Q5_0, Q6_K → Q8_0, then F16 if the
+//! row is not a multiple of 32 either; see [`fallback`]), and each fallback is reported.
 //! A source matrix already in the target type is copied byte for byte; any other is
 //! dequantized to f32 row by row and quantized with the ggml reference quantizers
 //! (`ferrollama_tensor::quantize_row`), in parallel over rows.
@@ -42,17 +45,21 @@ pub enum Target {
     F16,
     BF16,
     Q8_0,
+    Q5_0,
+    Q5_1,
     Q4_K,
     Q6_K,
     Fp8,
 }
 
 impl Target {
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 9] = [
         Target::F32,
         Target::F16,
         Target::BF16,
         Target::Q8_0,
+        Target::Q5_0,
+        Target::Q5_1,
         Target::Q4_K,
         Target::Q6_K,
         Target::Fp8,
@@ -65,6 +72,8 @@ impl Target {
             Target::F16 => "f16",
             Target::BF16 => "bf16",
             Target::Q8_0 => "q8_0",
+            Target::Q5_0 => "q5_0",
+            Target::Q5_1 => "q5_1",
             Target::Q4_K => "q4_k",
             Target::Q6_K => "q6_k",
             Target::Fp8 => "fp8",
@@ -86,6 +95,8 @@ impl Target {
             Target::F32 => Some(0),
             Target::F16 => Some(1),
             Target::Q8_0 => Some(7),
+            Target::Q5_0 => Some(8),
+            Target::Q5_1 => Some(9),
             Target::Q4_K => Some(15),
             Target::Q6_K => Some(18),
             Target::BF16 => Some(32),
@@ -176,6 +187,11 @@ fn policy(target: Target, role: Role, layer: Option<usize>, n_layers: usize, tie
         Target::BF16 => DType::BF16,
         Target::Q8_0 => DType::Q8_0,
         Target::Q6_K => DType::Q6_K,
+        // llama.cpp: the output matrix goes to Q6_K for every ftype but Q8_0 (and the
+        // k-quant mixtures, handled below); the block-size fallback then applies.
+        Target::Q5_0 | Target::Q5_1 if output_like => DType::Q6_K,
+        Target::Q5_0 => DType::Q5_0,
+        Target::Q5_1 => DType::Q5_1,
         Target::Q4_K => {
             let more = layer.is_some_and(|l| use_more_bits(l, n_layers));
             if output_like || (matches!(role, Role::Wv | Role::W2) && more) {
@@ -192,6 +208,23 @@ fn policy(target: Target, role: Role, layer: Option<usize>, n_layers: usize, tie
                 DType::BF16
             }
         }
+    }
+}
+
+/// The type llama.cpp's `llama_tensor_get_type` substitutes when a row of `cols` elements
+/// is not a whole number of `want`'s blocks: Q4_K → Q5_0, Q6_K → Q8_0 (its
+/// fallback table in `llama-quant.cpp`), then F16 if that type's 32-element blocks do not
+/// fit either. A 32-element type (Q8_0, Q5_0, ...) only misses when 32 does not divide
+/// the row, so it ends in F16 too, as in llama.cpp.
+fn fallback(want: DType, cols: usize) -> DType {
+    let fb = match want {
+        DType::Q4_K => DType::Q5_0,
+        _ => DType::Q8_0,
+    };
+    if fb.row_bytes(cols).is_some() {
+        fb
+    } else {
+        DType::F16
     }
 }
 
@@ -228,11 +261,7 @@ fn plan<'a>(
         let dtype = match want.row_bytes(t.cols) {
             Some(_) => want,
             None => {
-                let fb = if DType::Q8_0.row_bytes(t.cols).is_some() {
-                    DType::Q8_0
-                } else {
-                    DType::F16
-                };
+                let fb = fallback(want, t.cols);
                 report.fallbacks.push(format!(
                     "{name}: rows of {} are not a multiple of {} for {}; stored as {}",
                     t.cols,
@@ -467,6 +496,29 @@ mod tests {
             policy(Target::Fp8, Role::Output, None, n, false),
             DType::BF16
         );
+    }
+
+    #[test]
+    fn block_size_fallbacks_follow_llama_cpp() {
+        // llama-quant.cpp: Q4_K → Q5_0, Q6_K → Q8_0; F16 when 32 does not divide the row.
+        assert_eq!(fallback(DType::Q4_K, 576), DType::Q5_0);
+        assert_eq!(fallback(DType::Q6_K, 576), DType::Q8_0);
+        assert_eq!(fallback(DType::Q4_K, 100), DType::F16);
+        assert_eq!(fallback(DType::Q6_K, 100), DType::F16);
+        assert_eq!(fallback(DType::Q5_0, 100), DType::F16);
+    }
+
+    #[test]
+    fn q5_targets_keep_the_output_in_q6_k() {
+        for (t, d) in [(Target::Q5_0, DType::Q5_0), (Target::Q5_1, DType::Q5_1)] {
+            assert_eq!(policy(t, Role::Output, None, 16, false), DType::Q6_K);
+            assert_eq!(policy(t, Role::Embedding, None, 16, true), DType::Q6_K);
+            assert_eq!(policy(t, Role::Embedding, None, 16, false), d);
+            assert_eq!(policy(t, Role::W2, Some(0), 16, false), d);
+            assert_eq!(policy(t, Role::Wv, Some(4), 16, false), d);
+        }
+        assert_eq!(Target::parse("Q5_1"), Some(Target::Q5_1));
+        assert_eq!(Target::Q5_0.ftype(), Some(8));
     }
 
     #[test]

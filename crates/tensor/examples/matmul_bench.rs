@@ -36,10 +36,10 @@ fn weights(w: DType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     let mut b: Vec<u8> = (0..rows * rb).map(|_| (rng.next() >> 56) as u8).collect();
     let h = |v: f32| half::f16::from_f32(v).to_le_bytes();
     match w {
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4_K => {
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q4_K => {
             for blk in b.chunks_exact_mut(w.block_bytes()) {
                 blk[..2].copy_from_slice(&h(0.01 + rng.f32() * 0.01));
-                if matches!(w, DType::Q4_1 | DType::Q4_K) {
+                if matches!(w, DType::Q4_1 | DType::Q5_1 | DType::Q4_K) {
                     blk[2..4].copy_from_slice(&h(0.01));
                 }
             }
@@ -101,6 +101,8 @@ fn main() {
         DType::Q4_K,
         DType::Q6_K,
         DType::Q4_0,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::F16,
         DType::BF16,
         DType::F32,

@@ -9,7 +9,7 @@
 use core::mem::{offset_of, size_of};
 use half::f16;
 
-/// Elements per block of the "legacy" quants (Q8_0, Q8_1, Q4_0, Q4_1).
+/// Elements per block of the "legacy" quants (Q8_0, Q8_1, Q4_0, Q4_1, Q5_0, Q5_1).
 pub const QK8_0: usize = 32;
 /// Elements per super-block of the k-quants (Q4_K, Q6_K, Q8_K).
 pub const QK_K: usize = 256;
@@ -49,6 +49,39 @@ pub struct BlockQ4_1 {
     pub qs: [u8; 16],
 }
 
+/// Q5_0: 32 five-bit values: the low 4 bits as in Q4_0 (low nibbles are
+/// elements 0..16, high nibbles 16..32), bit 4 of element `j` is bit `j` of
+/// the little-endian u32 `qh`. value = (q - 16) * d.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// Q5_1: Q5_0's bit layout with a min. value = q * d + m.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// The 5-bit value of element `j` (0..32) of a Q5_0/Q5_1 block.
+#[inline(always)]
+pub fn q5_value(qh: &[u8; 4], qs: &[u8; 16], j: usize) -> u8 {
+    let h = ((u32::from_le_bytes(*qh) >> j) & 1) as u8;
+    let l = if j < 16 {
+        qs[j] & 0x0f
+    } else {
+        qs[j - 16] >> 4
+    };
+    l | (h << 4)
+}
+
 /// Q4_K: 256 elements in 8 sub-blocks of 32, each with a 6-bit scale and a
 /// 6-bit min packed into `scales` (see [`get_scale_min_k4`]).
 /// value = d * sc * q - dmin * m.
@@ -86,6 +119,12 @@ const _: () = {
     assert!(size_of::<BlockQ8_1>() == 36);
     assert!(size_of::<BlockQ4_0>() == 18);
     assert!(size_of::<BlockQ4_1>() == 20);
+    assert!(size_of::<BlockQ5_0>() == 22);
+    assert!(size_of::<BlockQ5_1>() == 24);
+    assert!(offset_of!(BlockQ5_0, qh) == 2);
+    assert!(offset_of!(BlockQ5_0, qs) == 6);
+    assert!(offset_of!(BlockQ5_1, qh) == 4);
+    assert!(offset_of!(BlockQ5_1, qs) == 8);
     assert!(size_of::<BlockQ4K>() == 144);
     assert!(size_of::<BlockQ6K>() == 210);
     assert!(size_of::<BlockQ8K>() == 292);
@@ -116,6 +155,10 @@ unsafe impl Block for BlockQ8_1 {}
 unsafe impl Block for BlockQ4_0 {}
 // SAFETY: as above.
 unsafe impl Block for BlockQ4_1 {}
+// SAFETY: as above.
+unsafe impl Block for BlockQ5_0 {}
+// SAFETY: as above.
+unsafe impl Block for BlockQ5_1 {}
 // SAFETY: as above.
 unsafe impl Block for BlockQ4K {}
 // SAFETY: as above.

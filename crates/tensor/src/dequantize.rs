@@ -6,8 +6,8 @@
 //! This is not a hot path (embedding lookups, debugging), so it stays scalar.
 
 use crate::blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K,
-    q4k_scales_mins, q6k_value, read_block,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    QK_K, q4k_scales_mins, q5_value, q6k_value, read_block,
 };
 use crate::convert::{F8E4M3_LUT, bf16_to_f32};
 use crate::{DType, TensorError};
@@ -89,6 +89,25 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), T
                 for j in 0..16 {
                     y[j] = (b.qs[j] & 0x0f) as f32 * d + m;
                     y[j + 16] = (b.qs[j] >> 4) as f32 * d + m;
+                }
+            }
+        }
+        DType::Q5_0 => {
+            for (i, y) in dst.chunks_exact_mut(bl).enumerate() {
+                let b: BlockQ5_0 = block(src, i)?;
+                let d = b.d.to_f32();
+                for (j, o) in y.iter_mut().enumerate() {
+                    *o = (q5_value(&b.qh, &b.qs, j) as i32 - 16) as f32 * d;
+                }
+            }
+        }
+        DType::Q5_1 => {
+            for (i, y) in dst.chunks_exact_mut(bl).enumerate() {
+                let b: BlockQ5_1 = block(src, i)?;
+                let d = b.d.to_f32();
+                let m = b.m.to_f32();
+                for (j, o) in y.iter_mut().enumerate() {
+                    *o = q5_value(&b.qh, &b.qs, j) as f32 * d + m;
                 }
             }
         }

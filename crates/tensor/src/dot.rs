@@ -44,6 +44,8 @@ macro_rules! scalar_wrap {
 scalar_wrap!(s_q8_0, sc::q8_0_q8_0, DType::Q8_0, DType::Q8_0, 32);
 scalar_wrap!(s_q4_0, sc::q4_0_q8_0, DType::Q4_0, DType::Q8_0, 32);
 scalar_wrap!(s_q4_1, sc::q4_1_q8_1, DType::Q4_1, DType::Q8_1, 32);
+scalar_wrap!(s_q5_0, sc::q5_0_q8_0, DType::Q5_0, DType::Q8_0, 32);
+scalar_wrap!(s_q5_1, sc::q5_1_q8_1, DType::Q5_1, DType::Q8_1, 32);
 scalar_wrap!(s_q4_k, sc::q4_k_q8_k, DType::Q4_K, DType::Q8_K, 256);
 scalar_wrap!(s_q6_k, sc::q6_k_q8_k, DType::Q6_K, DType::Q8_K, 256);
 scalar_wrap!(s_f32, sc::f32_f32, DType::F32, DType::F32, 1);
@@ -80,6 +82,18 @@ mod x86w {
     ));
     wrap!(z_q4_1, |w, x, n: usize| avx512::dot_legacy(
         Legacy::Q4_1,
+        w,
+        x,
+        n / 32
+    ));
+    wrap!(z_q5_0, |w, x, n: usize| avx512::dot_legacy(
+        Legacy::Q5_0,
+        w,
+        x,
+        n / 32
+    ));
+    wrap!(z_q5_1, |w, x, n: usize| avx512::dot_legacy(
+        Legacy::Q5_1,
         w,
         x,
         n / 32
@@ -181,6 +195,18 @@ mod x86w {
         x,
         n / 32
     ));
+    wrap!(y_q5_0, |w, x, n: usize| avx2::dot_legacy(
+        Legacy::Q5_0,
+        w,
+        x,
+        n / 32
+    ));
+    wrap!(y_q5_1, |w, x, n: usize| avx2::dot_legacy(
+        Legacy::Q5_1,
+        w,
+        x,
+        n / 32
+    ));
     wrap!(y_q4_k, |w, x, n: usize| avx2::dot_q4_k(w, x, n / 256));
     wrap!(y_q6_k, |w, x, n: usize| avx2::dot_q6_k(w, x, n / 256));
     wrap!(y_f32, |w, x: *const u8, n| avx2::dot_float(
@@ -219,6 +245,8 @@ pub(crate) fn row_kernel(isa: Isa, w: DType) -> Option<RowDot> {
             (Isa::Avx512Vnni, DType::Q8_0) => Some(z_q8_0),
             (Isa::Avx512Vnni, DType::Q4_0) => Some(z_q4_0),
             (Isa::Avx512Vnni, DType::Q4_1) => Some(z_q4_1),
+            (Isa::Avx512Vnni, DType::Q5_0) => Some(z_q5_0),
+            (Isa::Avx512Vnni, DType::Q5_1) => Some(z_q5_1),
             (Isa::Avx512Vnni, DType::Q4_K) => Some(z_q4_k),
             (Isa::Avx512Vnni, DType::Q6_K) => Some(z_q6_k),
             (Isa::Avx512Vnni, DType::F32) => Some(z_f32),
@@ -228,6 +256,8 @@ pub(crate) fn row_kernel(isa: Isa, w: DType) -> Option<RowDot> {
             (Isa::Avx2, DType::Q8_0) => Some(y_q8_0),
             (Isa::Avx2, DType::Q4_0) => Some(y_q4_0),
             (Isa::Avx2, DType::Q4_1) => Some(y_q4_1),
+            (Isa::Avx2, DType::Q5_0) => Some(y_q5_0),
+            (Isa::Avx2, DType::Q5_1) => Some(y_q5_1),
             (Isa::Avx2, DType::Q4_K) => Some(y_q4_k),
             (Isa::Avx2, DType::Q6_K) => Some(y_q6_k),
             (Isa::Avx2, DType::F32) => Some(y_f32),
@@ -245,6 +275,8 @@ pub(crate) fn row_kernel(isa: Isa, w: DType) -> Option<RowDot> {
         DType::Q8_0 => Some(s_q8_0),
         DType::Q4_0 => Some(s_q4_0),
         DType::Q4_1 => Some(s_q4_1),
+        DType::Q5_0 => Some(s_q5_0),
+        DType::Q5_1 => Some(s_q5_1),
         DType::Q4_K => Some(s_q4_k),
         DType::Q6_K => Some(s_q6_k),
         DType::F32 => Some(s_f32),

@@ -7,8 +7,8 @@
 //! lengths; here `w` and `x` hold exactly `nb` blocks.
 
 use crate::blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, q4k_scales_mins,
-    q6k_value, read_block,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    q4k_scales_mins, q5_value, q6k_value, read_block,
 };
 use crate::convert::{F8E4M3_LUT, bf16_to_f32};
 
@@ -65,6 +65,36 @@ pub fn q4_1_q8_1(w: &[u8], x: &[u8], nb: usize) -> f32 {
             let v1 = (a.qs[j] >> 4) as i32;
             sumi += v0 * b.qs[j] as i32 + v1 * b.qs[j + 16] as i32;
         }
+        sumf += (a.d.to_f32() * b.d.to_f32()) * sumi as f32 + a.m.to_f32() * b.s.to_f32();
+    }
+    sumf
+}
+
+/// Q5_0 · Q8_0 (ggml's `ggml_vec_dot_q5_0_q8_0_generic`).
+pub fn q5_0_q8_0(w: &[u8], x: &[u8], nb: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let (Some(a), Some(b)) = (blk::<BlockQ5_0>(w, i), blk::<BlockQ8_0>(x, i)) else {
+            break;
+        };
+        let sumi: i32 = (0..32)
+            .map(|j| (q5_value(&a.qh, &a.qs, j) as i32 - 16) * b.qs[j] as i32)
+            .sum();
+        sumf += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
+    }
+    sumf
+}
+
+/// Q5_1 · Q8_1: `d*dy*sum(q*y) + m*s` per block, like Q4_1.
+pub fn q5_1_q8_1(w: &[u8], x: &[u8], nb: usize) -> f32 {
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let (Some(a), Some(b)) = (blk::<BlockQ5_1>(w, i), blk::<BlockQ8_1>(x, i)) else {
+            break;
+        };
+        let sumi: i32 = (0..32)
+            .map(|j| q5_value(&a.qh, &a.qs, j) as i32 * b.qs[j] as i32)
+            .sum();
         sumf += (a.d.to_f32() * b.d.to_f32()) * sumi as f32 + a.m.to_f32() * b.s.to_f32();
     }
     sumf

@@ -9,7 +9,8 @@
 //! f32), so the kernels decode only the weight bytes.
 
 use crate::blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K, QK8_0,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    QK_K, QK8_0,
 };
 
 /// Element storage format.
@@ -23,6 +24,8 @@ pub enum DType {
     Q8_1,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q4_K,
     Q6_K,
     Q8_K,
@@ -38,7 +41,7 @@ pub const F8E4M3_GGUF_ID: u32 = 0x4638; // "F8"
 
 impl DType {
     /// Every dtype, for tests and tables.
-    pub const ALL: [DType; 12] = [
+    pub const ALL: [DType; 14] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -46,6 +49,8 @@ impl DType {
         DType::Q8_1,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q4_K,
         DType::Q6_K,
         DType::Q8_K,
@@ -60,6 +65,8 @@ impl DType {
             1 => DType::F16,
             2 => DType::Q4_0,
             3 => DType::Q4_1,
+            6 => DType::Q5_0,
+            7 => DType::Q5_1,
             8 => DType::Q8_0,
             9 => DType::Q8_1,
             12 => DType::Q4_K,
@@ -79,6 +86,8 @@ impl DType {
             DType::F16 => 1,
             DType::Q4_0 => 2,
             DType::Q4_1 => 3,
+            DType::Q5_0 => 6,
+            DType::Q5_1 => 7,
             DType::Q8_0 => 8,
             DType::Q8_1 => 9,
             DType::Q4_K => 12,
@@ -100,6 +109,8 @@ impl DType {
             DType::Q8_1 => "q8_1",
             DType::Q4_0 => "q4_0",
             DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
             DType::Q4_K => "q4_k",
             DType::Q6_K => "q6_k",
             DType::Q8_K => "q8_k",
@@ -112,7 +123,9 @@ impl DType {
     pub fn block_len(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8Act => 1,
-            DType::Q8_0 | DType::Q8_1 | DType::Q4_0 | DType::Q4_1 => QK8_0,
+            DType::Q8_0 | DType::Q8_1 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => {
+                QK8_0
+            }
             DType::Q4_K | DType::Q6_K | DType::Q8_K => QK_K,
         }
     }
@@ -129,6 +142,8 @@ impl DType {
             DType::Q8_1 => size_of::<BlockQ8_1>(),
             DType::Q4_0 => size_of::<BlockQ4_0>(),
             DType::Q4_1 => size_of::<BlockQ4_1>(),
+            DType::Q5_0 => size_of::<BlockQ5_0>(),
+            DType::Q5_1 => size_of::<BlockQ5_1>(),
             DType::Q4_K => size_of::<BlockQ4K>(),
             DType::Q6_K => size_of::<BlockQ6K>(),
             DType::Q8_K => size_of::<BlockQ8K>(),
@@ -156,8 +171,9 @@ impl DType {
             DType::F32 | DType::F16 | DType::BF16 => DType::F32,
             // Meta's scheme: FP8 weights meet FP8 activations (spec §6.2).
             DType::F8E4M3 | DType::F8Act => DType::F8Act,
-            DType::Q8_0 | DType::Q4_0 => DType::Q8_0,
-            DType::Q4_1 => DType::Q8_1,
+            DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => DType::Q8_0,
+            // Formats with a min term need the activation block sum (`s`).
+            DType::Q4_1 | DType::Q5_1 => DType::Q8_1,
             DType::Q4_K | DType::Q6_K => DType::Q8_K,
             // Activation formats multiply against themselves (used by tests).
             DType::Q8_1 => DType::Q8_1,

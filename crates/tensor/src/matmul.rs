@@ -4,12 +4,13 @@
 //! - decode (few tokens): memory bound. Each thread takes a contiguous block
 //!   of weight rows and streams every row once through the row kernel,
 //!   dotting it with each token (the activations stay in L1/L2).
-//! - prefill (many tokens): compute bound. On AVX-512, for Q8_0/Q4_0/Q4_1/
+//! - prefill (many tokens): compute bound. On AVX-512, for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/
 //!   Q4_K/Q6_K with rows a multiple of 16, each thread packs 16-row groups
 //!   on the fly into a row-interleaved layout (`x86::packed512*`,
 //!   `x86::otf512q6k`; the layout of `PackedMatrix`) and runs every token
-//!   against the packed group; otherwise `x86::gemm512` reuses every
-//!   unpacked weight block for a tile of tokens.
+//!   against the packed group (Q5_0/Q5_1 too, unpacked to bytes); otherwise
+//!   `x86::gemm512` reuses every unpacked weight block for a tile of tokens.
+//!   On AVX-512 the 32-element block formats take `gemm512` for decode too.
 //! - decode on the row-major layout software-prefetches the weight stream.
 //!
 //! Work is split by blocks of rows, so every thread writes a disjoint set of
@@ -34,7 +35,8 @@ const GEMM_MIN_TOKENS: usize = 1;
 fn otf_min_tokens(w: DType) -> usize {
     match w {
         DType::Q4_0 | DType::Q4_1 => 4,
-        DType::Q8_0 => 8,
+        // Q5 is packed to one byte per weight, so it runs Q8_0's kernel.
+        DType::Q8_0 | DType::Q5_0 | DType::Q5_1 => 8,
         DType::Q4_K => 12,
         DType::Q6_K => 24,
         _ => usize::MAX,
@@ -134,11 +136,13 @@ pub fn matmul_with(
     // layout of `PackedMatrix` (each group once, reused for all tokens).
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni && n_tokens >= otf_min_tokens(w) && rows.is_multiple_of(16) {
-        use crate::x86::gemm512::{K_Q4_0, K_Q4_1, K_Q8_0};
+        use crate::x86::gemm512::{K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0};
         let kind = match w {
             DType::Q8_0 => Some(K_Q8_0),
             DType::Q4_0 => Some(K_Q4_0),
             DType::Q4_1 => Some(K_Q4_1),
+            DType::Q5_0 => Some(K_Q5_0),
+            DType::Q5_1 => Some(K_Q5_1),
             _ => None,
         };
         if let Some(kind) = kind {

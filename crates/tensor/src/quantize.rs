@@ -3,14 +3,15 @@
 //!
 //! Rounding modes matter for reproducibility and differ per format, exactly
 //! as in ggml: Q8_0/Q8_1 use `roundf` (half away from zero), Q4_0/Q4_1 add
-//! 8.5/0.5 and truncate, Q8_K uses round-half-to-even (`nearest_int`).
+//! 8.5/0.5 and truncate, Q5_0/Q5_1 add 16.5/0.5 and truncate, Q8_K uses round-half-to-even (`nearest_int`).
 //! (ggml's own SIMD activation quantizers round half to even; this only
 //! changes exact .5 ties, which random data essentially never hits.)
 
 use half::f16;
 
 use crate::blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K, QK8_0, write_block,
+    BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, BlockQ8K, QK_K, QK8_0,
+    write_block,
 };
 use crate::convert::{F8E4M3_MAX, f32_to_bf16, f32_to_f8e4m3};
 use crate::{DType, TensorError};
@@ -67,6 +68,16 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Ten
         DType::Q4_1 => {
             for (i, x) in src.chunks_exact(QK8_0).enumerate() {
                 put(dst, i, &q4_1_block(x))?;
+            }
+        }
+        DType::Q5_0 => {
+            for (i, x) in src.chunks_exact(QK8_0).enumerate() {
+                put(dst, i, &q5_0_block(x))?;
+            }
+        }
+        DType::Q5_1 => {
+            for (i, x) in src.chunks_exact(QK8_0).enumerate() {
+                put(dst, i, &q5_1_block(x))?;
             }
         }
         DType::Q8_K => {
@@ -212,6 +223,79 @@ fn q4_1_block(x: &[f32]) -> BlockQ4_1 {
     BlockQ4_1 {
         d: f16::from_f32(d),
         m: f16::from_f32(min),
+        qs,
+    }
+}
+
+/// Packs 32 five-bit values the Q5 way: low nibbles of elements `j` and
+/// `j + 16` share byte `j` of `qs`; bit 4 of element `j` is bit `j` of `qh`.
+#[inline(always)]
+fn pack_q5(q: &[u8; 32]) -> ([u8; 4], [u8; 16]) {
+    let mut qs = [0u8; 16];
+    let mut qh = 0u32;
+    for j in 0..16 {
+        qs[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+        qh |= (((q[j] & 0x10) >> 4) as u32) << j;
+        qh |= (((q[j + 16] & 0x10) >> 4) as u32) << (j + 16);
+    }
+    (qh.to_le_bytes(), qs)
+}
+
+/// ggml `quantize_row_q5_0_ref` for one block: the signed value with the
+/// largest magnitude maps to -16 (`d = max / -16`), `q = min(31, (i8)(x/d + 16.5))`.
+#[inline(always)]
+fn q5_0_block(x: &[f32]) -> BlockQ5_0 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; 32];
+    for (o, &v) in q.iter_mut().zip(x) {
+        // |v * id| <= 16, so the sum is in 0..=32.5 and the i8 cast is the
+        // C truncation (Rust's saturating `as` only differs for NaN -> 0).
+        *o = ((v * id + 16.5) as i8).min(31) as u8;
+    }
+    let (qh, qs) = pack_q5(&q);
+    BlockQ5_0 {
+        d: f16::from_f32(d),
+        qh,
+        qs,
+    }
+}
+
+/// ggml `quantize_row_q5_1_ref` for one block: `d = (max - min) / 31`,
+/// `q = (u8)((x - min) / d + 0.5)`.
+#[inline(always)]
+fn q5_1_block(x: &[f32]) -> BlockQ5_1 {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; 32];
+    for (o, &v) in q.iter_mut().zip(x) {
+        // 0..=31.5 up to rounding; the clamp (as in the gguf reference) only
+        // guards against a last-ulp overshoot, which ggml would wrap.
+        *o = (((v - min) * id + 0.5) as u8).min(31);
+    }
+    let (qh, qs) = pack_q5(&q);
+    BlockQ5_1 {
+        d: f16::from_f32(d),
+        m: f16::from_f32(min),
+        qh,
         qs,
     }
 }

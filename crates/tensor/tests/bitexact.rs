@@ -73,6 +73,8 @@ fn dequantize_matches_gguf_bit_for_bit() {
         DType::Q8_1,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q4_K,
         DType::Q6_K,
         DType::Q8_K,
@@ -86,6 +88,7 @@ fn dequantize_matches_gguf_bit_for_bit() {
 #[test]
 fn quantize_matches_gguf_bit_for_bit() {
     let mut count = 0;
+    let mut seen = Vec::new();
     for c in cases().iter().filter(|c| c.kind == "quant") {
         let x = f32s(&c.input);
         let mut got = vec![0u8; c.dtype.row_bytes(c.n).expect("row bytes")];
@@ -98,6 +101,16 @@ fn quantize_matches_gguf_bit_for_bit() {
             );
         }
         count += 1;
+        seen.push(c.dtype);
     }
     assert!(count >= 5);
+    for d in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+    ] {
+        assert!(seen.contains(&d), "no quantize vectors for {d}");
+    }
 }

@@ -102,6 +102,8 @@ fn matmul_larger_prefill_shapes() {
         DType::Q4_K,
         DType::Q6_K,
         DType::Q4_0,
+        DType::Q5_0,
+        DType::Q5_1,
     ] {
         let cols = if w.block_len() == 256 { 768 } else { 576 };
         run_case(&pool, ferrollama_tensor::best_isa(), w, 70, cols, 67, 11);

@@ -44,6 +44,8 @@ fn every_written_type_is_within_ggml_total_error() {
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q4_K,
         DType::Q6_K,
         DType::F8E4M3,

@@ -38,6 +38,11 @@ proptest! {
     }
 
     #[test]
+    fn q5_quants(blocks in 1usize..70, seed in any::<u64>(), which in 0usize..2) {
+        check([DType::Q5_0, DType::Q5_1][which], blocks, seed)?;
+    }
+
+    #[test]
     fn k_quants(blocks in 1usize..12, seed in any::<u64>(), which in 0usize..2) {
         check([DType::Q4_K, DType::Q6_K][which], blocks, seed)?;
     }
@@ -53,7 +58,7 @@ fn integer_parts_are_exact_for_legacy_quants() {
     // With all scales 1.0 the result is an integer sum, which every tier
     // must reproduce exactly (no float reassociation can change it).
     let mut rng = Rng(7);
-    for w in [DType::Q8_0, DType::Q4_0] {
+    for w in [DType::Q8_0, DType::Q4_0, DType::Q5_0] {
         for blocks in [1usize, 2, 3, 15, 16, 17, 33, 64] {
             let n = blocks * 32;
             let mut wr = weight_row(w, n, &mut rng);

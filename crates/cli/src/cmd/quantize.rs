@@ -12,8 +12,9 @@ use super::source::open_source;
 /// Quantize or convert a model (GGUF file, Hugging Face folder or Meta checkpoint folder)
 /// into a GGUF file.
 ///
-/// Types: q8_0, q6_k and q4_k (llama.cpp's Q4_K_M mixture: Q6_K for the output matrix and
-/// for wv/w2 in some layers) load in llama.cpp too; fp8 is Meta's Llama 3.1 405B recipe
+/// Types: q8_0, q6_k, q5_0, q5_1 (Q6_K output matrix) and q4_k (llama.cpp's Q4_K_M
+/// mixture: Q6_K for the output matrix and for wv/w2 in some layers; Q5_0 for matrices whose
+/// rows are not a multiple of 256) load in llama.cpp too; fp8 is Meta's Llama 3.1 405B recipe
 /// (E4M3 row-wise feed-forward weights in layers 1..n-2, the rest BF16), which only
 /// ferrollama runs; f16, bf16 and f32 convert without quantizing. Quantizing an already
 /// quantized model works but compounds the error, so it needs --allow-requantize.
@@ -24,7 +25,7 @@ pub struct QuantizeArgs {
     input: PathBuf,
     /// The GGUF file to write (written as OUT.partial, renamed when complete).
     output: PathBuf,
-    /// Target type: q8_0, q4_k (= q4_k_m), q6_k, fp8, f16, bf16, f32.
+    /// Target type: q8_0, q5_0, q5_1, q4_k (= q4_k_m), q6_k, fp8, f16, bf16, f32.
     #[arg(long = "type", value_name = "TYPE", value_parser = parse_target)]
     target: Target,
     /// Replace OUT if it exists.
@@ -167,7 +168,7 @@ const FALLBACK_NAMES_SHOWN: usize = 4;
 /// One line per fallback reason instead of one per tensor. The export report's entries
 /// read "NAME: rows of C are not a multiple of B for TYPE; stored as FALLBACK"; entries
 /// with the same reason are grouped, in first-seen order:
-/// "12 tensors stored as q8_0 because their rows of 576 are not a multiple of 256 for
+/// "12 tensors stored as q5_0 because their rows of 576 are not a multiple of 256 for
 /// q4_k: blk.0.attn_q.weight, ... and 8 more (--json lists them all)".
 pub fn summarize_fallbacks(fallbacks: &[String]) -> Vec<String> {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
@@ -213,7 +214,7 @@ mod tests {
         let mut f: Vec<String> = (0..12)
             .map(|i| {
                 format!(
-                    "blk.{i}.ffn_down.weight: rows of 1536 are not a multiple of 256 for q4_k; stored as q8_0"
+                    "blk.{i}.ffn_down.weight: rows of 1536 are not a multiple of 256 for q4_k; stored as q5_0"
                 )
             })
             .collect();
@@ -225,7 +226,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "12 tensors stored as q8_0 because their rows of 1536 are not a multiple of 256 \
+                "12 tensors stored as q5_0 because their rows of 1536 are not a multiple of 256 \
                  for q4_k: blk.0.ffn_down.weight, blk.1.ffn_down.weight, blk.2.ffn_down.weight, \
                  blk.3.ffn_down.weight and 8 more (--json lists them all)",
                 "1 tensor stored as q8_0 because its rows of 576 are not a multiple of 256 for \

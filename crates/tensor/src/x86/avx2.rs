@@ -47,15 +47,30 @@ unsafe fn dot_ub(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
+/// Q5's 32 fifth bits (`qh` at `p`) as 32 bytes in element order: 0xff where
+/// the bit is set, 0 where not (ggml's `bytes_from_bits_32`): broadcast the
+/// word, give each byte lane the byte holding its bit, set every other bit,
+/// and compare with all-ones.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let x32 = i32::from_le_bytes(core::ptr::read_unaligned(p as *const [u8; 4]));
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
 /// Legacy-format weights · Q8_0/Q8_1 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_legacy(kind: Legacy, w: *const u8, x: *const u8, nb: usize) -> f32 {
-    let (ws, wo) = match kind {
-        Legacy::Q8_0 => (34usize, 2usize),
-        Legacy::Q4_0 => (18, 2),
-        Legacy::Q4_1 => (20, 4),
-    };
-    let (xs, xo) = if kind == Legacy::Q4_1 {
+    let (ws, wo, qho) = kind.layout();
+    let (xs, xo) = if kind.has_min() {
         (36usize, 4usize)
     } else {
         (34, 2)
@@ -78,6 +93,19 @@ pub(crate) unsafe fn dot_legacy(kind: Legacy, w: *const u8, x: *const u8, nb: us
             Legacy::Q4_1 => {
                 summ += f16_at(wb.add(2)) * f16_at(xb.add(2));
                 dot_ub(q4_unpack(wb.add(wo)), xv)
+            }
+            Legacy::Q5_0 => {
+                // q - 16 in one step: nibble | 0xf0 where the fifth bit is
+                // clear (nibble - 16 as i8), the plain nibble where it is set.
+                let hi =
+                    _mm256_andnot_si256(bytes_from_bits_32(wb.add(qho)), _mm256_set1_epi8(-16));
+                let q = _mm256_or_si256(q4_unpack(wb.add(wo)), hi);
+                dot_ub(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q))
+            }
+            Legacy::Q5_1 => {
+                summ += f16_at(wb.add(2)) * f16_at(xb.add(2));
+                let hi = _mm256_and_si256(bytes_from_bits_32(wb.add(qho)), _mm256_set1_epi8(0x10));
+                dot_ub(_mm256_or_si256(q4_unpack(wb.add(wo)), hi), xv)
             }
         };
         let d = f16_at(wb) * f16_at(xb);

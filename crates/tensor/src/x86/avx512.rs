@@ -121,23 +121,58 @@ pub(crate) enum Legacy {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+}
+
+impl Legacy {
+    /// Weight block layout: (block bytes, offset of the quants, offset of
+    /// Q5's high-bit word, 0 for the 4/8-bit formats).
+    #[inline(always)]
+    pub(crate) fn layout(self) -> (usize, usize, usize) {
+        match self {
+            Legacy::Q8_0 => (34, 2, 0),
+            Legacy::Q4_0 => (18, 2, 0),
+            Legacy::Q4_1 => (20, 4, 0),
+            Legacy::Q5_0 => (22, 6, 2),
+            Legacy::Q5_1 => (24, 8, 4),
+        }
+    }
+
+    /// Whether the format has a min (`m`), so it meets Q8_1 activations.
+    #[inline(always)]
+    pub(crate) fn has_min(self) -> bool {
+        matches!(self, Legacy::Q4_1 | Legacy::Q5_1)
+    }
+}
+
+/// Q5's fifth bits of two consecutive blocks as a byte mask in element order
+/// (block one in bits 0..32, block two in 32..64): `qh` is already one bit per
+/// element, so it becomes a `__mmask64` with no shuffling at all.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn q5_high_mask(p: *const u8, stride: usize, two: bool) -> __mmask64 {
+    let lo = u32::from_le_bytes(core::ptr::read_unaligned(p as *const [u8; 4])) as u64;
+    let hi = if two {
+        u32::from_le_bytes(core::ptr::read_unaligned(p.add(stride) as *const [u8; 4])) as u64
+    } else {
+        0
+    };
+    _cvtu64_mask64(lo | (hi << 32))
 }
 
 /// Dot of `nb` legacy blocks of weights with Q8_0/Q8_1 activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
 pub(crate) unsafe fn dot_legacy(kind: Legacy, w: *const u8, x: *const u8, nb: usize) -> f32 {
-    let (wstride, woff) = match kind {
-        Legacy::Q8_0 => (34usize, 2usize),
-        Legacy::Q4_0 => (18, 2),
-        Legacy::Q4_1 => (20, 4),
-    };
-    let (xstride, xoff) = if kind == Legacy::Q4_1 {
+    let (wstride, woff, qhoff) = kind.layout();
+    let (xstride, xoff) = if kind.has_min() {
         (36usize, 4usize)
     } else {
         (34, 2)
     };
     let zero = _mm512_setzero_si512();
     let eights = _mm512_set1_epi8(8);
+    let sixteens = _mm512_set1_epi8(16);
     let mut acc0 = _mm512_setzero_ps();
     let mut acc1 = _mm512_setzero_ps();
     let mut accm = _mm512_setzero_ps();
@@ -149,7 +184,7 @@ pub(crate) unsafe fn dot_legacy(kind: Legacy, w: *const u8, x: *const u8, nb: us
         let wh = gather_heads(wp, wstride, cnt);
         let xh = gather_heads(xp, xstride, cnt);
         let scale = _mm512_mul_ps(f16_lanes::<false>(wh), f16_lanes::<false>(xh));
-        if kind == Legacy::Q4_1 {
+        if kind.has_min() {
             // m * s term: one FMA covers 16 blocks.
             accm = _mm512_fmadd_ps(f16_lanes::<true>(wh), f16_lanes::<true>(xh), accm);
         }
@@ -174,6 +209,19 @@ pub(crate) unsafe fn dot_legacy(kind: Legacy, w: *const u8, x: *const u8, nb: us
                 Legacy::Q4_1 => {
                     let wv = load_q4_pair(wb, woff, wstride, two);
                     _mm512_dpbusd_epi32(zero, wv, xv)
+                }
+                Legacy::Q5_0 | Legacy::Q5_1 => {
+                    // Low nibbles as Q4, then +16 where the fifth bit is set.
+                    let hm = q5_high_mask(wb.add(qhoff), wstride, two);
+                    let lo = load_q4_pair(wb, woff, wstride, two);
+                    let wv = _mm512_mask_add_epi8(lo, hm, lo, sixteens);
+                    let d = _mm512_dpbusd_epi32(zero, wv, xv);
+                    if kind == Legacy::Q5_0 {
+                        // q - 16: subtract 16 * sum(x).
+                        _mm512_sub_epi32(d, _mm512_dpbusd_epi32(zero, sixteens, xv))
+                    } else {
+                        d
+                    }
                 }
             };
             let sc = _mm512_permutexvar_ps(pair_idx(k as i32), scale);

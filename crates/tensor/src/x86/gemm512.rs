@@ -1,5 +1,5 @@
-//! AVX-512 VNNI matmul for the 32-element block formats (Q8_0, Q4_0, Q4_1),
-//! for decode and prefill.
+//! AVX-512 VNNI matmul for the 32-element block formats (Q8_0, Q4_0, Q4_1,
+//! Q5_0, Q5_1), for decode and prefill.
 //!
 //! A micro-kernel computes an R-rows x T-tokens tile over the whole row,
 //! so each unpacked weight register is used for T tokens and each activation
@@ -7,9 +7,11 @@
 //! 4 instructions: `vpdpbusd`, convert, scale product, FMA.
 //!
 //! Integer exactness without sign tricks: weights enter `vpdpbusd` as
-//! unsigned (Q8_0 as q+128, Q4_0 as q) and the offset is removed by starting
-//! the accumulator at `-offset * sum(x)` of the block (precomputed per token).
-//! Q4_1's `m * s` term is one FMA per 16 blocks. Activation scales, sums
+//! unsigned (Q8_0 as q+128, Q4_0 and Q5_0 as q) and the offset is removed by
+//! starting the accumulator at `-offset * sum(x)` of the block (precomputed
+//! per token). Q5's fifth bits are added to the unpacked nibbles with one
+//! masked byte add (`qh` of two blocks is exactly a 64-bit byte mask).
+//! Q4_1's and Q5_1's `m * s` term is one FMA per 16 blocks. Activation scales, sums
 //! and corrections are extracted once per call into a reused scratch buffer
 //! (`ActPrep`), so the kernel never converts f16 on the activation side.
 
@@ -22,12 +24,36 @@ use crate::{DType, SyncSlice, TensorError, ThreadPool};
 
 /// Weight formats handled here.
 pub(crate) fn supports(w: DType) -> bool {
-    matches!(w, DType::Q8_0 | DType::Q4_0 | DType::Q4_1)
+    matches!(
+        w,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1
+    )
 }
 
 pub(crate) const K_Q8_0: u8 = 0;
 pub(crate) const K_Q4_0: u8 = 1;
 pub(crate) const K_Q4_1: u8 = 2;
+pub(crate) const K_Q5_0: u8 = 3;
+pub(crate) const K_Q5_1: u8 = 4;
+
+/// Whether kind `k` has a min term (`m * s`, Q8_1 activations).
+#[inline(always)]
+pub(crate) const fn has_min(k: u8) -> bool {
+    k == K_Q4_1 || k == K_Q5_1
+}
+
+/// Weight block layout of kind `k`: (block bytes, quants offset, offset of
+/// Q5's high-bit word or 0).
+#[inline(always)]
+const fn layout(k: u8) -> (usize, usize, usize) {
+    match k {
+        K_Q8_0 => (34, 2, 0),
+        K_Q4_0 => (18, 2, 0),
+        K_Q4_1 => (20, 4, 0),
+        K_Q5_0 => (22, 6, 2),
+        _ => (24, 8, 4),
+    }
+}
 
 /// Tokens processed per pass over a row tile (their activations stay in L2).
 const TOKEN_CHUNK: usize = 64;
@@ -61,11 +87,12 @@ pub(crate) fn prepare(kind: u8, x_q: &[u8], n_tokens: usize, nb: usize, p: &mut 
     }
     p.corr.clear();
     p.corr.resize(total, 0);
-    let xs = if kind == K_Q4_1 { 36 } else { 34 };
-    let qoff = if kind == K_Q4_1 { 4 } else { 2 };
+    let xs = if has_min(kind) { 36 } else { 34 };
+    let qoff = if has_min(kind) { 4 } else { 2 };
     let off = match kind {
         K_Q8_0 => 128,
         K_Q4_0 => 8,
+        K_Q5_0 => 16,
         _ => 0,
     };
     for t in 0..n_tokens {
@@ -76,7 +103,7 @@ pub(crate) fn prepare(kind: u8, x_q: &[u8], n_tokens: usize, nb: usize, p: &mut 
             };
             let i = t * nb16 + b;
             p.dx[i] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            if kind == K_Q4_1 {
+            if has_min(kind) {
                 p.sx[i] = half::f16::from_le_bytes([blk[2], blk[3]]).to_f32();
             } else {
                 let s: i32 = blk[qoff..].iter().map(|&q| q as i8 as i32).sum();
@@ -155,17 +182,14 @@ unsafe fn tile<const K: u8, const RR: usize, const TT: usize>(
     p: &Tile<RR, TT>,
     nb: usize,
 ) -> [[f32; TT]; RR] {
-    let (ws, woff) = match K {
-        K_Q8_0 => (34usize, 2usize),
-        K_Q4_0 => (18, 2),
-        _ => (20, 4),
-    };
-    let (xs, xoff) = if K == K_Q4_1 {
+    let (ws, woff, qhoff) = layout(K);
+    let (xs, xoff) = if has_min(K) {
         (36usize, 4usize)
     } else {
         (34, 2)
     };
     let flip = _mm512_set1_epi8(-128);
+    let sixteens = _mm512_set1_epi8(16);
     let idx16 = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(ws as i32),
@@ -188,7 +212,7 @@ unsafe fn tile<const K: u8, const RR: usize, const TT: usize>(
                 p.w[r].add(base * ws) as *const i32,
             );
             dw16[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(wh));
-            if K == K_Q4_1 {
+            if has_min(K) {
                 let mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(wh, 16)));
                 for t in 0..TT {
                     acc[r][t] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(p.sx[t].add(base)), acc[r][t]);
@@ -199,7 +223,7 @@ unsafe fn tile<const K: u8, const RR: usize, const TT: usize>(
         let mut c16 = [_mm512_setzero_si512(); TT];
         for t in 0..TT {
             dx16[t] = _mm512_loadu_ps(p.dx[t].add(base));
-            if K != K_Q4_1 {
+            if !has_min(K) {
                 c16[t] = _mm512_loadu_si512(p.corr[t].add(base) as *const _);
             }
         }
@@ -223,6 +247,11 @@ unsafe fn tile<const K: u8, const RR: usize, const TT: usize>(
                 let wp = p.w[r].add(b0 * ws + woff);
                 wv[r] = match K {
                     K_Q8_0 => _mm512_xor_si512(load_pair32(wp, two, ws), flip),
+                    K_Q5_0 | K_Q5_1 => {
+                        let lo = load_pair4(wp, two, ws);
+                        let hm = super::avx512::q5_high_mask(p.w[r].add(b0 * ws + qhoff), ws, two);
+                        _mm512_mask_add_epi8(lo, hm, lo, sixteens)
+                    }
                     _ => load_pair4(wp, two, ws),
                 };
                 dw[r] = _mm512_permutexvar_ps(pidx, dw16[r]);
@@ -230,7 +259,7 @@ unsafe fn tile<const K: u8, const RR: usize, const TT: usize>(
             for t in 0..TT {
                 let xv = load_pair32(p.x[t].add(b0 * xs + xoff), two, xs);
                 let dx = _mm512_permutexvar_ps(pidx, dx16[t]);
-                let c = if K == K_Q4_1 {
+                let c = if has_min(K) {
                     _mm512_setzero_si512()
                 } else {
                     _mm512_maskz_permutexvar_epi32(0x0101, pidx, c16[t])
@@ -347,6 +376,8 @@ pub(crate) fn matmul(
         DType::Q8_0 => K_Q8_0,
         DType::Q4_0 => K_Q4_0,
         DType::Q4_1 => K_Q4_1,
+        DType::Q5_0 => K_Q5_0,
+        DType::Q5_1 => K_Q5_1,
         _ => {
             return Err(TensorError::Unsupported {
                 op: "matmul",
@@ -388,7 +419,9 @@ pub(crate) fn matmul(
                 match kind {
                     K_Q8_0 => thread_work::<K_Q8_0>(&ctx, r0, r1, n_tokens),
                     K_Q4_0 => thread_work::<K_Q4_0>(&ctx, r0, r1, n_tokens),
-                    _ => thread_work::<K_Q4_1>(&ctx, r0, r1, n_tokens),
+                    K_Q4_1 => thread_work::<K_Q4_1>(&ctx, r0, r1, n_tokens),
+                    K_Q5_0 => thread_work::<K_Q5_0>(&ctx, r0, r1, n_tokens),
+                    _ => thread_work::<K_Q5_1>(&ctx, r0, r1, n_tokens),
                 }
             }
         });

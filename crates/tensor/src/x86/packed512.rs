@@ -15,6 +15,13 @@
 //! removed by starting the accumulator at `-offset * sum(x)` of the block,
 //! precomputed per token by `gemm512::prepare`. Q4_1's `m * s` term is one
 //! FMA per block.
+//!
+//! Q5_0 / Q5_1 are only packed on the fly (prefill), unpacked to one byte per
+//! weight (q in 0..32, like Q8_0's layout without the flip): the packed group
+//! is 1.45x the original, too much to keep as a `PackedMatrix`, but a
+//! transient per-thread buffer, and it turns the fifth-bit decoding into a
+//! once-per-group cost instead of once per (row, token) tile. Q5_0's offset
+//! (16) goes through `corr` like Q4_0's; Q5_1's `m * s` like Q4_1's.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 // Kernels index small fixed-size register arrays; index loops unroll fully.
@@ -23,7 +30,7 @@
 use core::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::gemm512::{ActPrep, K_Q4_0, K_Q4_1, K_Q8_0, PREP, prepare};
+use super::gemm512::{ActPrep, K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, PREP, has_min, prepare};
 use crate::{SyncSlice, ThreadPool};
 
 /// Rows interleaved per group.
@@ -34,15 +41,21 @@ const T: usize = 8;
 /// Bytes of one packed group-block (16 rows x 32 elements).
 pub(crate) const fn group_block_bytes(kind: u8) -> usize {
     match kind {
-        K_Q8_0 => 32 + 512,
+        K_Q8_0 | K_Q5_0 => 32 + 512,
         K_Q4_0 => 32 + 256,
+        K_Q5_1 => 64 + 512,
         _ => 64 + 256,
     }
 }
 
+/// Whether the group-block holds one byte per weight (Q8_0, and Q5 unpacked).
+const fn bytewise(kind: u8) -> bool {
+    kind == K_Q8_0 || kind == K_Q5_0 || kind == K_Q5_1
+}
+
 /// Offset of the quants inside a group-block.
 const fn quant_off(kind: u8) -> usize {
-    if kind == K_Q4_1 { 64 } else { 32 }
+    if has_min(kind) { 64 } else { 32 }
 }
 
 /// Broadcasts the 4 activation bytes at `p` to all lanes.
@@ -66,7 +79,7 @@ unsafe fn group<const K: u8, const TT: usize>(
 ) -> [__m512; TT] {
     let gb_bytes = group_block_bytes(K);
     let qo = quant_off(K);
-    let (xs, xoff) = if K == K_Q4_1 {
+    let (xs, xoff) = if has_min(K) {
         (36usize, 4usize)
     } else {
         (34, 2)
@@ -85,14 +98,23 @@ unsafe fn group<const K: u8, const TT: usize>(
         }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
         let q = gb.add(qo);
-        if K == K_Q8_0 {
+        if bytewise(K) {
             let mut wv = [zero; 8];
             for j in 0..8 {
                 wv[j] = _mm512_loadu_si512(q.add(64 * j) as *const _);
             }
+            let mw = if has_min(K) {
+                _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
             for t in 0..TT {
                 let xb = x[t].add(b * xs + xoff);
-                let mut i0 = _mm512_set1_epi32(*corr[t].add(b));
+                let mut i0 = if has_min(K) {
+                    zero
+                } else {
+                    _mm512_set1_epi32(*corr[t].add(b))
+                };
                 let mut i1 = zero;
                 for j in (0..8).step_by(2) {
                     i0 = _mm512_dpbusd_epi32(i0, wv[j], bcast4(xb.add(4 * j)));
@@ -100,6 +122,9 @@ unsafe fn group<const K: u8, const TT: usize>(
                 }
                 let d = _mm512_mul_ps(dw, _mm512_set1_ps(*dx[t].add(b)));
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), d, acc[t]);
+                if has_min(K) {
+                    acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sx[t].add(b)), acc[t]);
+                }
             }
         } else {
             let mut lo = [zero; 4];
@@ -239,6 +264,10 @@ thread_local! {
 /// (`nb * group_block_bytes(kind)` bytes).
 pub(crate) fn pack_group(kind: u8, data: &[u8], wrb: usize, g: usize, nb: usize, dst: &mut [u8]) {
     let gbb = group_block_bytes(kind);
+    if kind == K_Q5_0 || kind == K_Q5_1 {
+        pack_group_q5(kind, data, wrb, g, nb, dst);
+        return;
+    }
     let (bs, hdr, qlen) = match kind {
         K_Q8_0 => (34usize, 2usize, 32usize),
         K_Q4_0 => (18, 2, 16),
@@ -259,6 +288,44 @@ pub(crate) fn pack_group(kind: u8, data: &[u8], wrb: usize, g: usize, nb: usize,
                 let v = u32::from_le_bytes(v) ^ flip;
                 let o = qdst + 64 * j + 4 * i;
                 d[o..o + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// [`pack_group`] for Q5_0 / Q5_1: scales (and Q5_1 mins) as for Q4, the
+/// 5-bit weights unpacked to bytes in element order, chunk `j` holding
+/// elements `4j..4j+4` of every row (row `i` at `4i`).
+fn pack_group_q5(kind: u8, data: &[u8], wrb: usize, g: usize, nb: usize, dst: &mut [u8]) {
+    let gbb = group_block_bytes(kind);
+    let (bs, qh_off, qs_off) = if kind == K_Q5_0 {
+        (22usize, 2usize, 6usize)
+    } else {
+        (24, 4, 8)
+    };
+    let qdst = quant_off(kind);
+    for i in 0..GROUP {
+        let row = &data[(g * GROUP + i) * wrb..][..nb * bs];
+        for (src, d) in row.chunks_exact(bs).zip(dst.chunks_exact_mut(gbb)) {
+            d[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
+            if kind == K_Q5_1 {
+                d[32 + 2 * i..32 + 2 * i + 2].copy_from_slice(&src[2..4]);
+            }
+            let qh = u32::from_le_bytes([
+                src[qh_off],
+                src[qh_off + 1],
+                src[qh_off + 2],
+                src[qh_off + 3],
+            ]);
+            let qs = &src[qs_off..qs_off + 16];
+            for e in 0..32 {
+                let lo = if e < 16 {
+                    qs[e] & 0x0f
+                } else {
+                    qs[e - 16] >> 4
+                };
+                let v = lo | ((((qh >> e) & 1) as u8) << 4);
+                d[qdst + 64 * (e / 4) + 4 * i + e % 4] = v;
             }
         }
     }
@@ -311,7 +378,9 @@ pub(crate) fn matmul(
                 match kind {
                     K_Q8_0 => thread_work::<K_Q8_0>(&ctx, g0, g1, n_tokens, otf),
                     K_Q4_0 => thread_work::<K_Q4_0>(&ctx, g0, g1, n_tokens, otf),
-                    _ => thread_work::<K_Q4_1>(&ctx, g0, g1, n_tokens, otf),
+                    K_Q4_1 => thread_work::<K_Q4_1>(&ctx, g0, g1, n_tokens, otf),
+                    K_Q5_0 => thread_work::<K_Q5_0>(&ctx, g0, g1, n_tokens, otf),
+                    _ => thread_work::<K_Q5_1>(&ctx, g0, g1, n_tokens, otf),
                 }
             }
         });

@@ -4,10 +4,12 @@
 use ferrollama_tensor::{DType, dequantize_row, quantize_row};
 
 /// Weight dtypes that have a vec_dot kernel.
-pub const WEIGHT_TYPES: [DType; 9] = [
+pub const WEIGHT_TYPES: [DType; 11] = [
     DType::Q8_0,
     DType::Q4_0,
     DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
     DType::Q4_K,
     DType::Q6_K,
     DType::F32,
@@ -48,13 +50,13 @@ pub fn weight_row(dtype: DType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut b: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
     let bb = dtype.block_bytes();
     match dtype {
-        DType::Q8_0 | DType::Q4_0 => {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => {
             for blk in b.chunks_exact_mut(bb) {
                 let d = rng.f32() * 0.05;
                 put_f16(blk, 0, d);
             }
         }
-        DType::Q4_1 => {
+        DType::Q4_1 | DType::Q5_1 => {
             for blk in b.chunks_exact_mut(bb) {
                 let d = rng.f32() * 0.05;
                 let m = rng.f32() * 0.5;
