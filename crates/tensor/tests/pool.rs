@@ -24,7 +24,8 @@ fn run_calls_every_index_exactly_once_10k_times() {
         let nt = pool.n_threads();
         assert!(nt >= 1 && nt <= n.max(1));
         let counts: Vec<AtomicUsize> = (0..nt).map(|_| AtomicUsize::new(0)).collect();
-        let t0 = Instant::now();
+        // No time bound here: speed under load is bench/contention.py's job, and a timed
+        // unit test fails on a busy CI machine (it did, at load 10 on 2 cores).
         for round in 0..10_000usize {
             pool.run(&|i, total| {
                 assert_eq!(total, nt);
@@ -35,8 +36,6 @@ fn run_calls_every_index_exactly_once_10k_times() {
                 assert_eq!(c.load(Ordering::Relaxed), round + 1);
             }
         }
-        let el = t0.elapsed();
-        assert!(el.as_secs_f64() < 5.0, "10k runs took {el:?}");
     }
 }
 
