@@ -276,7 +276,7 @@ fn write_json(
             newline(out, level);
             out.push('}');
         }
-        ValueKind::Bytes | ValueKind::Plain | ValueKind::Invalid => {
+        _ => {
             return Err(JinjaError::new(
                 ErrorKind::InvalidOperation,
                 format!("tojson: cannot write a {} as JSON", v.kind()),
@@ -300,11 +300,17 @@ fn python_float(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
+    // serde_json (ryu) switches to exponents where Python does; Python writes the exponent
+    // signed and with at least two digits (`1e+20`, `1e-07`).
     let s = serde_json::to_string(&f).unwrap_or_else(|_| "0.0".into());
-    match s.find('e') {
-        Some(i) if !s[i + 1..].starts_with('-') => format!("{}e+{}", &s[..i], &s[i + 1..]),
-        _ => s,
-    }
+    let Some((mantissa, exp)) = s.split_once(['e', 'E']) else {
+        return s;
+    };
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp.trim_start_matches('+')),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
 }
 
 #[cfg(test)]
@@ -370,7 +376,7 @@ mod tests {
     /// order, `", "` and `": "`, non-ASCII and `<>&'` as they are, Python float spellings.
     #[test]
     fn tojson_is_pythons_json_dumps() {
-        let v = serde_json::json!({"z": 1, "a": [true, null, 0.5, 1e20, -3],
+        let v = serde_json::json!({"z": 1, "a": [true, null, 0.5, 1e20, -3, 1e-7, 2.5e-300],
             "s": "é <b> & 'q' \"\\\n\u{1}", "e": {}, "l": []});
         let msg = ChatMessage {
             role: "assistant".into(),
@@ -390,7 +396,7 @@ mod tests {
         .expect("render");
         assert_eq!(
             out,
-            "{\"z\": 1, \"a\": [true, null, 0.5, 1e+20, -3], \"s\": \"é <b> & 'q' \\\"\\\\\\n\\u0001\", \"e\": {}, \"l\": []}|null|[\n  1,\n  {\n    \"k\": \"v\"\n  }\n]"
+            "{\"z\": 1, \"a\": [true, null, 0.5, 1e+20, -3, 1e-07, 2.5e-300], \"s\": \"é <b> & 'q' \\\"\\\\\\n\\u0001\", \"e\": {}, \"l\": []}|null|[\n  1,\n  {\n    \"k\": \"v\"\n  }\n]"
         );
     }
 

@@ -266,7 +266,9 @@ async fn llama_stack_and_ollama_read_hermes_calls() {
     let m = &v["completion_message"];
     assert_eq!(m["tool_calls"][0]["tool_name"], "get_time", "{v}");
     assert!(m["tool_calls"][0]["arguments"]["tz"].is_string(), "{v}");
-    assert_eq!(m["stop_reason"], "end_of_message");
+    // (A free-form string argument may run to `max_tokens`; the call is closed anyway.)
+    let stop = m["stop_reason"].clone();
+    assert!(stop == "end_of_message" || stop == "out_of_tokens", "{v}");
     let mut s = body.clone();
     s["stream"] = json!(true);
     let (st, b) = call(&app, "/v1/inference/chat-completion", &s).await;
@@ -277,7 +279,13 @@ async fn llama_stack_and_ollama_read_hermes_calls() {
         .filter(|f| f["event"]["delta"]["parse_status"] == "succeeded")
         .collect();
     assert_eq!(calls.len(), 1, "{fs:?}");
-    assert_eq!(calls[0]["event"]["delta"]["tool_call"], m["tool_calls"][0]);
+    assert_eq!(
+        calls[0]["event"]["delta"]["tool_call"]["arguments"],
+        m["tool_calls"][0]["arguments"]
+    );
+    let complete = fs.last().expect("frames");
+    assert_eq!(complete["event"]["event_type"], "complete");
+    assert_eq!(complete["event"]["stop_reason"], stop);
     let text: String = fs
         .iter()
         .filter_map(|f| f["event"]["delta"]["text"].as_str())

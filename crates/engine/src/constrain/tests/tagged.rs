@@ -165,7 +165,7 @@ fn mask_uses_added_tag_tokens() {
             out,
             brute(&m),
             "after {:?}",
-            String::from_utf8_lossy(&picked.concat())
+            String::from_utf8_lossy(&picked.concat::<u8>())
         );
         // Longest allowed token.
         let pick = (0..vocab.len())
