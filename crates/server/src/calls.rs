@@ -252,10 +252,7 @@ impl Scanner {
     /// One call object of a known tool.
     fn call(&self, v: &Value) -> Option<(String, Value)> {
         let (name, arguments) = call_object(v)?;
-        self.names
-            .iter()
-            .any(|n| *n == name)
-            .then_some((name, arguments))
+        self.names.contains(&name).then_some((name, arguments))
     }
 }
 

@@ -385,10 +385,10 @@ impl NumLex {
         } else {
             I64_MAX_DIGITS
         };
-        if self.vs_bound == Ordering::Equal {
-            if let Some(&d) = bound.get(usize::from(self.n)) {
-                self.vs_bound = b.cmp(&d);
-            }
+        if self.vs_bound == Ordering::Equal
+            && let Some(&d) = bound.get(usize::from(self.n))
+        {
+            self.vs_bound = b.cmp(&d);
         }
     }
 
