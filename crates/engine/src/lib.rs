@@ -23,4 +23,4 @@ pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session, generate};
 pub use model::Model;
 pub use sampler::{Sampler, SamplerConfig};
-pub use template::{ChatMessage, ChatTemplate};
+pub use template::{ChatMessage, ChatTemplate, TemplateFunction, TemplateToolCall};

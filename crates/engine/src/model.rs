@@ -93,14 +93,26 @@ impl Model {
 
     /// Prompt ids for a dialog, ending where the assistant's reply begins.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.chat_prompt_with_tools(messages, &[])
+    }
+
+    /// [`Model::chat_prompt`] with tools (OpenAI's `{"type": "function", "function":
+    /// {...}}` objects) for a Jinja template that lays them out itself
+    /// ([`ChatTemplate::knows_tools`]); the Llama 3.1 format takes its tools in messages.
+    pub fn chat_prompt_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+    ) -> Result<Vec<u32>> {
         match &self.template {
             ChatTemplate::Jinja {
                 source,
                 bos_token,
                 eos_token,
             } => {
-                let text =
-                    ChatTemplate::render_jinja(source, bos_token, eos_token, messages, true)?;
+                let text = ChatTemplate::render_jinja(
+                    source, bos_token, eos_token, messages, tools, true,
+                )?;
                 // The template writes BOS itself when it wants one.
                 Ok(self.encode(&text, false, true))
             }
@@ -140,7 +152,7 @@ impl Model {
                 m.role.as_str()
             };
             header(&mut ids, role);
-            ids.extend(bpe.encode(&m.content, false));
+            ids.extend(bpe.encode(m.text(), false));
             ids.push(eot);
         }
         header(&mut ids, "assistant");

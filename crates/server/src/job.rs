@@ -1,19 +1,29 @@
 //! What both APIs share: a dialog with tools becomes prompt tokens and engine sequences, and
 //! the engine's events become text, tool calls and usage.
 //!
-//! Tools are described in the prompt: for Llama 3.1 models in Meta's format (built-ins in
-//! the system prompt, custom functions as JSON definitions), for other models (whose chat
-//! template may know no tools, like SmolLM2's ChatML) by a system prompt of ours asking for
-//! the same JSON call. When a call is required (`tool_choice` `required` or a named
-//! function), the output is constrained to `{"name": ..., "parameters": ...}` matching the
-//! tools' schemas, so a well-formed call always comes back.
+//! Tools are described in the prompt in one of three ways ([`ToolFormat`]):
+//! - Llama 3.1 models: Meta's format (built-ins in the system prompt, custom functions as
+//!   JSON definitions), calls parsed by Meta's rules;
+//! - models whose Jinja template lays out tools itself (Qwen2.5's and other Hermes-style
+//!   templates): `tools`, assistant `tool_calls` and `tool` messages go through the
+//!   template exactly as transformers and llama.cpp pass them, and calls come back as
+//!   `<tool_call>` blocks (or fenced/bare JSON calls, see `calls.rs`);
+//! - other templates (SmolLM2's ChatML knows no tools): a system prompt of ours asking for
+//!   a JSON call `{"name": ..., "parameters": ...}`.
+//!
+//! When a call is required (`tool_choice` `required` or a named function), the output is
+//! constrained to a call of the format matching the tools' schemas (for Hermes templates
+//! `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`), so a well-formed call
+//! always comes back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrollama_engine::constrain::Schema;
 use ferrollama_engine::scheduler::{Done, Event, Finish, SeqRequest, SubmitError, TokenLogprob};
-use ferrollama_engine::{ChatMessage, ChatTemplate, FinishReason, Model, SamplerConfig};
+use ferrollama_engine::{
+    ChatMessage, ChatTemplate, FinishReason, Model, SamplerConfig, TemplateToolCall,
+};
 use ferrollama_tokenizer::chat::{
     BuiltinTool, Date, StopReason, SystemPrompt, ToolDefinition, ToolName, ToolParam,
     ToolPromptFormat, custom_tools_prompt, parse_assistant_text, system_prompt,
@@ -21,20 +31,63 @@ use ferrollama_tokenizer::chat::{
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::calls::{Piece, Scanner};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A dialog turn, whichever API it came from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Turn {
     pub role: Role,
     pub text: String,
     pub tool_calls: Vec<Call>,
+    /// For a tool result: the call it answers (OpenAI's `tool_call_id`).
+    pub tool_call_id: Option<String>,
+    /// For a tool result: the tool's name, when the client gives it.
+    pub name: Option<String>,
 }
 
+impl Turn {
+    /// A turn with text only.
+    pub fn plain(role: Role, text: impl Into<String>) -> Turn {
+        Turn {
+            role,
+            text: text.into(),
+            ..Turn::default()
+        }
+    }
+}
+
+/// How tools are described to the model and calls read back (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// Meta's Llama 3.1 format.
+    Llama31,
+    /// The model's own Jinja template lays out tools; calls are `<tool_call>` blocks.
+    Hermes,
+    /// Our system prompt asking for a JSON call.
+    Json,
+}
+
+impl ToolFormat {
+    pub fn of(model: &Model) -> ToolFormat {
+        match &model.template {
+            ChatTemplate::Llama31 => ToolFormat::Llama31,
+            t if t.knows_tools() => ToolFormat::Hermes,
+            ChatTemplate::Jinja { .. } => ToolFormat::Json,
+        }
+    }
+}
+
+/// What a Hermes-style call looks like around its JSON (Qwen2.5's template asks for
+/// exactly this layout).
+pub const HERMES_OPEN: &str = "<tool_call>\n";
+pub const HERMES_CLOSE: &str = "\n</tool_call>";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
     System,
+    #[default]
     User,
     Assistant,
     Tool,
@@ -126,6 +179,7 @@ pub struct Job {
     /// Parse the output for tool calls.
     pub tools: Vec<ToolSpec>,
     pub tool_choice: ToolChoice,
+    pub format: ToolFormat,
 }
 
 /// One finished choice.
@@ -138,8 +192,10 @@ pub struct Output {
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     pub completion_tokens: usize,
-    /// Set when the output is a tool call (then `text` is the raw call).
+    /// Set when the output holds tool calls (then `text` is the raw output).
     pub calls: Vec<Call>,
+    /// The text outside tool calls (all of `text` when there are none).
+    pub content: String,
 }
 
 impl Output {
@@ -216,6 +272,25 @@ pub fn call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Schema, Api
         .map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
 }
 
+/// Schema of a forced Hermes-style call: `<tool_call>\n{"name": one of the tools,
+/// "arguments": its arguments}\n</tool_call>`.
+pub fn tagged_call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Schema, ApiError> {
+    let schemas: Vec<(&str, Value)> = tools
+        .iter()
+        .filter(|t| only.is_none_or(|n| n == t.name))
+        .map(|t| (t.name.as_str(), tool_schema(t)))
+        .collect();
+    if schemas.is_empty() {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "tool_choice names a function that is not in `tools`",
+        ));
+    }
+    let refs: Vec<(&str, &Value)> = schemas.iter().map(|(n, v)| (*n, v)).collect();
+    Schema::tagged_tool_call(&refs, HERMES_OPEN, HERMES_CLOSE)
+        .map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
+}
+
 /// Compiles a response schema, or answers 400 naming what is not supported.
 pub fn compile_schema(schema: &Value, param: &str) -> Result<Arc<Schema>, ApiError> {
     Schema::compile(schema)
@@ -251,14 +326,22 @@ pub fn prepare(
     // With tool_choice "none" the tools stay in the prompt (the conversation may refer to
     // them, as with OpenAI) but no call is parsed or forced.
     let use_tools = !tools.is_empty() && tool_choice != ToolChoice::None;
-    let messages = render_dialog(model, turns, &tools);
+    let format = ToolFormat::of(model);
+    let (messages, template_tools) = render_dialog(model, turns, &tools);
     let prompt = model
-        .chat_prompt(&messages)
+        .chat_prompt_with_tools(&messages, &template_tools)
         .map_err(|e| ApiError::invalid(format!("cannot apply the chat template: {e}")))?;
-    let constraint = match (&tool_choice, use_tools) {
-        (ToolChoice::Required, true) => Some(Arc::new(call_schema(&tools, None)?)),
-        (ToolChoice::Named(n), true) => Some(Arc::new(call_schema(&tools, Some(n))?)),
-        _ => settings.response_format.clone(),
+    let forced = match (&tool_choice, use_tools) {
+        (ToolChoice::Required, true) => Some(None),
+        (ToolChoice::Named(n), true) => Some(Some(n.as_str())),
+        _ => None,
+    };
+    let constraint = match forced {
+        Some(only) if format == ToolFormat::Hermes => {
+            Some(Arc::new(tagged_call_schema(&tools, only)?))
+        }
+        Some(only) => Some(Arc::new(call_schema(&tools, only)?)),
+        None => settings.response_format.clone(),
     };
     let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
     Ok(Job {
@@ -269,6 +352,7 @@ pub fn prepare(
         n: settings.n,
         tools: if use_tools { tools } else { Vec::new() },
         tool_choice,
+        format,
     })
 }
 
@@ -295,6 +379,7 @@ pub fn prepare_completion(
         n: settings.n,
         tools: Vec::new(),
         tool_choice: ToolChoice::None,
+        format: ToolFormat::Json,
     })
 }
 
@@ -352,8 +437,16 @@ fn seq_request(
     })
 }
 
-/// The dialog as the model's template sees it, tools described in a system message.
-fn render_dialog(model: &Model, turns: &[Turn], tools: &[ToolSpec]) -> Vec<ChatMessage> {
+/// The dialog as the model's template sees it, and the tools to give the template itself
+/// (for templates that lay out tools; otherwise tools are described in a system message).
+fn render_dialog(
+    model: &Model,
+    turns: &[Turn],
+    tools: &[ToolSpec],
+) -> (Vec<ChatMessage>, Vec<Value>) {
+    if ToolFormat::of(model) == ToolFormat::Hermes {
+        return hermes_dialog(turns, tools);
+    }
     let llama31 = matches!(model.template, ChatTemplate::Llama31);
     let mut system: Vec<String> = turns
         .iter()
@@ -422,7 +515,72 @@ fn render_dialog(model: &Model, turns: &[Turn], tools: &[ToolSpec]) -> Vec<ChatM
             }
         }
     }
-    out
+    (out, Vec::new())
+}
+
+/// Messages and tools for a template that lays out tools itself, as transformers and
+/// llama.cpp pass them: system turns joined into the first message, assistant calls with
+/// object arguments, tool results with their call id and tool name, and the tools in
+/// OpenAI's shape (`{"type": "function", "function": {"name", "description",
+/// "parameters"}}`, keys in that order, as llama.cpp rebuilds them).
+pub(crate) fn hermes_dialog(turns: &[Turn], tools: &[ToolSpec]) -> (Vec<ChatMessage>, Vec<Value>) {
+    let mut out = Vec::new();
+    let system: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == Role::System)
+        .map(|t| t.text.as_str())
+        .collect();
+    if !system.is_empty() {
+        out.push(ChatMessage::new("system", &system.join("\n")));
+    }
+    for (i, t) in turns.iter().enumerate() {
+        match t.role {
+            Role::System => {}
+            Role::User => out.push(ChatMessage::new("user", &t.text)),
+            Role::Assistant => {
+                let mut m = ChatMessage::new("assistant", &t.text);
+                if !t.tool_calls.is_empty() && t.text.is_empty() {
+                    // OpenAI clients send null content with tool calls.
+                    m.content = None;
+                }
+                m.tool_calls = t
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        TemplateToolCall::new(
+                            (!c.id.is_empty()).then(|| c.id.clone()),
+                            &c.name,
+                            c.arguments.clone(),
+                        )
+                    })
+                    .collect();
+                out.push(m);
+            }
+            Role::Tool => {
+                let mut m = ChatMessage::new("tool", &t.text);
+                m.tool_call_id = t.tool_call_id.clone();
+                // The tool's name: given, or that of the call this result answers.
+                m.name = t.name.clone().or_else(|| {
+                    let id = t.tool_call_id.as_deref()?;
+                    turns[..i]
+                        .iter()
+                        .rev()
+                        .flat_map(|u| &u.tool_calls)
+                        .find(|c| c.id == id)
+                        .map(|c| c.name.clone())
+                });
+                out.push(m);
+            }
+        }
+    }
+    let tools = tools
+        .iter()
+        .map(|t| {
+            json!({"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": tool_schema(t)}})
+        })
+        .collect();
+    (out, tools)
 }
 
 /// A tool as Meta's custom-tool prompt lists it.
@@ -529,6 +687,7 @@ pub async fn collect(app: &AppState, job: &Job, mut rx: Events) -> Result<Output
         cached_tokens: 0,
         completion_tokens: 0,
         calls: Vec::new(),
+        content: String::new(),
     };
     loop {
         match rx.recv().await {
@@ -562,14 +721,112 @@ pub fn engine_error(e: String) -> ApiError {
 
 /// Applies `Done` and parses tool calls.
 pub fn finish_output(app: &AppState, job: &Job, out: &mut Output, d: Done) {
+    apply_done(out, d);
+    out.content = out.text.clone();
+    if job.tools.is_empty() {
+        return;
+    }
+    if job.format == ToolFormat::Llama31 {
+        let model = &app.engine.models()[job.model];
+        out.calls = parse_calls(model, &job.tools, &out.ids, &out.text);
+        if !out.calls.is_empty() {
+            out.content.clear();
+        }
+    } else {
+        let (content, calls) = crate::calls::split(tool_names(job), &out.text);
+        out.content = content;
+        out.calls = calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, arguments))| Call {
+                id: call_id(i),
+                name,
+                arguments,
+            })
+            .collect();
+    }
+}
+
+/// Applies `Done` (its trailing text, finish reason and counts), parsing nothing.
+pub fn apply_done(out: &mut Output, d: Done) {
     out.text.push_str(&d.text);
     out.finish = d.finish;
     out.prompt_tokens = d.prompt_tokens;
     out.cached_tokens = d.cached_tokens;
     out.completion_tokens = d.completion_tokens;
-    if !job.tools.is_empty() {
-        let model = &app.engine.models()[job.model];
-        out.calls = parse_calls(model, &job.tools, &out.ids, &out.text);
+}
+
+fn tool_names(job: &Job) -> Vec<String> {
+    job.tools.iter().map(|t| t.name.clone()).collect()
+}
+
+/// Streams a reply's text and calls as they settle: for jobs with tools in the Hermes or
+/// JSON format (Llama 3.1's calls are parsed when the reply ends).
+#[derive(Debug)]
+pub struct CallStream {
+    scanner: Scanner,
+    /// Calls released so far.
+    pub calls: Vec<Call>,
+    /// Text released so far.
+    pub content: String,
+}
+
+/// What a [`CallStream`] released.
+#[derive(Debug, Clone)]
+pub enum Release {
+    Text(String),
+    /// A call and its index among the reply's calls.
+    Call(usize, Call),
+}
+
+impl CallStream {
+    /// A stream for the job, or `None` when its output is not read for calls this way.
+    pub fn for_job(job: &Job) -> Option<CallStream> {
+        (!job.tools.is_empty() && job.format != ToolFormat::Llama31).then(|| CallStream {
+            scanner: Scanner::new(tool_names(job)),
+            calls: Vec::new(),
+            content: String::new(),
+        })
+    }
+
+    /// Feeds generated text.
+    pub fn push(&mut self, text: &str) -> Vec<Release> {
+        let pieces = self.scanner.push(text);
+        self.release(pieces)
+    }
+
+    /// The reply ended.
+    pub fn finish(&mut self) -> Vec<Release> {
+        let pieces = self.scanner.finish();
+        self.release(pieces)
+    }
+
+    fn release(&mut self, pieces: Vec<Piece>) -> Vec<Release> {
+        pieces
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(t) => {
+                    self.content.push_str(&t);
+                    Release::Text(t)
+                }
+                Piece::Call { name, arguments } => {
+                    let k = self.calls.len();
+                    let c = Call {
+                        id: call_id(k),
+                        name,
+                        arguments,
+                    };
+                    self.calls.push(c.clone());
+                    Release::Call(k, c)
+                }
+            })
+            .collect()
+    }
+
+    /// Puts what was released into the finished output.
+    pub fn into_output(self, out: &mut Output) {
+        out.calls = self.calls;
+        out.content = self.content;
     }
 }
 

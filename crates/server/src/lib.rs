@@ -12,6 +12,7 @@
 //! `/openapi.json`.
 
 pub mod body;
+pub mod calls;
 pub mod error;
 pub mod job;
 pub mod llama_stack;

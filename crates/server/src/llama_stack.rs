@@ -78,6 +78,12 @@ pub struct LsMessage {
     pub context: Option<Interleaved>,
     #[serde(default, deserialize_with = "crate::body::opt_objects")]
     pub tool_calls: Option<Vec<LsToolCall>>,
+    /// For a tool response: the call it answers.
+    #[serde(default)]
+    pub call_id: Option<String>,
+    /// For a tool response: the tool's name.
+    #[serde(default)]
+    pub tool_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -280,6 +286,8 @@ fn turns(messages: &[LsMessage]) -> Result<Vec<Turn>, ApiError> {
                 role,
                 text,
                 tool_calls,
+                tool_call_id: m.call_id.clone(),
+                name: m.tool_name.clone(),
             })
         })
         .collect()
@@ -369,17 +377,40 @@ fn choice(tool_choice: &Option<String>, cfg: &Option<ToolConfig>) -> ToolChoice 
 }
 
 fn ls_calls(calls: &[Call]) -> Vec<Value> {
-    calls
-        .iter()
-        .map(|c| {
-            json!({
-                "call_id": c.id,
-                "tool_name": c.name,
-                "arguments": c.arguments,
-                "arguments_json": c.arguments.to_string(),
-            })
-        })
-        .collect()
+    calls.iter().map(ls_call).collect()
+}
+
+fn ls_call(c: &Call) -> Value {
+    json!({
+        "call_id": c.id,
+        "tool_name": c.name,
+        "arguments": c.arguments,
+        "arguments_json": c.arguments.to_string(),
+    })
+}
+
+/// Progress events for what a call stream released: text deltas, and per call a
+/// `tool_call` delta (`started` once before the first call, then `succeeded` with it).
+fn release_events(rel: Vec<job::Release>, started: &mut bool) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in rel {
+        match r {
+            job::Release::Text(t) => {
+                out.push(json!({"event_type": "progress", "delta": {"type": "text", "text": t}}))
+            }
+            job::Release::Call(_, c) => {
+                if !*started {
+                    *started = true;
+                    out.push(json!({"event_type": "progress", "delta":
+                        {"type": "tool_call", "tool_call": "", "parse_status": "started"}}));
+                }
+                out.push(json!({"event_type": "progress", "delta":
+                    {"type": "tool_call", "tool_call": ls_call(&c), "parse_status": "succeeded"},
+                    "stop_reason": "end_of_message"}));
+            }
+        }
+    }
+    out
 }
 
 fn ls_logprobs(app: &AppState, job: &Job, out: &Output) -> Value {
@@ -415,7 +446,7 @@ fn chat_response(app: &AppState, job: &Job, out: &Output) -> Value {
     json!({
         "completion_message": {
             "role": "assistant",
-            "content": if out.calls.is_empty() { out.text.as_str() } else { "" },
+            "content": if out.calls.is_empty() { out.text.as_str() } else { out.content.as_str() },
             "stop_reason": out.stop_reason(),
             "tool_calls": ls_calls(&out.calls),
         },
@@ -474,6 +505,9 @@ pub async fn chat_completion(
         let tools = !job.tools.is_empty();
         let forced = job.tool_choice != ToolChoice::Auto;
         let mut sent = 0;
+        // Hermes/JSON-format calls are sent as each completes; Llama 3.1's at the end.
+        let mut stream = job::CallStream::for_job(&job);
+        let mut started = false;
         loop {
             match rx.recv().await {
                 Some(Event::Token { id, text, logprob }) => {
@@ -481,6 +515,15 @@ pub async fn chat_completion(
                     out.text.push_str(&text);
                     if let Some(l) = logprob {
                         out.logprobs.push((id, l));
+                    }
+                    if let Some(cs) = &mut stream {
+                        let rel = cs.push(&text);
+                        for e in release_events(rel, &mut started) {
+                            if tx.send(ev(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
                     }
                     let t = out.text.trim_start();
                     if tools && (forced || t.is_empty() || t.starts_with('{') || t.starts_with('<'))
@@ -500,9 +543,21 @@ pub async fn chat_completion(
                     }
                 }
                 Some(Event::Done(d)) => {
-                    job::finish_output(&app, &job, &mut out, d);
                     let mut frames = Vec::new();
-                    if !out.calls.is_empty() {
+                    let streamed = stream.is_some();
+                    if let Some(mut cs) = stream.take() {
+                        let rest = d.text.clone();
+                        job::apply_done(&mut out, d);
+                        let mut rel = cs.push(&rest);
+                        rel.extend(cs.finish());
+                        frames.extend(release_events(rel, &mut started).into_iter().map(ev));
+                        cs.into_output(&mut out);
+                    } else {
+                        job::finish_output(&app, &job, &mut out, d);
+                    }
+                    if streamed {
+                        // All sent by the call stream.
+                    } else if !out.calls.is_empty() {
                         frames.push(ev(json!({"event_type": "progress", "delta":
                             {"type": "tool_call", "tool_call": "", "parse_status": "started"}})));
                         for c in ls_calls(&out.calls) {

@@ -67,6 +67,8 @@ pub(crate) fn analyze(
         leaf_pool,
         shortest: Vec::new(),
         root,
+        prefix: Box::default(),
+        suffix: Box::default(),
     };
     filter_literals(&mut c);
     compute_md(&mut c);

@@ -36,7 +36,11 @@ pub(crate) fn compile_document(schema: &Value) -> Result<Compiled, ConstraintErr
 /// the tools, `name` first (so the alternatives for the other tools die before the
 /// arguments, and the arguments are matched by one thread). Each parameters schema is its own document, so its `$ref`s (`#/$defs/...`)
 /// resolve inside it, as they would if it were compiled alone.
-pub(crate) fn compile_tool_call(tools: &[(&str, &Value)]) -> Result<Compiled, ConstraintError> {
+/// `{"name": <tool name>, <args_key>: <its parameters>}` for one of `tools`, `name` first.
+pub(crate) fn compile_tool_call(
+    tools: &[(&str, &Value)],
+    args_key: &str,
+) -> Result<Compiled, ConstraintError> {
     if tools.is_empty() {
         return Err(invalid("", "a tool call needs at least one tool"));
     }
@@ -55,14 +59,30 @@ pub(crate) fn compile_tool_call(tools: &[(&str, &Value)]) -> Result<Compiled, Co
             required: true,
             md: INF,
         };
-        // Keys sorted by bytes: "name" < "parameters".
+        // Keys sorted by bytes ("arguments" < "name" < "parameters"); `order` lists them
+        // as they must be written: `name` first, so the other tools' branches die before
+        // the arguments.
+        let (keys, props, order) = if "name" < args_key {
+            (
+                vec!["name".into(), args_key.into()],
+                vec![prop(name_node), prop(p)],
+                vec![0, 1],
+            )
+        } else {
+            (
+                vec![args_key.into(), "name".into()],
+                vec![prop(p), prop(name_node)],
+                vec![1, 0],
+            )
+        };
         let obj = c.push_object(ObjSpec {
-            keys: vec!["name".into(), "parameters".into()],
-            props: vec![prop(name_node), prop(p)],
+            keys,
+            props,
             n_required: 2,
             additional: None,
             md: INF,
             ordered: true,
+            order,
             key_json_len: Vec::new(),
         });
         alts.push(c.push(Node::Typed(Typed {
@@ -295,6 +315,7 @@ impl<'a> Compiler<'a> {
             additional: Some(ANY),
             md: INF,
             ordered: false,
+            order: Vec::new(),
             key_json_len: Vec::new(),
         };
         Compiler {
@@ -664,6 +685,7 @@ impl<'a> Compiler<'a> {
             additional,
             md: INF,
             ordered: false,
+            order: Vec::new(),
             key_json_len: Vec::new(),
         })
     }

@@ -124,7 +124,17 @@ pub(crate) fn shortest_value(c: &Compiled, node: NodeId, b: u32, out: &mut Vec<u
                     let spec = &c.objects[o as usize];
                     out.push(b'{');
                     let mut first = true;
-                    for (i, p) in spec.props.iter().enumerate().filter(|(_, p)| p.required) {
+                    // Required keys in the order the object wants them.
+                    let keys: Vec<usize> = if spec.ordered {
+                        spec.order.iter().map(|&i| i as usize).collect()
+                    } else {
+                        (0..spec.props.len()).collect()
+                    };
+                    for (i, p) in keys
+                        .into_iter()
+                        .filter_map(|i| Some((i, spec.props.get(i)?)))
+                        .filter(|(_, p)| p.required)
+                    {
                         if !first {
                             out.push(b',');
                         }

@@ -106,6 +106,9 @@ pub(crate) struct ObjSpec {
     /// Keys must come in `keys` order (all are required): the tool-call object, so `name`
     /// is written first and settles which tool's `parameters` schema applies.
     pub(crate) ordered: bool,
+    /// When `ordered`: the listed key index to write `k`-th, for each `k` (every key is
+    /// required).
+    pub(crate) order: Vec<u32>,
     /// Length of each key as JSON text (quotes included), for the shortest-value tables.
     pub(crate) key_json_len: Vec<u32>,
 }
@@ -130,7 +133,7 @@ pub(crate) struct LitSet {
 }
 
 /// The compiled graph, shared by a schema and its matchers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     pub(crate) nodes: Vec<Node>,
     pub(crate) objects: Vec<ObjSpec>,
@@ -146,6 +149,10 @@ pub(crate) struct Compiled {
     /// nested at most `b` deep (`NO_LEN` if none, or longer than `LEN_CAP`).
     pub(crate) shortest: Vec<u32>,
     pub(crate) root: NodeId,
+    /// Literal bytes before the document ([`Schema::wrapped`]); usually empty.
+    pub(crate) prefix: Box<[u8]>,
+    /// Literal bytes after the document; usually empty.
+    pub(crate) suffix: Box<[u8]>,
 }
 
 impl Compiled {
@@ -211,8 +218,33 @@ impl Schema {
     /// wrapping them in one `anyOf` document would break). Errors name the tool.
     pub fn tool_call(tools: &[(&str, &Value)]) -> Result<Schema, ConstraintError> {
         Ok(Schema {
-            c: Arc::new(compile_tool_call(tools)?),
+            c: Arc::new(compile_tool_call(tools, "parameters")?),
         })
+    }
+
+    /// A call in the tagged layout of Hermes-style templates (Qwen2.5's): the literal
+    /// `prefix` (`<tool_call>\n`), then `{"name": <one of tools>, "arguments": {...}}` with
+    /// `name` first, then the literal `suffix` (`\n</tool_call>`), then nothing.
+    pub fn tagged_tool_call(
+        tools: &[(&str, &Value)],
+        prefix: &str,
+        suffix: &str,
+    ) -> Result<Schema, ConstraintError> {
+        let c = compile_tool_call(tools, "arguments")?;
+        Ok(Schema { c: Arc::new(c) }.wrapped(prefix.as_bytes(), suffix.as_bytes()))
+    }
+
+    /// This schema with literal bytes required before and after the document: output is
+    /// exactly `prefix`, a valid document, `suffix`. A prefix can be produced by any tokens
+    /// spelling it (a tokenizer's added token such as Qwen's `<tool_call>` included, as its
+    /// bytes are in the vocabulary trie). The suffix starts once the document is complete;
+    /// its first byte must be one the document cannot continue with (true of objects and
+    /// arrays, after which nothing may follow).
+    pub fn wrapped(self, prefix: &[u8], suffix: &[u8]) -> Schema {
+        let mut c = Arc::unwrap_or_clone(self.c);
+        c.prefix = prefix.into();
+        c.suffix = suffix.into();
+        Schema { c: Arc::new(c) }
     }
 
     /// A matcher at the start of a document.

@@ -373,7 +373,7 @@ impl ObjSpec {
     /// Whether listed key `i` may come next, at `depth`, after `req` required keys.
     pub(crate) fn usable(&self, i: usize, depth: u8, req: u32) -> bool {
         u32::from(depth) + u32::from(self.props[i].md) <= MAX_NESTING
-            && (!self.ordered || i == req as usize)
+            && (!self.ordered || self.order.get(req as usize) == Some(&(i as u32)))
     }
 
     pub(crate) fn additional_ok(&self, c: &Compiled, depth: u8) -> bool {

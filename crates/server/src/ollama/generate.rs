@@ -161,6 +161,8 @@ pub async fn chat(
         turns.push(Turn {
             role,
             text: m.content.clone().unwrap_or_default(),
+            name: m.tool_name.clone(),
+            tool_call_id: None,
             tool_calls: m
                 .tool_calls
                 .iter()
@@ -222,17 +224,9 @@ pub async fn generate(
     } else {
         let mut turns = Vec::new();
         if let Some(s) = req.system.as_ref().filter(|s| !s.is_empty()) {
-            turns.push(Turn {
-                role: Role::System,
-                text: s.clone(),
-                tool_calls: Vec::new(),
-            });
+            turns.push(Turn::plain(Role::System, s.clone()));
         }
-        turns.push(Turn {
-            role: Role::User,
-            text: prompt,
-            tool_calls: Vec::new(),
-        });
+        turns.push(Turn::plain(Role::User, prompt));
         job::prepare(&app, &id, &turns, Vec::new(), ToolChoice::None, settings)?
     };
     bound(&mut job, &options)?;
@@ -332,6 +326,9 @@ async fn drive(
     let mut first_token = None;
     let mut sent = 0usize;
     let tools = !job.tools.is_empty();
+    // Hermes/JSON-format calls are streamed as each completes (one line per call, as
+    // Ollama does); Llama 3.1's when the reply ends.
+    let mut stream = job::CallStream::for_job(job).filter(|_| run.api == Api::Chat);
     loop {
         match rx.recv().await {
             Some(Event::Token { id, text, .. }) => {
@@ -339,6 +336,14 @@ async fn drive(
                 out.ids.push(id);
                 out.text.push_str(&text);
                 let Some(tx) = tx else { continue };
+                if let Some(cs) = &mut stream {
+                    for l in release_lines(run, cs.push(&text)) {
+                        if tx.send(line(&l)).await.is_err() {
+                            return Err(None);
+                        }
+                    }
+                    continue;
+                }
                 if tools && crate::openai::maybe_call(&out.text, false) {
                     continue;
                 }
@@ -352,6 +357,19 @@ async fn drive(
             }
             Some(Event::Done(d)) => {
                 let end = Instant::now();
+                if let (Some(tx), Some(mut cs)) = (tx, stream.take()) {
+                    let rest = d.text.clone();
+                    job::apply_done(&mut out, d);
+                    let mut rel = cs.push(&rest);
+                    rel.extend(cs.finish());
+                    cs.into_output(&mut out);
+                    for l in release_lines(run, rel) {
+                        if tx.send(line(&l)).await.is_err() {
+                            return Err(None);
+                        }
+                    }
+                    return Ok((out, Timing { first_token, end }));
+                }
                 job::finish_output(app, job, &mut out, d);
                 if let Some(tx) = tx {
                     let mut last = None;
@@ -378,6 +396,20 @@ async fn drive(
             }
         }
     }
+}
+
+/// Stream lines for what a call stream released: text, and each call in its own line.
+fn release_lines(run: &Run, rel: Vec<job::Release>) -> Vec<Value> {
+    rel.into_iter()
+        .map(|r| match r {
+            job::Release::Text(t) => chunk(run, &t),
+            job::Release::Call(_, c) => {
+                let mut l = chunk(run, "");
+                l["message"]["tool_calls"] = tool_calls_json(std::slice::from_ref(&c));
+                l
+            }
+        })
+        .collect()
 }
 
 /// One streamed piece of text.
@@ -424,10 +456,10 @@ fn final_object(run: &Run, out: &Output, t: &Timing, whole: bool) -> Value {
         "eval_count": out.completion_tokens,
         "eval_duration": nanos(t.end.duration_since(first)),
     });
-    let text = if whole && out.calls.is_empty() {
-        out.text.as_str()
-    } else {
-        ""
+    let text = match (whole, out.calls.is_empty()) {
+        (false, _) => "",
+        (true, true) => out.text.as_str(),
+        (true, false) => out.content.as_str(),
     };
     match run.api {
         Api::Chat => {

@@ -137,7 +137,12 @@ fn tool_calls_json(calls: &[Call]) -> Value {
 fn chat_choice(app: &AppState, job: &Job, i: usize, out: &Output) -> Value {
     let mut message = json!({"role": "assistant", "content": out.text, "refusal": null});
     if !out.calls.is_empty() {
-        message["content"] = Value::Null;
+        // Text around the calls, or null when there is none (as OpenAI answers calls).
+        message["content"] = if out.content.trim().is_empty() {
+            Value::Null
+        } else {
+            json!(out.content)
+        };
         message["tool_calls"] = tool_calls_json(&out.calls);
     }
     let logprobs = if job.seq.logprobs.is_some() {
@@ -193,8 +198,12 @@ fn stream_chat(
                 return;
             }
         }
-        // With tools, output is held until it is known not to be a call.
+        // With tools, output is held until it is known not to be a call: for Llama 3.1
+        // models the whole reply (Meta's calls are parsed at the end), otherwise only text
+        // that may open a call, each call being sent once complete.
         let tools = !job.tools.is_empty();
+        let mut streams: Vec<Option<job::CallStream>> =
+            (0..n).map(|_| job::CallStream::for_job(&job)).collect();
         let mut outs: Vec<Output> = (0..n).map(|_| empty_output(&job)).collect();
         let mut sent = vec![0usize; n];
         let mut open = n;
@@ -213,6 +222,21 @@ fn stream_chat(
                     o.ids.push(tid);
                     o.text.push_str(&text);
                     let lp = logprob.map(|l| (tid, l));
+                    if let Some(cs) = &mut streams[i] {
+                        let lps = lp
+                            .as_ref()
+                            .map(|l| logprob_list(&app, &job, std::slice::from_ref(l)));
+                        if let Some(l) = lp {
+                            o.logprobs.push(l);
+                        }
+                        let rel = cs.push(&text);
+                        for c in release_choices(i, rel, lps) {
+                            if tx.send(frame(&chunk(json!([c])))).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                     if tools && maybe_call(&o.text, job.tool_choice != ToolChoice::Auto) {
                         if let Some(l) = lp {
                             o.logprobs.push(l);
@@ -237,24 +261,37 @@ fn stream_chat(
                 Event::Done(d) => {
                     open -= 1;
                     let o = &mut outs[i];
-                    job::finish_output(&app, &job, o, d);
+                    let mut frames = Vec::new();
+                    if let Some(mut cs) = streams[i].take() {
+                        let rest = d.text.clone();
+                        job::apply_done(o, d);
+                        let mut rel = cs.push(&rest);
+                        rel.extend(cs.finish());
+                        frames.extend(
+                            release_choices(i, rel, None)
+                                .into_iter()
+                                .map(|c| chunk(json!([c]))),
+                        );
+                        cs.into_output(o);
+                    } else {
+                        job::finish_output(&app, &job, o, d);
+                        if !o.calls.is_empty() {
+                            for (k, c) in o.calls.iter().enumerate() {
+                                frames.push(chunk(json!([{"index": i, "delta": {"tool_calls": [
+                                    {"index": k, "id": c.id, "type": "function",
+                                     "function": {"name": c.name, "arguments": ""}}]}, "finish_reason": null}])));
+                                frames.push(chunk(json!([{"index": i, "delta": {"tool_calls": [
+                                    {"index": k, "function": {"arguments": c.arguments.to_string()}}]},
+                                    "finish_reason": null}])));
+                            }
+                        } else if sent[i] < o.text.len() {
+                            let rest = o.text[sent[i]..].to_string();
+                            frames.push(chunk(json!([{"index": i, "delta": {"content": rest}, "finish_reason": null}])));
+                        }
+                    }
                     pt = o.prompt_tokens;
                     cached = cached.max(o.cached_tokens);
                     ct += o.completion_tokens;
-                    let mut frames = Vec::new();
-                    if !o.calls.is_empty() {
-                        for (k, c) in o.calls.iter().enumerate() {
-                            frames.push(chunk(json!([{"index": i, "delta": {"tool_calls": [
-                                {"index": k, "id": c.id, "type": "function",
-                                 "function": {"name": c.name, "arguments": ""}}]}, "finish_reason": null}])));
-                            frames.push(chunk(json!([{"index": i, "delta": {"tool_calls": [
-                                {"index": k, "function": {"arguments": c.arguments.to_string()}}]},
-                                "finish_reason": null}])));
-                        }
-                    } else if sent[i] < o.text.len() {
-                        let rest = o.text[sent[i]..].to_string();
-                        frames.push(chunk(json!([{"index": i, "delta": {"content": rest}, "finish_reason": null}])));
-                    }
                     frames.push(chunk(
                         json!([{"index": i, "delta": {}, "finish_reason": o.openai_finish()}]),
                     ));
@@ -283,6 +320,37 @@ fn stream_chat(
         }
     });
     sse_response(out)
+}
+
+/// Stream choices (`{"index", "delta", "finish_reason": null}`) for what a call stream
+/// released: text as content deltas (the first carrying the token's log-probabilities), each
+/// call as two `tool_calls` deltas (id and name, then the arguments), indexed per call.
+fn release_choices(
+    i: usize,
+    rel: Vec<job::Release>,
+    mut logprobs: Option<Vec<Value>>,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in rel {
+        match r {
+            job::Release::Text(t) => {
+                let mut c = json!({"index": i, "delta": {"content": t}, "finish_reason": null});
+                if let Some(l) = logprobs.take() {
+                    c["logprobs"] = json!({"content": l});
+                }
+                out.push(c);
+            }
+            job::Release::Call(k, call) => {
+                out.push(json!({"index": i, "delta": {"tool_calls": [
+                    {"index": k, "id": call.id, "type": "function",
+                     "function": {"name": call.name, "arguments": ""}}]}, "finish_reason": null}));
+                out.push(json!({"index": i, "delta": {"tool_calls": [
+                    {"index": k, "function": {"arguments": call.arguments.to_string()}}]},
+                    "finish_reason": null}));
+            }
+        }
+    }
+    out
 }
 
 /// Whether streamed text may be (the start of) a tool call and must be held back.
@@ -469,6 +537,7 @@ pub fn empty_output(job: &Job) -> Output {
         cached_tokens: 0,
         completion_tokens: 0,
         calls: Vec::new(),
+        content: String::new(),
     }
 }
 
@@ -501,4 +570,54 @@ pub async fn model(
         id.map_err(|_| ApiError::invalid("the model id in the path is not valid UTF-8"))?;
     job::resolve_model(&app, &id)?;
     Ok(axum::Json(model_json(&app, &id)).into_response())
+}
+
+#[cfg(test)]
+mod hermes_tests {
+    use ferrollama_engine::ChatTemplate;
+
+    use super::*;
+
+    fn testdata(name: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/qwen2.5")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// OpenAI requests with tools, calls and results, rendered through the Hermes path and
+    /// Qwen2.5's templates, are byte for byte what llama.cpp's `/apply-template` renders
+    /// (`testdata/qwen2.5/make_reference.py`).
+    #[test]
+    fn qwen_templates_render_tools_as_llama_cpp_does() {
+        let dialogs: Vec<Value> =
+            serde_json::from_str(&testdata("dialogs.json")).expect("dialogs.json");
+        for model in [
+            "qwen2.5-coder-0.5b-instruct",
+            "qwen2.5-coder-1.5b-instruct-q4_k_m",
+        ] {
+            let source = testdata(&format!("{model}.jinja"));
+            let template = ChatTemplate::detect(Some(&source), "<|endoftext|>", "<|im_end|>");
+            assert!(template.knows_tools(), "{model}");
+            for (i, d) in dialogs.iter().enumerate() {
+                let mut body = d.clone();
+                body["model"] = json!("m");
+                let req: ChatRequest = serde_json::from_value(body).expect("a chat request");
+                let turns = turns(&req.messages).expect("turns");
+                let tools = tools(&req.tools).expect("tools");
+                let (messages, tool_values) = job::hermes_dialog(&turns, &tools);
+                let got = ChatTemplate::render_jinja(
+                    &source,
+                    "<|endoftext|>",
+                    "<|im_end|>",
+                    &messages,
+                    &tool_values,
+                    true,
+                )
+                .expect("renders");
+                let want = testdata(&format!("{model}.{i}.txt"));
+                assert_eq!(got, want, "{model} dialog {i}");
+            }
+        }
+    }
 }

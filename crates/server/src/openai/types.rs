@@ -49,6 +49,9 @@ pub struct ChatMessageIn {
     pub tool_calls: Option<Vec<ToolCallIn>>,
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// A participant's or tool's name (passed to templates for `tool` messages).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -322,6 +325,8 @@ pub(super) fn turns(messages: &[ChatMessageIn]) -> Result<Vec<Turn>, ApiError> {
                 role,
                 text,
                 tool_calls,
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
             })
         })
         .collect()

@@ -11,6 +11,7 @@ mod keywords;
 mod mask;
 mod matching;
 mod props;
+mod tagged;
 
 fn schema(v: Value) -> Schema {
     match Schema::compile(&v) {
