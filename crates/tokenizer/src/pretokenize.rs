@@ -260,7 +260,9 @@ mod tests {
 
     #[test]
     fn qwen2_numbers_are_single_characters() {
-        let q = |s: &str| qwen2_pieces(s).collect::<Vec<_>>();
+        fn q(s: &str) -> Vec<&str> {
+            qwen2_pieces(s).collect()
+        }
         assert_eq!(q("1234 x٣4"), ["1", "2", "3", "4", " x", "٣", "4"]);
         assert_eq!(q("I'LL 'ſ"), ["I", "'LL", " '", "ſ"]);
         assert_eq!(split("'ſ"), ["'ſ"], "Meta's pattern folds ſ");
