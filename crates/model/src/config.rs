@@ -40,6 +40,58 @@ impl RopeScaling {
     }
 }
 
+/// A model architecture the one forward pass runs. Each differs from Llama only in what the
+/// loaders map away at load time: Qwen2 adds q/k/v biases (optional for every
+/// architecture) and stores `wq`/`wk` in rotate-half order, which the loader permutes into
+/// the adjacent pairs the forward pass rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    /// Every architecture ferrollama runs, by its GGUF name.
+    pub const ALL: [Arch; 2] = [Arch::Llama, Arch::Qwen2];
+
+    /// GGUF's `general.architecture` name (also the prefix of its metadata keys), which is
+    /// Hugging Face's `model_type` too.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// The architecture called `name`, or [`ModelError::UnsupportedArch`].
+    pub fn from_name(name: &str) -> Result<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| ModelError::UnsupportedArch(name.to_string()))
+    }
+
+    /// A GGUF file's architecture (`llama` when the key is absent, as in old files).
+    pub fn of_gguf(f: &GgufFile) -> Result<Arch> {
+        Arch::from_name(f.get_str("general.architecture")?.unwrap_or("llama"))
+    }
+
+    /// Whether this architecture's GGUF files store `wq`/`wk` rows (and the q/k biases) in
+    /// rotate-half order: llama.cpp runs these with `LLAMA_ROPE_TYPE_NEOX`, and its
+    /// converter permutes only `llama` models into adjacent pairs.
+    pub fn gguf_rotate_half(self) -> bool {
+        match self {
+            Arch::Llama => false,
+            Arch::Qwen2 => true,
+        }
+    }
+}
+
+/// The names of [`Arch::ALL`], for error messages: `llama, qwen2`.
+pub fn supported_arches() -> String {
+    Arch::ALL.map(Arch::name).join(", ")
+}
+
 /// The numbers that shape a Llama model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
@@ -64,15 +116,10 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
-    /// Reads `llama.*` metadata from a GGUF file.
+    /// Reads `<arch>.*` metadata (`llama.*`, `qwen2.*`) from a GGUF file.
     pub fn from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
-        let arch = f.get_str("general.architecture")?.unwrap_or("llama");
-        if arch != "llama" {
-            return Err(ModelError::Unsupported(format!(
-                "architecture {arch:?}; ferrollama runs Llama-architecture models"
-            )));
-        }
-        let k = |s: &str| format!("llama.{s}");
+        let arch = Arch::of_gguf(f)?.name();
+        let k = |s: &str| format!("{arch}.{s}");
         let dim = f.require_usize(&k("embedding_length"))?;
         let n_heads = f.require_usize(&k("attention.head_count"))?;
         let n_kv_heads = f
@@ -132,9 +179,19 @@ impl LlamaConfig {
             rope_theta: Option<f32>,
             max_position_embeddings: Option<usize>,
             rope_scaling: Option<serde_json::Value>,
+            model_type: Option<String>,
+            use_sliding_window: Option<bool>,
         }
         let hf: Hf = serde_json::from_str(text)
             .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+        // Older Llama configs may lack `model_type`.
+        Arch::from_name(hf.model_type.as_deref().unwrap_or("llama"))?;
+        if hf.use_sliding_window == Some(true) {
+            // Qwen2 configs carry the key, off in every released model; llama.cpp ignores it.
+            return Err(ModelError::Unsupported(
+                "config.json use_sliding_window: sliding-window attention".into(),
+            ));
+        }
         let rope_scaling = match hf.rope_scaling {
             Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
                 serde_json::from_value::<RopeScaling>(v)
@@ -265,6 +322,33 @@ mod tests {
         // A real head count still validates.
         let ok = text.replace("4611686018427387904", "2");
         assert_eq!(LlamaConfig::from_hf_json(&ok).expect("config").q_dim(), 8);
+    }
+
+    #[test]
+    fn other_architectures_are_named_in_the_error() {
+        let e = Arch::from_name("gemma2").expect_err("gemma2");
+        assert_eq!(
+            e.to_string(),
+            "unsupported architecture \"gemma2\" (supported: llama, qwen2)"
+        );
+        assert_eq!(Arch::from_name("qwen2").ok(), Some(Arch::Qwen2));
+        let text = r#"{"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16, "vocab_size": 16, "model_type": "MODEL"}"#;
+        let e = LlamaConfig::from_hf_json(&text.replace("MODEL", "mistral")).expect_err("type");
+        assert!(
+            matches!(e, ModelError::UnsupportedArch(ref a) if a == "mistral"),
+            "{e}"
+        );
+        for ok in ["llama", "qwen2"] {
+            assert!(
+                LlamaConfig::from_hf_json(&text.replace("MODEL", ok)).is_ok(),
+                "{ok}"
+            );
+        }
+        let sliding = text
+            .replace("MODEL", "qwen2")
+            .replace('}', r#", "use_sliding_window": true}"#);
+        assert!(LlamaConfig::from_hf_json(&sliding).is_err());
     }
 
     #[test]

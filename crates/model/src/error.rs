@@ -23,6 +23,12 @@ pub enum ModelError {
     Tensor { name: String, what: String },
     #[error("unsupported model: {0}")]
     Unsupported(String),
+    /// A file declaring an architecture the forward pass does not run.
+    #[error(
+        "unsupported architecture {0:?} (supported: {list})",
+        list = crate::config::supported_arches()
+    )]
+    UnsupportedArch(String),
     #[error("tokenizer: {0}")]
     Vocab(String),
     #[error(transparent)]

@@ -314,6 +314,16 @@ fn plan<'a>(
         matrix(&mut out, li, "attention.wq", Role::Wq, &l.wq)?;
         matrix(&mut out, li, "attention.wk", Role::Wk, &l.wk)?;
         matrix(&mut out, li, "attention.wv", Role::Wv, &l.wv)?;
+        // Qwen2's biases, already in the adjacent-pair order of `wq`/`wk` written here;
+        // llama.cpp's `llama` architecture reads them as optional tensors too.
+        let biases = [
+            ("attention.bq", l.bq.as_deref()),
+            ("attention.bk", l.bk.as_deref()),
+            ("attention.bv", l.bv.as_deref()),
+        ];
+        for (name, b) in biases.into_iter().filter_map(|(n, b)| Some((n, b?))) {
+            vector(&mut out, li, name, b)?;
+        }
         matrix(&mut out, li, "attention.wo", Role::Wo, &l.wo)?;
         vector(&mut out, li, "ffn_norm", &l.ffn_norm)?;
         matrix(&mut out, li, "feed_forward.w1", Role::W1, &l.w1)?;

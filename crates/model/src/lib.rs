@@ -25,7 +25,7 @@ pub mod vocab;
 pub mod vocab_keys;
 pub mod weights;
 
-pub use config::{LlamaConfig, RopeScaling};
+pub use config::{Arch, LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use kv_cache::KV_BLOCK;
 pub use kv_cache::{KvCache, KvType};

@@ -3,9 +3,13 @@
 //! It follows Meta's `model.py` (names `wq wk wv wo w1 w2 w3 attention_norm ffn_norm`):
 //!
 //! ```text
-//! h   = x + wo · attention(rope(wq · norm(x)), rope(wk · norm(x)), wv · norm(x))
+//! h   = x + wo · attention(rope(wq · norm(x) + bq), rope(wk · norm(x) + bk), wv · norm(x) + bv)
 //! out = h + w2 · (silu(w1 · norm(h)) * (w3 · norm(h)))
 //! ```
+//!
+//! The biases `bq bk bv` are Qwen2's (absent, i.e. zero, for Llama). Other architectures
+//! join at load time, never here: Qwen2's rotate-half `wq`/`wk` rows are permuted into
+//! adjacent pairs by the loader (`Weights::assemble`).
 //!
 //! with grouped-query attention (each KV head serves `n_heads / n_kv_heads` query heads),
 //! RMSNorm, SwiGLU and RoPE on adjacent pairs (Meta's and GGUF's layout) with Llama 3.1
@@ -265,6 +269,9 @@ impl Llama {
             linear(pool, &layer.wq, &st.xb, n, &mut st.q, &mut st.acts)?; // (n, n_heads * head_dim)
             linear(pool, &layer.wk, &st.xb, n, &mut st.k, &mut st.acts)?; // (n, n_kv_heads * head_dim)
             linear(pool, &layer.wv, &st.xb, n, &mut st.v, &mut st.acts)?; // (n, n_kv_heads * head_dim)
+            add_bias(&mut st.q[..n * qd], layer.bq.as_deref()); // (n, n_heads * head_dim)
+            add_bias(&mut st.k[..n * kvd], layer.bk.as_deref()); // (n, n_kv_heads * head_dim)
+            add_bias(&mut st.v[..n * kvd], layer.bv.as_deref()); // (n, n_kv_heads * head_dim)
             rope(
                 &mut st.q[..n * qd],
                 c.n_heads,
@@ -579,6 +586,15 @@ fn rope(x: &mut [f32], n_heads: usize, hd: usize, rope_dims: usize, cos: &[f32],
 fn swiglu(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Adds a projection's bias (Qwen2's q/k/v; Llama has none) to every row of `x`.
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias.filter(|b| !b.is_empty()) {
+        for row in x.chunks_exact_mut(b.len()) {
+            add(row, b);
+        }
     }
 }
 

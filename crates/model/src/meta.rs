@@ -389,7 +389,7 @@ impl MetaCheckpoint {
 
     /// All weights under reference names, shards merged.
     pub fn weights(&self) -> Result<Weights> {
-        Weights::assemble(&self.config, |layer, n, rows, cols, required| {
+        Weights::assemble(&self.config, false, |layer, n, rows, cols, required| {
             // Meta checkpoints have no rope_freqs (the scaling is `use_scaled_rope`).
             let Some(name) = file_name(Format::Meta, layer, n) else {
                 return Ok(None);

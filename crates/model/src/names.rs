@@ -18,6 +18,14 @@ pub const LAYER: [(&str, &str, &str); 9] = [
     ("feed_forward.w3", "ffn_up", "mlp.up_proj"),
 ];
 
+/// Optional per-layer biases (Qwen2's q/k/v projections): (reference, GGUF, Hugging Face)
+/// stems, named `<stem>.bias` in files. Meta's checkpoints have none.
+pub const LAYER_BIAS: [(&str, &str, &str); 3] = [
+    ("attention.bq", "attn_q", "self_attn.q_proj"),
+    ("attention.bk", "attn_k", "self_attn.k_proj"),
+    ("attention.bv", "attn_v", "self_attn.v_proj"),
+];
+
 /// Whole-model tensors: (reference, GGUF, Hugging Face).
 pub const GLOBAL: [(&str, &str, &str); 4] = [
     ("tok_embeddings", "token_embd", "model.embed_tokens"),
@@ -45,12 +53,20 @@ pub fn file_name(format: Format, layer: Option<usize>, name: &str) -> Option<Str
         Format::Meta if row.0 == "rope_freqs" => "",
         Format::Meta => row.0,
     };
+    let layer_name = |l: usize, stem: &str, suffix: &str| match format {
+        Format::Gguf => format!("blk.{l}.{stem}.{suffix}"),
+        Format::HuggingFace => format!("model.layers.{l}.{stem}.{suffix}"),
+        Format::Meta => format!("layers.{l}.{stem}.{suffix}"),
+    };
     match layer {
-        Some(l) => LAYER.iter().find(|r| r.0 == name).map(|r| match format {
-            Format::Gguf => format!("blk.{l}.{}.weight", pick(r)),
-            Format::HuggingFace => format!("model.layers.{l}.{}.weight", pick(r)),
-            Format::Meta => format!("layers.{l}.{}.weight", pick(r)),
-        }),
+        Some(_) if format == Format::Meta && LAYER_BIAS.iter().any(|r| r.0 == name) => None,
+        Some(l) => match LAYER.iter().find(|r| r.0 == name) {
+            Some(r) => Some(layer_name(l, pick(r), "weight")),
+            None => LAYER_BIAS
+                .iter()
+                .find(|r| r.0 == name)
+                .map(|r| layer_name(l, pick(r), "bias")),
+        },
         None => GLOBAL
             .iter()
             .find(|r| r.0 == name && !pick(r).is_empty())
@@ -87,5 +103,14 @@ mod tests {
             Some("tok_embeddings.weight")
         );
         assert_eq!(file_name(Format::Meta, None, "rope_freqs"), None);
+        assert_eq!(
+            file_name(Format::Gguf, Some(2), "attention.bk").as_deref(),
+            Some("blk.2.attn_k.bias")
+        );
+        assert_eq!(
+            file_name(Format::HuggingFace, Some(0), "attention.bq").as_deref(),
+            Some("model.layers.0.self_attn.q_proj.bias")
+        );
+        assert_eq!(file_name(Format::Meta, Some(0), "attention.bv"), None);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Weights are mapped onto reference names through `names.rs`. Hugging Face's conversion
 //! permuted the rows of `wq` and `wk` so that rotate-half RoPE works; our forward pass uses
-//! Meta's adjacent-pair RoPE, so those two are permuted back at load (spec §3):
-//! within each head, Meta row `2j` = HF row `j`, Meta row `2j + 1` = HF row `hd/2 + j`.
+//! Meta's adjacent-pair RoPE, so those two (and Qwen2's q/k biases) are permuted back at
+//! load by [`Weights::assemble`] (spec §3): within each head, Meta row `2j` = HF row `j`,
+//! Meta row `2j + 1` = HF row `hd/2 + j`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -223,11 +224,11 @@ impl SafetensorsFolder {
             })
     }
 
-    /// Maps the folder's tensors onto reference names (permuting `wq`/`wk` back to Meta's
-    /// layout).
+    /// Maps the folder's tensors onto reference names (`wq`/`wk` and their biases are
+    /// permuted back to Meta's layout by [`Weights::assemble`]).
     pub fn weights(&self) -> Result<Weights> {
         let c = &self.config;
-        Weights::assemble(c, |layer, n, rows, cols, required| {
+        Weights::assemble(c, true, |layer, n, rows, cols, required| {
             // Hugging Face has no rope_freqs tensor: the scaling is in config.json.
             let Some(name) = file_name(Format::HuggingFace, layer, n) else {
                 return Ok(None);
@@ -240,11 +241,8 @@ impl SafetensorsFolder {
                     None => return Ok(None),
                 }
             };
-            Ok(Some(match n {
-                "attention.wq" => unpermute(&t, c.n_heads, c.head_dim)?,
-                "attention.wk" => unpermute(&t, c.n_kv_heads, c.head_dim)?,
-                _ => t,
-            }))
+            // A missing `lm_head` (`tie_word_embeddings`, as in Qwen2.5 0.5B) means tied.
+            Ok(Some(t))
         })
     }
 }

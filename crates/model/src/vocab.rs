@@ -7,8 +7,10 @@ use ferrollama_tokenizer::{ByteLevelBpe, PreTokenizer, TokenKind};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, MetadataExt, Value};
 
-/// Texts llama.cpp treats as end-of-generation when they are control tokens.
-const EOG_TEXTS: [&str; 9] = [
+/// Texts llama.cpp treats as end-of-generation when they are control tokens. The last
+/// three are Qwen's fill-in-the-middle pad, repository and file separators, which llama.cpp
+/// also ends generation on (its FIM_PAD / FIM_REP / FIM_SEP tokens).
+const EOG_TEXTS: [&str; 12] = [
     "<|eot_id|>",
     "<|eom_id|>",
     "<|end_of_text|>",
@@ -18,6 +20,9 @@ const EOG_TEXTS: [&str; 9] = [
     "<end_of_turn>",
     "<EOT>",
     "<|return|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
 ];
 
 /// A GGUF model's tokenizer and the ids that matter for generation.

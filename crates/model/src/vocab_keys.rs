@@ -201,8 +201,14 @@ pub fn from_hf_dir(dir: &Path) -> Result<TokenizerKeys> {
         })
         .collect();
     let pre_desc = tj["pre_tokenizer"].to_string();
+    // Recognised by the pattern's number rule, as llama.cpp's converter tells them apart by
+    // their tokenization: `\p{N}{1,3}` is Meta's, a lone `\p{N}` after the letter rule
+    // Qwen2's, a `Digits` pre-tokenizer SmolLM's. (In the JSON text the regex's backslashes
+    // are themselves escaped.)
     let (pre, pre_name) = if pre_desc.contains("{1,3}") {
         (PreTokenizer::Llama3, "llama-bpe")
+    } else if pre_desc.contains(r"\\p{L}+|\\p{N}|") {
+        (PreTokenizer::Qwen2, "qwen2")
     } else if pre_desc.contains("\"Digits\"") {
         (PreTokenizer::Smollm, "smollm")
     } else {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ferrollama_tensor::{DType, PackedMatrix, dequantize_row};
 
-use crate::config::LlamaConfig;
+use crate::config::{Arch, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::{Bytes, GgufFile};
 use crate::names::{Format, file_name};
@@ -156,6 +156,10 @@ pub struct Layer {
     pub w1: Tensor,               // (ffn_dim, dim)  gate
     pub w2: Tensor,               // (dim, ffn_dim)  down
     pub w3: Tensor,               // (ffn_dim, dim)  up
+    /// Biases of the q/k/v projections (Qwen2); `None` for Llama.
+    pub bq: Option<Vec<f32>>, // (n_heads * head_dim)
+    pub bk: Option<Vec<f32>>,     // (n_kv_heads * head_dim)
+    pub bv: Option<Vec<f32>>,     // (n_kv_heads * head_dim)
 }
 
 /// All weights of a Llama model.
@@ -191,12 +195,18 @@ impl Weights {
     }
 
     /// The one place the Llama weight layout is spelled out: every loader supplies tensors
-    /// through `get(layer, reference name, rows, cols, required)`, in Meta's row order and
-    /// with the shape checked. A tensor the file lacks is the loader's own error when
-    /// `required`, and `Ok(None)` otherwise: a missing `output` means tied embeddings, a
-    /// missing `rope_freqs` means the divisors come from the configuration.
+    /// through `get(layer, reference name, rows, cols, required)`, with the shape checked.
+    /// A tensor the file lacks is the loader's own error when `required`, and `Ok(None)`
+    /// otherwise: a missing `output` means tied embeddings, a missing `rope_freqs` means
+    /// the divisors come from the configuration, missing biases mean none.
+    ///
+    /// Rows come in Meta's order (RoPE on adjacent pairs) unless `rotate_half`: then the
+    /// file holds `wq`, `wk` and their biases in the rotate-half order of Hugging Face
+    /// checkpoints and of llama.cpp's NEOX-RoPE architectures (Qwen2), and they are
+    /// permuted here, once, into Meta's order, so the one forward pass serves both.
     pub(crate) fn assemble(
         cfg: &LlamaConfig,
+        rotate_half: bool,
         mut get: impl FnMut(Option<usize>, &str, usize, usize, bool) -> Result<Option<Tensor>>,
     ) -> Result<Weights> {
         let mut required = |l: Option<usize>, n: &str, rows: usize, cols: usize| {
@@ -211,22 +221,50 @@ impl Weights {
             Ok(v)
         };
         let (dim, q, kv, ffn) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        let hd = cfg.head_dim;
+        // wq / wk (heads of hd rows) into adjacent-pair order when the file has rotate-half.
+        let rope_rows = |t: Tensor, heads: usize| -> Result<Tensor> {
+            if rotate_half {
+                crate::safetensors::unpermute(&t, heads, hd)
+            } else {
+                Ok(t)
+            }
+        };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in (0..cfg.n_layers).map(Some) {
             layers.push(Layer {
                 attention_norm: vector(required(l, "attention_norm", 1, dim)?)?,
-                wq: required(l, "attention.wq", q, dim)?,
-                wk: required(l, "attention.wk", kv, dim)?,
+                wq: rope_rows(required(l, "attention.wq", q, dim)?, cfg.n_heads)?,
+                wk: rope_rows(required(l, "attention.wk", kv, dim)?, cfg.n_kv_heads)?,
                 wv: required(l, "attention.wv", kv, dim)?,
                 wo: required(l, "attention.wo", dim, q)?,
                 ffn_norm: vector(required(l, "ffn_norm", 1, dim)?)?,
                 w1: required(l, "feed_forward.w1", ffn, dim)?,
                 w2: required(l, "feed_forward.w2", dim, ffn)?,
                 w3: required(l, "feed_forward.w3", ffn, dim)?,
+                bq: None,
+                bk: None,
+                bv: None,
             });
         }
         let tok_embeddings = required(None, "tok_embeddings", cfg.vocab_size, dim)?;
         let norm = vector(required(None, "norm", 1, dim)?)?;
+        // The optional tensors. Biases permute like their projection's rows; v has no RoPE.
+        for (i, layer) in layers.iter_mut().enumerate() {
+            let mut bias = |name: &str, len: usize, rope_heads: Option<usize>| {
+                let Some(t) = get(Some(i), name, 1, len, false)? else {
+                    return Ok::<_, ModelError>(None);
+                };
+                let v = vector(t)?;
+                Ok(Some(match rope_heads {
+                    Some(heads) if rotate_half => unpermute_vec(&v, heads, hd),
+                    _ => v,
+                }))
+            };
+            layer.bq = bias("attention.bq", q, Some(cfg.n_heads))?;
+            layer.bk = bias("attention.bk", kv, Some(cfg.n_kv_heads))?;
+            layer.bv = bias("attention.bv", kv, None)?;
+        }
         let output = get(None, "output", cfg.vocab_size, dim, false)?
             .unwrap_or_else(|| tok_embeddings.clone());
         let rope_freqs = match get(None, "rope_freqs", 1, cfg.rope_dims / 2, false)? {
@@ -246,7 +284,8 @@ impl Weights {
 
     /// Maps the tensors of a GGUF file onto reference names, checking every shape.
     pub fn from_gguf(f: &GgufFile, cfg: &LlamaConfig) -> Result<Weights> {
-        Weights::assemble(cfg, |layer, name, rows, cols, required| {
+        let rotate_half = Arch::of_gguf(f)?.gguf_rotate_half();
+        Weights::assemble(cfg, rotate_half, |layer, name, rows, cols, required| {
             let fname = file_name(Format::Gguf, layer, name).unwrap_or_default();
             let Some(t) = f.tensor(&fname) else {
                 if !required {
@@ -274,5 +313,53 @@ impl Weights {
                 packed: None,
             }))
         })
+    }
+}
+
+/// A per-head vector (a q or k bias) from rotate-half to adjacent-pair order: within each
+/// head of `hd`, element `2j` = rotate-half element `j` and `2j + 1` = element `hd/2 + j`,
+/// the same move [`crate::safetensors::unpermute`] makes on rows.
+pub fn unpermute_vec(v: &[f32], n_heads: usize, hd: usize) -> Vec<f32> {
+    let mut out = v.to_vec();
+    for h in 0..n_heads {
+        for j in 0..hd / 2 {
+            out[h * hd + 2 * j] = v[h * hd + j];
+            out[h * hd + 2 * j + 1] = v[h * hd + hd / 2 + j];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safetensors::unpermute;
+
+    /// A bias must move exactly as its rows do, quantized rows included (whole blocks move).
+    #[test]
+    fn bias_permutes_like_its_rows() {
+        let (heads, hd, cols) = (2, 4, 32);
+        let bias: Vec<f32> = (0..heads * hd).map(|i| i as f32).collect();
+        // Row r of a Q8_0 matrix holds the value r everywhere, so each row is identifiable.
+        let mut data = Vec::new();
+        for r in 0..heads * hd {
+            let row = vec![r as f32; cols];
+            let mut q = vec![0u8; DType::Q8_0.row_bytes(cols).expect("row bytes")];
+            ferrollama_tensor::quantize_row(DType::Q8_0, &row, &mut q).expect("quantize");
+            data.extend_from_slice(&q);
+        }
+        let t = Tensor::owned(DType::Q8_0, heads * hd, cols, data).expect("tensor");
+        let u = unpermute(&t, heads, hd).expect("unpermute");
+        let b = unpermute_vec(&bias, heads, hd);
+        assert_eq!(b, [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        let mut row = vec![0.0; cols];
+        for (r, &want) in b.iter().enumerate() {
+            u.row_f32(r, &mut row).expect("row");
+            assert!(
+                (row[0] - want).abs() < 0.05,
+                "row {r}: {} vs {want}",
+                row[0]
+            );
+        }
     }
 }

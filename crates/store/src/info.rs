@@ -28,7 +28,7 @@ pub struct GgufSummary {
     /// Tensor type → number of tensors of that type.
     pub tensor_types: BTreeMap<String, usize>,
     pub tensors: usize,
-    /// The Llama shape, for Llama-architecture files.
+    /// The Llama shape, for the architectures ferrollama runs (`llama`, `qwen2`).
     pub llama: Option<LlamaShape>,
 }
 
@@ -97,7 +97,9 @@ pub fn gguf_summary(path: &Path) -> Result<GgufSummary> {
         parameters = parameters.saturating_add(t.n_elements() as u64);
     }
     let architecture = f.get_str("general.architecture")?.map(str::to_string);
-    let llama = if architecture.as_deref().is_none_or(|a| a == "llama") {
+    // Every architecture the forward pass runs has the Llama shape (Qwen2 included).
+    let runnable = |a: &str| ferrollama_model::Arch::from_name(a).is_ok();
+    let llama = if architecture.as_deref().is_none_or(runnable) {
         // Best effort: a header too incomplete for a config still gets a summary.
         LlamaConfig::from_gguf(&f).ok().map(|c| LlamaShape {
             dim: c.dim,

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use crate::bpe::{self, Scratch};
 use crate::error::{Result, TokenizerError};
-use crate::pretokenize::pieces as llama3_pieces;
+use crate::pretokenize::{pieces as llama3_pieces, qwen2_pieces};
 use crate::pretokenize_gpt2::{gpt2_pieces, smollm_pieces};
 
 /// Which pre-tokenizer splits text before BPE (GGUF `tokenizer.ggml.pre`).
@@ -22,6 +22,8 @@ pub enum PreTokenizer {
     Llama3,
     /// `smollm`: digits isolated, then GPT-2.
     Smollm,
+    /// `qwen2`: Meta's pattern with single-character numbers.
+    Qwen2,
     /// `gpt2` and anything else we do not know: the GPT-2 pattern.
     Gpt2,
 }
@@ -32,6 +34,8 @@ impl PreTokenizer {
         match pre {
             Some("llama-bpe" | "llama3") => PreTokenizer::Llama3,
             Some("smollm") => PreTokenizer::Smollm,
+            // llama.cpp maps these names to the same pattern (LLAMA_VOCAB_PRE_TYPE_QWEN2).
+            Some("qwen2" | "deepseek-r1-qwen") => PreTokenizer::Qwen2,
             _ => PreTokenizer::Gpt2,
         }
     }
@@ -264,6 +268,7 @@ impl ByteLevelBpe {
                         |p: &str| self.encode_piece(p.as_bytes(), &mut out, &mut scratch);
                     match self.pre {
                         PreTokenizer::Llama3 => llama3_pieces(s).for_each(piece),
+                        PreTokenizer::Qwen2 => qwen2_pieces(s).for_each(piece),
                         PreTokenizer::Smollm => smollm_pieces(s, &mut piece),
                         PreTokenizer::Gpt2 => gpt2_pieces(s, &mut piece),
                     }

@@ -18,19 +18,48 @@
 //! 6. a whitespace run at the end of the text, or all of it but its last character (which
 //!    then leads the next piece);
 //! 7. a single whitespace character.
+//!
+//! Qwen2's pattern (llama.cpp `LLAMA_VOCAB_PRE_TYPE_QWEN2`, from Qwen's `tokenizer.json`)
+//! is the same but for numbers, which are single characters (`\p{N}`, not `\p{N}{1,3}`);
+//! [`qwen2_pieces`] scans it with the same code. Its contractions follow llama.cpp's form
+//! of the pattern, `'[sS]|'[tT]|...`: ASCII case only, so `'ſ` is not one (llama.cpp's
+//! Qwen2 splitter lowercases with `unicode_tolower`, which leaves `ſ` as it is).
 
 use crate::class::{Class, class_of};
+
+/// Which of the two patterns a [`Pieces`] scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pattern {
+    /// Meta's: up to three numbers per piece, contractions under simple case folding.
+    Llama3,
+    /// Qwen2's: one number per piece, contractions in ASCII case only.
+    Qwen2,
+}
 
 /// Iterator over the pieces of `text`, as `&str` slices covering it without gaps.
 #[derive(Debug, Clone)]
 pub struct Pieces<'a> {
     text: &'a str,
     pos: usize,
+    pattern: Pattern,
 }
 
 /// The pieces of `text` under Meta's pattern.
 pub fn pieces(text: &str) -> Pieces<'_> {
-    Pieces { text, pos: 0 }
+    Pieces {
+        text,
+        pos: 0,
+        pattern: Pattern::Llama3,
+    }
+}
+
+/// The pieces of `text` under Qwen2's pattern (single-character numbers).
+pub fn qwen2_pieces(text: &str) -> Pieces<'_> {
+    Pieces {
+        text,
+        pos: 0,
+        pattern: Pattern::Qwen2,
+    }
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -42,7 +71,7 @@ impl<'a> Iterator for Pieces<'a> {
             return None;
         }
         let start = self.pos;
-        let end = piece_end(self.text, start);
+        let end = piece_end(self.text, start, self.pattern);
         self.pos = end;
         Some(&self.text[start..end])
     }
@@ -87,9 +116,9 @@ fn run_end(s: &str, mut i: usize, want: impl Fn(Class) -> bool) -> usize {
 
 /// Length in bytes of a contraction starting at byte `i` (which holds `'`), or 0.
 #[inline]
-fn contraction_len(s: &str, i: usize) -> usize {
+fn contraction_len(s: &str, i: usize, pattern: Pattern) -> usize {
     let fold = |c: char| match c {
-        'ſ' => 's',
+        'ſ' if pattern == Pattern::Llama3 => 's',
         c => c.to_ascii_lowercase(),
     };
     let Some((c1, n1)) = char_at(s, i + 1) else {
@@ -109,13 +138,13 @@ fn contraction_len(s: &str, i: usize) -> usize {
 }
 
 /// End of the piece that starts at byte `start` (< `s.len()`).
-fn piece_end(s: &str, start: usize) -> usize {
+fn piece_end(s: &str, start: usize, pattern: Pattern) -> usize {
     let Some((cls, c, n)) = class_at(s, start) else {
         return s.len();
     };
     // 1. contractions
     if c == '\'' {
-        let len = contraction_len(s, start);
+        let len = contraction_len(s, start, pattern);
         if len > 0 {
             return start + len;
         }
@@ -129,10 +158,14 @@ fn piece_end(s: &str, start: usize) -> usize {
     if matches!(cls, Class::Space | Class::Other) && next_cls == Some(Class::Letter) {
         return run_end(s, start + n, |k| k == Class::Letter);
     }
-    // 3. \p{N}{1,3}
+    // 3. \p{N}{1,3} (Qwen2: \p{N})
     if cls == Class::Number {
         let mut end = start + n;
-        for _ in 0..2 {
+        let more = match pattern {
+            Pattern::Llama3 => 2,
+            Pattern::Qwen2 => 0,
+        };
+        for _ in 0..more {
             match class_at(s, end) {
                 Some((Class::Number, _, m)) => end += m,
                 _ => break,
@@ -223,6 +256,17 @@ mod tests {
         assert_eq!(split("a \n b"), ["a", " \n", " b"]);
         assert_eq!(split("\n  x"), ["\n", " ", " x"]);
         assert_eq!(split("a\u{3000}b"), ["a", "\u{3000}b"]);
+    }
+
+    #[test]
+    fn qwen2_numbers_are_single_characters() {
+        fn q(s: &str) -> Vec<&str> {
+            qwen2_pieces(s).collect()
+        }
+        assert_eq!(q("1234 x٣4"), ["1", "2", "3", "4", " x", "٣", "4"]);
+        assert_eq!(q("I'LL 'ſ"), ["I", "'LL", " '", "ſ"]);
+        assert_eq!(split("'ſ"), ["'ſ"], "Meta's pattern folds ſ");
+        assert_eq!(q("a ...\r\n\nb"), ["a", " ...\r\n\n", "b"]);
     }
 
     #[test]
