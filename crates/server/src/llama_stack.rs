@@ -386,7 +386,7 @@ fn ls_logprobs(app: &AppState, job: &Job, out: &Output) -> Value {
     if job.seq.logprobs.is_none() {
         return Value::Null;
     }
-    let model = &app.engine.models()[job.model];
+    let model = &job.loaded;
     Value::Array(
         out.logprobs
             .iter()
