@@ -357,7 +357,10 @@ fn import_of_several_parts_concatenates_them_in_order() {
             .output()
             .unwrap())
     };
-    assert_eq!(run("joined"), run(testdata("tiny/tiny-q8_0.gguf").to_str().unwrap()));
+    assert_eq!(
+        run("joined"),
+        run(testdata("tiny/tiny-q8_0.gguf").to_str().unwrap())
+    );
 
     let bad = ferrollama(&t.0)
         .args(["import", "--name", "swapped"])

@@ -170,10 +170,7 @@ impl Output {
 }
 
 /// The engine's model `mi` (an index from the registry, which never outlives the model).
-pub fn loaded_model(
-    app: &AppState,
-    mi: usize,
-) -> Result<Arc<ferrollama_engine::Model>, ApiError> {
+pub fn loaded_model(app: &AppState, mi: usize) -> Result<Arc<ferrollama_engine::Model>, ApiError> {
     app.engine
         .model(mi)
         .ok_or_else(|| ApiError::internal(format!("model index {mi} is not loaded")))
@@ -574,7 +571,7 @@ pub fn engine_error(e: String) -> ApiError {
 }
 
 /// Applies `Done` and parses tool calls.
-pub fn finish_output(app: &AppState, job: &Job, out: &mut Output, d: Done) {
+pub fn finish_output(_app: &AppState, job: &Job, out: &mut Output, d: Done) {
     out.text.push_str(&d.text);
     out.finish = d.finish;
     out.prompt_tokens = d.prompt_tokens;

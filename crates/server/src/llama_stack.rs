@@ -382,7 +382,7 @@ fn ls_calls(calls: &[Call]) -> Vec<Value> {
         .collect()
 }
 
-fn ls_logprobs(app: &AppState, job: &Job, out: &Output) -> Value {
+fn ls_logprobs(_app: &AppState, job: &Job, out: &Output) -> Value {
     if job.seq.logprobs.is_none() {
         return Value::Null;
     }

@@ -100,7 +100,9 @@ pub async fn register(
         Some(other) => {
             return Err(ApiError::invalid_param(
                 "model_type",
-                format!("model_type must be \"llm\" (or \"embedding\", not supported yet), not {other:?}"),
+                format!(
+                    "model_type must be \"llm\" (or \"embedding\", not supported yet), not {other:?}"
+                ),
             ));
         }
     }
@@ -153,12 +155,9 @@ pub async fn register(
 
 /// A served id, or the own name of a loaded model (also one whose ids were all deleted).
 fn alias_target(app: &AppState, target: &str) -> Option<usize> {
-    app.models.resolve(target).or_else(|| {
-        app.engine
-            .models()
-            .iter()
-            .position(|m| m.name == target)
-    })
+    app.models
+        .resolve(target)
+        .or_else(|| app.engine.models().iter().position(|m| m.name == target))
 }
 
 /// Loads a store entry or a file into the engine (or finds it loaded already); returns
@@ -190,9 +189,7 @@ async fn load_on_demand(app: &Arc<AppState>, target: &str) -> Result<usize, ApiE
             ..ApiError::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
-                format!(
-                    "'{target}' is not a served model id, a model in the store or a file: {e}"
-                ),
+                format!("'{target}' is not a served model id, a model in the store or a file: {e}"),
             )
         },
         e => ApiError::invalid_param("provider_model_id", e.to_string()),

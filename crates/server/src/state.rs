@@ -3,8 +3,8 @@
 //! await (the registry); the engine's state lives in its actor.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use ferrollama_engine::scheduler::Engine;
@@ -152,7 +152,9 @@ struct RegistryInner {
 /// Why an id could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    #[error("the model id '{0}' is already registered; DELETE /v1/models/{0} first or pick another id")]
+    #[error(
+        "the model id '{0}' is already registered; DELETE /v1/models/{0} first or pick another id"
+    )]
     Duplicate(String),
 }
 

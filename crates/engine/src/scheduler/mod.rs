@@ -15,8 +15,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ferrollama_model::{KvCache, KvType, Logits, SeqChunk, State};
@@ -227,7 +227,10 @@ impl Engine {
 
     /// Every model, by index (a snapshot: a model loaded later is not in it).
     pub fn models(&self) -> Vec<Arc<Model>> {
-        self.models.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Model `i`.
@@ -352,11 +355,9 @@ fn kv_blocks(config: &EngineConfig) -> usize {
 fn new_slot(model: Arc<Model>, config: &EngineConfig) -> crate::Result<Slot> {
     let blocks = kv_blocks(config);
     let kv = KvCache::with_blocks(&model.llama.config, blocks, config.kv_type)?;
-    let state = model.llama.new_state(
-        config.step_tokens.max(1),
-        config.ctx,
-        config.threads.max(1),
-    );
+    let state = model
+        .llama
+        .new_state(config.step_tokens.max(1), config.ctx, config.threads.max(1));
     Ok(Slot {
         model,
         kv,

@@ -153,7 +153,7 @@ fn chat_choice(app: &AppState, job: &Job, i: usize, out: &Output) -> Value {
     })
 }
 
-fn logprob_list(app: &AppState, job: &Job, lps: &[(u32, TokenLogprob)]) -> Vec<Value> {
+fn logprob_list(_app: &AppState, job: &Job, lps: &[(u32, TokenLogprob)]) -> Vec<Value> {
     let model = &job.loaded;
     let entry = |id: u32, lp: f32| {
         let (t, b) = token_text(model, id);
