@@ -78,7 +78,7 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
         );
     }
     let stem = a
-        .path
+        .path()
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
@@ -112,7 +112,7 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
 
 fn copy_gguf(a: &ImportArgs) -> Result<ExitCode> {
     let stem = a
-        .path
+        .path()
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
@@ -175,7 +175,7 @@ fn import_parts(a: &ImportArgs) -> Result<ExitCode> {
     let store = Store::open_default();
     let entry = store
         .add_gguf(&name, &source, a.force, |path| {
-            ferrollama_store::parts::concat_files(&a.paths, path, &known, &mut progress)
+            ferrollama_store::parts::concat_files(&a.paths, path, &known, &mut progress).map(|_| ())
         })?
         .with_context(|| format!("cannot import {} parts", a.paths.len()))?;
     report(&entry, a.json)
