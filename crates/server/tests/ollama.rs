@@ -51,7 +51,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
     .expect("engine");
     Arc::new(AppState {
         engine,
-        model_ids: vec![MODEL.into()],
+        models: ferrollama_server::ModelRegistry::new(vec![MODEL.into()]),
         api_key: Some(KEY.into()),
         cors_origin: None,
         limits: Limits {

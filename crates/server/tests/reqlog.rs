@@ -76,7 +76,7 @@ fn app() -> Arc<AppState> {
     .expect("engine");
     Arc::new(AppState {
         engine,
-        model_ids: vec![MODEL.into()],
+        models: ferrollama_server::ModelRegistry::new(vec![MODEL.into()]),
         api_key: Some(KEY.into()),
         cors_origin: None,
         limits: Limits::default(),

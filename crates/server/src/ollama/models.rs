@@ -74,8 +74,9 @@ fn parameter_size(n: u64) -> String {
 }
 
 impl Described {
-    fn served(app: &AppState, i: usize) -> Described {
-        let name = app.model_ids[i].clone();
+    /// A served id and its model index.
+    fn served(app: &AppState, id: &str, i: usize) -> Described {
+        let name = id.to_string();
         let entry = app.ollama.store.as_ref().and_then(|s| s.get(&name).ok());
         let path = app
             .ollama
@@ -83,6 +84,7 @@ impl Described {
             .get(i)
             .cloned()
             .flatten()
+            .or_else(|| app.models.path_of(i))
             .or_else(|| entry.as_ref().and_then(|e| e.model_path.clone()));
         Described { name, path, entry }
     }
@@ -169,11 +171,14 @@ fn store_entries(app: &AppState) -> Vec<Entry> {
 /// `GET /api/tags`: served models, then the store's other complete entries.
 pub async fn tags(State(app): State<Arc<AppState>>) -> Result<Response, OllamaError> {
     let list = tokio::task::spawn_blocking(move || {
-        let mut out: Vec<Value> = (0..app.model_ids.len())
-            .map(|i| Described::served(&app, i).listing())
+        let mut out: Vec<Value> = app
+            .models
+            .entries()
+            .iter()
+            .map(|r| Described::served(&app, &r.id, r.model).listing())
             .collect();
         for e in store_entries(&app) {
-            if app.model_ids.contains(&e.name) {
+            if app.models.contains(&e.name) {
                 continue;
             }
             let d = Described {
@@ -218,9 +223,11 @@ pub async fn show(
     let name = requested(&req.model, &req.name)?;
     let base = base_name(&name).to_string();
     let v = tokio::task::spawn_blocking(move || -> Result<Value, OllamaError> {
-        let served = app.model_ids.iter().position(|m| *m == base || *m == name);
-        let d = match served {
-            Some(i) => Described::served(&app, i),
+        let served = [&base, &name]
+            .into_iter()
+            .find_map(|id| app.models.resolve(id).map(|i| (i, id.clone())));
+        let d = match &served {
+            Some((i, id)) => Described::served(&app, id, *i),
             None => {
                 let e = app
                     .ollama
@@ -236,12 +243,12 @@ pub async fn show(
                 }
             }
         };
-        let template = served.map_or_else(String::new, |i| {
-            match &app.engine.models()[i].template {
+        let template = served
+            .and_then(|(i, _)| app.engine.model(i))
+            .map_or_else(String::new, |m| match &m.template {
                 ChatTemplate::Llama31 => "Llama 3.1 prompt format (built in)".to_string(),
                 ChatTemplate::Jinja { source, .. } => source.clone(),
-            }
-        });
+            });
         let mut info = serde_json::Map::new();
         if let Some(g) = d.gguf() {
             let arch = g.architecture.clone().unwrap_or_else(|| "llama".into());
@@ -288,9 +295,12 @@ pub async fn show(
 /// `GET /api/ps`: every served model (all stay loaded).
 pub async fn ps(State(app): State<Arc<AppState>>) -> Result<Response, OllamaError> {
     let list = tokio::task::spawn_blocking(move || {
-        (0..app.model_ids.len())
-            .map(|i| {
-                let d = Described::served(&app, i);
+        app.models
+            .entries()
+            .iter()
+            .map(|r| {
+                let i = r.model;
+                let d = Described::served(&app, &r.id, i);
                 let mut v = d.listing();
                 let at = app.ollama.expiry(i).unwrap_or(FOREVER);
                 v["expires_at"] = json!(rfc3339(at));
@@ -326,7 +336,7 @@ pub async fn delete(
         ));
     };
     let base = base_name(&name).to_string();
-    let served = app.model_ids.contains(&base);
+    let served = app.models.contains(&base);
     let r = tokio::task::spawn_blocking(move || store.remove(&base))
         .await
         .map_err(|e| OllamaError(ApiError::internal(e)))?;

@@ -8,20 +8,22 @@ pub fn base_name(name: &str) -> &str {
     name.strip_suffix(":latest").unwrap_or(name)
 }
 
-/// The served model a request names, by index; a model only in the store gets a 400
-/// saying how to serve it, an unknown one Ollama's 404.
-pub fn served(app: &AppState, name: &str) -> Result<usize, OllamaError> {
+/// The served model a request names: its index and the id it is registered under; a
+/// model only in the store gets a 400 saying how to serve it, an unknown one Ollama's 404.
+pub fn served(app: &AppState, name: &str) -> Result<(usize, String), OllamaError> {
     if name.is_empty() {
         return Err(OllamaError::invalid("model is required"));
     }
     let base = base_name(name);
-    if let Some(i) = app.model_ids.iter().position(|m| m == name || m == base) {
-        return Ok(i);
+    for id in [name, base] {
+        if let Some(i) = app.models.resolve(id) {
+            return Ok((i, id.to_string()));
+        }
     }
     if in_store(app, base) {
         return Err(OllamaError::invalid(format!(
-            "model \"{name}\" is in the store but not loaded by this server (models are \
-             loaded at start); restart it with `ferrollama serve -m {base}`"
+            "model \"{name}\" is in the store but not loaded by this server; register it with \
+             `POST /v1/models {{\"model_id\": \"{base}\"}}` or restart with `ferrollama serve -m {base}`"
         )));
     }
     Err(OllamaError::model_not_found(name))

@@ -158,8 +158,8 @@ fn chat_choice(app: &AppState, job: &Job, i: usize, out: &Output) -> Value {
     })
 }
 
-fn logprob_list(app: &AppState, job: &Job, lps: &[(u32, TokenLogprob)]) -> Vec<Value> {
-    let model = &app.engine.models()[job.model];
+fn logprob_list(_app: &AppState, job: &Job, lps: &[(u32, TokenLogprob)]) -> Vec<Value> {
+    let model = &job.loaded;
     let entry = |id: u32, lp: f32| {
         let (t, b) = token_text(model, id);
         json!({"token": t, "logprob": lp, "bytes": b})
@@ -481,7 +481,7 @@ async fn completions_with(
         });
         return Ok(sse_response(out));
     }
-    let model = &app.engine.models()[job.model];
+    let model = &job.loaded;
     let mut choices = Vec::new();
     let (mut pt, mut ct, mut cached) = (0, 0, 0);
     for (i, rx) in rxs.into_iter().enumerate() {
@@ -541,24 +541,13 @@ pub fn empty_output(job: &Job) -> Output {
     }
 }
 
-/// One model in a body both clients parse (OpenAI's and Llama Stack's fields together).
-pub fn model_json(app: &AppState, id: &str) -> Value {
-    json!({
-        "id": id,
-        "object": "model",
-        "created": app.created,
-        "owned_by": "ferrollama",
-        "identifier": id,
-        "provider_resource_id": id,
-        "provider_id": "ferrollama",
-        "type": "model",
-        "metadata": {},
-        "model_type": "llm",
-    })
-}
-
 pub async fn models(State(app): State<Arc<AppState>>) -> Response {
-    let data: Vec<Value> = app.model_ids.iter().map(|m| model_json(&app, m)).collect();
+    let data: Vec<Value> = app
+        .models
+        .entries()
+        .iter()
+        .map(|r| crate::registry::model_json(&app, r))
+        .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -568,8 +557,11 @@ pub async fn model(
 ) -> Result<Response, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::invalid("the model id in the path is not valid UTF-8"))?;
-    job::resolve_model(&app, &id)?;
-    Ok(axum::Json(model_json(&app, &id)).into_response())
+    let r = app
+        .models
+        .get(&id)
+        .ok_or_else(|| ApiError::model_not_found(&id, &app.models.ids()))?;
+    Ok(axum::Json(crate::registry::model_json(&app, &r)).into_response())
 }
 
 #[cfg(test)]
