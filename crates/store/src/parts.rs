@@ -378,13 +378,16 @@ fn fetch_part(
     Ok(())
 }
 
+/// A sha256 (hex) and a size in bytes.
+type ShaSize = (String, u64);
+
 /// Concatenates `inputs` into `out` (created or truncated), advancing `progress`. Returns
 /// the sha256 and size of the whole, and each input's sha256 and size.
 fn concat_into(
     inputs: &[PathBuf],
     out: &Path,
     progress: &mut dyn Progress,
-) -> Result<(String, u64, Vec<(String, u64)>)> {
+) -> Result<(String, u64, Vec<ShaSize>)> {
     let f = fs::File::create(out).map_err(StoreError::io("create", out))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let mut whole = Sha256::new();
