@@ -264,25 +264,24 @@ fn tool_schema(t: &ToolSpec) -> Value {
 /// Schema of a forced call: `{"name": one of the tools, "parameters": its arguments}`.
 /// Each tool's parameters are compiled as their own document, so their `$ref`s resolve.
 pub fn call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Schema, ApiError> {
-    let schemas: Vec<(&str, Value)> = tools
-        .iter()
-        .filter(|t| only.is_none_or(|n| n == t.name))
-        .map(|t| (t.name.as_str(), tool_schema(t)))
-        .collect();
-    if schemas.is_empty() {
-        return Err(ApiError::invalid_param(
-            "tool_choice",
-            "tool_choice names a function that is not in `tools`",
-        ));
-    }
-    let refs: Vec<(&str, &Value)> = schemas.iter().map(|(n, v)| (*n, v)).collect();
-    Schema::tool_call(&refs)
-        .map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
+    forced_call_schema(tools, only, Schema::tool_call)
 }
 
 /// Schema of a forced Hermes-style call: `<tool_call>\n{"name": one of the tools,
 /// "arguments": its arguments}\n</tool_call>`.
 pub fn tagged_call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Schema, ApiError> {
+    forced_call_schema(tools, only, |refs| {
+        Schema::tagged_tool_call(refs, HERMES_OPEN, HERMES_CLOSE)
+    })
+}
+
+/// The tools a forced call may name (all, or the one `tool_choice` names), compiled by
+/// `build` in either call format.
+fn forced_call_schema<E: std::fmt::Display>(
+    tools: &[ToolSpec],
+    only: Option<&str>,
+    build: impl FnOnce(&[(&str, &Value)]) -> Result<Schema, E>,
+) -> Result<Schema, ApiError> {
     let schemas: Vec<(&str, Value)> = tools
         .iter()
         .filter(|t| only.is_none_or(|n| n == t.name))
@@ -295,8 +294,7 @@ pub fn tagged_call_schema(tools: &[ToolSpec], only: Option<&str>) -> Result<Sche
         ));
     }
     let refs: Vec<(&str, &Value)> = schemas.iter().map(|(n, v)| (*n, v)).collect();
-    Schema::tagged_tool_call(&refs, HERMES_OPEN, HERMES_CLOSE)
-        .map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
+    build(&refs).map_err(|e| ApiError::invalid_param("tools", format!("tool parameters: {e}")))
 }
 
 /// Compiles a response schema, or answers 400 naming what is not supported.

@@ -437,11 +437,7 @@ pub fn ensure_parted(
     progress: &mut dyn Progress,
 ) -> Result<PathBuf> {
     let dest = cache_dir.join(asset.cache_name);
-    if dest.is_file() && hash::verified(&dest, asset.sha256)? {
-        return Ok(dest);
-    }
-    if let Some(p) = store.find_verified(asset.sha256)? {
-        tracing::info!(path = %p.display(), "using the store's copy of {}", asset.name);
+    if let Some(p) = crate::pypi::verified_copy(&dest, asset.sha256, store, asset.name)? {
         return Ok(p);
     }
     let _ = fs::remove_file(hash::stamp_path(&dest));

@@ -96,14 +96,28 @@ pub fn ensure_asset_in_store(
     progress: &mut dyn Progress,
 ) -> Result<PathBuf> {
     let dest = cache_dir.join(asset.cache_name);
-    if dest.is_file() && hash::verified(&dest, asset.sha256)? {
-        return Ok(dest);
-    }
-    if let Some(p) = store.find_verified(asset.sha256)? {
-        tracing::info!(path = %p.display(), "using the store's copy of {}", asset.member);
+    if let Some(p) = verified_copy(&dest, asset.sha256, store, asset.member)? {
         return Ok(p);
     }
     ensure_asset(asset, cache_dir, python, progress)
+}
+
+/// A verified copy of the file with `sha256`: `cached` itself, else the store's copy
+/// (`what` names it in the log), else none.
+pub(crate) fn verified_copy(
+    cached: &Path,
+    sha256: &str,
+    store: &crate::Store,
+    what: &str,
+) -> Result<Option<PathBuf>> {
+    if cached.is_file() && hash::verified(cached, sha256)? {
+        return Ok(Some(cached.to_path_buf()));
+    }
+    if let Some(p) = store.find_verified(sha256)? {
+        tracing::info!(path = %p.display(), "using the store's copy of {what}");
+        return Ok(Some(p));
+    }
+    Ok(None)
 }
 
 /// A scratch directory removed on drop.
