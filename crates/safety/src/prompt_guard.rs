@@ -1,0 +1,1 @@
+//! Prompt Guard (spec §5.2). To be written.
