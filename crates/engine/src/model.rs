@@ -86,6 +86,11 @@ impl Model {
         self.tokenizer.bpe.token_bytes(id, false).unwrap_or(&[])
     }
 
+    /// The tokens that end generation.
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.tokenizer.stop_ids
+    }
+
     /// Whether `id` ends generation.
     pub fn is_stop(&self, id: u32) -> bool {
         self.tokenizer.stop_ids.contains(&id)

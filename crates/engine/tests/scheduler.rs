@@ -31,6 +31,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> SeqRequest {
         ignore_eos: true,
         logprobs: None,
         constraint: None,
+        watch: Vec::new(),
         deadline: None,
     }
 }

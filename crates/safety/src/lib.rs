@@ -11,4 +11,9 @@
 //! The crate sits above the engine and below the server: it knows models and tokens, not
 //! HTTP.
 
+pub mod categories;
+pub mod error;
+pub mod llama_guard;
 pub mod prompt_guard;
+
+pub use error::{Result, SafetyError};

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrollama_engine::constrain::Schema;
+use ferrollama_engine::constrain::{Constraint, Schema};
 use ferrollama_engine::scheduler::{Done, Event, Finish, SeqRequest, SubmitError, TokenLogprob};
 use ferrollama_engine::{
     ChatMessage, ChatTemplate, FinishReason, Model, SamplerConfig, TemplateToolCall,
@@ -440,7 +440,8 @@ fn seq_request(
         stop: s.stop.clone(),
         ignore_eos: s.ignore_eos,
         logprobs: s.logprobs,
-        constraint,
+        constraint: constraint.map(Constraint::Json),
+        watch: Vec::new(),
         deadline: Some(Instant::now() + app.limits.request_timeout),
     })
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod fetch;
+pub mod guard;
 pub mod import;
 pub mod model_args;
 pub mod models;

@@ -35,7 +35,7 @@ const DIALOG_SHAPE: &str =
 /// Parses a dialog, with errors in terms of the JSON the user wrote: serde's own messages
 /// name our internal wire types (`DialogWire`, `MessageWire`...), which mean nothing to
 /// the user, so the shape is checked here first and any type name left is reworded.
-fn parse_dialog(json: &str) -> Result<chat::wire::Dialog> {
+pub(crate) fn parse_dialog(json: &str) -> Result<chat::wire::Dialog> {
     let v: Value = serde_json::from_str(json).map_err(|e| anyhow!("not valid JSON: {e}"))?;
     let Some(obj) = v.as_object() else {
         bail!("{DIALOG_SHAPE}, got {}", json_kind(&v));

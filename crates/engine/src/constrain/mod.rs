@@ -106,6 +106,7 @@ mod complete;
 mod error;
 mod lex;
 mod matcher;
+mod pattern;
 mod schema;
 mod state;
 mod trie;
@@ -116,8 +117,86 @@ mod tests;
 
 pub use error::ConstraintError;
 pub use matcher::Matcher;
+pub use pattern::{MAX_DFA_BYTES, Pattern, PatternMatcher};
 pub use schema::Schema;
 pub use trie::TokenTrie;
+
+use std::sync::Arc;
+
+/// What a sequence's output must be: a JSON document of a schema, or a whole match of a
+/// regular expression.
+#[derive(Debug, Clone)]
+pub enum Constraint {
+    Json(Arc<Schema>),
+    Pattern(Arc<Pattern>),
+}
+
+/// Where generation stands in a [`Constraint`].
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Json(Matcher),
+    Pattern(PatternMatcher),
+}
+
+impl Constraint {
+    /// A cursor at the start of the output.
+    pub fn start(&self) -> Progress {
+        match self {
+            Constraint::Json(s) => Progress::Json(s.matcher()),
+            Constraint::Pattern(p) => Progress::Pattern(p.matcher()),
+        }
+    }
+}
+
+impl Progress {
+    /// Feeds bytes; false (and unchanged) when they cannot continue valid output.
+    pub fn advance(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            Progress::Json(m) => m.advance(bytes),
+            Progress::Pattern(m) => m.advance(bytes),
+        }
+    }
+
+    /// Whether `bytes` may come next.
+    pub fn accepts(&self, bytes: &[u8]) -> bool {
+        match self {
+            Progress::Json(m) => m.accepts(bytes),
+            Progress::Pattern(m) => m.accepts(bytes),
+        }
+    }
+
+    /// The output is whole: EOS is allowed.
+    pub fn is_complete(&self) -> bool {
+        match self {
+            Progress::Json(m) => m.is_complete(),
+            Progress::Pattern(m) => m.is_complete(),
+        }
+    }
+
+    /// Whether some byte may still come.
+    pub fn can_continue(&self) -> bool {
+        match self {
+            Progress::Json(m) => m.can_continue(),
+            Progress::Pattern(m) => m.can_continue(),
+        }
+    }
+
+    /// A short ending that makes the output whole (see [`Matcher::completion`]).
+    pub fn completion(&self) -> Option<Vec<u8>> {
+        match self {
+            Progress::Json(m) => m.completion(),
+            Progress::Pattern(m) => m.completion(),
+        }
+    }
+
+    /// Which tokens may come next (see [`Matcher::allowed_tokens`]).
+    pub fn allowed_tokens(&self, vocab: &TokenTrie, out: &mut [bool]) {
+        match self {
+            Progress::Json(m) => m.allowed_tokens(vocab, out),
+            Progress::Pattern(m) => m.allowed_tokens(vocab, out),
+        }
+    }
+}
 
 /// Most indentation spaces per open array/object after a newline between tokens: 4 covers
 /// the usual 2-, 3- and 4-space pretty-printers at every depth (see the module docs).

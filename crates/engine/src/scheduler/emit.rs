@@ -26,24 +26,32 @@ pub(super) fn sample_and_emit(
     stats: &EngineStats,
     now: Instant,
 ) -> Option<Done> {
-    let eos_ok = |m: &Option<Matcher>| m.as_ref().is_none_or(|m| m.is_complete());
-    let next = match (&s.req.constraint, &s.matcher) {
-        (Some(schema), Some(m)) => {
-            if m.is_complete() {
-                // The document is whole: nothing more may follow.
+    let eos_ok = |m: &Option<Progress>| m.as_ref().is_none_or(|m| m.is_complete());
+    let next = match &s.matcher {
+        Some(m) => {
+            if m.is_complete() && !m.can_continue() {
+                // The output is whole: nothing more may follow.
                 return Some(done(FinishReason::Stop, s));
             }
-            // Sample freely first; only when the pick breaks the schema compute the full
-            // mask (most picks of a model asked for JSON are already valid).
+            // Sample freely first; only when the pick breaks the constraint compute the
+            // full mask (most picks of a model asked for JSON are already valid).
             let t = s.sampler.sample(logits, &s.tokens);
             let bytes = model.token_bytes(t);
-            if !bytes.is_empty() && schema.accepts(m, bytes) {
+            let eos_now = model.is_stop(t) && m.is_complete();
+            if eos_now || (!bytes.is_empty() && m.accepts(bytes)) {
                 t
             } else {
                 let trie = trie.get_or_insert_with(|| build_trie(model));
                 s.mask.clear();
                 s.mask.resize(logits.len(), false);
-                schema.allowed_tokens(m, trie, &mut s.mask);
+                m.allowed_tokens(trie, &mut s.mask);
+                if m.is_complete() {
+                    for &e in model.stop_tokens() {
+                        if let Some(x) = s.mask.get_mut(e as usize) {
+                            *x = true;
+                        }
+                    }
+                }
                 s.row.clear();
                 s.row.extend(
                     logits
@@ -52,7 +60,7 @@ pub(super) fn sample_and_emit(
                         .map(|(&x, &ok)| if ok { x } else { f32::NEG_INFINITY }),
                 );
                 if !s.mask.iter().any(|&b| b) {
-                    // No token continues the document (cannot happen for a sound schema).
+                    // No token continues the output (cannot happen for a sound constraint).
                     return Some(done(FinishReason::Stop, s));
                 }
                 s.sampler.sample(&s.row, &s.tokens)
@@ -60,7 +68,8 @@ pub(super) fn sample_and_emit(
         }
         _ => s.sampler.sample(logits, &s.tokens),
     };
-    let logprob = s.req.logprobs.map(|n| logprob_of(logits, next, n));
+    let logprob = (s.req.logprobs.is_some() || !s.req.watch.is_empty())
+        .then(|| logprob_of(logits, next, s.req.logprobs.unwrap_or(0), &s.req.watch));
     if model.is_stop(next) && !s.req.ignore_eos && eos_ok(&s.matcher) {
         return Some(done(FinishReason::Stop, s));
     }
@@ -81,7 +90,10 @@ pub(super) fn sample_and_emit(
             completion_tokens: 0,
         });
     }
-    if s.matcher.as_ref().is_some_and(|m| m.is_complete()) {
+    if s.matcher
+        .as_ref()
+        .is_some_and(|m| m.is_complete() && !m.can_continue())
+    {
         return Some(done(FinishReason::Stop, s));
     }
     let room = s
@@ -167,7 +179,7 @@ fn build_trie(model: &Model) -> TokenTrie {
 }
 
 /// log-softmax of `logits` at `token`, and the `n` most likely tokens with theirs.
-fn logprob_of(logits: &[f32], token: u32, n: usize) -> TokenLogprob {
+fn logprob_of(logits: &[f32], token: u32, n: usize, watch: &[u32]) -> TokenLogprob {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
     let lse = max + sum.ln() as f32;
@@ -188,5 +200,9 @@ fn logprob_of(logits: &[f32], token: u32, n: usize) -> TokenLogprob {
             .copied()
             .unwrap_or(f32::NEG_INFINITY)),
         top: top.into_iter().map(|(t, x)| (t, lp(x))).collect(),
+        watched: watch
+            .iter()
+            .map(|&t| lp(logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY)))
+            .collect(),
     }
 }

@@ -24,7 +24,7 @@ use ferrollama_tensor::ThreadPool;
 use ferrollama_tokenizer::StreamDecoder;
 use tokio::sync::mpsc as tmpsc;
 
-use crate::constrain::{Matcher, Schema, TokenTrie};
+use crate::constrain::{Constraint, Progress, TokenTrie};
 use crate::generate::FinishReason;
 use crate::metrics::EngineStats;
 use crate::model::Model;
@@ -79,8 +79,11 @@ pub struct SeqRequest {
     pub ignore_eos: bool,
     /// Log-probabilities: `Some(n)` gives the chosen token's and the `n` most likely.
     pub logprobs: Option<usize>,
-    /// Output must be a JSON document of this schema.
-    pub constraint: Option<Arc<Schema>>,
+    /// Output must be a JSON document of this schema, or match this pattern.
+    pub constraint: Option<Constraint>,
+    /// Tokens whose log-probabilities (before any constraint) every token event reports in
+    /// [`TokenLogprob::watched`], e.g. a classifier's `unsafe` token.
+    pub watch: Vec<u32>,
     /// Give up (finish with `Timeout`) after this instant.
     pub deadline: Option<Instant>,
 }
@@ -90,6 +93,8 @@ pub struct SeqRequest {
 pub struct TokenLogprob {
     pub logprob: f32,
     pub top: Vec<(u32, f32)>,
+    /// Log-probabilities of [`SeqRequest::watch`]'s tokens, in its order.
+    pub watched: Vec<f32>,
 }
 
 /// What a sequence reports, in order: tokens, then exactly one `Done` or `Error`.
@@ -152,7 +157,13 @@ enum Command {
         model: Arc<Model>,
         reply: mpsc::Sender<Result<usize, String>>,
     },
+    /// Work for the engine's thread pool (an encoder such as Prompt Guard), run between
+    /// two steps so it never competes with the forward passes for the cores.
+    Run(PoolJob),
 }
+
+/// A closure run by the actor on its thread pool.
+type PoolJob = Box<dyn FnOnce(&ThreadPool) + Send>;
 
 struct Pending {
     req: SeqRequest,
@@ -180,6 +191,7 @@ impl std::fmt::Debug for Command {
             Command::Submit(_) => "Submit",
             Command::Shutdown { .. } => "Shutdown",
             Command::Load { .. } => "Load",
+            Command::Run(_) => "Run",
         })
     }
 }
@@ -315,6 +327,28 @@ impl Engine {
         Ok(erx)
     }
 
+    /// Runs `f` on the engine's thread pool between two steps and sends back its result.
+    /// For work that is not a Llama forward pass (encoder classifiers, embeddings): it
+    /// shares the cores with generation instead of oversubscribing them. Running streams
+    /// pause while `f` runs, so keep each call short (one 512-token window, say).
+    pub fn run_on_pool<R, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<R>, SubmitError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&ThreadPool) -> R + Send + 'static,
+    {
+        if self.closed.load(Relaxed) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: PoolJob = Box::new(move |pool| {
+            let _ = tx.send(f(pool));
+        });
+        self.tx
+            .send(Command::Run(job))
+            .map_err(|_| SubmitError::ShuttingDown)?;
+        Ok(rx)
+    }
+
     /// Stops taking requests, lets running and queued ones finish (or end at the deadline
     /// of [`Engine::begin_shutdown`]), then stops the actor. Blocks until it has stopped.
     pub fn shutdown(&self) {
@@ -402,7 +436,7 @@ struct Seq {
     sampler: Sampler,
     stops: StopStrings,
     decoder: StreamDecoder,
-    matcher: Option<Matcher>,
+    matcher: Option<Progress>,
     submitted: Instant,
     last_token: Option<Instant>,
     /// Work scheduled for this step: tokens[computed..computed + chunk].
@@ -491,7 +525,7 @@ impl Actor {
                     sampler: Sampler::new(p.req.sampler.clone()),
                     stops: StopStrings::new(p.req.stop.clone()),
                     decoder: StreamDecoder::new(),
-                    matcher: p.req.constraint.as_ref().map(|s| s.matcher()),
+                    matcher: p.req.constraint.as_ref().map(Constraint::start),
                     tokens: p.req.prompt.clone(),
                     computed: 0,
                     blocks: Vec::new(),
@@ -546,6 +580,7 @@ impl Actor {
                 };
                 let _ = reply.send(r);
             }
+            Command::Run(job) => job(&self.pool),
         }
     }
 
