@@ -17,3 +17,7 @@ pub mod llama_guard;
 pub mod prompt_guard;
 
 pub use error::{Result, SafetyError};
+pub mod prompt_guard_shield;
+pub mod shield;
+
+pub use shield::{REFUSAL, Shield, ShieldKind, ShieldRegistry, Verdict};

@@ -41,7 +41,7 @@ fn guard_prompt_text_is_meta_s_byte_for_byte() {
 
 #[test]
 fn guard_prompt_ids_match_meta_chat_format() {
-    let tok = Tokenizer::from_file(&common::tokenizer_path()).unwrap_or_else(|e| {
+    let tok = Tokenizer::from_file(common::tokenizer_path()).unwrap_or_else(|e| {
         panic!("{e}: Meta's tokenizer.model is needed; run ./scripts/test or `ferrollama fetch tokenizer`")
     });
     for v in vectors() {

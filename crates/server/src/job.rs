@@ -182,6 +182,8 @@ pub struct Job {
     pub tools: Vec<ToolSpec>,
     pub tool_choice: ToolChoice,
     pub format: ToolFormat,
+    /// The shields this request passes (set by the chat routes; see [`crate::shields`]).
+    pub guard: Option<Arc<crate::shields::guard::Guard>>,
 }
 
 /// One finished choice.
@@ -202,6 +204,9 @@ pub struct Output {
 
 impl Output {
     pub fn openai_finish(&self) -> &'static str {
+        if self.finish == Finish::ContentFilter {
+            return "content_filter";
+        }
         if !self.calls.is_empty() {
             return "tool_calls";
         }
@@ -209,11 +214,11 @@ impl Output {
             Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
             | Finish::Timeout
             | Finish::Shutdown => "length",
-            Finish::Generation(_) => "stop",
+            Finish::Generation(_) | Finish::ContentFilter => "stop",
         }
     }
 
-    /// Llama Stack's stop reason: end_of_message after a tool call (Meta's `<|eom_id|>`).
+    /// Llama Stack's stop reason (a shield's refusal ends the turn): end_of_message after a tool call (Meta's `<|eom_id|>`).
     pub fn stop_reason(&self) -> &'static str {
         match self.finish {
             Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
@@ -360,6 +365,7 @@ pub fn prepare(
         tools: if use_tools { tools } else { Vec::new() },
         tool_choice,
         format,
+        guard: None,
     })
 }
 
@@ -388,6 +394,7 @@ pub fn prepare_completion(
         tools: Vec::new(),
         tool_choice: ToolChoice::None,
         format: ToolFormat::Json,
+        guard: None,
     })
 }
 
@@ -648,6 +655,11 @@ impl Events {
         }
     }
 
+    /// Events that are not logged again (already logged where they were made).
+    pub fn unlogged(rx: UnboundedReceiver<Event>) -> Events {
+        Events { rx, log: None }
+    }
+
     /// The next event, as `UnboundedReceiver::recv`.
     pub async fn recv(&mut self) -> Option<Event> {
         let e = self.rx.recv().await;
@@ -683,6 +695,28 @@ pub fn submit_all(app: &AppState, job: &Job) -> Result<Vec<Events>, ApiError> {
             submit(app, seq)
         })
         .collect()
+}
+
+/// Submits the job's sequences through its shields: a conversation an input shield flags
+/// gets the refusal and is never submitted; with output shields each sequence's events
+/// pass [`crate::shields::guard::moderate`].
+pub async fn submit_guarded(app: &AppState, job: &Job) -> Result<Vec<Events>, ApiError> {
+    use crate::shields::guard;
+    let Some(g) = &job.guard else {
+        return submit_all(app, job);
+    };
+    if let Some(flag) = guard::check_input(app, g).await? {
+        tracing::info!(shield = %flag.shield, codes = ?flag.verdict.codes, "input shield refused a request");
+        return Ok((0..job.n).map(|_| guard::refusal(job)).collect());
+    }
+    let rxs = submit_all(app, job)?;
+    if g.output.is_empty() {
+        return Ok(rxs);
+    }
+    Ok(rxs
+        .into_iter()
+        .map(|rx| guard::moderate(app.engine.clone(), g.clone(), rx, job.prompt.len()))
+        .collect())
 }
 
 /// Collects one sequence's events into an output.

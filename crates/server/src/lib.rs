@@ -22,6 +22,7 @@ pub mod openai;
 pub mod ops;
 pub mod registry;
 pub mod reqlog;
+pub mod shields;
 pub mod state;
 
 use std::sync::Arc;
@@ -185,6 +186,62 @@ pub fn routes() -> Vec<Route> {
             api: "inference",
             body: Some(schema::<ls::BatchCompletionRequest>),
             handler: || post(ls::batch_completion),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/shields",
+            summary: "Shields (Llama Guard, Prompt Guard, regex rules)",
+            api: "shields",
+            body: None,
+            handler: || get(shields::api::list),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/shields",
+            summary: "Register a shield: Llama Guard on a model, Prompt Guard from a folder, or a regex rule",
+            api: "shields",
+            body: Some(schema::<shields::api::RegisterShield>),
+            handler: || post(shields::api::register),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/shields/{shield_id}",
+            summary: "One shield",
+            api: "shields",
+            body: None,
+            handler: || get(shields::api::get),
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/shields/{shield_id}",
+            summary: "Delete a shield",
+            api: "shields",
+            body: None,
+            handler: || delete(shields::api::delete),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/safety/run-shield",
+            summary: "Run a shield on messages (Llama Stack)",
+            api: "safety",
+            body: Some(schema::<shields::api::RunShieldRequest>),
+            handler: || post(shields::api::run_shield),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/moderations",
+            summary: "OpenAI moderation, answered by a shield (`model` = shield id)",
+            api: "safety",
+            body: Some(schema::<shields::api::ModerationRequest>),
+            handler: || post(shields::api::moderations),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/openai/v1/moderations",
+            summary: "OpenAI moderation (Llama Stack path)",
+            api: "safety",
+            body: Some(schema::<shields::api::ModerationRequest>),
+            handler: || post(shields::api::moderations),
         },
         Route {
             method: "GET",

@@ -150,6 +150,14 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
     pub logprobs: Option<LogprobsSpec>,
     pub stream: Option<bool>,
+    /// ferrollama: shield ids the conversation must pass before generation, besides the
+    /// server's `--input-shield`s.
+    #[serde(default)]
+    pub input_shields: Option<Vec<String>>,
+    /// ferrollama: shield ids that moderate the reply while it is generated, besides the
+    /// server's `--output-shield`s.
+    #[serde(default)]
+    pub output_shields: Option<Vec<String>>,
 }
 
 /// `POST /v1/inference/completion`
@@ -262,7 +270,7 @@ fn settings(
     Ok(s)
 }
 
-fn turns(messages: &[LsMessage]) -> Result<Vec<Turn>, ApiError> {
+pub(crate) fn turns(messages: &[LsMessage]) -> Result<Vec<Turn>, ApiError> {
     messages
         .iter()
         .map(|m| {
@@ -481,8 +489,14 @@ pub async fn chat_completion(
     let s = settings(&req.sampling_params, &req.response_format, &req.logprobs)?;
     check_format(&req.tool_prompt_format, &req.tool_config)?;
     let c = choice(&req.tool_choice, &req.tool_config);
-    let job = chat_job(&app, &req.model_id, &req.messages, s, &req.tools, c)?;
-    let mut rxs = job::submit_all(&app, &job)?;
+    let mut job = chat_job(&app, &req.model_id, &req.messages, s, &req.tools, c)?;
+    job.guard = crate::shields::guard::for_chat(
+        &app,
+        &turns(&req.messages)?,
+        &req.input_shields,
+        &req.output_shields,
+    )?;
+    let mut rxs = job::submit_guarded(&app, &job).await?;
     let rx = rxs.remove(0);
     if !req.stream.unwrap_or(false) {
         let out = job::collect(&app, &job, rx).await?;

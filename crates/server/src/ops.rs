@@ -121,13 +121,19 @@ pub async fn inspect_routes() -> Response {
 }
 
 fn provider_list() -> Vec<Value> {
-    ["inference", "models"]
+    let mut v: Vec<Value> = ["inference", "models"]
         .iter()
         .map(|api| {
             json!({"api": api, "provider_id": "ferrollama", "provider_type": "inline::ferrollama",
                    "config": {}, "health": {"status": "OK"}})
         })
-        .collect()
+        .collect();
+    // The shield kinds, each a safety provider (the `provider_id` of its shields).
+    for p in ["llama-guard", "prompt-guard", "regex"] {
+        v.push(json!({"api": "safety", "provider_id": p, "provider_type": format!("inline::{p}"),
+                      "config": {}, "health": {"status": "OK"}}));
+    }
+    v
 }
 
 pub async fn providers() -> Response {

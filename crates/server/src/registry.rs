@@ -154,7 +154,7 @@ pub async fn register(
 }
 
 /// A served id, or the own name of a loaded model (also one whose ids were all deleted).
-fn alias_target(app: &AppState, target: &str) -> Option<usize> {
+pub(crate) fn alias_target(app: &AppState, target: &str) -> Option<usize> {
     app.models
         .resolve(target)
         .or_else(|| app.engine.models().iter().position(|m| m.name == target))
@@ -162,7 +162,7 @@ fn alias_target(app: &AppState, target: &str) -> Option<usize> {
 
 /// Loads a store entry or a file into the engine (or finds it loaded already); returns
 /// its index.
-async fn load_on_demand(app: &Arc<AppState>, target: &str) -> Result<usize, ApiError> {
+pub(crate) async fn load_on_demand(app: &Arc<AppState>, target: &str) -> Result<usize, ApiError> {
     let store = app.ollama.store.clone();
     let arg = PathBuf::from(target);
     let path = tokio::task::spawn_blocking(move || -> Result<PathBuf, StoreError> {

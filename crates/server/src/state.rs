@@ -52,6 +52,8 @@ pub struct AppState {
     pub requests: RequestCounters,
     /// The Ollama routes' store, pull settings and model files.
     pub ollama: crate::ollama::OllamaState,
+    /// Shields and the serve-wide guard policy.
+    pub safety: crate::shields::Safety,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

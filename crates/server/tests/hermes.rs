@@ -50,6 +50,7 @@ fn app() -> Arc<AppState> {
         },
         created: 1,
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
+        safety: Default::default(),
         ollama: Default::default(),
     })
 }

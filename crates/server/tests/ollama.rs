@@ -60,6 +60,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
         },
         created: 1,
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
+        safety: Default::default(),
         ollama: OllamaState::new(store.map(Store::at), None, vec![Some(tiny())]),
     })
 }

@@ -82,6 +82,7 @@ fn app() -> Arc<AppState> {
         limits: Limits::default(),
         created: 1,
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
+        safety: Default::default(),
         ollama: OllamaState::new(None, None, vec![None]),
     })
 }

@@ -86,6 +86,34 @@ pub struct ServeArgs {
     /// Seconds a request may run.
     #[arg(long, default_value_t = 600)]
     request_timeout: u64,
+    /// A guard model, listed as a shield of the same id (repeatable): a served model id,
+    /// or like -m a Llama Guard 3 .gguf file, folder or store name (loaded and served too).
+    /// Its categories: S1-S13 when the name says 1B (or the model is narrower than 4096),
+    /// else S1-S14. `POST /v1/shields` adds more at runtime.
+    #[arg(long = "guard", value_name = "MODEL")]
+    guards: Vec<String>,
+    /// A shield every chat request's conversation must pass before generation
+    /// (repeatable); a flagged one gets the refusal, finish_reason "content_filter".
+    #[arg(long = "input-shield", value_name = "ID")]
+    input_shields: Vec<String>,
+    /// A shield that moderates every chat reply while it streams (repeatable): text is
+    /// held back until checked, and a flagged reply ends with "content_filter".
+    #[arg(long = "output-shield", value_name = "ID")]
+    output_shields: Vec<String>,
+    /// Output shields check the reply at least every N new tokens.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = super::at_least_one)]
+    moderate_every: usize,
+    /// Output shields also check at sentence ends (after at least 8 new tokens); `tokens`
+    /// checks only every --moderate-every tokens.
+    #[arg(long, value_enum, default_value = "sentences")]
+    moderate_at: ModerateAt,
+}
+
+/// When output shields look at a reply.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModerateAt {
+    Sentences,
+    Tokens,
 }
 
 pub fn serve(a: ServeArgs) -> Result<ExitCode> {
@@ -167,6 +195,64 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             metadata: serde_json::json!({}),
         });
     }
+    // Guard models: a served id, else a file or store name loaded and served here.
+    let mut guards: Vec<(String, usize)> = Vec::new();
+    for g in &a.guards {
+        let (id, index) = match registered.iter().find(|r| r.id == *g) {
+            Some(r) => (g.clone(), r.model),
+            None => {
+                let p = ferrollama_store::Store::open_default()
+                    .resolve_arg(std::path::Path::new(g))
+                    .with_context(|| format!("--guard {g}: not a served id, a file or a model in the store"))?;
+                let m = Model::load(&p).with_context(|| format!("--guard {g}: cannot load {}", p.display()))?;
+                if registered.iter().any(|r| r.id == m.name) {
+                    bail!("--guard {g}: a served model is already named {}; pass that id instead", m.name);
+                }
+                registered.push(Registered {
+                    id: m.name.clone(),
+                    model: models.len(),
+                    provider_model_id: m.name.clone(),
+                    metadata: serde_json::json!({}),
+                });
+                let id = m.name.clone();
+                models.push(Arc::new(m));
+                paths.push(p);
+                (id, models.len() - 1)
+            }
+        };
+        if guards.iter().any(|(x, _)| *x == id) {
+            bail!("--guard {g} is given twice");
+        }
+        guards.push((id, index));
+    }
+    let safety = ferrollama_server::shields::Safety {
+        input: a.input_shields.clone(),
+        output: a.output_shields.clone(),
+        window: ferrollama_server::shields::Window {
+            tokens: a.moderate_every,
+            sentences: matches!(a.moderate_at, ModerateAt::Sentences),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for (id, index) in &guards {
+        let g = ferrollama_safety::llama_guard::LlamaGuard::new(&models[*index], *index, None, Vec::new())?;
+        safety.shields.insert(ferrollama_safety::Shield {
+            id: id.clone(),
+            provider_id: "llama-guard".into(),
+            provider_resource_id: id.clone(),
+            params: serde_json::json!({"guard_model": g.size.as_str()}),
+            kind: ferrollama_safety::ShieldKind::LlamaGuard(g),
+        })?;
+    }
+    for id in a.input_shields.iter().chain(&a.output_shields) {
+        if safety.shields.get(id).is_none() {
+            bail!(
+                "--input-shield/--output-shield {id}: no such shield; shields come from --guard MODEL (ids: {})",
+                guards.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
     let served_ids: Vec<String> = registered.iter().map(|r| r.id.clone()).collect();
     let threads = a
         .threads
@@ -201,6 +287,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         requests: RequestCounters::new(
             ferrollama_server::routes().iter().map(|r| r.path).collect(),
         ),
+        safety,
         ollama: OllamaState::new(
             Some(ferrollama_store::Store::open_default()),
             // Ollama's pull updates a model that is already there; so does ours.

@@ -130,6 +130,9 @@ pub enum Finish {
     Timeout,
     /// The server shut down before the sequence ended (its drain grace period ran out).
     Shutdown,
+    /// A shield flagged the conversation or the output (set by the server's moderation,
+    /// which stops the sequence; the engine never ends one this way itself).
+    ContentFilter,
 }
 
 /// Why a request was not accepted.

@@ -180,6 +180,7 @@ pub async fn chat(
     let mut settings = options.settings(&app)?;
     settings.response_format = format_schema(&req.format)?;
     let mut job = job::prepare(&app, &id, &turns, tools, ToolChoice::Auto, settings)?;
+    job.guard = crate::shields::guard::for_chat(&app, &turns, &None, &None)?;
     bound(&mut job, &options)?;
     respond(app, job, run).await
 }
@@ -282,7 +283,11 @@ pub(super) fn ndjson_lines(rx: mpsc::Receiver<String>) -> Response {
 
 /// Submits the job and answers as one object or a stream.
 async fn respond(app: Arc<AppState>, job: Job, run: Run) -> Result<Response, OllamaError> {
-    let rx = job::submit(&app, job.seq.clone())?;
+    let rx = job::submit_guarded(&app, &job)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| OllamaError::invalid("no sequence was submitted"))?;
     if !run.stream {
         let (out, t) = drive(&app, &job, &run, rx, None)
             .await
@@ -439,7 +444,8 @@ fn final_object(run: &Run, out: &Output, t: &Timing, whole: bool) -> Value {
         Finish::Generation(FinishReason::Length | FinishReason::ContextFull)
         | Finish::Timeout
         | Finish::Shutdown => "length",
-        Finish::Generation(_) => "stop",
+        // Ollama has no content-filter reason; the refusal text says what happened.
+        Finish::Generation(_) | Finish::ContentFilter => "stop",
     };
     let first = t.first_token.unwrap_or(t.end);
     let mut v = json!({

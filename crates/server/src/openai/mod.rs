@@ -77,8 +77,9 @@ async fn chat_with(
             "tool_choice requires `tools`",
         ));
     }
-    let job = job::prepare(&app, &req.model, &turns, tools, choice, settings)?;
-    let rxs = job::submit_all(&app, &job)?;
+    let mut job = job::prepare(&app, &req.model, &turns, tools, choice, settings)?;
+    job.guard = crate::shields::guard::for_chat(&app, &turns, &req.input_shields, &req.output_shields)?;
+    let rxs = job::submit_guarded(&app, &job).await?;
     let id = format!("chatcmpl-{:x}", rand_seed());
     let include_usage = req
         .sampling

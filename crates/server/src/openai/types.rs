@@ -106,6 +106,14 @@ pub struct ChatRequest {
     pub model: String,
     #[serde(deserialize_with = "crate::body::objects")]
     pub messages: Vec<ChatMessageIn>,
+    /// ferrollama: shield ids the conversation must pass before generation, besides the
+    /// server's `--input-shield`s.
+    #[serde(default)]
+    pub input_shields: Option<Vec<String>>,
+    /// ferrollama: shield ids that moderate the reply while it is generated, besides the
+    /// server's `--output-shield`s.
+    #[serde(default)]
+    pub output_shields: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::body::opt_objects")]
     pub tools: Option<Vec<ToolDef>>,
     #[serde(default)]
