@@ -706,8 +706,11 @@ pub async fn submit_guarded(app: &AppState, job: &Job) -> Result<Vec<Events>, Ap
         return submit_all(app, job);
     };
     if let Some(flag) = guard::check_input(app, g).await? {
-        tracing::info!(shield = %flag.shield, codes = ?flag.verdict.codes, "input shield refused a request");
-        return Ok((0..job.n).map(|_| guard::refusal(job)).collect());
+        if g.action == crate::shields::Action::Block {
+            tracing::info!(shield = %flag.shield, codes = ?flag.verdict.codes, "input shield refused a request");
+            return Ok((0..job.n).map(|_| guard::refusal(job)).collect());
+        }
+        tracing::warn!(shield = %flag.shield, codes = ?flag.verdict.codes, "input shield flagged a request (--shield-action log: not refused)");
     }
     let rxs = submit_all(app, job)?;
     if g.output.is_empty() {

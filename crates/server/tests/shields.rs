@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
-use ferrollama_server::shields::{Safety, Window};
+use ferrollama_server::shields::{Action, Safety, Window};
 use ferrollama_server::{AppState, Limits, RequestCounters, router, routes};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -23,6 +23,10 @@ const REFUSAL: &str = "I can't answer that. Can I help with something else?";
 /// The server with `window` for output moderation (no server-wide shields: requests name
 /// theirs).
 fn app(window: Window) -> Arc<AppState> {
+    app_with(window, Action::Block)
+}
+
+fn app_with(window: Window, action: Action) -> Arc<AppState> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
     let model = Arc::new(Model::load(&p).expect("tiny model"));
     let engine = Engine::start(
@@ -48,6 +52,7 @@ fn app(window: Window) -> Arc<AppState> {
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
         safety: Safety {
             window,
+            action,
             ..Safety::default()
         },
         ollama: Default::default(),
@@ -385,6 +390,23 @@ async fn output_shield_cuts_a_streamed_reply_after_the_last_clean_window() {
     let (s, b) = call(&app, "POST", "/v1/chat/completions", Some(body(json!({"output_shields": ["never"]})))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(streamed(&b), (full, "length".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_action_flags_without_refusing_or_cutting() {
+    let app = app_with(Window { tokens: 4, sentences: false, min_tokens: 1 }, Action::Log);
+    register_regex(&app, "any", "\\S").await;
+    let (s, v) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "a bomb"}], "max_tokens": 12,
+               "ignore_eos": true, "input_shields": ["any"], "output_shields": ["any"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    assert_ne!(v["choices"][0]["message"]["content"], REFUSAL);
 }
 
 /// `s` as a regex that matches it literally.

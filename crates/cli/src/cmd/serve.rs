@@ -107,6 +107,18 @@ pub struct ServeArgs {
     /// checks only every --moderate-every tokens.
     #[arg(long, value_enum, default_value = "sentences")]
     moderate_at: ModerateAt,
+    /// What --input-shield/--output-shield (and a request's own shields) do with a
+    /// violation: `block` refuses the prompt or cuts the reply; `log` only logs it
+    /// (audit mode: same checks, same held-back output, nothing refused).
+    #[arg(long, value_enum, default_value = "block")]
+    shield_action: ShieldAction,
+}
+
+/// What shields do with a violation.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ShieldAction {
+    Block,
+    Log,
 }
 
 /// When output shields look at a reply.
@@ -232,6 +244,10 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             tokens: a.moderate_every,
             sentences: matches!(a.moderate_at, ModerateAt::Sentences),
             ..Default::default()
+        },
+        action: match a.shield_action {
+            ShieldAction::Block => ferrollama_server::shields::Action::Block,
+            ShieldAction::Log => ferrollama_server::shields::Action::Log,
         },
         ..Default::default()
     };

@@ -24,7 +24,7 @@ use ferrollama_safety::llama_guard::{Speaker, Turn as GuardTurn};
 use ferrollama_safety::{REFUSAL, SafetyError, Shield, ShieldKind, Verdict};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-use super::{Window, guard_turns};
+use super::{Action, Window, guard_turns};
 use crate::error::ApiError;
 use crate::job::{Events, Job, Turn};
 use crate::state::AppState;
@@ -36,6 +36,7 @@ pub struct Guard {
     pub output: Vec<Arc<Shield>>,
     pub turns: Vec<GuardTurn>,
     pub window: Window,
+    pub action: Action,
 }
 
 /// A shield's violation.
@@ -80,6 +81,7 @@ pub fn for_chat(
         output,
         turns: guard_turns(turns),
         window: app.safety.window,
+        action: app.safety.action,
     })))
 }
 
@@ -217,9 +219,12 @@ async fn moderate_loop(engine: Engine, g: Arc<Guard>, mut inner: Events, tx: Unb
             let reply = format!("{released}{window_text}");
             match judge(&engine, &g.output, &with_reply(&g.turns, &reply), false).await {
                 Ok(None) => {}
-                Ok(Some(flag)) => {
+                Ok(Some(flag)) if g.action == Action::Block => {
                     cut(&tx, &flag, released_tokens);
                     return;
+                }
+                Ok(Some(flag)) => {
+                    tracing::warn!(shield = %flag.shield, codes = ?flag.verdict.codes, "output shield flagged a reply (--shield-action log: not cut)");
                 }
                 Err((s, e)) => {
                     let _ = tx.send(Event::Error(format!("output shield '{s}' failed: {e}")));

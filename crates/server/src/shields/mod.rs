@@ -37,6 +37,17 @@ impl Default for Window {
     }
 }
 
+/// What a chat request's shields do with a violation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Action {
+    /// Refuse a flagged prompt, cut a flagged reply (the default).
+    #[default]
+    Block,
+    /// Audit mode: log the violation but let the request go on, with the same checks and the same holding back of output, so a deployment
+    /// can watch what a shield would do before enforcing it.
+    Log,
+}
+
 /// The server's shields and its policy for chat requests.
 #[derive(Debug, Default)]
 pub struct Safety {
@@ -46,6 +57,7 @@ pub struct Safety {
     /// Shield ids every chat reply passes while it is generated.
     pub output: Vec<String>,
     pub window: Window,
+    pub action: Action,
 }
 
 /// A chat conversation as shields read it. Lenient, since a shield must not make a valid
