@@ -10,6 +10,8 @@ pub struct PromptGuardShield;
 
 impl PromptGuardShield {
     pub async fn check(&self, _engine: &Engine, _text: &str) -> Result<Verdict> {
-        Err(SafetyError::NotFound("Prompt Guard is not built yet".into()))
+        Err(SafetyError::NotFound(
+            "Prompt Guard is not built yet".into(),
+        ))
     }
 }

@@ -69,7 +69,11 @@ impl Shield {
                     .iter()
                     .filter(|c| !g.excluded.iter().any(|e| e == c.code))
                     .map(|c| {
-                        let s = if v.codes.iter().any(|x| x == c.code) { v.unsafe_score } else { 0.0 };
+                        let s = if v.codes.iter().any(|x| x == c.code) {
+                            v.unsafe_score
+                        } else {
+                            0.0
+                        };
                         (c.code.to_string(), s)
                     })
                     .collect();
@@ -106,10 +110,9 @@ impl Shield {
 /// The text of the last message (what Prompt Guard and regex shields judge, as
 /// llama-stack's Prompt Guard shield does).
 fn last_text(turns: &[Turn]) -> Result<&str> {
-    turns
-        .last()
-        .map(|t| t.text.as_str())
-        .ok_or_else(|| SafetyError::Invalid("the conversation is empty: give at least one message".into()))
+    turns.last().map(|t| t.text.as_str()).ok_or_else(|| {
+        SafetyError::Invalid("the conversation is empty: give at least one message".into())
+    })
 }
 
 /// Flags text in which a regular expression finds a match.
@@ -128,7 +131,11 @@ impl RegexShield {
         let pattern = params
             .get("pattern")
             .and_then(Value::as_str)
-            .ok_or_else(|| SafetyError::Invalid("a regex shield needs params.pattern (a regular expression)".into()))?;
+            .ok_or_else(|| {
+                SafetyError::Invalid(
+                    "a regex shield needs params.pattern (a regular expression)".into(),
+                )
+            })?;
         let re = regex::RegexBuilder::new(pattern)
             .size_limit(1 << 20)
             .build()

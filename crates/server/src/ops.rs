@@ -130,8 +130,10 @@ fn provider_list() -> Vec<Value> {
         .collect();
     // The shield kinds, each a safety provider (the `provider_id` of its shields).
     for p in ["llama-guard", "prompt-guard", "regex"] {
-        v.push(json!({"api": "safety", "provider_id": p, "provider_type": format!("inline::{p}"),
-                      "config": {}, "health": {"status": "OK"}}));
+        v.push(
+            json!({"api": "safety", "provider_id": p, "provider_type": format!("inline::{p}"),
+                      "config": {}, "health": {"status": "OK"}}),
+        );
     }
     v
 }

@@ -59,7 +59,12 @@ fn app_with(window: Window, action: Action) -> Arc<AppState> {
     })
 }
 
-async fn call(app: &Arc<AppState>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Bytes) {
+async fn call(
+    app: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Bytes) {
     let b = Request::builder().method(method).uri(path);
     let req = match body {
         Some(v) => b
@@ -70,7 +75,10 @@ async fn call(app: &Arc<AppState>, method: &str, path: &str, body: Option<Value>
     .expect("request");
     let resp = router(app.clone()).oneshot(req).await.expect("response");
     let status = resp.status();
-    (status, resp.into_body().collect().await.expect("body").to_bytes())
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
 }
 
 async fn post(app: &Arc<AppState>, path: &str, v: Value) -> (StatusCode, Value) {
@@ -133,20 +141,58 @@ async fn shields_register_list_get_delete() {
     assert_eq!(v["params"]["pattern"], "(?i)bomb");
     // The same id twice is a conflict; a bad pattern, an unknown provider and an empty
     // id are 400s naming the field.
-    let (s, _) = post(&app, "/v1/shields", json!({"shield_id": "block-bomb", "params": {"pattern": "x"}})).await;
+    let (s, _) = post(
+        &app,
+        "/v1/shields",
+        json!({"shield_id": "block-bomb", "params": {"pattern": "x"}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, v) = post(&app, "/v1/shields", json!({"shield_id": "bad", "params": {"pattern": "("}})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/shields",
+        json!({"shield_id": "bad", "params": {"pattern": "("}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("pattern"), "{v}");
-    let (s, v) = post(&app, "/v1/shields", json!({"shield_id": "x", "provider_id": "nope"})).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pattern"),
+        "{v}"
+    );
+    let (s, v) = post(
+        &app,
+        "/v1/shields",
+        json!({"shield_id": "x", "provider_id": "nope"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("llama-guard"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("llama-guard"),
+        "{v}"
+    );
     let (s, _) = post(&app, "/v1/shields", json!({"shield_id": " "})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // A guard model that is not loaded: a 4xx naming it.
-    let (s, v) = post(&app, "/v1/shields", json!({"shield_id": "lg", "provider_shield_id": "Llama-Guard-3-1B"})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/shields",
+        json!({"shield_id": "lg", "provider_shield_id": "Llama-Guard-3-1B"}),
+    )
+    .await;
     assert!(s.is_client_error(), "{s} {v}");
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("Llama-Guard-3-1B"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Llama-Guard-3-1B"),
+        "{v}"
+    );
     let (s, v) = get(&app, "/v1/shields").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
@@ -181,9 +227,19 @@ async fn run_shield_answers_llama_stack_violations() {
     assert_eq!(v["violation"]["user_message"], REFUSAL);
     assert_eq!(v["violation"]["metadata"]["violation_type"], "S10");
     // Unknown shield: 404; empty conversation: 400.
-    let (s, _) = post(&app, "/v1/safety/run-shield", json!({"shield_id": "nope", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (s, _) = post(
+        &app,
+        "/v1/safety/run-shield",
+        json!({"shield_id": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, v) = post(&app, "/v1/safety/run-shield", json!({"shield_id": "block-bomb", "messages": []})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/safety/run-shield",
+        json!({"shield_id": "block-bomb", "messages": []}),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
 
@@ -212,12 +268,20 @@ async fn llama_guard_on_a_loaded_model_always_parses() {
         viol => {
             let codes = viol["metadata"]["violation_type"].as_str().expect("codes");
             for c in codes.split(',') {
-                let n: u32 = c.strip_prefix('S').and_then(|n| n.parse().ok()).expect("S<n>");
+                let n: u32 = c
+                    .strip_prefix('S')
+                    .and_then(|n| n.parse().ok())
+                    .expect("S<n>");
                 assert!((1..=14).contains(&n) && n != 3, "{c}: S3 is excluded");
             }
         }
     }
-    let (s, v) = post(&app, "/v1/moderations", json!({"model": "guard", "input": ["one", "two"]})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/moderations",
+        json!({"model": "guard", "input": ["one", "two"]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), 2);
@@ -228,7 +292,11 @@ async fn llama_guard_on_a_loaded_model_always_parses() {
             assert!(r["categories"][k].is_boolean(), "{k} missing: {r}");
             assert!(r["category_scores"][k].is_number(), "{k} missing: {r}");
         }
-        let flagged_any = r["categories"].as_object().expect("map").values().any(|b| b == true);
+        let flagged_any = r["categories"]
+            .as_object()
+            .expect("map")
+            .values()
+            .any(|b| b == true);
         assert_eq!(flagged_any, r["flagged"] == true, "{r}");
     }
     // A wrong role order (two assistant messages in a row) gets a clear 400.
@@ -240,14 +308,25 @@ async fn llama_guard_on_a_loaded_model_always_parses() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("alternate"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("alternate"),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderations_use_openai_shape_and_check_inputs() {
     let app = app(Window::default());
     register_regex(&app, "block-bomb", "(?i)bomb").await;
-    let (s, v) = post(&app, "/v1/moderations", json!({"model": "block-bomb", "input": ["a bomb", "bread"]})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/moderations",
+        json!({"model": "block-bomb", "input": ["a bomb", "bread"]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["model"], "block-bomb");
     assert!(v["id"].as_str().unwrap_or("").starts_with("modr-"));
@@ -264,11 +343,21 @@ async fn moderations_use_openai_shape_and_check_inputs() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["results"][0]["flagged"], true);
     for bad in [json!(42), json!([]), json!([{"type": "image_url"}])] {
-        let (s, v) = post(&app, "/v1/moderations", json!({"model": "block-bomb", "input": bad})).await;
+        let (s, v) = post(
+            &app,
+            "/v1/moderations",
+            json!({"model": "block-bomb", "input": bad}),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         assert_eq!(v["error"]["param"], "input", "{v}");
     }
-    let (s, v) = post(&app, "/v1/moderations", json!({"model": "nope", "input": "x"})).await;
+    let (s, v) = post(
+        &app,
+        "/v1/moderations",
+        json!({"model": "nope", "input": "x"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 }
 
@@ -295,7 +384,10 @@ async fn input_shield_refuses_in_each_api() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(streamed(&b), (REFUSAL.to_string(), "content_filter".to_string()));
+    assert_eq!(
+        streamed(&b),
+        (REFUSAL.to_string(), "content_filter".to_string())
+    );
     // Llama Stack: a completion message with the refusal.
     let (s, v) = post(
         &app,
@@ -350,7 +442,10 @@ async fn output_shield_cuts_a_streamed_reply_after_the_last_clean_window() {
     let mut tokens: Vec<String> = Vec::new();
     for f in frames(&b) {
         if let Some(lp) = f["choices"][0]["logprobs"]["content"].as_array() {
-            tokens.extend(lp.iter().filter_map(|t| t["token"].as_str().map(str::to_string)));
+            tokens.extend(
+                lp.iter()
+                    .filter_map(|t| t["token"].as_str().map(str::to_string)),
+            );
         }
     }
     let full: String = tokens.concat();
@@ -370,13 +465,23 @@ async fn output_shield_cuts_a_streamed_reply_after_the_last_clean_window() {
         .expect("the needle is in the reply");
     assert!(!needle.is_empty() && first <= k, "{needle:?}");
     register_regex(&app, "cut", &regex_escape(&needle)).await;
-    let (s, b) = call(&app, "POST", "/v1/chat/completions", Some(body(json!({"output_shields": ["cut"]})))).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(body(json!({"output_shields": ["cut"]}))),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (text, finish) = streamed(&b);
     assert_eq!(finish, "content_filter");
     // Nothing from the flagged window on reaches the client; every clean window does.
     let clean = first / WINDOW * WINDOW;
-    assert_eq!(text, tokens[..clean].concat(), "needle {needle:?} first in token {first}");
+    assert_eq!(
+        text,
+        tokens[..clean].concat(),
+        "needle {needle:?} first in token {first}"
+    );
     assert!(!text.contains(&needle));
     // Not streamed: the same cut.
     let mut nb = body(json!({"output_shields": ["cut"]}));
@@ -384,17 +489,33 @@ async fn output_shield_cuts_a_streamed_reply_after_the_last_clean_window() {
     let (s, v) = post(&app, "/v1/chat/completions", nb).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
-    assert_eq!(v["choices"][0]["message"]["content"], tokens[..clean].concat());
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        tokens[..clean].concat()
+    );
     // A shield that passes everything changes nothing.
     register_regex(&app, "never", "^\\x00never$").await;
-    let (s, b) = call(&app, "POST", "/v1/chat/completions", Some(body(json!({"output_shields": ["never"]})))).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(body(json!({"output_shields": ["never"]}))),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(streamed(&b), (full, "length".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_action_flags_without_refusing_or_cutting() {
-    let app = app_with(Window { tokens: 4, sentences: false, min_tokens: 1 }, Action::Log);
+    let app = app_with(
+        Window {
+            tokens: 4,
+            sentences: false,
+            min_tokens: 1,
+        },
+        Action::Log,
+    );
     register_regex(&app, "any", "\\S").await;
     let (s, v) = post(
         &app,

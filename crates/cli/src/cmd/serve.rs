@@ -215,10 +215,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             None => {
                 let p = ferrollama_store::Store::open_default()
                     .resolve_arg(std::path::Path::new(g))
-                    .with_context(|| format!("--guard {g}: not a served id, a file or a model in the store"))?;
-                let m = Model::load(&p).with_context(|| format!("--guard {g}: cannot load {}", p.display()))?;
+                    .with_context(|| {
+                        format!("--guard {g}: not a served id, a file or a model in the store")
+                    })?;
+                let m = Model::load(&p)
+                    .with_context(|| format!("--guard {g}: cannot load {}", p.display()))?;
                 if registered.iter().any(|r| r.id == m.name) {
-                    bail!("--guard {g}: a served model is already named {}; pass that id instead", m.name);
+                    bail!(
+                        "--guard {g}: a served model is already named {}; pass that id instead",
+                        m.name
+                    );
                 }
                 registered.push(Registered {
                     id: m.name.clone(),
@@ -252,7 +258,12 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     for (id, index) in &guards {
-        let g = ferrollama_safety::llama_guard::LlamaGuard::new(&models[*index], *index, None, Vec::new())?;
+        let g = ferrollama_safety::llama_guard::LlamaGuard::new(
+            &models[*index],
+            *index,
+            None,
+            Vec::new(),
+        )?;
         safety.shields.insert(ferrollama_safety::Shield {
             id: id.clone(),
             provider_id: "llama-guard".into(),
@@ -265,7 +276,11 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         if safety.shields.get(id).is_none() {
             bail!(
                 "--input-shield/--output-shield {id}: no such shield; shields come from --guard MODEL (ids: {})",
-                guards.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>().join(", ")
+                guards
+                    .iter()
+                    .map(|(g, _)| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

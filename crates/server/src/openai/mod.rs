@@ -78,7 +78,8 @@ async fn chat_with(
         ));
     }
     let mut job = job::prepare(&app, &req.model, &turns, tools, choice, settings)?;
-    job.guard = crate::shields::guard::for_chat(&app, &turns, &req.input_shields, &req.output_shields)?;
+    job.guard =
+        crate::shields::guard::for_chat(&app, &turns, &req.input_shields, &req.output_shields)?;
     let rxs = job::submit_guarded(&app, &job).await?;
     let id = format!("chatcmpl-{:x}", rand_seed());
     let include_usage = req

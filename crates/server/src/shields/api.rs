@@ -72,14 +72,22 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
-fn path_id(id: Result<Path<String>, axum::extract::rejection::PathRejection>) -> Result<String, ApiError> {
+fn path_id(
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
     id.map(|Path(s)| s)
         .map_err(|_| ApiError::invalid("the shield id in the path is not valid UTF-8"))
 }
 
 /// `GET /v1/shields`.
 pub async fn list(State(app): State<Arc<AppState>>) -> Response {
-    let data: Vec<Value> = app.safety.shields.list().iter().map(|s| s.resource()).collect();
+    let data: Vec<Value> = app
+        .safety
+        .shields
+        .list()
+        .iter()
+        .map(|s| s.resource())
+        .collect();
     axum::Json(json!({ "data": data })).into_response()
 }
 
@@ -104,10 +112,16 @@ pub async fn delete(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "invalid_request_error",
-            format!("shield '{id}' guards every chat request (--input-shield/--output-shield); restart the server without it"),
+            format!(
+                "shield '{id}' guards every chat request (--input-shield/--output-shield); restart the server without it"
+            ),
         ));
     }
-    let s = app.safety.shields.remove(&id).ok_or_else(|| not_found(&id))?;
+    let s = app
+        .safety
+        .shields
+        .remove(&id)
+        .ok_or_else(|| not_found(&id))?;
     tracing::info!(id = %s.id, "shield deleted");
     Ok(axum::Json(json!({"id": s.id, "object": "shield", "deleted": true})).into_response())
 }
@@ -119,7 +133,10 @@ fn str_list(params: &Value, key: &str) -> Result<Vec<String>, ApiError> {
             .iter()
             .map(|v| {
                 v.as_str().map(str::to_string).ok_or_else(|| {
-                    ApiError::invalid_param(&format!("params.{key}"), format!("{v} is not a string"))
+                    ApiError::invalid_param(
+                        &format!("params.{key}"),
+                        format!("{v} is not a string"),
+                    )
                 })
             })
             .collect(),
@@ -131,21 +148,31 @@ fn str_list(params: &Value, key: &str) -> Result<Vec<String>, ApiError> {
 }
 
 /// A Llama Guard shield on model `target` (a served id, or a store name / file loaded now).
-pub async fn llama_guard_shield(app: &Arc<AppState>, id: &str, target: &str, params: Value) -> Result<Shield, ApiError> {
+pub async fn llama_guard_shield(
+    app: &Arc<AppState>,
+    id: &str,
+    target: &str,
+    params: Value,
+) -> Result<Shield, ApiError> {
     let index = match crate::registry::alias_target(app, target) {
         Some(i) => i,
-        None => crate::registry::load_on_demand(app, target).await.map_err(|mut e| {
-            e.message = format!("guard model '{target}': {}", e.message);
-            e.param = Some("provider_shield_id".into());
-            e
-        })?,
+        None => crate::registry::load_on_demand(app, target)
+            .await
+            .map_err(|mut e| {
+                e.message = format!("guard model '{target}': {}", e.message);
+                e.param = Some("provider_shield_id".into());
+                e
+            })?,
     };
     let model = crate::job::loaded_model(app, index)?;
     let excluded = str_list(&params, "excluded_categories")?;
     let size = match params.get("guard_model") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_str().and_then(GuardSize::parse).ok_or_else(|| {
-            ApiError::invalid_param("params.guard_model", format!("expected \"1b\" or \"8b\", got {v}"))
+            ApiError::invalid_param(
+                "params.guard_model",
+                format!("expected \"1b\" or \"8b\", got {v}"),
+            )
         })?),
     };
     let g = LlamaGuard::new(&model, index, size, excluded)
@@ -166,26 +193,55 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let id = req.shield_id.clone();
     if id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(ApiError::invalid_param("shield_id", "shield_id must be 1 to 256 characters, without control characters"));
+        return Err(ApiError::invalid_param(
+            "shield_id",
+            "shield_id must be 1 to 256 characters, without control characters",
+        ));
     }
     if app.safety.shields.get(&id).is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "invalid_request_error", format!("a shield named '{id}' already exists; DELETE /v1/shields/{id} first or pick another shield_id")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            format!(
+                "a shield named '{id}' already exists; DELETE /v1/shields/{id} first or pick another shield_id"
+            ),
+        ));
     }
     let params = match req.params {
         None | Some(Value::Null) => json!({}),
         Some(p @ Value::Object(_)) => p,
-        Some(_) => return Err(ApiError::invalid_param("params", "params must be a JSON object")),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "params",
+                "params must be a JSON object",
+            ));
+        }
     };
-    let target = req.provider_shield_id.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| id.clone());
+    let target = req
+        .provider_shield_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| id.clone());
     let provider = req.provider_id.clone().unwrap_or_else(|| {
-        if params.get("pattern").is_some() { "regex".into() } else { "llama-guard".into() }
+        if params.get("pattern").is_some() {
+            "regex".into()
+        } else {
+            "llama-guard".into()
+        }
     });
     let shield = match provider.as_str() {
         "regex" => Shield {
             id: id.clone(),
             provider_id: "regex".into(),
-            provider_resource_id: params.get("pattern").and_then(Value::as_str).unwrap_or_default().to_string(),
-            kind: ShieldKind::Regex(RegexShield::from_params(&params).map_err(|e| ApiError::invalid_param("params", e.to_string()))?),
+            provider_resource_id: params
+                .get("pattern")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            kind: ShieldKind::Regex(
+                RegexShield::from_params(&params)
+                    .map_err(|e| ApiError::invalid_param("params", e.to_string()))?,
+            ),
             params,
         },
         "llama-guard" => llama_guard_shield(&app, &id, &target, params).await?,
@@ -193,15 +249,16 @@ pub async fn register(
         other => {
             return Err(ApiError::invalid_param(
                 "provider_id",
-                format!("unknown shield provider {other:?}: use llama-guard, prompt-guard or regex"),
+                format!(
+                    "unknown shield provider {other:?}: use llama-guard, prompt-guard or regex"
+                ),
             ));
         }
     };
-    let s = app
-        .safety
-        .shields
-        .insert(shield)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string()))?;
+    let s =
+        app.safety.shields.insert(shield).map_err(|e| {
+            ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
+        })?;
     tracing::info!(id = %s.id, provider = %s.provider_id, target = %s.provider_resource_id, "shield registered");
     Ok(axum::Json(s.resource()).into_response())
 }
@@ -230,9 +287,16 @@ pub async fn run_shield(
     State(app): State<Arc<AppState>>,
     JsonBody(req): JsonBody<RunShieldRequest>,
 ) -> Result<Response, ApiError> {
-    let s = app.safety.shields.get(&req.shield_id).ok_or_else(|| not_found(&req.shield_id))?;
+    let s = app
+        .safety
+        .shields
+        .get(&req.shield_id)
+        .ok_or_else(|| not_found(&req.shield_id))?;
     let turns = exact_turns(&crate::llama_stack::turns(&req.messages)?);
-    let v = s.check(&app.engine, &turns).await.map_err(|e| shield_error(&s.id, e))?;
+    let v = s
+        .check(&app.engine, &turns)
+        .await
+        .map_err(|e| shield_error(&s.id, e))?;
     Ok(axum::Json(violation_json(&v)).into_response())
 }
 
@@ -255,14 +319,20 @@ fn inputs(v: &Value) -> Result<Vec<String>, ApiError> {
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .ok_or_else(bad),
-                Value::Object(_) => Err(ApiError::invalid_param("input", "only text items can be moderated (no images)")),
+                Value::Object(_) => Err(ApiError::invalid_param(
+                    "input",
+                    "only text items can be moderated (no images)",
+                )),
                 _ => Err(bad()),
             })
             .collect::<Result<_, _>>()?,
         _ => return Err(bad()),
     };
     if out.len() > 32 {
-        return Err(ApiError::invalid_param("input", "at most 32 inputs per request"));
+        return Err(ApiError::invalid_param(
+            "input",
+            "at most 32 inputs per request",
+        ));
     }
     Ok(out)
 }
@@ -271,8 +341,14 @@ fn inputs(v: &Value) -> Result<Vec<String>, ApiError> {
 /// flagged code maps to it), plus the shield's own codes that have no OpenAI counterpart
 /// (`S5`, `jailbreak`, ...), as-is.
 pub fn moderation_result(s: &Shield, v: &Verdict) -> Value {
-    let mut flags: BTreeMap<String, bool> = OPENAI_CATEGORIES.iter().map(|c| (c.to_string(), false)).collect();
-    let mut scores: BTreeMap<String, f32> = OPENAI_CATEGORIES.iter().map(|c| (c.to_string(), 0.0)).collect();
+    let mut flags: BTreeMap<String, bool> = OPENAI_CATEGORIES
+        .iter()
+        .map(|c| (c.to_string(), false))
+        .collect();
+    let mut scores: BTreeMap<String, f32> = OPENAI_CATEGORIES
+        .iter()
+        .map(|c| (c.to_string(), 0.0))
+        .collect();
     let key = |code: &str| match s.kind {
         ShieldKind::LlamaGuard(_) if by_code(code).is_some() => moderation_key(code),
         _ => code.to_string(),

@@ -46,7 +46,12 @@ pub struct Flag {
     pub verdict: Verdict,
 }
 
-fn resolve(app: &AppState, ids: &[String], extra: &Option<Vec<String>>, param: &str) -> Result<Vec<Arc<Shield>>, ApiError> {
+fn resolve(
+    app: &AppState,
+    ids: &[String],
+    extra: &Option<Vec<String>>,
+    param: &str,
+) -> Result<Vec<Arc<Shield>>, ApiError> {
     let mut out: Vec<Arc<Shield>> = Vec::new();
     for id in ids.iter().chain(extra.iter().flatten()) {
         if out.iter().any(|s| &s.id == id) {
@@ -55,7 +60,9 @@ fn resolve(app: &AppState, ids: &[String], extra: &Option<Vec<String>>, param: &
         let s = app.safety.shields.get(id).ok_or_else(|| {
             ApiError::invalid_param(
                 param,
-                format!("no shield '{id}'; GET /v1/shields lists them, POST /v1/shields registers one"),
+                format!(
+                    "no shield '{id}'; GET /v1/shields lists them, POST /v1/shields registers one"
+                ),
             )
         })?;
         out.push(s);
@@ -90,21 +97,33 @@ pub fn shield_error(shield: &str, e: SafetyError) -> ApiError {
     let msg = format!("shield '{shield}': {e}");
     match e {
         SafetyError::Invalid(_) | SafetyError::Unparsable(_) => ApiError::invalid(msg),
-        SafetyError::NotFound(_) => ApiError::new(axum::http::StatusCode::NOT_FOUND, "invalid_request_error", msg),
+        SafetyError::NotFound(_) => ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            msg,
+        ),
         SafetyError::Engine(m) if m.contains("busy") => ApiError::busy(msg, 2),
         SafetyError::Engine(_) => ApiError::unavailable(msg),
     }
 }
 
 /// Runs `shields` on `turns` at once; the first violation, if any.
-async fn judge(engine: &Engine, shields: &[Arc<Shield>], turns: &[GuardTurn], input: bool) -> Result<Option<Flag>, (String, SafetyError)> {
+async fn judge(
+    engine: &Engine,
+    shields: &[Arc<Shield>],
+    turns: &[GuardTurn],
+    input: bool,
+) -> Result<Option<Flag>, (String, SafetyError)> {
     let last_is_tool = turns.last().is_some_and(|t| t.speaker == Speaker::Tool);
     let checks = shields.iter().map(|s| async move {
         if input && last_is_tool && matches!(s.kind, ShieldKind::LlamaGuard(_)) {
             return Ok(None);
         }
         match s.check(engine, turns).await {
-            Ok(v) if v.flagged => Ok(Some(Flag { shield: s.id.clone(), verdict: v })),
+            Ok(v) if v.flagged => Ok(Some(Flag {
+                shield: s.id.clone(),
+                verdict: v,
+            })),
             Ok(_) => Ok(None),
             Err(e) => Err((s.id.clone(), e)),
         }
@@ -130,7 +149,12 @@ pub async fn check_input(app: &AppState, g: &Guard) -> Result<Option<Flag>, ApiE
 /// The reply to a flagged conversation: the refusal, then `ContentFilter`.
 pub fn refusal(job: &Job) -> Events {
     let (tx, rx) = unbounded_channel();
-    let id = job.loaded.encode(REFUSAL, false, false).first().copied().unwrap_or(0);
+    let id = job
+        .loaded
+        .encode(REFUSAL, false, false)
+        .first()
+        .copied()
+        .unwrap_or(0);
     let _ = tx.send(Event::Token {
         id,
         text: REFUSAL.to_string(),
@@ -168,7 +192,13 @@ fn with_reply(turns: &[GuardTurn], reply: &str) -> Vec<GuardTurn> {
     t
 }
 
-async fn moderate_loop(engine: Engine, g: Arc<Guard>, mut inner: Events, tx: UnboundedSender<Event>, prompt_tokens: usize) {
+async fn moderate_loop(
+    engine: Engine,
+    g: Arc<Guard>,
+    mut inner: Events,
+    tx: UnboundedSender<Event>,
+    prompt_tokens: usize,
+) {
     let mut released = String::new();
     let mut released_tokens = 0usize;
     let mut held: Vec<Event> = Vec::new();
@@ -192,7 +222,9 @@ async fn moderate_loop(engine: Engine, g: Arc<Guard>, mut inner: Events, tx: Unb
             Some(Event::Token { id, text, logprob }) => {
                 since_check += 1;
                 let due = since_check >= g.window.tokens
-                    || (g.window.sentences && since_check >= g.window.min_tokens && ends_sentence(&text));
+                    || (g.window.sentences
+                        && since_check >= g.window.min_tokens
+                        && ends_sentence(&text));
                 held.push(Event::Token { id, text, logprob });
                 (due, None)
             }

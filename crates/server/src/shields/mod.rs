@@ -90,7 +90,10 @@ fn convert(turns: &[Turn], lenient: bool) -> Vec<GuardTurn> {
             if !text.is_empty() {
                 text.push('\n');
             }
-            match (c.name.as_str(), c.arguments.get("code").and_then(|v| v.as_str())) {
+            match (
+                c.name.as_str(),
+                c.arguments.get("code").and_then(|v| v.as_str()),
+            ) {
                 ("code_interpreter", Some(code)) => text.push_str(code),
                 _ => text.push_str(
                     &serde_json::json!({"name": c.name, "parameters": c.arguments}).to_string(),
