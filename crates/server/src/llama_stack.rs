@@ -158,6 +158,11 @@ pub struct ChatCompletionRequest {
     /// server's `--output-shield`s.
     #[serde(default)]
     pub output_shields: Option<Vec<String>>,
+    /// ferrollama: shield ids that judge each tool result in the conversation on its own
+    /// before generation (Prompt Guard in injection mode), besides the server's
+    /// `--tool-shield`s.
+    #[serde(default)]
+    pub tool_shields: Option<Vec<String>>,
 }
 
 /// `POST /v1/inference/completion`
@@ -493,8 +498,11 @@ pub async fn chat_completion(
     job.guard = crate::shields::guard::for_chat(
         &app,
         &turns(&req.messages)?,
-        &req.input_shields,
-        &req.output_shields,
+        crate::shields::guard::Requested {
+            input: req.input_shields.as_deref().unwrap_or_default(),
+            output: req.output_shields.as_deref().unwrap_or_default(),
+            tool: req.tool_shields.as_deref().unwrap_or_default(),
+        },
     )?;
     let mut rxs = job::submit_guarded(&app, &job).await?;
     let rx = rxs.remove(0);

@@ -100,6 +100,12 @@ pub struct ServeArgs {
     /// held back until checked, and a flagged reply ends with "content_filter".
     #[arg(long = "output-shield", value_name = "ID")]
     output_shields: Vec<String>,
+    /// A shield that judges each tool result (tool / ipython message) of every chat
+    /// conversation on its own before generation (repeatable): third-party content, where
+    /// a Prompt Guard shield in injection mode belongs. Flagged: the refusal, as for
+    /// --input-shield.
+    #[arg(long = "tool-shield", value_name = "ID")]
+    tool_shields: Vec<String>,
     /// Output shields check the reply at least every N new tokens.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = super::at_least_one)]
     moderate_every: usize,
@@ -246,6 +252,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     let safety = ferrollama_server::shields::Safety {
         input: a.input_shields.clone(),
         output: a.output_shields.clone(),
+        tool: a.tool_shields.clone(),
         window: ferrollama_server::shields::Window {
             tokens: a.moderate_every,
             sentences: matches!(a.moderate_at, ModerateAt::Sentences),
@@ -272,10 +279,15 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             kind: ferrollama_safety::ShieldKind::LlamaGuard(g),
         })?;
     }
-    for id in a.input_shields.iter().chain(&a.output_shields) {
+    for id in a
+        .input_shields
+        .iter()
+        .chain(&a.output_shields)
+        .chain(&a.tool_shields)
+    {
         if safety.shields.get(id).is_none() {
             bail!(
-                "--input-shield/--output-shield {id}: no such shield; shields come from --guard MODEL (ids: {})",
+                "--input-shield/--output-shield/--tool-shield {id}: no such shield; shields come from --guard MODEL (ids: {})",
                 guards
                     .iter()
                     .map(|(g, _)| g.as_str())

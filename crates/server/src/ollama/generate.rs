@@ -180,7 +180,7 @@ pub async fn chat(
     let mut settings = options.settings(&app)?;
     settings.response_format = format_schema(&req.format)?;
     let mut job = job::prepare(&app, &id, &turns, tools, ToolChoice::Auto, settings)?;
-    job.guard = crate::shields::guard::for_chat(&app, &turns, &None, &None)?;
+    job.guard = crate::shields::guard::for_chat(&app, &turns, Default::default())?;
     bound(&mut job, &options)?;
     respond(app, job, run).await
 }

@@ -78,8 +78,15 @@ async fn chat_with(
         ));
     }
     let mut job = job::prepare(&app, &req.model, &turns, tools, choice, settings)?;
-    job.guard =
-        crate::shields::guard::for_chat(&app, &turns, &req.input_shields, &req.output_shields)?;
+    job.guard = crate::shields::guard::for_chat(
+        &app,
+        &turns,
+        crate::shields::guard::Requested {
+            input: req.input_shields.as_deref().unwrap_or_default(),
+            output: req.output_shields.as_deref().unwrap_or_default(),
+            tool: req.tool_shields.as_deref().unwrap_or_default(),
+        },
+    )?;
     let rxs = job::submit_guarded(&app, &job).await?;
     let id = format!("chatcmpl-{:x}", rand_seed());
     let include_usage = req

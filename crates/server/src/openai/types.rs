@@ -114,6 +114,11 @@ pub struct ChatRequest {
     /// server's `--output-shield`s.
     #[serde(default)]
     pub output_shields: Option<Vec<String>>,
+    /// ferrollama: shield ids that judge each tool result in the conversation on its own
+    /// before generation (Prompt Guard in injection mode), besides the server's
+    /// `--tool-shield`s.
+    #[serde(default)]
+    pub tool_shields: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::body::opt_objects")]
     pub tools: Option<Vec<ToolDef>>,
     #[serde(default)]

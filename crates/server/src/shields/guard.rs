@@ -34,6 +34,9 @@ use crate::state::AppState;
 pub struct Guard {
     pub input: Vec<Arc<Shield>>,
     pub output: Vec<Arc<Shield>>,
+    /// Shields for third-party content: each tool result in the conversation is judged
+    /// on its own (see [`scan_untrusted`]).
+    pub tool: Vec<Arc<Shield>>,
     pub turns: Vec<GuardTurn>,
     pub window: Window,
     pub action: Action,
@@ -49,11 +52,11 @@ pub struct Flag {
 fn resolve(
     app: &AppState,
     ids: &[String],
-    extra: &Option<Vec<String>>,
+    extra: &[String],
     param: &str,
 ) -> Result<Vec<Arc<Shield>>, ApiError> {
     let mut out: Vec<Arc<Shield>> = Vec::new();
-    for id in ids.iter().chain(extra.iter().flatten()) {
+    for id in ids.iter().chain(extra) {
         if out.iter().any(|s| &s.id == id) {
             continue;
         }
@@ -70,22 +73,32 @@ fn resolve(
     Ok(out)
 }
 
+/// The shield ids a chat request names itself (the `input_shields`, `output_shields` and
+/// `tool_shields` fields of both chat APIs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requested<'a> {
+    pub input: &'a [String],
+    pub output: &'a [String],
+    pub tool: &'a [String],
+}
+
 /// The guard for a chat request: the server's shields plus the request's own. `None`
 /// when no shield applies.
 pub fn for_chat(
     app: &AppState,
     turns: &[Turn],
-    input: &Option<Vec<String>>,
-    output: &Option<Vec<String>>,
+    requested: Requested<'_>,
 ) -> Result<Option<Arc<Guard>>, ApiError> {
-    let input = resolve(app, &app.safety.input, input, "input_shields")?;
-    let output = resolve(app, &app.safety.output, output, "output_shields")?;
-    if input.is_empty() && output.is_empty() {
+    let input = resolve(app, &app.safety.input, requested.input, "input_shields")?;
+    let output = resolve(app, &app.safety.output, requested.output, "output_shields")?;
+    let tool = resolve(app, &app.safety.tool, requested.tool, "tool_shields")?;
+    if input.is_empty() && output.is_empty() && tool.is_empty() {
         return Ok(None);
     }
     Ok(Some(Arc::new(Guard {
         input,
         output,
+        tool,
         turns: guard_turns(turns),
         window: app.safety.window,
         action: app.safety.action,
@@ -136,14 +149,47 @@ async fn judge(
     Ok(None)
 }
 
-/// Runs the input shields on the conversation.
+/// Runs the input shields on the conversation, and the tool shields on each tool result
+/// in it.
 pub async fn check_input(app: &AppState, g: &Guard) -> Result<Option<Flag>, ApiError> {
+    if !g.tool.is_empty() {
+        for t in g.turns.iter().filter(|t| t.speaker == Speaker::Tool) {
+            if let Some(f) = scan_untrusted(&app.engine, &g.tool, &t.text)
+                .await
+                .map_err(|(s, e)| shield_error(&s, e))?
+            {
+                return Ok(Some(f));
+            }
+        }
+    }
     if g.input.is_empty() {
         return Ok(None);
     }
     judge(&app.engine, &g.input, &g.turns, true)
         .await
         .map_err(|(s, e)| shield_error(&s, e))
+}
+
+/// The hook for third-party content (a tool's output, a retrieved document, a fetched
+/// page) before it reaches a model: `shields` judge `text` alone, as a tool message, the
+/// way Prompt Guard's injection mode is meant to be used (spec §5.2). Chat requests run
+/// it on every tool result (`--tool-shield`, `tool_shields`); agents and retrieval call
+/// it on what they feed the model. The first violation, if any, or the failing shield.
+pub async fn scan_untrusted(
+    engine: &Engine,
+    shields: &[Arc<Shield>],
+    text: &str,
+) -> Result<Option<Flag>, (String, SafetyError)> {
+    if shields.is_empty() {
+        return Ok(None);
+    }
+    judge(
+        engine,
+        shields,
+        &[GuardTurn::new(Speaker::Tool, text)],
+        false,
+    )
+    .await
 }
 
 /// The reply to a flagged conversation: the refusal, then `ContentFilter`.

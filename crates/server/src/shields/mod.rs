@@ -4,8 +4,10 @@
 //!
 //! Which shields a chat request passes: the server's `--input-shield` / `--output-shield`
 //! ids, plus any the request names itself in `input_shields` / `output_shields` (lists of
-//! shield ids, accepted by the OpenAI and Llama Stack chat routes). A request can add
-//! shields, never remove the server's.
+//! shield ids, accepted by the OpenAI and Llama Stack chat routes). `--tool-shield` /
+//! `tool_shields` judge each tool result in the conversation on its own
+//! ([`guard::scan_untrusted`], the hook agents and retrieval use for what they feed a
+//! model). A request can add shields, never remove the server's.
 
 pub mod api;
 pub mod guard;
@@ -56,6 +58,9 @@ pub struct Safety {
     pub input: Vec<String>,
     /// Shield ids every chat reply passes while it is generated.
     pub output: Vec<String>,
+    /// Shield ids every tool result in a chat conversation passes, each on its own, before
+    /// generation (third-party content: Prompt Guard in injection mode).
+    pub tool: Vec<String>,
     pub window: Window,
     pub action: Action,
 }
