@@ -11,6 +11,7 @@
 //! those names in one place (`names.rs`) at load time.
 
 pub mod config;
+pub mod deberta;
 pub mod error;
 pub mod export;
 pub mod gguf;

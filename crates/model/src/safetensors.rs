@@ -96,8 +96,20 @@ fn matrix_shape(shape: &[usize]) -> Option<(usize, usize)> {
 /// as a `[rows, cols]` view, sorted by name. Any tensor that is not an F32/F16/BF16 vector
 /// or matrix is an error. The fuzzing entry point: no files needed.
 pub fn parse_file_bytes(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
-    let entries = read_header(bytes)?;
-    let file = Arc::new(Bytes::Owned(bytes.to_vec()));
+    tensors_of(Arc::new(Bytes::Owned(bytes.to_vec())))
+}
+
+/// Memory-maps one safetensors file and returns its tensors as views, as
+/// [`parse_file_bytes`] does (sorted by name; vectors and matrices only).
+pub fn map_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    // SAFETY: read-only map; see GgufFile::open.
+    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?;
+    tensors_of(Arc::new(Bytes::Mmap(m))).map_err(|e| e.in_file(path))
+}
+
+fn tensors_of(file: Arc<Bytes>) -> Result<Vec<(String, Tensor)>> {
+    let entries = read_header(&file)?;
     entries
         .into_iter()
         .map(|(name, e)| {

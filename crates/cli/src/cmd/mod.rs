@@ -9,6 +9,7 @@ pub mod model_args;
 pub mod models;
 pub mod perplexity;
 pub mod prompt;
+pub mod prompt_guard;
 pub mod pull;
 pub mod quantize;
 pub mod run;

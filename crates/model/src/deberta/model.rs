@@ -1,0 +1,240 @@
+//! The DeBERTa-v2/v3 sequence classifier forward pass (HF
+//! `DebertaV2ForSequenceClassification`, inference: dropout off, one unpadded sequence).
+
+use std::path::Path;
+
+use ferrollama_tensor::{ThreadPool, matmul, matmul_packed, quantize_acts};
+
+use super::attention::{Shape, attention};
+use super::config::DebertaConfig;
+use super::position::RelIndex;
+use super::weights::{DebertaWeights, LayerNorm, Linear, WeightFormat};
+use crate::error::{ModelError, Result};
+
+/// A loaded DeBERTa classifier.
+#[derive(Debug)]
+pub struct Deberta {
+    pub config: DebertaConfig,
+    pub weights: DebertaWeights,
+    pub format: WeightFormat,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Deberta {
+    /// Loads an HF folder: `config.json` (`model_type` `deberta-v2`) and
+    /// `model.safetensors`.
+    pub fn load(dir: &Path, format: WeightFormat) -> Result<Deberta> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
+        let config = DebertaConfig::from_json(&text)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", cfg_path.display())))?;
+        let weights = DebertaWeights::load(&dir.join("model.safetensors"), &config, format)?;
+        Ok(Deberta {
+            config,
+            weights,
+            format,
+        })
+    }
+
+    /// Class names in logit order (`id2label`; empty when the config has none).
+    pub fn labels(&self) -> &[String] {
+        &self.config.labels
+    }
+
+    /// Number of logits the classifier gives.
+    pub fn n_labels(&self) -> usize {
+        self.weights.classifier.weight.rows
+    }
+
+    /// Logits of one sequence `ids` (with its own `[CLS]` .. `[SEP]`).
+    pub fn forward(&self, ids: &[u32], pool: &ThreadPool) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        let w = &self.weights;
+        let n = ids.len();
+        if n == 0 {
+            return Err(ModelError::Invalid("DeBERTa: empty input".into()));
+        }
+        if n > cfg.max_position_embeddings {
+            return Err(ModelError::Invalid(format!(
+                "DeBERTa: {n} tokens exceed max_position_embeddings {}",
+                cfg.max_position_embeddings
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(ModelError::Invalid(format!(
+                "DeBERTa: token id {bad} is outside the vocabulary of {}",
+                cfg.vocab_size
+            )));
+        }
+        let (h, inter, heads, hd) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_attention_heads,
+            cfg.head_dim(),
+        );
+        let eps = cfg.layer_norm_eps;
+
+        // Embeddings: word (+ absolute position, + token type 0 in v2), LayerNorm.
+        let mut x = vec![0.0f32; n * h]; // (n, hidden)
+        let mut tmp = vec![0.0f32; n * h.max(inter)];
+        for (i, &id) in ids.iter().enumerate() {
+            let row = &mut tmp[i * h..(i + 1) * h];
+            w.word_embeddings.row_f32(id as usize, row)?;
+            if let Some(pe) = &w.position_embeddings {
+                let mut p = vec![0.0; h];
+                pe.row_f32(i, &mut p)?;
+                add(row, &p);
+            }
+            if let Some(tt) = &w.token_type {
+                add(row, tt);
+            }
+        }
+        layer_norm(&mut x, &tmp[..n * h], &w.embeddings_norm, eps); // (n, hidden)
+
+        let rel = cfg.relative_attention.then(|| {
+            let buckets = cfg.position_buckets;
+            RelIndex::new(n, cfg.att_span(), buckets, cfg.max_relative() as i64)
+        });
+        let scale = 1.0 / ((hd * cfg.scale_factor()) as f32).sqrt();
+        let mut q = vec![0.0f32; n * h]; // (n, hidden)
+        let mut k = vec![0.0f32; n * h]; // (n, hidden)
+        let mut v = vec![0.0f32; n * h]; // (n, hidden)
+        let mut ctx = vec![0.0f32; n * h]; // (n, hidden)
+        let mut a = vec![0.0f32; n * h]; // (n, hidden)
+        let mut ff = vec![0.0f32; n * inter]; // (n, intermediate)
+        let mut acts = Vec::new();
+        let n_layers = w.layers.len();
+        for (li, layer) in w.layers.iter().enumerate() {
+            // The pooler reads only [CLS]: the last layer's queries and everything after
+            // attention are needed for token 0 only.
+            let nq = if li + 1 == n_layers { 1 } else { n };
+            linear(pool, &layer.query_proj, &x, nq, &mut q, &mut acts)?; // (nq, hidden)
+            linear(pool, &layer.key_proj, &x, n, &mut k, &mut acts)?; // (n, hidden)
+            linear(pool, &layer.value_proj, &x, n, &mut v, &mut acts)?; // (n, hidden)
+            q[..nq * h].iter_mut().for_each(|e| *e *= scale);
+            let sh = Shape {
+                nq,
+                n,
+                hidden: h,
+                heads,
+                hd,
+            };
+            attention(pool, cfg, layer, rel.as_ref(), sh, &q, &k, &v, &mut ctx); // (nq, hidden)
+            linear(pool, &layer.attention_output, &ctx, nq, &mut tmp, &mut acts)?; // (nq, hidden)
+            add(&mut tmp[..nq * h], &x[..nq * h]);
+            layer_norm(&mut a[..nq * h], &tmp[..nq * h], &layer.attention_norm, eps); // (nq, hidden)
+            linear(pool, &layer.intermediate, &a, nq, &mut ff, &mut acts)?; // (nq, intermediate)
+            ff[..nq * inter].iter_mut().for_each(|e| *e = gelu(*e));
+            linear(pool, &layer.output, &ff, nq, &mut tmp, &mut acts)?; // (nq, hidden)
+            add(&mut tmp[..nq * h], &a[..nq * h]);
+            layer_norm(&mut x[..nq * h], &tmp[..nq * h], &layer.output_norm, eps); // (nq, hidden)
+        }
+
+        // ContextPooler: [CLS] → dense → gelu; classifier → logits.
+        let mut pooled = vec![0.0f32; h]; // (hidden)
+        linear(pool, &w.pooler, &x[..h], 1, &mut pooled, &mut acts)?;
+        pooled.iter_mut().for_each(|e| *e = gelu(*e));
+        let mut logits = vec![0.0f32; w.classifier.weight.rows]; // (labels)
+        linear(pool, &w.classifier, &pooled, 1, &mut logits, &mut acts)?;
+        Ok(logits)
+    }
+}
+
+/// `out (n, rows) = x (n, cols) · weightᵀ + bias`, activations quantized to the weight's
+/// dot format (a plain f32 copy for f32 weights).
+pub(super) fn linear(
+    pool: &ThreadPool,
+    l: &Linear,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    acts: &mut Vec<u8>,
+) -> Result<()> {
+    let w = &l.weight;
+    quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
+    let out = &mut out[..n * w.rows];
+    match &w.packed {
+        Some(p) => matmul_packed(pool, p, acts, n, out)?,
+        None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
+    }
+    for row in out.chunks_exact_mut(w.rows) {
+        add(row, &l.bias);
+    }
+    Ok(())
+}
+
+/// LayerNorm per row of `x` into `out`: `(x - mean) / sqrt(var + eps) * weight + bias`,
+/// biased variance as torch.
+pub(super) fn layer_norm(out: &mut [f32], x: &[f32], norm: &LayerNorm, eps: f32) {
+    let d = norm.weight.len();
+    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+        let var = xr
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / d as f64;
+        let inv = 1.0 / (var + f64::from(eps)).sqrt();
+        let (mean, inv) = (mean as f32, inv as f32);
+        for (((o, &v), &g), &b) in o.iter_mut().zip(xr).zip(&norm.weight).zip(&norm.bias) {
+            *o = (v - mean) * inv * g + b;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// transformers' `gelu`: the exact form `x/2 · (1 + erf(x/√2))`.
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// erf with fractional error below 1.2e-7 (Numerical Recipes' Chebyshev fit of erfc),
+/// evaluated in f64.
+pub fn erf(x: f32) -> f32 {
+    let z = f64::from(x).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    (if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        // erf(0.5), erf(1), erf(2) to 9 digits; odd.
+        for (x, want) in [
+            (0.5f32, 0.520_499_878_f64),
+            (1.0, 0.842_700_793),
+            (2.0, 0.995_322_265),
+        ] {
+            assert!(
+                (f64::from(erf(x)) - want).abs() < 3e-7,
+                "erf({x}) = {}",
+                erf(x)
+            );
+            assert!((f64::from(erf(-x)) + want).abs() < 3e-7);
+        }
+        assert!(erf(0.0).abs() < 1e-7);
+    }
+}
