@@ -89,7 +89,9 @@ pub struct ServeArgs {
     /// A guard model, listed as a shield of the same id (repeatable): a served model id,
     /// or like -m a Llama Guard 3 .gguf file, folder or store name (loaded and served too).
     /// Its categories: S1-S13 when the name says 1B (or the model is narrower than 4096),
-    /// else S1-S14. `POST /v1/shields` adds more at runtime.
+    /// else S1-S14. A Prompt Guard folder (config.json with model_type deberta-v2) becomes
+    /// a Prompt Guard shield named after the folder (jailbreak mode, threshold 0.9).
+    /// `POST /v1/shields` adds more at runtime.
     #[arg(long = "guard", value_name = "MODEL")]
     guards: Vec<String>,
     /// A shield every chat request's conversation must pass before generation
@@ -215,7 +217,34 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     }
     // Guard models: a served id, else a file or store name loaded and served here.
     let mut guards: Vec<(String, usize)> = Vec::new();
+    let mut prompt_guards: Vec<(
+        String,
+        PathBuf,
+        Arc<ferrollama_safety::prompt_guard::PromptGuard>,
+    )> = Vec::new();
     for g in &a.guards {
+        let dir = std::path::Path::new(g);
+        if dir.is_dir() && ferrollama_server::shields::prompt_guard::is_prompt_guard_dir(dir) {
+            // A Prompt Guard folder: a shield named after the folder, jailbreak mode.
+            let id = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| g.clone());
+            if prompt_guards.iter().any(|(x, _, _)| *x == id)
+                || guards.iter().any(|(x, _)| *x == id)
+            {
+                bail!("--guard {g}: a shield named {id} is already given");
+            }
+            let m = ferrollama_safety::prompt_guard::PromptGuard::load(dir)
+                .with_context(|| format!("--guard {g}: cannot load Prompt Guard"))?;
+            prompt_guards.push((
+                id,
+                dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+                Arc::new(m),
+            ));
+            continue;
+        }
         let (id, index) = match registered.iter().find(|r| r.id == *g) {
             Some(r) => (g.clone(), r.model),
             None => {
@@ -279,6 +308,24 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             kind: ferrollama_safety::ShieldKind::LlamaGuard(g),
         })?;
     }
+    for (id, dir, m) in prompt_guards {
+        let shield = ferrollama_safety::prompt_guard_shield::PromptGuardShield::new(
+            m.clone(),
+            ferrollama_safety::prompt_guard::Mode::Jailbreak,
+        );
+        safety.shields.insert(ferrollama_safety::Shield {
+            id: id.clone(),
+            provider_id: "prompt-guard".into(),
+            provider_resource_id: dir.display().to_string(),
+            params: serde_json::json!({"mode": "jailbreak", "threshold": shield.threshold, "weights": "f32"}),
+            kind: ferrollama_safety::ShieldKind::PromptGuard(shield),
+        })?;
+        safety
+            .prompt_guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((dir, false), m);
+    }
     for id in a
         .input_shields
         .iter()
@@ -288,9 +335,11 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         if safety.shields.get(id).is_none() {
             bail!(
                 "--input-shield/--output-shield/--tool-shield {id}: no such shield; shields come from --guard MODEL (ids: {})",
-                guards
+                safety
+                    .shields
+                    .list()
                     .iter()
-                    .map(|(g, _)| g.as_str())
+                    .map(|s| s.id.clone())
                     .collect::<Vec<_>>()
                     .join(", ")
             );

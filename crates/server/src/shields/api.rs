@@ -28,7 +28,8 @@ pub struct RegisterShield {
     /// The id requests will use.
     pub shield_id: String,
     /// What runs it: for `llama-guard` a served model id (or a store name / file, loaded
-    /// now); for `prompt-guard` a Prompt Guard folder or store name; for `regex` unused.
+    /// now); for `prompt-guard` the path of a Prompt Guard folder on the server; for
+    /// `regex` unused.
     /// Default: `shield_id`.
     #[serde(default)]
     pub provider_shield_id: Option<String>,
@@ -37,7 +38,8 @@ pub struct RegisterShield {
     #[serde(default)]
     pub provider_id: Option<String>,
     /// llama-guard: `excluded_categories` (["S3", ...]), `guard_model` ("1b" | "8b").
-    /// prompt-guard: `mode` ("jailbreak" | "injection"), `threshold` (0.9).
+    /// prompt-guard: `mode` ("jailbreak" | "injection"), `threshold` (0.9), `weights`
+    /// ("f32" | "q8_0").
     /// regex: `pattern`, `code` ("blocked"), `name`.
     #[serde(default)]
     pub params: Option<Value>,

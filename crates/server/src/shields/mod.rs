@@ -13,8 +13,13 @@ pub mod api;
 pub mod guard;
 pub mod prompt_guard;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
 use ferrollama_safety::ShieldRegistry;
 use ferrollama_safety::llama_guard::{Speaker, Turn as GuardTurn};
+use ferrollama_safety::prompt_guard::PromptGuard;
 
 use crate::job::{Role, Turn};
 
@@ -63,6 +68,8 @@ pub struct Safety {
     pub tool: Vec<String>,
     pub window: Window,
     pub action: Action,
+    /// Prompt Guard models by (folder, quantized), shared by the shields on them.
+    pub prompt_guards: Mutex<HashMap<(PathBuf, bool), Arc<PromptGuard>>>,
 }
 
 /// A chat conversation as shields read it. Lenient, since a shield must not make a valid
