@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ferrollama_tensor::{ThreadPool, matmul, matmul_packed, quantize_acts};
+use ferrollama_tensor::{ThreadPool, matmul, matmul_f32_packed, matmul_packed, quantize_acts};
 
 use super::attention::{Shape, attention};
 use super::config::DebertaConfig;
@@ -146,8 +146,8 @@ impl Deberta {
     }
 }
 
-/// `out (n, rows) = x (n, cols) · weightᵀ + bias`, activations quantized to the weight's
-/// dot format (a plain f32 copy for f32 weights).
+/// `out (n, rows) = x (n, cols) · weightᵀ + bias`: the f32 panel GEMM when the weight was
+/// repacked, else activations quantized to the weight's dot format and the matmul kernels.
 pub(super) fn linear(
     pool: &ThreadPool,
     l: &Linear,
@@ -157,11 +157,15 @@ pub(super) fn linear(
     acts: &mut Vec<u8>,
 ) -> Result<()> {
     let w = &l.weight;
-    quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
     let out = &mut out[..n * w.rows];
-    match &w.packed {
-        Some(p) => matmul_packed(pool, p, acts, n, out)?,
-        None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
+    if let Some(p) = &l.panels {
+        matmul_f32_packed(pool, p, &x[..n * w.cols], n, out)?;
+    } else {
+        quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
+        match &w.packed {
+            Some(p) => matmul_packed(pool, p, acts, n, out)?,
+            None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
+        }
     }
     for row in out.chunks_exact_mut(w.rows) {
         add(row, &l.bias);
