@@ -20,6 +20,10 @@ It builds small SEEDED random models and writes, next to this script:
 
 Computation is float64 except the bucket positions, which follow torch's float32 ops.
 Only numpy is needed: `python3 make_deberta.py`.
+
+`python3 make_deberta.py --prompt-guard-shape DIR` instead writes a random model of
+Prompt-Guard-86M's shape (hidden 768, 12 layers, 12 heads, intermediate 3072, vocabulary
+251000; about 1.1 GB, F32) with this folder's tokenizer, for benchmarks; nothing else.
 """
 
 import json
@@ -262,7 +266,24 @@ def case(cfg, W, name, ids, text=None):
     return c
 
 
+def prompt_guard_shape(out_dir):
+    tok = json.load(open(os.path.join(HERE, "tokens.json")))
+    cfg = config_for(251000, 256, True)
+    cfg.update(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+               intermediate_size=3072, pooler_hidden_size=768)
+    os.makedirs(out_dir, exist_ok=True)
+    json.dump(cfg, open(os.path.join(out_dir, "config.json"), "w"), indent=2)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), random_weights(cfg, 3))
+    for f in ["tokenizer.json", "spm.model"]:
+        with open(os.path.join(HERE, "model", f), "rb") as src, open(os.path.join(out_dir, f), "wb") as dst:
+            dst.write(src.read())
+    assert tok["vocab_size"] <= cfg["vocab_size"]
+
+
 def main():
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--prompt-guard-shape":
+        return prompt_guard_shape(sys.argv[2])
     tok = json.load(open(os.path.join(HERE, "tokens.json")))
     vocab_size, cls, sep = tok["vocab_size"], tok["cls"], tok["sep"]
     rng = np.random.default_rng(1234)

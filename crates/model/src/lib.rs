@@ -8,7 +8,9 @@
 //!
 //! Key choice: there is exactly one forward pass (`llama.rs`), written with the reference
 //! names (`wq wk wv wo w1 w2 w3 attention_norm ffn_norm`); every file format is mapped onto
-//! those names in one place (`names.rs`) at load time.
+//! those names in one place (`names.rs`) at load time. The one other network is the
+//! DeBERTa-v3 sequence classifier behind Prompt Guard ([`deberta`]): an encoder, not a
+//! decoder, so it has its own small forward pass under transformers' names.
 
 pub mod config;
 pub mod deberta;

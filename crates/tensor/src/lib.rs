@@ -19,6 +19,7 @@ pub mod dot_scalar;
 mod dtype;
 mod error;
 mod f32ops;
+mod gemm_f32;
 mod isa;
 mod matmul;
 #[cfg(target_arch = "aarch64")]
@@ -41,6 +42,7 @@ pub use f32ops::{
     axpy_f16_f32, axpy_f16_f32_scalar, axpy_f32, axpy_f32_scalar, dot_f16_f32, dot_f16_f32_scalar,
     dot_f32, dot_f32_scalar, f32_to_f16_slice,
 };
+pub use gemm_f32::{PackedF32, matmul_f32_packed};
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};
 pub use packed::{PackedMatrix, matmul_packed};

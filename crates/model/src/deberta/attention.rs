@@ -77,8 +77,9 @@ struct Scratch {
     kt: Vec<f32>,     // (key tiles, hd, 16)
     vh: Vec<f32>,     // (key tiles * 16, hd), zero padded
     scores: Vec<f32>, // (key tiles, nq, 16)
-    c2p: Vec<f32>,    // (c2p position tiles, nq, 16)
-    p2c: Vec<f32>,    // (p2c position tiles, n, 16)
+    c2p: Vec<f32>,    // (nq, c2p position tiles * 16): row i holds q_i · pos_key[lo..]
+    p2c: Vec<f32>,    // (n, p2c position tiles * 16): row j holds k_j · pos_query[lo..]
+    tmp: Vec<f32>,    // (n, 16): one qk_tile result
     out: Vec<f32>,    // (nq, hd)
 }
 
@@ -99,6 +100,7 @@ impl Scratch {
             scores: vec![0.0; nt * sh.nq * ATT_TILE],
             c2p: vec![0.0; c2p_tiles * sh.nq * ATT_TILE],
             p2c: vec![0.0; p2c_tiles * sh.n * ATT_TILE],
+            tmp: vec![0.0; sh.n * ATT_TILE],
             out: vec![0.0; sh.nq * sh.hd],
         }
     }
@@ -146,55 +148,62 @@ impl Scratch {
                 &mut self.scores[t * st..(t + 1) * st],
             );
         }
-        // Position products for the reachable rows only.
+        // Position products for the reachable rows only, stored row-major so that the
+        // gathers below read along rows: c2p (nq, C) for a fixed query, p2c (n, P) for a
+        // fixed key.
         let head_pos = head * span_tiles * tile;
-        let c2p_lo = c2p.map(|(_, r)| {
-            let (lo, count) = tile_span(r);
+        let c2p = c2p.map(|(r, range)| {
+            let (lo, count) = tile_span(range);
+            let width = count * ATT_TILE;
             for c in 0..count {
                 let pk = &layer.pos_key[head_pos + (lo + c) * tile..][..tile];
-                qk_tile(
-                    &self.qh,
-                    nq,
-                    hd,
-                    pk,
-                    1.0,
-                    &mut self.c2p[c * st..(c + 1) * st],
-                );
+                qk_tile(&self.qh, nq, hd, pk, 1.0, &mut self.tmp);
+                for (i, t) in self.tmp[..nq * ATT_TILE].chunks_exact(ATT_TILE).enumerate() {
+                    self.c2p[i * width + c * ATT_TILE..][..ATT_TILE].copy_from_slice(t);
+                }
             }
-            lo * ATT_TILE
+            (r, lo * ATT_TILE, width)
         });
-        let pt = n * ATT_TILE;
-        let p2c_lo = p2c.map(|(_, r)| {
-            let (lo, count) = tile_span(r);
+        let p2c = p2c.map(|(r, range)| {
+            let (lo, count) = tile_span(range);
+            let width = count * ATT_TILE;
             for c in 0..count {
                 let pq = &layer.pos_query[head_pos + (lo + c) * tile..][..tile];
-                qk_tile(
-                    &self.kh,
-                    n,
-                    hd,
-                    pq,
-                    1.0,
-                    &mut self.p2c[c * pt..(c + 1) * pt],
-                );
+                qk_tile(&self.kh, n, hd, pq, 1.0, &mut self.tmp);
+                for (j, t) in self.tmp[..n * ATT_TILE].chunks_exact(ATT_TILE).enumerate() {
+                    self.p2c[j * width + c * ATT_TILE..][..ATT_TILE].copy_from_slice(t);
+                }
             }
-            lo * ATT_TILE
+            (r, lo * ATT_TILE, width)
         });
-        // Add the position terms, then softmax over each query's keys.
+        // score(i, j) += c2p[i][c2p(i - j)], query by query.
+        if let Some((r, lo, width)) = c2p {
+            for i in 0..nq {
+                let row = &self.c2p[i * width..(i + 1) * width];
+                // r.c2p is indexed by delta + n - 1 = i + n - 1 - j.
+                let tab = &r.c2p[i..i + n];
+                for (j, &p) in tab.iter().rev().enumerate() {
+                    let si = (j / ATT_TILE) * st + i * ATT_TILE + j % ATT_TILE;
+                    self.scores[si] += row[p as usize - lo];
+                }
+            }
+        }
+        // score(i, j) += p2c[j][p2c(i - j)], key by key.
+        if let Some((r, lo, width)) = p2c {
+            for j in 0..n {
+                let row = &self.p2c[j * width..(j + 1) * width];
+                let tab = &r.p2c[n - 1 - j..n - 1 - j + nq];
+                let base = (j / ATT_TILE) * st + j % ATT_TILE;
+                for (i, &p) in tab.iter().enumerate() {
+                    self.scores[base + i * ATT_TILE] += row[p as usize - lo];
+                }
+            }
+        }
+        // Softmax over each query's keys; padding keys get probability 0.
         for i in 0..nq {
             let mut max = f32::NEG_INFINITY;
             for j in 0..n {
-                let (t, lane) = (j / ATT_TILE, j % ATT_TILE);
-                let mut s = self.scores[t * st + i * ATT_TILE + lane];
-                if let (Some((r, _)), Some(lo)) = (c2p, c2p_lo) {
-                    let p = r.c2p(i, j) - lo;
-                    s += self.c2p[(p / ATT_TILE) * st + i * ATT_TILE + p % ATT_TILE];
-                }
-                if let (Some((r, _)), Some(lo)) = (p2c, p2c_lo) {
-                    let p = r.p2c(i, j) - lo;
-                    s += self.p2c[(p / ATT_TILE) * pt + j * ATT_TILE + p % ATT_TILE];
-                }
-                self.scores[t * st + i * ATT_TILE + lane] = s;
-                max = max.max(s);
+                max = max.max(self.scores[(j / ATT_TILE) * st + i * ATT_TILE + j % ATT_TILE]);
             }
             let mut sum = 0.0f32;
             for j in 0..n {

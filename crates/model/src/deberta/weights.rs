@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ferrollama_tensor::{ATT_TILE, DType, ThreadPool, quantize_row};
+use ferrollama_tensor::{ATT_TILE, DType, PackedF32, ThreadPool, quantize_row};
 
 use super::config::DebertaConfig;
 use super::model::{layer_norm, linear};
@@ -28,6 +28,9 @@ pub enum WeightFormat {
 pub struct Linear {
     pub weight: Tensor, // (out, in)
     pub bias: Vec<f32>, // (out)
+    /// F32 format: the weight repacked into 32-row panels for the f32 GEMM kernel, which
+    /// the forward pass then uses instead of `weight`.
+    pub panels: Option<PackedF32>,
 }
 
 /// Affine LayerNorm parameters.
@@ -110,6 +113,7 @@ impl Loader {
         Ok(Linear {
             weight: to_f32(w)?,
             bias: self.vec(&format!("{prefix}.bias"), out)?,
+            panels: None,
         })
     }
 
@@ -263,16 +267,20 @@ impl DebertaWeights {
                     layer.pos_query = pos_tiles_of(&pool, q, rel, cfg, score_scale)?;
                 }
             }
-            if format == WeightFormat::Q8_0 {
-                for l in [
-                    &mut layer.query_proj,
-                    &mut layer.key_proj,
-                    &mut layer.value_proj,
-                    &mut layer.attention_output,
-                    &mut layer.intermediate,
-                    &mut layer.output,
-                ] {
-                    quantize(l)?;
+            for l in [
+                &mut layer.query_proj,
+                &mut layer.key_proj,
+                &mut layer.value_proj,
+                &mut layer.attention_output,
+                &mut layer.intermediate,
+                &mut layer.output,
+            ] {
+                match format {
+                    WeightFormat::Q8_0 => quantize(l)?,
+                    WeightFormat::F32 => {
+                        let (rows, cols) = (l.weight.rows, l.weight.cols);
+                        l.panels = Some(PackedF32::pack(&l.weight.to_f32()?, rows, cols)?);
+                    }
                 }
             }
             layers.push(layer);
