@@ -18,8 +18,10 @@ use crate::prompt_guard::{
 };
 use crate::shield::Verdict;
 
-/// Texts longer than this many bytes are refused (about 250 windows of English).
-pub const MAX_TEXT_BYTES: usize = 4 << 20;
+/// Texts longer than this many bytes are refused with an error that says to split them:
+/// about 128K tokens of English with mDeBERTa's vocabulary, the context of the Llama 3.1
+/// models whose input it guards (~250 windows, minutes of a 2-core CPU).
+pub const MAX_TEXT_BYTES: usize = 512 << 10;
 
 /// A Prompt Guard model with the mode and threshold of one shield.
 #[derive(Debug, Clone)]

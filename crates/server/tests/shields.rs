@@ -555,6 +555,20 @@ async fn prompt_guard_shield_scores_like_the_classifier() {
     }
     let (s, _) = get(&app, "/v1/shields/bad").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A 1 MB message is refused with a clear error, not scored for minutes.
+    let big = "a".repeat(1 << 20);
+    let (s, v) = post(
+        &app,
+        "/v1/safety/run-shield",
+        json!({"shield_id": "pg-jb", "messages": [{"role": "user", "content": big}], "params": {}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("1048576 bytes") && msg.contains("split"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
