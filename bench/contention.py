@@ -199,7 +199,7 @@ def main():
     # ---- report ----
     print()
     lver = sv.llama_server_version(a.llama_server_bin) if a.llama_server_bin else "(not run)"
-    print(f"decode under competing load: ferrollama vs llama.cpp {lver} on {sv._cpu_name()}, {ncpu} cores,"
+    print(f"decode under competing load: ferrollama vs llama.cpp {lver} on {oc.cpu_name()}, {ncpu} cores,"
           f" {a.threads} threads each; model {model.name}; {a.gen_tokens} tokens per run/request")
     print("load = busy loops pinned to cores 0..L-1; bench = median of"
           f" {a.runs} processes; serve C = aggregate tok/s of C concurrent streams")
@@ -226,7 +226,7 @@ def main():
 
     if a.json:
         doc = {
-            "machine": {"cpu": sv._cpu_name(), "cores": ncpu, "platform": platform.platform()},
+            "machine": {"cpu": oc.cpu_name(), "cores": ncpu, "platform": platform.platform()},
             "llama": {"server": a.llama_server_bin, "bench": a.llama_bench_bin, "version": lver},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
             "model": str(model),

@@ -42,6 +42,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oaiclient as oc  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 FERRO = ROOT / "target" / "release" / "ferrollama"
 
@@ -589,7 +592,7 @@ def main():
     lc = results[0]["llamacpp"] if results else {}
     print()
     print(f"ferrollama vs llama.cpp {lc.get('version', '?')} (llama-cpp-python, GGML_NATIVE) on "
-          f"{_cpu_name()}, {os.cpu_count()} cores; kernels: {results[0]['ferrollama'].get('kernels') if results else '?'}")
+          f"{oc.cpu_name()}, {os.cpu_count()} cores; kernels: {results[0]['ferrollama'].get('kernels') if results else '?'}")
     print(f"prefill {P} tokens (one batch), decode {G} tokens from an empty cache; best of {a.repeats}"
           f" x {a.rounds} round(s); llama.cpp timed by {'its perf counters' if lc else '?'},"
           f" flash_attn {lc.get('flash_attn_type_default', '?')}->{lc.get('flash_attn_resolved', '?')}, KV f16")
@@ -622,7 +625,7 @@ def main():
 
     if a.json:
         doc = {
-            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "machine": {"cpu": oc.cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "llamacpp_system_info": lc.get("system_info")},
             "settings": {"prompt_tokens": P, "gen_tokens": G, "repeats": a.repeats, "rounds": a.rounds,
                          "threads": threads, "models": models},
@@ -643,16 +646,6 @@ def _best(x: dict, y: dict) -> dict:
     out["peak_rss_bytes"] = max(x["peak_rss_bytes"], y["peak_rss_bytes"])
     out["other_processes_cpu_share"] = max(x["other_processes_cpu_share"], y["other_processes_cpu_share"])
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def main():
     failed |= bool(lat.get("error"))
 
     print()
-    print(f"ferrollama serve with shields on {sv._cpu_name()}, {os.cpu_count()} cores, --threads {a.threads}")
+    print(f"ferrollama serve with shields on {oc.cpu_name()}, {os.cpu_count()} cores, --threads {a.threads}")
     print(f"chat {model.name}, guard {guard.name} (Llama Guard prompt, 1B-shaped); POST /v1/chat/completions,"
           f" stream, prompt {a.prompt_tokens} words, {a.max_tokens} tokens (ignore_eos), temperature 0;"
           f" output moderation every {a.moderate_every} tokens or at sentence ends ({a.moderate_at})")
@@ -197,7 +197,7 @@ def main():
     print("goals (issue 12): input shield <= 1.25x TTFT p50 at 1 stream; streaming output moderation"
           " >= 0.85x aggregate tok/s at 16 streams")
     if a.json:
-        doc = {"machine": {"cpu": sv._cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        doc = {"machine": {"cpu": oc.cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
                "model": str(model), "guard": str(guard), "results": results, "guard_latency": lat}
         a.json.write_text(json.dumps(doc, indent=1) + "\n")

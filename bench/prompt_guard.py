@@ -73,6 +73,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oaiclient as oc  # noqa: E402 (standard library only: importable before the venv)
+
 ROOT = Path(__file__).resolve().parent.parent
 FERRO = ROOT / "target" / "release" / "ferrollama"
 # Verified together on 2026-12 (Python 3.11, x86_64). PyPI's Linux torch wheel is the CUDA
@@ -119,8 +122,6 @@ def ensure_venv_and_reexec():
 # text: a seeded English-like generator (tokenizer training corpus and the workload)
 # ======================================================================================
 def _words() -> list[str]:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import oaiclient as oc
     return list(oc.WORDS)
 
 
@@ -330,9 +331,6 @@ class Busy:
     and the children we waited for)."""
 
     def __enter__(self):
-        sys.path.insert(0, str(ROOT / "bench"))
-        import oaiclient as oc
-        self.oc = oc
         self.j0 = oc.cpu_jiffies()
         self.s0 = self._own()
         self.t0 = time.perf_counter()
@@ -344,7 +342,7 @@ class Busy:
         return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
     def __exit__(self, *exc):
-        j1 = self.oc.cpu_jiffies()
+        j1 = oc.cpu_jiffies()
         wall = time.perf_counter() - self.t0
         hz = os.sysconf("SC_CLK_TCK")
         busy = (j1[0] - self.j0[0]) / hz
@@ -354,7 +352,6 @@ class Busy:
 
 def wait_idle(a):
     if a.wait_idle > 0:
-        sys.path.insert(0, str(ROOT / "bench"))
         import serve as sv
         sv.wait_idle(a.wait_idle, quiet=a.idle_seconds)
 
@@ -522,8 +519,6 @@ def main() -> int:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    import oaiclient as oc
     oc.exit_on_sigterm()
 
     if not a.skip_ours and not a.no_build and a.ferrollama == str(FERRO):
@@ -587,7 +582,7 @@ def main() -> int:
         rows.append(row)
 
     # ---- table
-    cpu = _cpu_name()
+    cpu = oc.cpu_name()
     print()
     print(f"Prompt Guard (mDeBERTa-v3-base shape, random weights) on {cpu}, {os.cpu_count()} cores,"
           f" threads {a.threads}; {a.texts} texts per length, batch 1 unless noted")
@@ -640,16 +635,6 @@ def main() -> int:
         a.json.write_text(json.dumps(doc, indent=1))
         log(f"wrote {a.json}")
     return 1 if failed else 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":

@@ -393,7 +393,7 @@ def main():
     # ---- report ----
     lver = llama_server_version(a.llama_server_bin) if "llama" in engines else None
     print()
-    print(f"ferrollama serve vs llama-server {lver or '(not run)'} on {_cpu_name()}, {os.cpu_count()} cores,"
+    print(f"ferrollama serve vs llama-server {lver or '(not run)'} on {oc.cpu_name()}, {os.cpu_count()} cores,"
           f" --threads {a.threads}")
     print(f"POST /v1/{'chat/completions' if a.endpoint == 'chat' else 'completions'}, stream, prompt"
           f" {a.prompt_tokens} words{f' ({a.shared_prefix} shared)' if a.shared_prefix else ''},"
@@ -438,7 +438,7 @@ def main():
 
     if a.json:
         doc = {
-            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"cpu": oc.cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
             "llama_server": {"bin": a.llama_server_bin, "version": lver},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
             "models": {m: str(p) for m, p in paths.items()},
@@ -449,16 +449,6 @@ def main():
     if failed:
         log("FAILED: some requests or servers failed (see above)")
         sys.exit(1)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":
