@@ -193,8 +193,6 @@ def build_tokenizer(folder: Path):
     by transformers' own DebertaV2Converter, [MASK] added after the pieces."""
     import io
     import sentencepiece as spm
-    from tokenizers import AddedToken
-    from transformers.convert_slow_tokenizer import DebertaV2Converter
     prose = Prose("prompt-guard-tokenizer-corpus")
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -203,20 +201,10 @@ def build_tokenizer(folder: Path):
         pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]",
         unk_id=3, unk_piece="[UNK]", character_coverage=1.0, num_threads=1, minloglevel=2)
     (folder / "spm.model").write_bytes(buf.getvalue())
-    sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
-
-    class Slow:  # what DebertaV2Converter reads from the slow tokenizer (mdeberta's settings)
-        vocab_file = str(folder / "spm.model")
-        do_lower_case = False
-        split_by_punct = False
-        add_prefix_space = True
-        legacy = True
-
-        def convert_tokens_to_ids(self, t):
-            return sp.piece_to_id(t)
-
-    tok = DebertaV2Converter(Slow()).converted()
-    tok.add_special_tokens([AddedToken("[MASK]", special=True)])
+    # The converter of the committed test tokenizer (testdata/deberta/make_tokenizer.py).
+    sys.path.insert(0, str(ROOT / "testdata" / "deberta"))
+    from make_tokenizer import to_tokenizer_json
+    tok = to_tokenizer_json(str(folder / "spm.model"))
     for i, s in enumerate(["[PAD]", "[CLS]", "[SEP]", "[UNK]"]):
         if tok.token_to_id(s) != i:
             raise SystemExit(f"tokenizer: {s} got id {tok.token_to_id(s)}, want {i}")

@@ -47,6 +47,27 @@ TEXTS = [
 ]
 
 
+def to_tokenizer_json(spm_path: str):
+    """`spm_path` converted by transformers' own `DebertaV2Converter` with mDeBERTa's
+    settings, [MASK] added after the pieces: a `tokenizers.Tokenizer` in the format of
+    Prompt Guard's tokenizer.json (also used by bench/prompt_guard.py)."""
+    sp = spm.SentencePieceProcessor(model_file=spm_path)
+
+    class Shim:  # what DebertaV2Converter reads from the slow tokenizer
+        vocab_file = spm_path
+        do_lower_case = False
+        split_by_punct = False
+        add_prefix_space = True
+        legacy = True
+
+        def convert_tokens_to_ids(self, t):
+            return sp.piece_to_id(t)
+
+    tok = DebertaV2Converter(Shim()).converted()
+    tok.add_special_tokens([AddedToken("[MASK]", special=True)])
+    return tok
+
+
 def main():
     os.makedirs(MODEL, exist_ok=True)
     text = "\n".join(CORPUS * 20)
@@ -74,20 +95,8 @@ def main():
         f.write(buf.getvalue())
 
     sp = spm.SentencePieceProcessor(model_file=spm_path)
-
-    class Shim:  # what DebertaV2Converter reads from the slow tokenizer
-        vocab_file = spm_path
-        do_lower_case = False
-        split_by_punct = False
-        add_prefix_space = True
-        legacy = True
-
-        def convert_tokens_to_ids(self, t):
-            return sp.piece_to_id(t)
-
-    tok = DebertaV2Converter(Shim()).converted()
+    tok = to_tokenizer_json(spm_path)
     n = sp.get_piece_size()
-    tok.add_special_tokens([AddedToken("[MASK]", special=True)])
     tok.save(os.path.join(MODEL, "tokenizer.json"))
 
     texts = []
