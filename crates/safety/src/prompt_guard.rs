@@ -108,25 +108,32 @@ impl PromptGuard {
         Ok(softmax([a, b, c]))
     }
 
-    /// Scores `text`: every window of [`WINDOW`] tokens, the worst one reported.
-    pub fn classify(&self, text: &str, pool: &ThreadPool) -> Result<PromptGuardScores> {
-        let ids = self.tokenizer.encode(text)?;
+    /// The model inputs for a text's `ids`: `[CLS] chunk [SEP]` for each chunk of
+    /// [`WINDOW`] tokens, in text order; an empty text is one window `[CLS] [SEP]`.
+    pub fn window_inputs<'a>(&self, ids: &'a [u32]) -> impl Iterator<Item = Vec<u32>> + 'a {
         let (cls, sep) = (self.tokenizer.cls, self.tokenizer.sep);
-        let mut window = Vec::with_capacity(CONTEXT);
-        let mut windows = Vec::with_capacity(ids.len().div_ceil(WINDOW).max(1));
-        // An empty text is one window `[CLS] [SEP]`.
-        let chunks: Vec<&[u32]> = if ids.is_empty() {
-            vec![&[]]
+        let empty: &'a [u32] = &[];
+        let chunks: Vec<&'a [u32]> = if ids.is_empty() {
+            vec![empty]
         } else {
             ids.chunks(WINDOW).collect()
         };
-        for chunk in chunks {
-            window.clear();
+        chunks.into_iter().map(move |chunk| {
+            let mut window = Vec::with_capacity(chunk.len() + 2);
             window.push(cls);
             window.extend_from_slice(chunk);
             window.push(sep);
-            windows.push(self.window_probabilities(&window, pool)?);
-        }
+            window
+        })
+    }
+
+    /// Scores `text`: every window of [`WINDOW`] tokens, the worst one reported.
+    pub fn classify(&self, text: &str, pool: &ThreadPool) -> Result<PromptGuardScores> {
+        let ids = self.tokenizer.encode(text)?;
+        let windows = self
+            .window_inputs(&ids)
+            .map(|w| self.window_probabilities(&w, pool))
+            .collect::<Result<Vec<_>>>()?;
         Ok(PromptGuardScores::from_windows(windows, ids.len()))
     }
 }

@@ -13,9 +13,7 @@ use ferrollama_engine::scheduler::Engine;
 use serde_json::json;
 
 use crate::error::{Result, SafetyError};
-use crate::prompt_guard::{
-    CONTEXT, DEFAULT_THRESHOLD, Mode, PromptGuard, PromptGuardScores, WINDOW,
-};
+use crate::prompt_guard::{DEFAULT_THRESHOLD, Mode, PromptGuard, PromptGuardScores, WINDOW};
 use crate::shield::Verdict;
 
 /// Texts longer than this many bytes are refused with an error that says to split them:
@@ -76,17 +74,8 @@ impl PromptGuardShield {
             .map_err(|e| {
                 SafetyError::Engine(format!("the Prompt Guard tokenizer failed: {e}"))
             })??;
-        let (cls, sep) = (self.model.tokenizer().cls, self.model.tokenizer().sep);
-        let mut chunks: Vec<&[u32]> = ids.chunks(WINDOW).collect();
-        if chunks.is_empty() {
-            chunks.push(&[]);
-        }
-        let mut windows = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let mut seq = Vec::with_capacity(CONTEXT);
-            seq.push(cls);
-            seq.extend_from_slice(chunk);
-            seq.push(sep);
+        let mut windows = Vec::with_capacity(ids.len().div_ceil(WINDOW).max(1));
+        for seq in self.model.window_inputs(&ids) {
             let model = self.model.clone();
             let rx = engine
                 .run_on_pool(move |pool| model.window_probabilities(&seq, pool))
