@@ -226,23 +226,18 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         let dir = std::path::Path::new(g);
         if dir.is_dir() && ferrollama_server::shields::prompt_guard::is_prompt_guard_dir(dir) {
             // A Prompt Guard folder: a shield named after the folder, jailbreak mode.
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
             let id = dir
-                .canonicalize()
-                .ok()
-                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| g.clone());
+                .file_name()
+                .map_or_else(|| g.clone(), |n| n.to_string_lossy().into_owned());
             if prompt_guards.iter().any(|(x, _, _)| *x == id)
                 || guards.iter().any(|(x, _)| *x == id)
             {
                 bail!("--guard {g}: a shield named {id} is already given");
             }
-            let m = ferrollama_safety::prompt_guard::PromptGuard::load(dir)
+            let m = ferrollama_safety::prompt_guard::PromptGuard::load(&dir)
                 .with_context(|| format!("--guard {g}: cannot load Prompt Guard"))?;
-            prompt_guards.push((
-                id,
-                dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
-                Arc::new(m),
-            ));
+            prompt_guards.push((id, dir, Arc::new(m)));
             continue;
         }
         let (id, index) = match registered.iter().find(|r| r.id == *g) {
@@ -313,13 +308,14 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             m.clone(),
             ferrollama_safety::prompt_guard::Mode::Jailbreak,
         );
-        safety.shields.insert(ferrollama_safety::Shield {
-            id: id.clone(),
-            provider_id: "prompt-guard".into(),
-            provider_resource_id: dir.display().to_string(),
-            params: serde_json::json!({"mode": "jailbreak", "threshold": shield.threshold, "weights": "f32"}),
-            kind: ferrollama_safety::ShieldKind::PromptGuard(shield),
-        })?;
+        safety
+            .shields
+            .insert(ferrollama_server::shields::prompt_guard::record(
+                &id,
+                &dir.display().to_string(),
+                shield,
+                ferrollama_safety::prompt_guard::WeightFormat::F32,
+            ))?;
         safety
             .prompt_guards
             .lock()

@@ -122,13 +122,19 @@ pub async fn shield(
             .with_threshold(t)
             .map_err(|e| ApiError::invalid_param("params.threshold", e.to_string()))?;
     }
-    let params = json!({"mode": mode.name(), "threshold": s.threshold,
+    Ok(record(id, target, s, format))
+}
+
+/// The registry entry of Prompt Guard shield `s` named `id` on the folder `target`, with
+/// the params it reports (`mode`, `threshold`, `weights`).
+pub fn record(id: &str, target: &str, s: PromptGuardShield, format: WeightFormat) -> Shield {
+    let params = json!({"mode": s.mode.name(), "threshold": s.threshold,
                         "weights": if format == WeightFormat::Q8_0 { "q8_0" } else { "f32" }});
-    Ok(Shield {
+    Shield {
         id: id.to_string(),
         provider_id: "prompt-guard".into(),
         provider_resource_id: target.to_string(),
         params,
         kind: ShieldKind::PromptGuard(s),
-    })
+    }
 }
