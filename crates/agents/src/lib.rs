@@ -3,3 +3,11 @@
 //! stored chat completions across restarts.
 
 pub mod db;
+pub mod turn;
+pub mod types;
+
+pub use turn::{
+    InferReply, InferRequest, Inference, NoShields, Shields, ToolExecutor, TurnContext, TurnEnd,
+    TurnError, TurnOutcome, run_turn,
+};
+pub use types::*;
