@@ -1,5 +1,7 @@
+//! (in progress)
 //! Agents: the loop that runs inference, executes tool calls and passes shields until a
 //! turn ends, and the SQLite database that keeps agents, sessions, turns, Responses and
 //! stored chat completions across restarts.
 
 pub mod db;
+pub mod error;
