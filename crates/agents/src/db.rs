@@ -25,7 +25,7 @@ use rusqlite::Connection;
 pub use crate::error::DbError;
 pub use agents::{AgentRow, SessionRow, TurnRow};
 pub use openai::{ChatCompletionRow, ResponseRow};
-pub use page::{ListQuery, Order, Page};
+pub use page::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Order, Page};
 pub use schema::SCHEMA_VERSION;
 
 /// The agent database: one SQLite connection behind a mutex (so `Db: Send + Sync`), plus the
