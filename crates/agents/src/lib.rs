@@ -3,6 +3,7 @@
 //! stored chat completions across restarts.
 
 pub mod db;
+pub mod error;
 pub mod turn;
 pub mod types;
 
