@@ -12,6 +12,7 @@
 //! the route table below is the single source for routing, `/v1/inspect/routes` and
 //! `/openapi.json`.
 
+pub mod agents;
 pub mod body;
 pub mod calls;
 pub mod error;

@@ -54,6 +54,8 @@ pub struct AppState {
     pub ollama: crate::ollama::OllamaState,
     /// Shields and the serve-wide guard policy.
     pub safety: crate::shields::Safety,
+    /// Agents, tools, Responses and stored chat completions (see [`crate::agents`]).
+    pub agents: crate::agents::AgentsState,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

@@ -61,6 +61,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
         created: 1,
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
         safety: Default::default(),
+        agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         ollama: OllamaState::new(store.map(Store::at), None, vec![Some(tiny())]),
     })
 }

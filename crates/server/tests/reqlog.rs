@@ -83,6 +83,7 @@ fn app() -> Arc<AppState> {
         created: 1,
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
         safety: Default::default(),
+        agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         ollama: OllamaState::new(None, None, vec![None]),
     })
 }

@@ -48,6 +48,7 @@ fn app() -> Arc<AppState> {
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
         safety: Default::default(),
         ollama: Default::default(),
+        agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
     })
 }
 

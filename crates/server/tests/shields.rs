@@ -56,6 +56,7 @@ fn app_with(window: Window, action: Action) -> Arc<AppState> {
             ..Safety::default()
         },
         ollama: Default::default(),
+        agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
     })
 }
 

@@ -28,6 +28,21 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// Where `serve` keeps its state (agent sessions, Responses, stored chat completions):
+/// `$FERROLLAMA_DATA`, else `$XDG_DATA_HOME/ferrollama`, else `~/.local/share/ferrollama`.
+pub fn data_dir() -> PathBuf {
+    if let Some(p) = var("FERROLLAMA_DATA") {
+        return p;
+    }
+    if let Some(p) = var("XDG_DATA_HOME") {
+        return p.join("ferrollama");
+    }
+    match var("HOME") {
+        Some(h) => h.join(".local/share/ferrollama"),
+        None => PathBuf::from(".ferrollama-data"),
+    }
+}
+
 /// The store root: `$FERROLLAMA_MODELS`, else `<cache>/models`.
 pub fn models_root() -> PathBuf {
     var("FERROLLAMA_MODELS").unwrap_or_else(|| cache_dir().join("models"))

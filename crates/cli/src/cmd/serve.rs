@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
+use ferrollama_server::agents::AgentsState;
 use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{
     AppState, Limits, ModelRegistry, Registered, RequestCounters, ServeConfig,
@@ -120,6 +121,20 @@ pub struct ServeArgs {
     /// (audit mode: same checks, same held-back output, nothing refused).
     #[arg(long, value_enum, default_value = "block")]
     shield_action: ShieldAction,
+    /// Where agent sessions, Responses and stored chat completions are kept (SQLite file
+    /// `agents.sqlite` inside); they survive restarts. An empty value keeps them in memory
+    /// only. [default: $XDG_DATA_HOME/ferrollama, else ~/.local/share/ferrollama]
+    #[arg(long, env = "FERROLLAMA_DATA", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Most chat completions kept for `GET /v1/chat/completions` (requests with
+    /// `"store": true`, and all Llama Stack inference-store records); the oldest are
+    /// removed first. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_stored_completions: usize,
+    /// Most Responses kept for `previous_response_id` and `GET /v1/responses`; the oldest
+    /// are removed first. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_stored_responses: usize,
 }
 
 /// What shields do with a violation.
@@ -357,8 +372,17 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             KvTypeArg::Q8_0 => KvType::Q8_0,
         },
     };
+    let agents = match a.data_dir.unwrap_or_else(ferrollama_store::paths::data_dir) {
+        d if d.as_os_str().is_empty() => AgentsState::in_memory(),
+        d => AgentsState::open(&d),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot open the agents database: {e} (choose another --data-dir, or an empty one to keep state in memory)"))?;
+    agents
+        .db
+        .set_retention(a.max_stored_completions, a.max_stored_responses);
     let engine = Engine::start(models, config)?;
     let app = Arc::new(AppState {
+        agents,
         engine,
         models: ModelRegistry::with_entries(registered),
         api_key: a.api_key.filter(|k| !k.is_empty()),
