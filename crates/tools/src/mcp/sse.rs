@@ -2,7 +2,9 @@
 //! bodies, and the legacy HTTP+SSE transport (protocol 2024-11-05): a long-lived GET on
 //! the `/sse` URL whose first `endpoint` event names the URL to POST messages to; every
 //! reply then arrives as a `message` event on the GET stream, read by a background thread
-//! into a channel so each request can time out.
+//! into a channel so each request can time out. ureq gives no handle to abort a blocked
+//! read, so after the client drops, that thread (and its connection) lives until the
+//! server sends the next event or closes the stream.
 
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
