@@ -6,8 +6,11 @@
 
 pub mod brave;
 pub mod error;
+mod http;
 pub mod mcp;
+pub mod provider_data;
 pub mod sandbox;
 pub mod wolfram;
 
 pub use error::ToolError;
+pub use provider_data::{ProviderKeys, provider_keys};
