@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod error;
+pub mod runtime;
 pub mod turn;
 pub mod types;
 

@@ -670,3 +670,19 @@ fn concurrent_use_from_threads() {
     seen.dedup();
     assert_eq!(seen.len(), THREADS * EACH);
 }
+
+#[test]
+fn settings_round_trip_and_replace_across_reopen() {
+    let dir = std::env::temp_dir().join(format!("ferrollama-db-settings-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("a.sqlite");
+    {
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.get_setting("toolgroups").unwrap(), None);
+        db.put_setting("toolgroups", &serde_json::json!([1])).unwrap();
+        db.put_setting("toolgroups", &serde_json::json!([{"id": "mcp::x"}])).unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.get_setting("toolgroups").unwrap(), Some(serde_json::json!([{"id": "mcp::x"}])));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -200,7 +200,7 @@ pub struct BatchCompletionRequest {
     pub logprobs: Option<LogprobsSpec>,
 }
 
-fn settings(
+pub(crate) fn settings(
     sp: &Option<SamplingParams>,
     rf: &Option<Value>,
     lp: &Option<LogprobsSpec>,

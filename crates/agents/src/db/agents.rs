@@ -265,4 +265,30 @@ impl Db {
             None => Ok(None),
         }
     }
+
+    /// Replaces a server-wide setting (a JSON document under `key`, e.g. the registered
+    /// tool groups).
+    pub fn put_setting(&self, key: &str, value: &Value) -> Result<(), DbError> {
+        let value = to_json(value)?;
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([key, value.as_str()])?;
+        Ok(())
+    }
+
+    /// A server-wide setting, if stored.
+    pub fn get_setting(&self, key: &str) -> Result<Option<Value>, DbError> {
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        match text {
+            Some(t) => Ok(Some(serde_json::from_str(&t)?)),
+            None => Ok(None),
+        }
+    }
 }

@@ -93,6 +93,11 @@ CREATE TABLE chat_completion_messages (
     PRIMARY KEY (completion_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX chat_completion_messages_by_id ON chat_completion_messages(completion_id, message_id);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Maps SQLite's "file is not a database" (raised lazily, on the first read of the header)
