@@ -11,8 +11,8 @@
 //! - bubblewrap: new user, PID, IPC, UTS, network and (where possible) cgroup namespaces,
 //!   nested user namespaces disabled, all capabilities dropped, a new terminal session
 //!   (no TIOCSTI into the host's tty), a cleared environment, read-only `/usr` (plus the
-//!   `/lib`, `/bin` symlinks), a private `/proc` and `/dev`, and a size-capped tmpfs as
-//!   `/tmp`, the working directory. Nothing else of the host is visible: no `/etc`,
+//!   `/lib`, `/bin` symlinks), a private `/proc` and `/dev`, a read-only root, and a
+//!   size-capped tmpfs as `/tmp`, the working directory. Nothing else of the host is visible: no `/etc`,
 //!   `/home`, `/root`, project, cache or server data.
 //! - rlimits set in the child before `exec` (so `bwrap` and Python inherit them): CPU
 //!   seconds, address space, processes, file size, open files, no core dumps.
@@ -122,8 +122,8 @@ impl SandboxConfig {
                     "code_interpreter: bubblewrap (bwrap) not found; {INSTALL_HINT}"
                 ))
             })?;
-        let python = first_executable(&["/usr/bin/python3", "/usr/local/bin/python3"])
-            .ok_or_else(|| {
+        let python =
+            first_executable(&["/usr/bin/python3", "/usr/local/bin/python3"]).ok_or_else(|| {
                 ToolError::Unavailable(format!(
                     "code_interpreter: no system python3 under /usr; {INSTALL_HINT}"
                 ))
@@ -197,7 +197,9 @@ impl Execution {
                 out.push('\n');
             }
             if cut {
-                out.push_str(&format!("[{name} truncated: output beyond the limit was discarded]\n"));
+                out.push_str(&format!(
+                    "[{name} truncated: output beyond the limit was discarded]\n"
+                ));
             }
             out.push_str(&format!("[/{name}]\n"));
         }
@@ -364,7 +366,9 @@ impl CodeInterpreter {
             state.died = false;
         }
         let Some(sandbox) = state.sandbox.as_mut() else {
-            return Err(ToolError::Unavailable("code_interpreter: no sandbox".into()));
+            return Err(ToolError::Unavailable(
+                "code_interpreter: no sandbox".into(),
+            ));
         };
         let outcome = sandbox.call(code, limits);
         let mut exec = match outcome {
@@ -596,7 +600,11 @@ impl Sandbox {
         };
         // Bounds one reply line: two capped streams JSON-escaped (up to 6 bytes per byte
         // for control characters) plus framing.
-        let max_line = cfg.limits.output_bytes.saturating_mul(12).saturating_add(64 << 10);
+        let max_line = cfg
+            .limits
+            .output_bytes
+            .saturating_mul(12)
+            .saturating_add(64 << 10);
         let (tx, replies) = mpsc::channel();
         std::thread::Builder::new()
             .name("sandbox-replies".into())
@@ -732,27 +740,58 @@ fn command(cfg: &SandboxConfig, host_uid: Option<u32>) -> Command {
     let l = &cfg.limits;
     let mut cmd = Command::new(&cfg.bwrap);
     let tmpfs_size = l.file_size_bytes.saturating_mul(4).max(1 << 20).to_string();
-    cmd.args(["--unshare-all", "--disable-userns", "--die-with-parent", "--new-session"])
-        .args(["--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"])
-        .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"])
-        .args(["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"])
-        .args(["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONIOENCODING", "utf-8"])
-        .args(["--setenv", "MPLBACKEND", "Agg"])
-        .args(["--ro-bind", "/usr", "/usr"])
-        .args(["--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
-        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin"])
-        .args(["--proc", "/proc", "--dev", "/dev"])
-        .args(["--size", &tmpfs_size, "--tmpfs", "/tmp", "--chdir", "/tmp"])
-        .args(["--uid", INNER_ID, "--gid", INNER_ID, "--"])
-        .arg(&cfg.python)
-        .args(["-I", "-c", DRIVER])
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a timeout kills bwrap (and through it the sandbox)
-        // without touching ours.
-        .process_group(0);
+    cmd.args([
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+    ])
+    .args(["--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"])
+    .args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"])
+    .args(["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"])
+    .args([
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "PYTHONIOENCODING",
+        "utf-8",
+    ])
+    .args(["--setenv", "MPLBACKEND", "Agg"])
+    .args(["--ro-bind", "/usr", "/usr"])
+    .args([
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ])
+    .args([
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+    ])
+    .args(["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"])
+    .args(["--size", &tmpfs_size, "--tmpfs", "/tmp"])
+    // bwrap's root and /dev are unbounded tmpfses: read-only (device nodes still
+    // work), so /tmp (size-capped) is the
+    // only place the code can write.
+    .args(["--remount-ro", "/", "--chdir", "/tmp"])
+    .args(["--uid", INNER_ID, "--gid", INNER_ID, "--"])
+    .arg(&cfg.python)
+    .args(["-I", "-c", DRIVER])
+    .env_clear()
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    // Its own process group, so a timeout kills bwrap (and through it the sandbox)
+    // without touching ours.
+    .process_group(0);
     let nproc = match host_uid {
         Some(uid) => {
             cmd.uid(uid).gid(uid);
@@ -799,7 +838,11 @@ fn own_tasks() -> u64 {
     let mut n = 0;
     for e in dir.flatten() {
         let p = e.path();
-        if !p.file_name().and_then(|s| s.to_str()).is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())) {
+        if !p
+            .file_name()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
             continue;
         }
         if let Ok(status) = std::fs::read_to_string(p.join("status")) {
@@ -832,8 +875,16 @@ mod tests {
 
     #[test]
     fn uid_map_coverage() {
-        assert!(uid_map_covers("         0          0 4294967295\n", HOST_UID_BASE, HOST_UID_COUNT));
-        assert!(!uid_map_covers("0 100000 65536\n", HOST_UID_BASE, HOST_UID_COUNT));
+        assert!(uid_map_covers(
+            "         0          0 4294967295\n",
+            HOST_UID_BASE,
+            HOST_UID_COUNT
+        ));
+        assert!(!uid_map_covers(
+            "0 100000 65536\n",
+            HOST_UID_BASE,
+            HOST_UID_COUNT
+        ));
     }
 
     #[test]
@@ -850,7 +901,10 @@ mod tests {
             duration_ms: 1.0,
         };
         let t = e.to_tool_output();
-        assert!(t.starts_with("timed out\n[stdout]\n42\n[stdout truncated"), "{t}");
+        assert!(
+            t.starts_with("timed out\n[stdout]\n42\n[stdout truncated"),
+            "{t}"
+        );
         assert!(t.contains("state was lost"), "{t}");
     }
 }
