@@ -58,7 +58,10 @@ pub fn builtin_tool(name: &str) -> Option<ToolDef> {
         ),
         _ => return None,
     };
-    let group = BUILTIN_GROUPS.iter().find(|(_, t)| *t == name).map(|(g, _)| g.to_string());
+    let group = BUILTIN_GROUPS
+        .iter()
+        .find(|(_, t)| *t == name)
+        .map(|(g, _)| g.to_string());
     Some(ToolDef {
         name: name.to_string(),
         description: description.to_string(),
@@ -230,7 +233,9 @@ impl Runtime {
                 let meta = if r.is_error {
                     json!({"error": true})
                 } else {
-                    r.structured.clone().map_or(Value::Null, |s| json!({"structured": s}))
+                    r.structured
+                        .clone()
+                        .map_or(Value::Null, |s| json!({"structured": s}))
                 };
                 Ok((r.text(), meta))
             }

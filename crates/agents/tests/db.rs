@@ -679,10 +679,15 @@ fn settings_round_trip_and_replace_across_reopen() {
     {
         let db = Db::open(&path).unwrap();
         assert_eq!(db.get_setting("toolgroups").unwrap(), None);
-        db.put_setting("toolgroups", &serde_json::json!([1])).unwrap();
-        db.put_setting("toolgroups", &serde_json::json!([{"id": "mcp::x"}])).unwrap();
+        db.put_setting("toolgroups", &serde_json::json!([1]))
+            .unwrap();
+        db.put_setting("toolgroups", &serde_json::json!([{"id": "mcp::x"}]))
+            .unwrap();
     }
     let db = Db::open(&path).unwrap();
-    assert_eq!(db.get_setting("toolgroups").unwrap(), Some(serde_json::json!([{"id": "mcp::x"}])));
+    assert_eq!(
+        db.get_setting("toolgroups").unwrap(),
+        Some(serde_json::json!([{"id": "mcp::x"}]))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -131,6 +131,13 @@ pub struct ServeArgs {
     /// removed first. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_stored_completions: usize,
+    /// An MCP server whose tools agents and Responses may use, as tool group ID
+    /// (repeatable): `ID=http://host:port/mcp` (streamable HTTP; a URL ending in /sse uses
+    /// the legacy SSE transport) or `ID=stdio:COMMAND ARGS...` (a local server this process
+    /// starts). Unlike `POST /v1/toolgroups`, which accepts only http(s) URLs, this may run
+    /// a command: only the operator decides that.
+    #[arg(long = "mcp", value_name = "ID=ENDPOINT", value_parser = parse_mcp)]
+    mcp: Vec<(String, String)>,
     /// Most Responses kept for `previous_response_id` and `GET /v1/responses`; the oldest
     /// are removed first. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -380,6 +387,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);
+    for (id, endpoint) in &a.mcp {
+        agents.add_fixed_group(id, endpoint);
+    }
     let engine = Engine::start(models, config)?;
     let app = Arc::new(AppState {
         agents,
@@ -491,4 +501,17 @@ fn listen_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
         _ => "",
     };
     anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+}
+
+/// `ID=ENDPOINT` of `--mcp`.
+fn parse_mcp(s: &str) -> Result<(String, String), String> {
+    let (id, ep) = s.split_once('=').ok_or_else(|| {
+        "expected ID=ENDPOINT, e.g. mcp::files=http://127.0.0.1:8000/mcp".to_string()
+    })?;
+    let (id, ep) = (id.trim(), ep.trim());
+    if id.is_empty() || ep.is_empty() {
+        return Err("expected ID=ENDPOINT with both parts non-empty".into());
+    }
+    ferrollama_tools::mcp::McpEndpoint::parse(ep).map_err(|e| e.to_string())?;
+    Ok((id.to_string(), ep.to_string()))
 }

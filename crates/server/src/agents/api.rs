@@ -171,7 +171,11 @@ pub async fn create_session(
     Ok(axum::Json(json!({ "session_id": id })).into_response())
 }
 
-fn session_json(app: &AppState, s: &ferrollama_agents::db::SessionRow, only: Option<&[String]>) -> Result<Value, ApiError> {
+fn session_json(
+    app: &AppState,
+    s: &ferrollama_agents::db::SessionRow,
+    only: Option<&[String]>,
+) -> Result<Value, ApiError> {
     let turns: Vec<Value> = app
         .agents
         .db
@@ -267,7 +271,10 @@ fn strings(v: &Value, key: &str) -> Result<Vec<String>, ApiError> {
                 })
             })
             .collect(),
-        _ => Err(ApiError::invalid_param(key, format!("{key} must be a list of strings"))),
+        _ => Err(ApiError::invalid_param(
+            key,
+            format!("{key} must be a list of strings"),
+        )),
     }
 }
 
@@ -331,7 +338,9 @@ async fn turn_config(
         let Some(grp) = group(app, gid) else {
             return Err(ApiError::invalid_param(
                 "toolgroups",
-                format!("no tool group '{gid}'; GET /v1/toolgroups lists them (MCP servers are registered with POST /v1/toolgroups)"),
+                format!(
+                    "no tool group '{gid}'; GET /v1/toolgroups lists them (MCP servers are registered with POST /v1/toolgroups)"
+                ),
             ));
         };
         if grp.mcp_endpoint.is_some() && !run {
@@ -425,7 +434,10 @@ async fn turn_config(
             }
         },
     };
-    let sampling = config.get("sampling_params").cloned().unwrap_or(Value::Null);
+    let sampling = config
+        .get("sampling_params")
+        .cloned()
+        .unwrap_or(Value::Null);
     if !sampling.is_null() {
         let sp: crate::llama_stack::SamplingParams = serde_json::from_value(sampling.clone())
             .map_err(|e| ApiError::invalid_param("sampling_params", e.to_string()))?;
@@ -479,7 +491,10 @@ fn content_text(v: &Value) -> Result<String, ApiError> {
 /// A turn's input messages: user messages and tool responses.
 fn input_messages(messages: &[Value]) -> Result<Vec<Message>, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid_param("messages", "messages must not be empty"));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must not be empty",
+        ));
     }
     messages
         .iter()
@@ -594,14 +609,20 @@ fn event_frame(e: &Event) -> String {
     match e {
         Event::StepStart { step_id, step_type } => payload(json!({
             "event_type": "step_start", "step_id": step_id, "step_type": step_type, "metadata": {}})),
-        Event::StepProgress { step_id, step_type, delta } => {
+        Event::StepProgress {
+            step_id,
+            step_type,
+            delta,
+        } => {
             let delta = match delta {
                 Delta::Text(t) => json!({"type": "text", "text": t}),
                 Delta::ToolCall(c) => {
                     json!({"type": "tool_call", "tool_call": call_json(c), "parse_status": "succeeded"})
                 }
             };
-            payload(json!({"event_type": "step_progress", "step_id": step_id, "step_type": step_type, "delta": delta}))
+            payload(
+                json!({"event_type": "step_progress", "step_id": step_id, "step_type": step_type, "delta": delta}),
+            )
         }
         Event::StepComplete(s) => payload(json!({
             "event_type": "step_complete", "step_id": s.step_id(), "step_type": s.step_type(),
@@ -634,7 +655,10 @@ async fn run(mut r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiE
             }
         }
     };
-    send(payload(json!({"event_type": "turn_start", "turn_id": r.doc.turn_id}))).await;
+    send(payload(
+        json!({"event_type": "turn_start", "turn_id": r.doc.turn_id}),
+    ))
+    .await;
     let (etx, mut erx) = mpsc::unbounded_channel::<Event>();
     let infer = EngineInference { app: r.app.clone() };
     let shields = EngineShields { app: r.app.clone() };
@@ -663,7 +687,14 @@ async fn run(mut r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiE
         if let Some((calls, responses)) = r.resume.take() {
             pre.push(client_results_step(&ctx, &mut r.history, &calls, responses));
         }
-        let out = run_turn((&infer, &shields, &exec), &r.cfg, &ctx, &mut r.history, r.fresh).await;
+        let out = run_turn(
+            (&infer, &shields, &exec),
+            &r.cfg,
+            &ctx,
+            &mut r.history,
+            r.fresh,
+        )
+        .await;
         drop(ctx);
         drop(etx);
         out.map(|o| (pre, o))
@@ -705,7 +736,13 @@ async fn run(mut r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiE
     let db = &r.app.agents.db;
     db.put_session_state(&r.doc.session_id, &json!({"messages": r.history}))
         .and_then(|()| {
-            db.put_turn(&r.doc.session_id, &r.doc.turn_id, status, &turn, &r.doc.started_at)
+            db.put_turn(
+                &r.doc.session_id,
+                &r.doc.turn_id,
+                status,
+                &turn,
+                &r.doc.started_at,
+            )
         })
         .map_err(db_error)?;
     send(payload(json!({"event_type": event_type, "turn": turn}))).await;
@@ -810,10 +847,9 @@ pub async fn resume(
             row.status
         )));
     }
-    let pending: Vec<ToolCall> = serde_json::from_value(
-        row.turn["output_message"]["tool_calls"].clone(),
-    )
-    .map_err(|e| ApiError::internal(format!("stored turn: {e}")))?;
+    let pending: Vec<ToolCall> =
+        serde_json::from_value(row.turn["output_message"]["tool_calls"].clone())
+            .map_err(|e| ApiError::internal(format!("stored turn: {e}")))?;
     let mut responses = Vec::new();
     for v in &req.tool_responses {
         let call_id = v.get("call_id").and_then(Value::as_str).unwrap_or("");
@@ -822,7 +858,11 @@ pub async fn resume(
                 "tool_responses",
                 format!(
                     "no pending tool call '{call_id}' in this turn (pending: {})",
-                    pending.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>().join(", ")
+                    pending
+                        .iter()
+                        .map(|c| c.call_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -839,10 +879,24 @@ pub async fn resume(
     {
         return Err(ApiError::invalid_param(
             "tool_responses",
-            format!("no result for tool call '{}' ({})", missing.call_id, missing.tool_name),
+            format!(
+                "no result for tool call '{}' ({})",
+                missing.call_id, missing.tool_name
+            ),
         ));
     }
-    let cfg = turn_config(&app, &a.config, &[], None, true).await?;
+    let mut cfg = turn_config(&app, &a.config, &[], None, true).await?;
+    // max_infer_iters bounds the whole turn, resumes included: a model that keeps calling
+    // client tools gets one last inference without tools, so the turn ends.
+    let done = row.turn["steps"].as_array().map_or(0, |s| {
+        s.iter().filter(|s| s["step_type"] == "inference").count()
+    });
+    if done >= cfg.max_infer_iters {
+        cfg.tool_choice = ToolChoice::None;
+        cfg.max_infer_iters = 1;
+    } else {
+        cfg.max_infer_iters -= done;
+    }
     let doc = TurnDoc {
         turn_id,
         session_id: session_id.clone(),

@@ -144,7 +144,11 @@ impl Inference for EngineInference {
                     break;
                 }
                 Some(Event::Error(e)) => return Err(api_error(job::engine_error(e))),
-                None => return Err(TurnError::Inference("the engine dropped the sequence".into())),
+                None => {
+                    return Err(TurnError::Inference(
+                        "the engine dropped the sequence".into(),
+                    ));
+                }
             }
         }
         let stop_reason = match out.stop_reason() {

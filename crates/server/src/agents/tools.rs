@@ -90,7 +90,10 @@ fn not_found(what: &str, id: &str, list: &str) -> ApiError {
 
 /// The group by id.
 pub fn group(app: &AppState, id: &str) -> Option<ToolGroup> {
-    app.agents.toolgroups().into_iter().find(|g| g.identifier == id)
+    app.agents
+        .toolgroups()
+        .into_iter()
+        .find(|g| g.identifier == id)
 }
 
 /// The tools of a group (an MCP group asks its server).
@@ -170,7 +173,11 @@ pub fn schema_of(params: &[Value]) -> Value {
         let Some(name) = p.get("name").and_then(Value::as_str) else {
             continue;
         };
-        let ty = match p.get("parameter_type").and_then(Value::as_str).unwrap_or("string") {
+        let ty = match p
+            .get("parameter_type")
+            .and_then(Value::as_str)
+            .unwrap_or("string")
+        {
             "str" | "string" => "string",
             "int" | "integer" => "integer",
             "float" | "number" => "number",
@@ -215,7 +222,12 @@ fn tool_def(t: &ToolDef) -> Value {
 
 /// `GET /v1/toolgroups`.
 pub async fn list_groups(State(app): State<Arc<AppState>>) -> Response {
-    let data: Vec<Value> = app.agents.toolgroups().iter().map(ToolGroup::resource).collect();
+    let data: Vec<Value> = app
+        .agents
+        .toolgroups()
+        .iter()
+        .map(ToolGroup::resource)
+        .collect();
     axum::Json(json!({ "data": data })).into_response()
 }
 
@@ -295,7 +307,9 @@ pub async fn register_group(
         mcp_endpoint: Some(uri),
         args: req.args,
     };
-    app.agents.add_toolgroup(g.clone()).map_err(ApiError::internal)?;
+    app.agents
+        .add_toolgroup(g.clone())
+        .map_err(ApiError::internal)?;
     tracing::info!(group = %g.identifier, tools = tools.len(), "tool group registered");
     Ok(axum::Json(Value::Null).into_response())
 }
@@ -312,7 +326,11 @@ pub async fn unregister_group(
             format!("'{id}' is a built-in tool group and cannot be removed"),
         ));
     }
-    if !app.agents.remove_toolgroup(&id).map_err(ApiError::internal)? {
+    if !app
+        .agents
+        .remove_toolgroup(&id)
+        .map_err(ApiError::internal)?
+    {
         return Err(not_found("tool group", &id, "/v1/toolgroups"));
     }
     Ok(axum::Json(Value::Null).into_response())
