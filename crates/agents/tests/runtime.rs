@@ -2,6 +2,9 @@
 //! and dropped with it, tool errors as results, MCP tools through a stdio server, and the
 //! built-in definitions.
 
+// Test scaffolding (scripted models and tools) outside #[test] fns unwraps freely.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

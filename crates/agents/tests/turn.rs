@@ -1,6 +1,9 @@
 //! The agent loop with scripted model replies, tools and shields: which steps run, in what
 //! order, what the model is asked each time, and how a turn ends.
 
+// Test scaffolding (scripted models and tools) outside #[test] fns unwraps freely.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
