@@ -55,6 +55,7 @@ enum Command {
     Import(cmd::import::ImportArgs),
     Quantize(cmd::quantize::QuantizeArgs),
     Perplexity(cmd::perplexity::PerplexityArgs),
+    Tool(cmd::tool::ToolArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
         Command::Import(a) => cmd::import::import(a),
         Command::Quantize(a) => cmd::quantize::quantize(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::Tool(a) => cmd::tool::tool(a),
     };
     match result {
         Ok(code) => code,

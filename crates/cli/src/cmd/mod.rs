@@ -16,6 +16,7 @@ pub mod run;
 pub mod serve;
 pub mod source;
 pub mod tokenize;
+pub mod tool;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
