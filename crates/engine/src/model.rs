@@ -157,10 +157,67 @@ impl Model {
                 m.role.as_str()
             };
             header(&mut ids, role);
+            if m.role == "assistant" && !m.tool_calls.is_empty() {
+                self.llama31_calls(m, &mut ids)?;
+                continue;
+            }
             ids.extend(bpe.encode(m.text(), false));
             ids.push(eot);
         }
         header(&mut ids, "assistant");
         Ok(ids)
+    }
+
+    /// An assistant message that called tools, as Meta's `encode_message` writes it and the
+    /// model produced it: `<|python_tag|>` before a code_interpreter call, each call as
+    /// `ToolUtils.encode_tool_call` writes it (the code itself, `brave_search.call(query=
+    /// "...")`, or the JSON function call), then `<|eom_id|>` — the model stopped to wait
+    /// for the results, which follow as `ipython` messages (spec §2.3).
+    fn llama31_calls(&self, m: &ChatMessage, ids: &mut Vec<u32>) -> Result<()> {
+        use ferrollama_tokenizer::chat::{BuiltinTool, ToolCall, ToolName, ToolPromptFormat};
+        let bpe = &self.tokenizer.bpe;
+        let special = |t: &str| {
+            bpe.token_id(t)
+                .filter(|&i| bpe.kind(i) == Some(TokenKind::Control))
+        };
+        let calls: Vec<ToolCall> = m
+            .tool_calls
+            .iter()
+            .map(|c| ToolCall {
+                call_id: c.id.clone().unwrap_or_default(),
+                tool_name: match BuiltinTool::parse(&c.function.name) {
+                    Some(b) => ToolName::Builtin(b),
+                    None => ToolName::Custom(c.function.name.clone()),
+                },
+                arguments: match &c.function.arguments {
+                    serde_json::Value::Object(o) => o.clone(),
+                    _ => serde_json::Map::new(),
+                },
+            })
+            .collect();
+        if calls.first().map(|c| &c.tool_name)
+            == Some(&ToolName::Builtin(BuiltinTool::CodeInterpreter))
+            && let Some(tag) = special("<|python_tag|>")
+        {
+            ids.push(tag);
+        }
+        ids.extend(bpe.encode(m.text(), false));
+        for c in &calls {
+            // A built-in call without its argument (a client's message, not the model's
+            // output) cannot take Meta's form; it is written as the JSON call instead.
+            let text = ferrollama_tokenizer::chat::encode_tool_call(c, ToolPromptFormat::Json)
+                .unwrap_or_else(|_| {
+                    serde_json::json!({"type": "function", "name": c.tool_name.to_string(), "parameters": c.arguments})
+                        .to_string()
+                });
+            ids.extend(bpe.encode(&text, false));
+        }
+        let end = special("<|eom_id|>")
+            .or_else(|| special("<|eot_id|>"))
+            .ok_or_else(|| {
+                EngineError::Template("the vocabulary has no <|eom_id|> or <|eot_id|> token".into())
+            })?;
+        ids.push(end);
+        Ok(())
     }
 }

@@ -519,6 +519,23 @@ fn render_dialog(
             Role::System => {}
             Role::User => out.push(ChatMessage::new("user", &t.text)),
             Role::Tool => out.push(ChatMessage::new("tool", &t.text)),
+            Role::Assistant if llama31 => {
+                // Meta's encoding of the calls (python_tag, `.call(query=...)`, eom) is the
+                // prompt builder's: the calls go structured.
+                let mut m = ChatMessage::new("assistant", &t.text);
+                m.tool_calls = t
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        TemplateToolCall::new(
+                            (!c.id.is_empty()).then(|| c.id.clone()),
+                            &c.name,
+                            c.arguments.clone(),
+                        )
+                    })
+                    .collect();
+                out.push(m);
+            }
             Role::Assistant => {
                 let mut text = t.text.clone();
                 for c in &t.tool_calls {

@@ -16,22 +16,35 @@ use super::model_args::{ModelArgs, SamplingArgs};
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
     #[command(flatten)]
-    sampling: SamplingArgs,
+    pub(crate) sampling: SamplingArgs,
     /// Stop when the output contains this text (repeatable); the text itself is not
     /// printed.
     #[arg(long = "stop", value_name = "TEXT")]
     stop: Vec<String>,
     /// Longest reply, in tokens (at least 1).
     #[arg(short = 'n', long = "n-predict", default_value_t = 512, value_parser = super::at_least_one)]
-    n_predict: usize,
+    pub(crate) n_predict: usize,
     /// System prompt.
     #[arg(long)]
-    system: Option<String>,
+    pub(crate) system: Option<String>,
+    /// Let the model call tools, run here as an agent turn by turn: comma-separated
+    /// `code_interpreter` (Python in a bubblewrap sandbox; state kept for the chat),
+    /// `brave_search` (needs BRAVE_SEARCH_API_KEY), `wolfram_alpha` (needs
+    /// WOLFRAM_ALPHA_API_KEY), `mcp:URL` or `mcp:stdio:COMMAND` (every tool of that MCP
+    /// server). Each call and its result is printed as it happens.
+    #[arg(long, value_name = "TOOLS", value_delimiter = ',')]
+    pub(crate) tools: Vec<String>,
+    /// With --tools: most model replies in one turn (each tool result gets a new one).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = super::at_least_one)]
+    pub(crate) max_infer_iters: usize,
 }
 
 pub fn chat(a: ChatArgs) -> Result<ExitCode> {
+    if !a.tools.is_empty() {
+        return super::chat_agent::chat_with_tools(a);
+    }
     let sampler = a.sampling.config()?;
     let model = a.model.load()?;
     let mut session = a.model.session(&model)?;

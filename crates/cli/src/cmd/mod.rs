@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod chat_agent;
 pub mod fetch;
 pub mod guard;
 pub mod import;
