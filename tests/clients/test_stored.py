@@ -28,7 +28,7 @@ def test_openai_store_true_is_listed_retrieved_and_deleted(oa, model):
     assert c.model == r.model
     assert c.created == r.created
     extra = c.model_extra or {}
-    assert extra.get("metadata") == {"suite": "stored"}
+    assert c.metadata == {"suite": "stored"}
     assert [m["content"] for m in extra.get("input_messages", [])] == [m["content"] for m in USER_HI]
 
     got = oa.chat.completions.retrieve(r.id)
@@ -44,7 +44,7 @@ def test_openai_store_true_is_listed_retrieved_and_deleted(oa, model):
 
     upd = oa.chat.completions.update(r.id, metadata={"suite": "updated"})
     assert upd.id == r.id
-    assert (upd.model_extra or {}).get("metadata") == {"suite": "updated"}
+    assert upd.metadata == {"suite": "updated"}
 
     d = oa.chat.completions.delete(r.id)
     assert d.id == r.id and d.deleted is True and d.object == "chat.completion.deleted"
