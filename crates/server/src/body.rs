@@ -69,6 +69,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !v.is_object() {
         return Err(ApiError::invalid("the request body must be a JSON object"));
     }
+    parse_value(v)
+}
+
+/// Reads an already parsed JSON object as `T`, with [`parse`]'s message.
+pub fn parse_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("invalid request: {e}")))
 }
 

@@ -276,7 +276,8 @@ async fn bad_requests_get_4xx_envelopes() {
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (s, _) = call(&app, "GET", "/v1/nowhere", None, Some(KEY)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(&app, "GET", "/v1/chat/completions", None, Some(KEY)).await;
+    // (GET lists stored completions; PUT is no method of it.)
+    let (s, _) = call(&app, "PUT", "/v1/chat/completions", None, Some(KEY)).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
 }
 

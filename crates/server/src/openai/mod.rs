@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::body::JsonBody;
+use crate::body::{self, JsonBody};
 use crate::error::ApiError;
 use crate::job::{
     self, Call, Job, Output, Role, Settings, ToolChoice, ToolSpec, Turn, token_text, unix_now,
@@ -25,6 +25,7 @@ use crate::job::{
 use crate::state::AppState;
 
 mod sse;
+pub mod stored;
 mod types;
 pub use sse::{frame, merge, sse_response};
 pub use types::*;
@@ -39,22 +40,30 @@ pub struct Flavor {
 
 pub async fn chat(
     State(app): State<Arc<AppState>>,
-    JsonBody(req): JsonBody<ChatRequest>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    chat_with(app, req, Flavor { done_marker: true }).await
+    // Read as a value first: a stored completion keeps the messages exactly as sent (and
+    // `store` / `metadata` errors name their field).
+    let record = stored::recorder(&app, &body, false)?;
+    let req: ChatRequest = body::parse_value(body)?;
+    chat_with(app, req, Flavor { done_marker: true }, record).await
 }
 
 pub async fn chat_ls(
     State(app): State<Arc<AppState>>,
-    JsonBody(req): JsonBody<ChatRequest>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    chat_with(app, req, Flavor { done_marker: false }).await
+    // Llama Stack's inference store records every chat completion of this route.
+    let record = stored::recorder(&app, &body, true)?;
+    let req: ChatRequest = body::parse_value(body)?;
+    chat_with(app, req, Flavor { done_marker: false }, record).await
 }
 
 async fn chat_with(
     app: Arc<AppState>,
     req: ChatRequest,
     flavor: Flavor,
+    record: Option<stored::Recorder>,
 ) -> Result<Response, ApiError> {
     let mut settings = req.sampling.settings()?;
     settings.response_format = response_format(&req.response_format)?;
@@ -96,7 +105,15 @@ async fn chat_with(
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     if req.sampling.stream.unwrap_or(false) {
-        return Ok(stream_chat(app, job, rxs, id, include_usage, flavor));
+        return Ok(stream_chat(
+            app,
+            job,
+            rxs,
+            id,
+            include_usage,
+            flavor,
+            record,
+        ));
     }
     let mut choices = Vec::new();
     let (mut pt, mut ct, mut cached) = (0, 0, 0);
@@ -107,16 +124,24 @@ async fn chat_with(
         ct += out.completion_tokens;
         choices.push(chat_choice(&app, &job, i, &out));
     }
-    Ok(axum::Json(json!({
+    let completion = chat_completion(&id, unix_now(), &job, choices, usage(pt, ct, cached));
+    if let Some(r) = record {
+        r.record(&completion).await;
+    }
+    Ok(axum::Json(completion).into_response())
+}
+
+/// The ChatCompletion object (also what a finished stream is stored as).
+fn chat_completion(id: &str, created: u64, job: &Job, choices: Vec<Value>, usage: Value) -> Value {
+    json!({
         "id": id,
         "object": "chat.completion",
-        "created": unix_now(),
+        "created": created,
         "model": job.model_id,
         "choices": choices,
-        "usage": usage(pt, ct, cached),
+        "usage": usage,
         "system_fingerprint": null,
-    }))
-    .into_response())
+    })
 }
 
 fn usage(pt: usize, ct: usize, cached: usize) -> Value {
@@ -189,6 +214,7 @@ fn stream_chat(
     id: String,
     include_usage: bool,
     flavor: Flavor,
+    record: Option<stored::Recorder>,
 ) -> Response {
     let (tx, out) = mpsc::channel::<String>(64);
     let n = rxs.len();
@@ -316,6 +342,17 @@ fn stream_chat(
                     return;
                 }
             }
+        }
+        // Stored before the stream's last frames, so a client that lists right after the
+        // stream ends finds it; only a stream that finished (no error, no hang-up) is.
+        if let Some(r) = record
+            && open == 0
+        {
+            let choices = (0..n)
+                .map(|i| chat_choice(&app, &job, i, &outs[i]))
+                .collect();
+            let completion = chat_completion(&id, created, &job, choices, usage(pt, ct, cached));
+            r.record(&completion).await;
         }
         if include_usage {
             let mut c = chunk(json!([]));

@@ -129,6 +129,13 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
+    /// Keep the completion for `GET /v1/chat/completions` (OpenAI's default: false). The
+    /// Llama Stack path `/v1/openai/v1/chat/completions` stores every completion.
+    #[serde(default)]
+    pub store: Option<bool>,
+    /// Up to 16 string values kept with a stored completion.
+    #[serde(default)]
+    pub metadata: Option<Value>,
     #[serde(flatten)]
     pub sampling: Sampling,
 }
