@@ -14,8 +14,15 @@ use serde_json::Value;
 fn tool_call_messages_encode_as_metas_chat_format() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = Model::load(&root.join("testdata/tiny/tiny-q8_0.gguf")).expect("tiny model");
-    let text = std::fs::read_to_string(root.join("testdata/llama3/chat_format.jsonl")).expect("vectors");
-    let wanted = ["code-interpreter-call", "brave-call-and-result", "pf-wolfram-full", "two-tool-calls", "custom-call-non-ascii"];
+    let text =
+        std::fs::read_to_string(root.join("testdata/llama3/chat_format.jsonl")).expect("vectors");
+    let wanted = [
+        "code-interpreter-call",
+        "brave-call-and-result",
+        "pf-wolfram-full",
+        "two-tool-calls",
+        "custom-call-non-ascii",
+    ];
     let mut seen = 0;
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).expect("json");
@@ -29,17 +36,28 @@ fn tool_call_messages_encode_as_metas_chat_format() {
             .expect("messages")
             .iter()
             .map(|m| {
-                let mut c = ChatMessage::new(m["role"].as_str().unwrap_or(""), m["content"].as_str().unwrap_or(""));
+                let mut c = ChatMessage::new(
+                    m["role"].as_str().unwrap_or(""),
+                    m["content"].as_str().unwrap_or(""),
+                );
                 c.tool_calls = m["tool_calls"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|t| TemplateToolCall::new(None, t["tool_name"].as_str().unwrap_or(""), t["arguments"].clone()))
+                    .map(|t| {
+                        TemplateToolCall::new(
+                            None,
+                            t["tool_name"].as_str().unwrap_or(""),
+                            t["arguments"].clone(),
+                        )
+                    })
                     .collect();
                 c
             })
             .collect();
-        let ids = model.chat_prompt_with_tools(&messages, &[]).expect("prompt");
+        let ids = model
+            .chat_prompt_with_tools(&messages, &[])
+            .expect("prompt");
         let want: Vec<u32> = v["ids"]
             .as_array()
             .expect("ids")

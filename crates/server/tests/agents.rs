@@ -542,3 +542,52 @@ async fn tool_groups_and_the_runtime() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"][0]["name"], "wolfram_alpha");
 }
+
+/// Escape attempts sent through the HTTP API (the issue's "the server stays healthy after
+/// each"): every one is contained (the sandbox's own suite, crates/tools/tests/escape.rs,
+/// checks each in depth), and after each the server still answers and generates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_attempts_through_the_api_leave_the_server_healthy() {
+    let app = app(None);
+    let canary = temp_dir("canary");
+    std::fs::create_dir_all(&canary).expect("canary dir");
+    let secret = canary.join("secret.txt");
+    std::fs::write(&secret, "canary-7f3a").expect("canary");
+    let attempts: Vec<(&str, String, &str)> = vec![
+        ("read a host file", format!("print(open({:?}).read())", secret.display().to_string()), "FileNotFoundError"),
+        ("write outside", format!("open({:?}, 'w').write('x')", canary.join("new.txt").display().to_string()), "Error"),
+        ("fork bomb", "import os\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            import time; time.sleep(2); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('refused after', n)".into(), "refused after"),
+        ("memory bomb", "x = bytearray(8 << 30)".into(), "MemoryError"),
+        ("100 MB of output", "import sys\nsys.stdout.write('y' * (100 << 20))".into(), "truncated"),
+        ("kill the parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\nprint('still here')".into(), ""),
+        ("connect to the host", "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', 8321))".into(), "Error"),
+        ("host processes", "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))".into(), "[1, "),
+    ];
+    for (what, code, needle) in attempts {
+        let (s, v) = json_call(
+            &app,
+            "POST",
+            "/v1/tool-runtime/invoke",
+            Some(json!({"tool_name": "code_interpreter", "kwargs": {"code": code}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{what}: {v}");
+        let out = v["content"].as_str().unwrap_or("");
+        assert!(out.contains(needle), "{what}: {out}");
+        assert!(!out.contains("canary-7f3a"), "{what}: {out}");
+        let (s, _) = call(&app, "GET", "/health", None).await;
+        assert_eq!(s, StatusCode::OK, "{what}: health");
+        let (s, v) = json_call(&app, "POST", "/v1/chat/completions",
+            Some(json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))).await;
+        assert_eq!(s, StatusCode::OK, "{what}: chat {v}");
+    }
+    assert!(
+        !canary.join("new.txt").exists(),
+        "nothing was written on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap_or_default(),
+        "canary-7f3a"
+    );
+    let _ = std::fs::remove_dir_all(&canary);
+}

@@ -34,19 +34,30 @@ fn resolve_tools(runtime: &Runtime, names: &[String]) -> Result<Vec<ToolDef>> {
             let tools = runtime
                 .mcp_tools(ep)
                 .with_context(|| format!("cannot list the tools of MCP server {ep}"))?;
-            eprintln!("(MCP {ep}: {} tools: {})", tools.len(),
-                tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "(MCP {ep}: {} tools: {})",
+                tools.len(),
+                tools
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             out.extend(tools.into_iter().map(|t| ToolDef {
                 name: t.name,
                 description: t.description,
                 parameters: t.input_schema,
-                kind: ToolKind::Mcp { endpoint: ep.to_string() },
+                kind: ToolKind::Mcp {
+                    endpoint: ep.to_string(),
+                },
                 toolgroup: None,
             }));
         } else if let Some(t) = builtin_tool(n) {
             out.push(t);
         } else {
-            bail!("unknown tool '{n}' in --tools; choose from code_interpreter, brave_search, wolfram_alpha, mcp:URL (or mcp:stdio:COMMAND)");
+            bail!(
+                "unknown tool '{n}' in --tools; choose from code_interpreter, brave_search, wolfram_alpha, mcp:URL (or mcp:stdio:COMMAND)"
+            );
         }
     }
     Ok(out)
@@ -125,12 +136,18 @@ pub fn chat_with_tools(a: ChatArgs) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let exec = Executor { runtime: runtime.clone(), keys: Default::default() };
+    let exec = Executor {
+        runtime: runtime.clone(),
+        keys: Default::default(),
+    };
     let infer = EngineInference { app: app.clone() };
     let session = format!("chat-{}", std::process::id());
     let mut history: Vec<Message> = Vec::new();
     let names: Vec<&str> = cfg.tools.iter().map(|t| t.name.as_str()).collect();
-    eprintln!("{name} with tools: {} — /reset, /system TEXT, /quit", names.join(", "));
+    eprintln!(
+        "{name} with tools: {} — /reset, /system TEXT, /quit",
+        names.join(", ")
+    );
     let stdin = std::io::stdin();
     let counter = AtomicU64::new(0);
     let ids = || format!("step-{}", counter.fetch_add(1, Ordering::Relaxed));
@@ -172,11 +189,17 @@ pub fn chat_with_tools(a: ChatArgs) -> Result<ExitCode> {
                 let mut out = std::io::stdout();
                 while let Some(e) = rx.recv().await {
                     match e {
-                        Event::StepProgress { delta: Delta::Text(t), .. } => {
+                        Event::StepProgress {
+                            delta: Delta::Text(t),
+                            ..
+                        } => {
                             let _ = out.write_all(t.as_bytes());
                             let _ = out.flush();
                         }
-                        Event::StepProgress { delta: Delta::ToolCall(c), .. } => {
+                        Event::StepProgress {
+                            delta: Delta::ToolCall(c),
+                            ..
+                        } => {
                             println!("\n[call {}] {}", c.tool_name, short(&c.arguments, 400));
                         }
                         Event::StepComplete(Step::ToolExecution { tool_responses, .. }) => {
@@ -197,7 +220,14 @@ pub fn chat_with_tools(a: ChatArgs) -> Result<ExitCode> {
                     clock: &clock,
                     new_id: &ids,
                 };
-                let r = run_turn((&infer, &NoShields, &exec), &cfg, &ctx, &mut turn_history, true).await;
+                let r = run_turn(
+                    (&infer, &NoShields, &exec),
+                    &cfg,
+                    &ctx,
+                    &mut turn_history,
+                    true,
+                )
+                .await;
                 drop(tx);
                 r
             };
