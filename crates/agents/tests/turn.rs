@@ -105,6 +105,7 @@ fn reply(text: &str, calls: &[(&str, Value)]) -> InferReply {
         } else {
             StopReason::EndOfMessage
         },
+        usage: None,
     }
 }
 
