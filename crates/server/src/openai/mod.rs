@@ -24,6 +24,7 @@ use crate::job::{
 };
 use crate::state::AppState;
 
+pub mod responses;
 mod sse;
 mod types;
 pub use sse::{frame, merge, sse_response};
