@@ -698,7 +698,6 @@ async fn run(mut r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiE
             r.fresh,
         )
         .await;
-        drop(ctx);
         drop(etx);
         out.map(|o| (pre, o))
     };

@@ -378,7 +378,6 @@ async fn run(r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiError
             new_id: &ids,
         };
         let out = run_turn((&infer, &NoShields, &exec), &cfg, &ctx, &mut history, true).await;
-        drop(ctx);
         drop(etx);
         out
     };
