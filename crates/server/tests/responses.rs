@@ -764,3 +764,71 @@ async fn bad_requests_name_their_param() {
     let (s, _) = get(&app, "/v1/responses/resp_nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_tools_become_their_call_items() {
+    let app = app();
+    // A forced code interpreter call runs here (in the sandbox, or fails to start where
+    // there is none: then the item says failed); max_infer_iters 1 ends the turn after it.
+    let (s, v) = create(
+        &app,
+        json!({"model": MODEL, "input": "Compute 6*7.", "temperature": 0, "max_output_tokens": 60,
+               "tools": [{"type": "code_interpreter"}],
+               "tool_choice": "required", "max_infer_iters": 1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The Response repeats the tool with the `container` OpenAI's type requires.
+    assert_eq!(
+        v["tools"][0],
+        json!({"type": "code_interpreter", "container": {"type": "auto"}})
+    );
+    let ci = v["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .find(|i| i["type"] == "code_interpreter_call")
+        .unwrap_or_else(|| panic!("a code_interpreter_call item: {v}"));
+    assert!(ci["id"].as_str().is_some_and(|i| i.starts_with("ci_")));
+    assert_eq!(ci["container_id"], v["id"]);
+    assert!(ci["code"].is_string(), "{ci}");
+    assert_eq!(ci["outputs"][0]["type"], "logs");
+    assert!(ci["outputs"][0]["logs"].is_string());
+    assert!(
+        ci["status"] == "completed" || ci["status"] == "failed",
+        "{ci}"
+    );
+
+    // Web search without a Brave key: the call fails, and its item says so.
+    let (s, v) = create(
+        &app,
+        json!({"model": MODEL, "input": "News?", "temperature": 0, "max_output_tokens": 60,
+               "tools": [{"type": "web_search_preview"}],
+               "tool_choice": {"type": "web_search_preview"}, "max_infer_iters": 1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ws = v["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .find(|i| i["type"] == "web_search_call")
+        .unwrap_or_else(|| panic!("a web_search_call item: {v}"));
+    assert!(ws["id"].as_str().is_some_and(|i| i.starts_with("ws_")));
+    assert_eq!(ws["action"]["type"], "search");
+    assert!(ws["action"]["query"].is_string(), "{ws}");
+    assert!(
+        ws["status"] == "completed" || ws["status"] == "failed",
+        "{ws}"
+    );
+
+    // An MCP server that does not answer: 502 before the turn starts.
+    let (s, e) = create(
+        &app,
+        json!({"model": MODEL, "input": "x",
+               "tools": [{"type": "mcp", "server_label": "s", "server_url": "http://127.0.0.1:9/mcp", "require_approval": "never"}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
+    assert!(error_message(&e).contains("127.0.0.1:9"), "{e}");
+}

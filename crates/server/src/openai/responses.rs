@@ -161,6 +161,20 @@ impl Echo {
     }
 }
 
+/// A request's tool as the Response repeats it: as given, with what OpenAI's Response
+/// requires filled in (a code interpreter's `container`, which this server does not use:
+/// the sandbox session is the response's).
+fn echo_tool(t: &Value) -> Value {
+    let mut t = t.clone();
+    if t.get("type").and_then(Value::as_str) == Some("code_interpreter")
+        && let Some(o) = t.as_object_mut()
+        && o.get("container").is_none_or(Value::is_null)
+    {
+        o.insert("container".into(), json!({"type": "auto"}));
+    }
+    t
+}
+
 /// The loop's inference on the engine, summing the token counts of its steps.
 struct Counting {
     inner: EngineInference,
@@ -267,7 +281,7 @@ pub async fn create(
         model: req.model.clone(),
         instructions: req.instructions.clone(),
         previous_response_id: req.previous_response_id.clone(),
-        tools: req.tools.clone().unwrap_or_default(),
+        tools: req.tools.iter().flatten().map(echo_tool).collect(),
         tool_choice: req.tool_choice.clone().unwrap_or(json!("auto")),
         temperature: req.temperature,
         top_p: req.top_p,
