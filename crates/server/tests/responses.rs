@@ -832,3 +832,42 @@ async fn server_side_tools_become_their_call_items() {
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
     assert!(error_message(&e).contains("127.0.0.1:9"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_turn_is_an_error_or_a_failed_event_and_not_stored() {
+    let app = app();
+    // Longer than the tiny model's context: the first inference fails.
+    let long = "word ".repeat(2000);
+    let (s, e) = create(&app, json!({"model": MODEL, "input": long})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(error_message(&e).contains("context"), "{e}");
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/responses",
+        Some(json!({"model": MODEL, "input": long, "stream": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let events = frames(&b);
+    check_sequence(&events);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.failed"
+        ]
+    );
+    let failed = &events[2].1["response"];
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("context")),
+        "{failed}"
+    );
+    let (_, l) = get(&app, "/v1/responses").await;
+    assert_eq!(l["data"], json!([]), "failed responses are not stored");
+}
