@@ -41,8 +41,9 @@ def test_function_call_then_output_with_previous_response_id(oa, qwen):
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
 
-    r2 = oa.responses.create(model=qwen, previous_response_id=r.id, tools=[WEATHER], temperature=0,
-                             max_output_tokens=48,
+    # tool_choice none: the model answers in text (it could call get_weather again).
+    r2 = oa.responses.create(model=qwen, previous_response_id=r.id, tools=[WEATHER], tool_choice="none",
+                             temperature=0, max_output_tokens=48,
                              input=[{"type": "function_call_output", "call_id": call.call_id,
                                      "output": json.dumps({"temperature_c": 21, "sky": "sunny"})}])
     assert r2.previous_response_id == r.id
