@@ -2,7 +2,8 @@
 (Qwen2.5-Coder-0.5B, forced with tool_choice so it is deterministic) and their outputs
 chained with previous_response_id; streaming event types; retrieve / list / delete /
 input_items; the code interpreter run in the sandbox; an MCP server's tools (the real
-FastMCP server of tests/clients/mcp_server.py); and the same API on Llama Stack's path.
+FastMCP server of tests/clients/mcp_server.py); and the same API on Llama Stack's path,
+also through llama-stack-client 0.2.12 (create, retrieve, list, streaming).
 """
 from __future__ import annotations
 
@@ -186,3 +187,21 @@ def test_llama_stack_path(base_url, api_key, model):
     ls_oa = openai.OpenAI(base_url=base_url + "/v1/openai/v1", api_key=api_key, max_retries=0, timeout=120)
     r = ls_oa.responses.create(model=model, input="hi", max_output_tokens=4)
     assert ls_oa.responses.retrieve(r.id).id == r.id
+
+
+def test_llama_stack_client_responses(ls, model):
+    """llama-stack-client 0.2.12 parses the same objects on /v1/openai/v1/responses."""
+    r = ls.responses.create(model=model, input="hi", temperature=0, max_infer_iters=1,
+                            extra_body={"max_output_tokens": 4})
+    assert r.object == "response" and r.status in ("completed", "incomplete"), r
+    assert r.text.format.type == "text"
+    got = ls.responses.retrieve(r.id)
+    assert got.id == r.id and [o.type for o in got.output] == [o.type for o in r.output]
+    listing = ls.responses.list(limit=100)
+    mine = [x for x in listing.data if x.id == r.id]
+    assert mine and mine[0].input[0].content[0].text == "hi", listing
+    events = list(ls.responses.create(model=model, input="hi", stream=True, previous_response_id=r.id,
+                                      extra_body={"max_output_tokens": 4}))
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] in ("response.completed", "response.incomplete"), types
+    assert events[-1].response.previous_response_id == r.id
