@@ -56,6 +56,9 @@ pub struct InferReply {
     pub content: String,
     pub tool_calls: Vec<ToolCall>,
     pub stop_reason: StopReason,
+    /// Tokens read and generated (prompt, completion), when the backend counts them (the
+    /// Responses API sums them into its `usage`).
+    pub usage: Option<(usize, usize)>,
 }
 
 /// Runs the model. Implementations send text as it is generated to `deltas`.

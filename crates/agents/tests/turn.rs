@@ -108,6 +108,7 @@ fn reply(text: &str, calls: &[(&str, Value)]) -> InferReply {
         } else {
             StopReason::EndOfMessage
         },
+        usage: None,
     }
 }
 

@@ -660,7 +660,10 @@ async fn run(mut r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiE
     ))
     .await;
     let (etx, mut erx) = mpsc::unbounded_channel::<Event>();
-    let infer = EngineInference { app: r.app.clone() };
+    let infer = EngineInference {
+        app: r.app.clone(),
+        response_format: None,
+    };
     let shields = EngineShields { app: r.app.clone() };
     let exec = Executor {
         runtime: r.app.agents.runtime.clone(),

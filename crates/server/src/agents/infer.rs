@@ -9,6 +9,7 @@ use ferrollama_agents::{
     InferReply, InferRequest, Inference, Message, Role as ARole, Shields, StopReason, ToolCall,
     ToolChoice as AChoice, TurnError, Violation,
 };
+use ferrollama_engine::constrain::Schema;
 use ferrollama_engine::scheduler::Event;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
@@ -21,6 +22,9 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct EngineInference {
     pub app: Arc<AppState>,
+    /// Constrains every reply that is not a forced tool call to this schema (the Responses
+    /// API's `text.format`); None for free text.
+    pub response_format: Option<Arc<Schema>>,
 }
 
 /// The loop's dialog as the chat layer's turns.
@@ -66,6 +70,7 @@ impl EngineInference {
         if req.max_tokens.is_some() {
             settings.max_tokens = req.max_tokens;
         }
+        settings.response_format = self.response_format.clone();
         let tools: Vec<ToolSpec> = req
             .tools
             .iter()
@@ -168,6 +173,7 @@ impl Inference for EngineInference {
                 })
                 .collect(),
             stop_reason,
+            usage: Some((out.prompt_tokens, out.completion_tokens)),
         })
     }
 }

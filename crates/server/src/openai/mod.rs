@@ -24,6 +24,7 @@ use crate::job::{
 };
 use crate::state::AppState;
 
+pub mod responses;
 mod sse;
 pub mod stored;
 mod types;
