@@ -140,7 +140,10 @@ pub fn chat_with_tools(a: ChatArgs) -> Result<ExitCode> {
         runtime: runtime.clone(),
         keys: Default::default(),
     };
-    let infer = EngineInference { app: app.clone() };
+    let infer = EngineInference {
+        app: app.clone(),
+        response_format: None,
+    };
     let session = format!("chat-{}", std::process::id());
     let mut history: Vec<Message> = Vec::new();
     let names: Vec<&str> = cfg.tools.iter().map(|t| t.name.as_str()).collect();
