@@ -3,88 +3,20 @@
 //! once finished, never failures), the list / get / messages / update / delete routes on
 //! both path prefixes, their paging and their 4xx answers, and the retention limit.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::http::{Request, StatusCode, header};
-use ferrollama_engine::Model;
-use ferrollama_engine::scheduler::{Engine, EngineConfig};
-use ferrollama_model::KvType;
-use ferrollama_server::{AppState, Limits, RequestCounters, router, routes};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
+use common::{MODEL, call, json_call};
+use ferrollama_server::AppState;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const MODEL: &str = "tiny-q8_0";
-const KEY: &str = "sekret-key";
 const OA: &str = "/v1/chat/completions";
 const LS: &str = "/v1/openai/v1/chat/completions";
 
 fn app() -> Arc<AppState> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
-    let model = Arc::new(Model::load(&p).expect("tiny model"));
-    let engine = Engine::start(
-        vec![model],
-        EngineConfig {
-            threads: 2,
-            step_tokens: 64,
-            max_running: 8,
-            max_queue: 32,
-            kv_positions: 2048,
-            ctx: 512,
-            kv_type: KvType::F16,
-        },
-    )
-    .expect("engine");
-    Arc::new(AppState {
-        engine,
-        models: ferrollama_server::ModelRegistry::new(vec![MODEL.into()]),
-        api_key: Some(KEY.into()),
-        cors_origin: None,
-        limits: Limits {
-            max_body: 64 * 1024,
-            ..Limits::default()
-        },
-        created: 1,
-        requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
-        safety: Default::default(),
-        ollama: Default::default(),
-        agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
-    })
-}
-
-async fn call(
-    app: &Arc<AppState>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Bytes) {
-    let b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {KEY}"));
-    let req = match body {
-        Some(v) => b
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(v.to_string())),
-        None => b.body(Body::empty()),
-    }
-    .expect("request");
-    let resp = router(app.clone()).oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, bytes)
-}
-
-async fn json_call(
-    app: &Arc<AppState>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (s, b) = call(app, method, path, body).await;
-    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    common::tiny_app()
 }
 
 async fn get(app: &Arc<AppState>, path: &str) -> (StatusCode, Value) {

@@ -1,0 +1,96 @@
+//! What the in-process router tests of the agent-era routes share (stored completions,
+//! Responses, agents): the tiny Llama 3.1-format model behind a full `AppState`, and
+//! requests through the router without a socket.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode, header};
+use ferrollama_engine::Model;
+use ferrollama_engine::scheduler::{Engine, EngineConfig};
+use ferrollama_model::KvType;
+use ferrollama_server::agents::AgentsState;
+use ferrollama_server::{AppState, Limits, RequestCounters, router, routes};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const MODEL: &str = "tiny-q8_0";
+pub const KEY: &str = "sekret-key";
+
+/// The tiny model served with `agents` state and a context of `ctx` positions.
+pub fn tiny_app_with(agents: AgentsState, ctx: usize) -> Arc<AppState> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
+    let model = Arc::new(Model::load(&p).expect("tiny model"));
+    let engine = Engine::start(
+        vec![model],
+        EngineConfig {
+            threads: 2,
+            step_tokens: 64,
+            max_running: 8,
+            max_queue: 32,
+            kv_positions: 4 * ctx,
+            ctx,
+            kv_type: KvType::F16,
+        },
+    )
+    .expect("engine");
+    Arc::new(AppState {
+        engine,
+        models: ferrollama_server::ModelRegistry::new(vec![MODEL.into()]),
+        api_key: Some(KEY.into()),
+        cors_origin: None,
+        limits: Limits {
+            max_body: 64 * 1024,
+            ..Limits::default()
+        },
+        created: 1,
+        requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
+        safety: Default::default(),
+        ollama: Default::default(),
+        agents,
+    })
+}
+
+/// The tiny model with in-memory agents state and a 512-position context.
+pub fn tiny_app() -> Arc<AppState> {
+    tiny_app_with(AgentsState::in_memory().expect("agents db"), 512)
+}
+
+/// One request (with the API key) through the router.
+pub async fn call(
+    app: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Bytes) {
+    let b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"));
+    let req = match body {
+        Some(v) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string())),
+        None => b.body(Body::empty()),
+    }
+    .expect("request");
+    let resp = router(app.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes)
+}
+
+/// [`call`], the body parsed as JSON (null when it is not JSON).
+pub async fn json_call(
+    app: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let (s, b) = call(app, method, path, body).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
