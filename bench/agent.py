@@ -87,7 +87,9 @@ def main() -> int:
     port = s.getsockname()[1]
     s.close()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([a.bin, "serve", "-m", path, "--port", str(port), "--data-dir", "",
+    import tempfile
+    data = tempfile.mkdtemp(prefix="ferrollama-bench-agent-")
+    server = subprocess.Popen([a.bin, "serve", "-m", path, "--port", str(port), "--data-dir", data,
                                "--threads", str(a.threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(600):

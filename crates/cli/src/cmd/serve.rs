@@ -122,7 +122,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "block")]
     shield_action: ShieldAction,
     /// Where agent sessions, Responses and stored chat completions are kept (SQLite file
-    /// `agents.sqlite` inside); they survive restarts. An empty value keeps them in memory
+    /// `agents.sqlite` inside); they survive restarts. `:memory:` keeps them in memory
     /// only. [default: $XDG_DATA_HOME/ferrollama, else ~/.local/share/ferrollama]
     #[arg(long, env = "FERROLLAMA_DATA", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -380,10 +380,10 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         },
     };
     let agents = match a.data_dir.unwrap_or_else(ferrollama_store::paths::data_dir) {
-        d if d.as_os_str().is_empty() => AgentsState::in_memory(),
+        d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => AgentsState::in_memory(),
         d => AgentsState::open(&d),
     }
-    .map_err(|e| anyhow::anyhow!("cannot open the agents database: {e} (choose another --data-dir, or an empty one to keep state in memory)"))?;
+    .map_err(|e| anyhow::anyhow!("cannot open the agents database: {e} (choose another --data-dir, or `--data-dir :memory:` to keep state in memory)"))?;
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);
