@@ -66,15 +66,13 @@ impl BraveSearch {
 
     /// Searches the web for `query`. `key` (from the request) wins over the default key.
     pub fn search(&self, query: &str, key: Option<&str>) -> Result<Value, ToolError> {
-        let key = key
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .or(self.env_key.as_deref())
-            .ok_or(ToolError::MissingKey {
-                tool: TOOL,
-                env: KEY_ENV,
-                field: crate::provider_data::BRAVE_FIELD,
-            })?;
+        let key = http::resolve_key(
+            key,
+            self.env_key.as_deref(),
+            TOOL,
+            KEY_ENV,
+            crate::provider_data::BRAVE_FIELD,
+        )?;
         if query.trim().is_empty() {
             return Err(ToolError::InvalidArguments(
                 "brave_search: empty query".to_string(),

@@ -114,3 +114,19 @@ pub(crate) fn trim_base(base: &str) -> String {
 pub(crate) fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
+
+/// The API key of a web tool call: the request's own (non-blank) key wins over the
+/// server's default; neither is [`ToolError::MissingKey`] naming where to put one.
+pub(crate) fn resolve_key<'a>(
+    request: Option<&'a str>,
+    default: Option<&'a str>,
+    tool: &'static str,
+    env: &'static str,
+    field: &'static str,
+) -> Result<&'a str, ToolError> {
+    request
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .or(default)
+        .ok_or(ToolError::MissingKey { tool, env, field })
+}

@@ -87,15 +87,13 @@ impl WolframAlpha {
 
     /// Asks Wolfram|Alpha `input`. `key` (from the request) wins over the default key.
     pub fn query(&self, input: &str, key: Option<&str>) -> Result<Value, ToolError> {
-        let key = key
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .or(self.env_key.as_deref())
-            .ok_or(ToolError::MissingKey {
-                tool: TOOL,
-                env: KEY_ENV,
-                field: crate::provider_data::WOLFRAM_FIELD,
-            })?;
+        let key = http::resolve_key(
+            key,
+            self.env_key.as_deref(),
+            TOOL,
+            KEY_ENV,
+            crate::provider_data::WOLFRAM_FIELD,
+        )?;
         if input.trim().is_empty() {
             return Err(ToolError::InvalidArguments(
                 "wolfram_alpha: empty query".to_string(),
