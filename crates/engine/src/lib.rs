@@ -9,6 +9,7 @@
 //! tokens whatever else runs.
 
 pub mod constrain;
+pub mod embedding;
 pub mod error;
 pub mod generate;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod scheduler;
 pub mod stop;
 pub mod template;
 
+pub use embedding::{Embedder, Embeddings};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session, generate};
 pub use model::Model;

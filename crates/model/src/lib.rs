@@ -12,8 +12,10 @@
 //! DeBERTa-v3 sequence classifier behind Prompt Guard ([`deberta`]): an encoder, not a
 //! decoder, so it has its own small forward pass under transformers' names.
 
+pub mod bert;
 pub mod config;
 pub mod deberta;
+pub mod encoder;
 pub mod error;
 pub mod export;
 pub mod gguf;

@@ -108,8 +108,27 @@ pub fn map_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     tensors_of(Arc::new(Bytes::Mmap(m))).map_err(|e| e.in_file(path))
 }
 
+/// Like [`map_file`], but integer tensors are left out instead of refused: transformers
+/// saves buffers such as BERT's `embeddings.position_ids` (I64) beside the weights.
+pub fn map_file_floats(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    // SAFETY: read-only map; see GgufFile::open.
+    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?;
+    let file = Arc::new(Bytes::Mmap(m));
+    let floats = read_header(&file)
+        .map_err(|e| e.in_file(path))?
+        .into_iter()
+        .filter(|(_, e)| matches!(e.dtype, StDtype::F32 | StDtype::F16 | StDtype::BF16))
+        .collect();
+    views_of(file, floats).map_err(|e| e.in_file(path))
+}
+
 fn tensors_of(file: Arc<Bytes>) -> Result<Vec<(String, Tensor)>> {
     let entries = read_header(&file)?;
+    views_of(file, entries)
+}
+
+fn views_of(file: Arc<Bytes>, entries: Vec<(String, Entry)>) -> Result<Vec<(String, Tensor)>> {
     entries
         .into_iter()
         .map(|(name, e)| {

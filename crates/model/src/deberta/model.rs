@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use ferrollama_tensor::{ThreadPool, matmul, matmul_f32_packed, matmul_packed, quantize_acts};
+use ferrollama_tensor::ThreadPool;
 
 use super::attention::{Shape, attention};
 use super::config::DebertaConfig;
 use super::position::RelIndex;
-use super::weights::{DebertaWeights, LayerNorm, Linear, WeightFormat};
+use super::weights::DebertaWeights;
+use crate::encoder::{WeightFormat, add, gelu, layer_norm, linear};
 use crate::error::{ModelError, Result};
 
 /// A loaded DeBERTa classifier.
@@ -143,102 +144,5 @@ impl Deberta {
         let mut logits = vec![0.0f32; w.classifier.weight.rows]; // (labels)
         linear(pool, &w.classifier, &pooled, 1, &mut logits, &mut acts)?;
         Ok(logits)
-    }
-}
-
-/// `out (n, rows) = x (n, cols) · weightᵀ + bias`: the f32 panel GEMM when the weight was
-/// repacked, else activations quantized to the weight's dot format and the matmul kernels.
-pub(super) fn linear(
-    pool: &ThreadPool,
-    l: &Linear,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    acts: &mut Vec<u8>,
-) -> Result<()> {
-    let w = &l.weight;
-    let out = &mut out[..n * w.rows];
-    if let Some(p) = &l.panels {
-        matmul_f32_packed(pool, p, &x[..n * w.cols], n, out)?;
-    } else {
-        quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
-        match &w.packed {
-            Some(p) => matmul_packed(pool, p, acts, n, out)?,
-            None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
-        }
-    }
-    for row in out.chunks_exact_mut(w.rows) {
-        add(row, &l.bias);
-    }
-    Ok(())
-}
-
-/// LayerNorm per row of `x` into `out`: `(x - mean) / sqrt(var + eps) * weight + bias`,
-/// biased variance as torch.
-pub(super) fn layer_norm(out: &mut [f32], x: &[f32], norm: &LayerNorm, eps: f32) {
-    let d = norm.weight.len();
-    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
-        let var = xr
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / d as f64;
-        let inv = 1.0 / (var + f64::from(eps)).sqrt();
-        let (mean, inv) = (mean as f32, inv as f32);
-        for (((o, &v), &g), &b) in o.iter_mut().zip(xr).zip(&norm.weight).zip(&norm.bias) {
-            *o = (v - mean) * inv * g + b;
-        }
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, &b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
-}
-
-/// transformers' `gelu`: the exact form `x/2 · (1 + erf(x/√2))`.
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// erf from Numerical Recipes' Chebyshev fit of erfc (fractional error below 1.2e-7),
-/// evaluated in f32: enough for f32 activations, and the FFN calls it for every element.
-pub fn erf(x: f32) -> f32 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_204
-                                + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
-    if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn erf_matches_known_values() {
-        // erf(0.5), erf(1), erf(2) to 9 digits; odd.
-        for (x, want) in [
-            (0.5f32, 0.520_499_878_f64),
-            (1.0, 0.842_700_793),
-            (2.0, 0.995_322_265),
-        ] {
-            assert!(
-                (f64::from(erf(x)) - want).abs() < 3e-7,
-                "erf({x}) = {}",
-                erf(x)
-            );
-            assert!((f64::from(erf(-x)) + want).abs() < 3e-7);
-        }
-        assert!(erf(0.0).abs() < 3e-7);
     }
 }

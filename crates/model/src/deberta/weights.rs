@@ -2,43 +2,15 @@
 //! (they are DeBERTa's reference names), and the per-layer position projections that
 //! depend on weights only, computed once at load.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use ferrollama_tensor::{ATT_TILE, DType, PackedF32, ThreadPool, quantize_row};
+use ferrollama_tensor::{ATT_TILE, ThreadPool};
 
 use super::config::DebertaConfig;
-use super::model::{layer_norm, linear};
+pub use crate::encoder::{LayerNorm, Linear, WeightFormat};
+use crate::encoder::{Loader, layer_norm, linear};
 use crate::error::{ModelError, Result};
 use crate::weights::Tensor;
-
-/// How the linear layers of the encoder are held. Embeddings, norms, biases, the pooler
-/// and the classifier stay f32 in both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightFormat {
-    /// Every matrix as f32 (F16/BF16 files are widened): the reference numerics.
-    F32,
-    /// Encoder matrices quantized to ggml Q8_0 at load (8-bit, one f16 scale per 32),
-    /// activations to Q8_0 per token: the VNNI integer kernels, about 4x less memory.
-    Q8_0,
-}
-
-/// `y = x · weightᵀ + bias`.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    pub weight: Tensor, // (out, in)
-    pub bias: Vec<f32>, // (out)
-    /// F32 format: the weight repacked into 32-row panels for the f32 GEMM kernel, which
-    /// the forward pass then uses instead of `weight`.
-    pub panels: Option<PackedF32>,
-}
-
-/// Affine LayerNorm parameters.
-#[derive(Debug, Clone)]
-pub struct LayerNorm {
-    pub weight: Vec<f32>, // (hidden)
-    pub bias: Vec<f32>,   // (hidden)
-}
 
 /// One encoder layer (`deberta.encoder.layer.N`).
 #[derive(Debug, Clone)]
@@ -75,84 +47,6 @@ pub struct DebertaWeights {
 /// Tiles of 16 positions in the `2 span` relative rows.
 pub fn pos_tiles(span: usize) -> usize {
     (2 * span).div_ceil(ATT_TILE)
-}
-
-struct Loader {
-    tensors: HashMap<String, Tensor>,
-}
-
-impl Loader {
-    fn take(&mut self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
-        let t = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| ModelError::Tensor {
-                name: name.into(),
-                what: "missing from model.safetensors".into(),
-            })?;
-        if (t.rows, t.cols) != (rows, cols) {
-            return Err(ModelError::Tensor {
-                name: name.into(),
-                what: format!("shape [{}, {}], expected [{rows}, {cols}]", t.rows, t.cols),
-            });
-        }
-        Ok(t)
-    }
-
-    fn vec(&mut self, name: &str, n: usize) -> Result<Vec<f32>> {
-        self.take(name, 1, n)?.to_f32()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-
-    /// A linear layer, weight widened to f32 (quantized later if asked).
-    fn linear(&mut self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
-        let w = self.take(&format!("{prefix}.weight"), out, inp)?;
-        Ok(Linear {
-            weight: to_f32(w)?,
-            bias: self.vec(&format!("{prefix}.bias"), out)?,
-            panels: None,
-        })
-    }
-
-    fn norm(&mut self, prefix: &str, n: usize) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: self.vec(&format!("{prefix}.weight"), n)?,
-            bias: self.vec(&format!("{prefix}.bias"), n)?,
-        })
-    }
-}
-
-fn to_f32(t: Tensor) -> Result<Tensor> {
-    if t.dtype == DType::F32 {
-        return Ok(t);
-    }
-    let data = t.to_f32()?;
-    Tensor::owned(DType::F32, t.rows, t.cols, f32_bytes(&data))
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Quantizes an f32 matrix to Q8_0 and adds the kernels' packed layout. Matrices whose
-/// rows are not a whole number of 32-blocks stay f32.
-fn quantize(l: &mut Linear) -> Result<()> {
-    let (rows, cols) = (l.weight.rows, l.weight.cols);
-    let Some(rb) = DType::Q8_0.row_bytes(cols) else {
-        return Ok(());
-    };
-    let f = l.weight.to_f32()?;
-    let mut data = vec![0u8; rb * rows];
-    for (src, dst) in f.chunks_exact(cols).zip(data.chunks_exact_mut(rb)) {
-        quantize_row(DType::Q8_0, src, dst)?;
-    }
-    let mut t = Tensor::owned(DType::Q8_0, rows, cols, data)?;
-    t.pack()?;
-    l.weight = t;
-    Ok(())
 }
 
 impl DebertaWeights {
@@ -275,13 +169,7 @@ impl DebertaWeights {
                 &mut layer.intermediate,
                 &mut layer.output,
             ] {
-                match format {
-                    WeightFormat::Q8_0 => quantize(l)?,
-                    WeightFormat::F32 => {
-                        let (rows, cols) = (l.weight.rows, l.weight.cols);
-                        l.panels = Some(PackedF32::pack(&l.weight.to_f32()?, rows, cols)?);
-                    }
-                }
+                l.prepare(format)?;
             }
             layers.push(layer);
         }
