@@ -124,6 +124,23 @@ impl Embedder {
         Ok(e.get_ids().to_vec())
     }
 
+    /// Like [`Embedder::tokenize`], but a long text keeps its last tokens (truncation from
+    /// the start).
+    pub fn tokenize_keep_end(&self, text: &str) -> Result<Vec<u32>> {
+        let e = self
+            .plain
+            .encode(text, false)
+            .map_err(|e| EngineError::Invalid(format!("tokenizing: {e}")))?;
+        let ids = e.get_ids();
+        let keep = self
+            .max_tokens()
+            .saturating_sub(self.prefix.len() + self.suffix.len());
+        let mut s = self.prefix.clone();
+        s.extend_from_slice(&ids[ids.len().saturating_sub(keep)..]);
+        s.extend_from_slice(&self.suffix);
+        Ok(s)
+    }
+
     /// The tokens of `text` as byte ranges, without special tokens or truncation (for
     /// counting and for cutting text into chunks of so many tokens).
     pub fn token_offsets(&self, text: &str) -> Result<Vec<(usize, usize)>> {

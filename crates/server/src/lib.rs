@@ -15,6 +15,7 @@
 pub mod agents;
 pub mod body;
 pub mod calls;
+pub mod embeddings;
 pub mod error;
 pub mod job;
 pub mod llama_stack;
@@ -99,6 +100,30 @@ pub fn routes() -> Vec<Route> {
             api: "openai",
             body: Some(schema::<openai::CompletionRequest>),
             handler: || post(openai::completions),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/embeddings",
+            summary: "OpenAI embeddings (float or base64)",
+            api: "openai",
+            body: Some(schema::<embeddings::EmbeddingRequest>),
+            handler: || post(embeddings::openai),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/openai/v1/embeddings",
+            summary: "OpenAI embeddings (Llama Stack path)",
+            api: "openai",
+            body: Some(schema::<embeddings::EmbeddingRequest>),
+            handler: || post(embeddings::openai),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/inference/embeddings",
+            summary: "Llama Stack embeddings",
+            api: "llama-stack",
+            body: Some(schema::<embeddings::LlamaStackRequest>),
+            handler: || post(embeddings::llama_stack),
         },
         Route {
             method: "GET",
@@ -681,18 +706,18 @@ pub fn routes() -> Vec<Route> {
         Route {
             method: "POST",
             path: "/api/embed",
-            summary: "Ollama: embeddings (not supported: 501)",
+            summary: "Ollama: embeddings",
             api: "ollama",
-            body: None,
-            handler: || post(ollama::embed),
+            body: Some(schema::<embeddings::OllamaEmbedRequest>),
+            handler: || post(embeddings::ollama_embed),
         },
         Route {
             method: "POST",
             path: "/api/embeddings",
-            summary: "Ollama: embeddings, older route (not supported: 501)",
+            summary: "Ollama: embeddings, older route",
             api: "ollama",
-            body: None,
-            handler: || post(ollama::embeddings),
+            body: Some(schema::<embeddings::OllamaEmbeddingsRequest>),
+            handler: || post(embeddings::ollama_embeddings),
         },
     ]
 }

@@ -56,6 +56,8 @@ pub struct AppState {
     pub safety: crate::shields::Safety,
     /// Agents, tools, Responses and stored chat completions (see [`crate::agents`]).
     pub agents: crate::agents::AgentsState,
+    /// The embedding models (see [`crate::embeddings`]); the first is the default.
+    pub embeddings: crate::embeddings::EmbeddingModels,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

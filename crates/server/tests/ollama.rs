@@ -63,6 +63,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
         safety: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         ollama: OllamaState::new(store.map(Store::at), None, vec![Some(tiny())]),
+        embeddings: Default::default(),
     })
 }
 
@@ -454,14 +455,14 @@ async fn bad_requests_get_ollama_errors() {
         (
             "/api/embed",
             json!({"model": MODEL, "input": "x"}),
-            StatusCode::NOT_IMPLEMENTED,
-            "embeddings are not supported",
+            StatusCode::BAD_REQUEST,
+            "is a chat model, not an embedding model",
         ),
         (
             "/api/embeddings",
-            json!({"model": MODEL, "prompt": "x"}),
-            StatusCode::NOT_IMPLEMENTED,
-            "embeddings are not supported",
+            json!({"model": "nope", "prompt": "x"}),
+            StatusCode::NOT_FOUND,
+            "the embedding model 'nope' does not exist",
         ),
         (
             "/api/pull",

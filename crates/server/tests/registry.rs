@@ -68,6 +68,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
             None,
             vec![Some(tiny("tiny-q8_0.gguf"))],
         ),
+        embeddings: Default::default(),
     })
 }
 

@@ -85,6 +85,7 @@ fn app() -> Arc<AppState> {
         safety: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         ollama: OllamaState::new(None, None, vec![None]),
+        embeddings: Default::default(),
     })
 }
 

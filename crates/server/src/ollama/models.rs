@@ -367,23 +367,6 @@ pub async fn root() -> &'static str {
     "Ollama is running"
 }
 
-fn no_embeddings() -> OllamaError {
-    OllamaError::not_implemented(
-        "embeddings are not supported by ferrollama yet: the served models are generation \
-         models and no embedding route exists",
-    )
-}
-
-/// `POST /api/embed`: 501.
-pub async fn embed() -> OllamaError {
-    no_embeddings()
-}
-
-/// `POST /api/embeddings` (the older route): 501.
-pub async fn embeddings() -> OllamaError {
-    no_embeddings()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

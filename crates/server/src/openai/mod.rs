@@ -594,6 +594,12 @@ pub async fn models(State(app): State<Arc<AppState>>) -> Response {
         .entries()
         .iter()
         .map(|r| crate::registry::model_json(&app, r))
+        .chain(
+            app.embeddings
+                .models
+                .iter()
+                .map(|m| crate::embeddings::model_json(&app, m)),
+        )
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
@@ -604,10 +610,14 @@ pub async fn model(
 ) -> Result<Response, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::invalid("the model id in the path is not valid UTF-8"))?;
-    let r = app
-        .models
-        .get(&id)
-        .ok_or_else(|| ApiError::model_not_found(&id, &app.models.ids()))?;
+    if let Some(m) = app.embeddings.get(&id) {
+        return Ok(axum::Json(crate::embeddings::model_json(&app, m)).into_response());
+    }
+    let r = app.models.get(&id).ok_or_else(|| {
+        let mut known = app.models.ids();
+        known.extend(app.embeddings.ids());
+        ApiError::model_not_found(&id, &known)
+    })?;
     Ok(axum::Json(crate::registry::model_json(&app, &r)).into_response())
 }
 

@@ -52,6 +52,7 @@ pub fn tiny_app_with(agents: AgentsState, ctx: usize) -> Arc<AppState> {
         safety: Default::default(),
         ollama: Default::default(),
         agents,
+        embeddings: Default::default(),
     })
 }
 
@@ -93,4 +94,32 @@ pub async fn json_call(
 ) -> (StatusCode, Value) {
     let (s, b) = call(app, method, path, body).await;
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// all-MiniLM-L6-v2 from the cache (`ferrollama fetch minilm`; scripts/test fetches it),
+/// loaded once per test binary.
+pub fn minilm() -> Arc<ferrollama_engine::Embedder> {
+    static M: std::sync::OnceLock<Arc<ferrollama_engine::Embedder>> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let dir = std::env::var_os("FERROLLAMA_MINILM")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| ferrollama_store::paths::cache_dir().join("models/all-MiniLM-L6-v2"));
+        let e = ferrollama_engine::Embedder::load(&dir, 2, ferrollama_model::encoder::WeightFormat::F32)
+            .unwrap_or_else(|e| panic!("{e}: all-MiniLM-L6-v2 is needed at {}; run ./scripts/test or `ferrollama fetch minilm`", dir.display()));
+        Arc::new(e)
+    })
+    .clone()
+}
+
+/// The tiny chat model plus all-MiniLM-L6-v2 as the embedding model `all-MiniLM-L6-v2`.
+pub fn tiny_app_with_embeddings() -> Arc<AppState> {
+    let app = tiny_app();
+    let mut state = Arc::try_unwrap(app).unwrap_or_else(|_| panic!("fresh app is shared"));
+    state.embeddings = ferrollama_server::embeddings::EmbeddingModels::new(vec![
+        ferrollama_server::embeddings::EmbeddingModel {
+            id: "all-MiniLM-L6-v2".into(),
+            embedder: minilm(),
+        },
+    ]);
+    Arc::new(state)
 }
