@@ -53,6 +53,7 @@ fn app() -> Arc<AppState> {
         safety: Default::default(),
         ollama: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
+        files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
     })
 }
 
