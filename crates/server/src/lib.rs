@@ -17,6 +17,7 @@ pub mod body;
 pub mod calls;
 pub mod embeddings;
 pub mod error;
+pub mod files;
 pub mod job;
 pub mod llama_stack;
 pub mod ollama;
@@ -342,6 +343,88 @@ pub fn routes() -> Vec<Route> {
             api: "openai",
             body: None,
             handler: || get(openai::stored::messages),
+        },
+        // Uploaded files (files.rs): the OpenAI Files API on both path prefixes. Uploads lift
+        // the server-wide body limit: the file cap (Limits::max_file_size) replaces it.
+        Route {
+            method: "POST",
+            path: "/v1/files",
+            summary: "OpenAI Files: upload (multipart `file` + `purpose`; size-capped by serve --max-file-size)",
+            api: "files",
+            body: None,
+            handler: || post(files::upload).layer(DefaultBodyLimit::disable()),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/files",
+            summary: "OpenAI Files: list (limit, order, after, purpose)",
+            api: "files",
+            body: None,
+            handler: || get(files::list),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/files/{file_id}",
+            summary: "OpenAI Files: one file's metadata",
+            api: "files",
+            body: None,
+            handler: || get(files::get),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/files/{file_id}/content",
+            summary: "OpenAI Files: a file's bytes",
+            api: "files",
+            body: None,
+            handler: || get(files::content),
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/files/{file_id}",
+            summary: "OpenAI Files: delete a file",
+            api: "files",
+            body: None,
+            handler: || delete(files::delete),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/openai/v1/files",
+            summary: "OpenAI Files: upload (multipart `file` + `purpose`; size-capped by serve --max-file-size) (Llama Stack path)",
+            api: "files",
+            body: None,
+            handler: || post(files::upload).layer(DefaultBodyLimit::disable()),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/openai/v1/files",
+            summary: "OpenAI Files: list (limit, order, after, purpose) (Llama Stack path)",
+            api: "files",
+            body: None,
+            handler: || get(files::list_ls),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/openai/v1/files/{file_id}",
+            summary: "OpenAI Files: one file's metadata (Llama Stack path)",
+            api: "files",
+            body: None,
+            handler: || get(files::get),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/openai/v1/files/{file_id}/content",
+            summary: "OpenAI Files: a file's bytes (Llama Stack path)",
+            api: "files",
+            body: None,
+            handler: || get(files::content),
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/openai/v1/files/{file_id}",
+            summary: "OpenAI Files: delete a file (Llama Stack path)",
+            api: "files",
+            body: None,
+            handler: || delete(files::delete),
         },
         Route {
             method: "POST",

@@ -23,6 +23,9 @@ pub struct Limits {
     /// Most requests in one batch call.
     pub max_batch: usize,
     pub request_timeout: Duration,
+    /// Largest uploaded file, bytes (`POST /v1/files`; enforced while the upload streams
+    /// to disk, in place of `max_body`).
+    pub max_file_size: u64,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_n: 8,
             max_batch: 64,
             request_timeout: Duration::from_secs(600),
+            max_file_size: 512 << 20,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct AppState {
     pub agents: crate::agents::AgentsState,
     /// The embedding models (see [`crate::embeddings`]); the first is the default.
     pub embeddings: crate::embeddings::EmbeddingModels,
+    /// Uploaded files (see [`crate::files`]).
+    pub files: crate::files::FilesState,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

@@ -54,6 +54,7 @@ fn app() -> Arc<AppState> {
         ollama: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         embeddings: Default::default(),
+        files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
     })
 }
 

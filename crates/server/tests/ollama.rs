@@ -62,6 +62,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
         safety: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
+        files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         ollama: OllamaState::new(store.map(Store::at), None, vec![Some(tiny())]),
         embeddings: Default::default(),
     })

@@ -84,6 +84,7 @@ fn app() -> Arc<AppState> {
         requests: RequestCounters::new(routes().iter().map(|r| r.path).collect()),
         safety: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
+        files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         ollama: OllamaState::new(None, None, vec![None]),
         embeddings: Default::default(),
     })

@@ -115,6 +115,7 @@ pub fn chat_with_tools(a: ChatArgs) -> Result<ExitCode> {
         ollama: Default::default(),
         agents: ferrollama_server::agents::AgentsState::in_memory()?,
         embeddings: Default::default(),
+        files: ferrollama_server::files::FilesState::in_memory()?,
     });
     let sampling = if sampler.temperature <= 0.0 {
         json!({"strategy": {"type": "greedy"}, "max_tokens": a.n_predict})

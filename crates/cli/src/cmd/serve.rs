@@ -11,6 +11,7 @@ use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
 use ferrollama_server::agents::AgentsState;
+use ferrollama_server::files::FilesState;
 use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{
     AppState, Limits, ModelRegistry, Registered, RequestCounters, ServeConfig,
@@ -81,6 +82,11 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body: usize,
+    /// Largest file `POST /v1/files` accepts, in bytes (default 512 MiB). Checked while
+    /// the upload streams to disk: a larger one gets 413 and nothing of it is kept. File
+    /// uploads are not bound by --max-body.
+    #[arg(long, value_name = "BYTES", default_value_t = 512 << 20)]
+    max_file_size: u64,
     /// Largest max_tokens a request may ask for.
     #[arg(long, default_value_t = 8192)]
     max_tokens: usize,
@@ -122,8 +128,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "block")]
     shield_action: ShieldAction,
     /// Where agent sessions, Responses and stored chat completions are kept (SQLite file
-    /// `agents.sqlite` inside); they survive restarts. `:memory:` keeps them in memory
-    /// only. [default: $XDG_DATA_HOME/ferrollama, else ~/.local/share/ferrollama]
+    /// `agents.sqlite` inside), and uploaded files (`rag.sqlite` and `files/`); they
+    /// survive restarts. `:memory:` keeps them in memory only (uploaded files' bytes in a
+    /// temporary folder removed at exit). [default: $XDG_DATA_HOME/ferrollama, else ~/.local/share/ferrollama]
     #[arg(long, env = "FERROLLAMA_DATA", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Most chat completions kept for `GET /v1/chat/completions` (requests with
@@ -385,11 +392,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             KvTypeArg::Q8_0 => KvType::Q8_0,
         },
     };
-    let agents = match a.data_dir.unwrap_or_else(ferrollama_store::paths::data_dir) {
+    let agents = match a.data_dir.clone().unwrap_or_else(ferrollama_store::paths::data_dir) {
         d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => AgentsState::in_memory(),
         d => AgentsState::open(&d),
     }
     .map_err(|e| anyhow::anyhow!("cannot open the agents database: {e} (choose another --data-dir, or `--data-dir :memory:` to keep state in memory)"))?;
+    let files = match a.data_dir.clone().unwrap_or_else(ferrollama_store::paths::data_dir) {
+        d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => FilesState::in_memory(),
+        d => FilesState::open(&d),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot open the file store: {e} (choose another --data-dir, or `--data-dir :memory:` to keep files in a temporary folder)"))?;
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);
@@ -400,6 +412,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     let engine = Engine::start(models, config)?;
     let app = Arc::new(AppState {
         agents,
+        files,
         engine,
         models: ModelRegistry::with_entries(registered),
         api_key: a.api_key.filter(|k| !k.is_empty()),
@@ -408,6 +421,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             max_body: a.max_body,
             max_tokens: a.max_tokens,
             request_timeout: Duration::from_secs(a.request_timeout.max(1)),
+            max_file_size: a.max_file_size,
             ..Limits::default()
         },
         created: std::time::SystemTime::now()

@@ -13,6 +13,7 @@ use ferrollama_engine::Model;
 use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
 use ferrollama_server::agents::AgentsState;
+use ferrollama_server::files::FilesState;
 use ferrollama_server::{AppState, Limits, RequestCounters, router, routes};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -23,6 +24,17 @@ pub const KEY: &str = "sekret-key";
 
 /// The tiny model served with `agents` state and a context of `ctx` positions.
 pub fn tiny_app_with(agents: AgentsState, ctx: usize) -> Arc<AppState> {
+    let files = FilesState::in_memory().expect("files store");
+    tiny_app_full(agents, files, Limits::default().max_file_size, ctx)
+}
+
+/// The tiny model with these agents and files states, uploads capped at `max_file_size`.
+pub fn tiny_app_full(
+    agents: AgentsState,
+    files: FilesState,
+    max_file_size: u64,
+    ctx: usize,
+) -> Arc<AppState> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
     let model = Arc::new(Model::load(&p).expect("tiny model"));
     let engine = Engine::start(
@@ -45,6 +57,7 @@ pub fn tiny_app_with(agents: AgentsState, ctx: usize) -> Arc<AppState> {
         cors_origin: None,
         limits: Limits {
             max_body: 64 * 1024,
+            max_file_size,
             ..Limits::default()
         },
         created: 1,
@@ -53,6 +66,7 @@ pub fn tiny_app_with(agents: AgentsState, ctx: usize) -> Arc<AppState> {
         ollama: Default::default(),
         agents,
         embeddings: Default::default(),
+        files,
     })
 }
 

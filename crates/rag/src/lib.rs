@@ -1,0 +1,24 @@
+//! Retrieval's storage: uploaded files today; chunks, embeddings and vector stores build on
+//! it next (issue 14).
+//!
+//! What it owns: the OpenAI Files API's domain (a [`files::FileObject`], its
+//! [`files::Purpose`], listing with cursor pages) and the [`store::Store`] trait that keeps
+//! file bytes and their metadata. The HTTP shapes live in the server; this crate knows no
+//! HTTP, no async runtime and no model.
+//!
+//! Key design choice: storage is one synchronous, `Send + Sync` trait, so a PostgreSQL
+//! backend can be added beside the embedded SQLite one ([`sqlite::SqliteStore`]) without
+//! touching callers; async handlers call it through `tokio::task::spawn_blocking`. Uploads
+//! are streamed: [`store::Store::begin_upload`] hands out a writer into a temporary blob that
+//! becomes a file only on [`store::Upload::commit`], and disappears if dropped, so a
+//! rejected or interrupted upload leaves nothing behind.
+
+pub mod error;
+pub mod files;
+pub mod sqlite;
+pub mod store;
+
+pub use error::StoreError;
+pub use files::{FileObject, FileQuery, NewFile, Order, Page, Purpose};
+pub use sqlite::SqliteStore;
+pub use store::{FileContent, Store, Upload};
