@@ -31,6 +31,10 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    /// A request the store cannot answer as asked (a filter on an attribute no file has, a
+    /// vector of the wrong dimension); the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
     /// Stored data that breaks the store's own rules (e.g. an unknown purpose in a row).
     #[error("corrupt store: {0}")]
     Corrupt(String),

@@ -13,12 +13,18 @@
 //! becomes a file only on [`store::Upload::commit`], and disappears if dropped, so a
 //! rejected or interrupted upload leaves nothing behind.
 
+pub mod chunking;
 pub mod error;
 pub mod files;
+pub mod ingest;
 pub mod sqlite;
 pub mod store;
+pub mod vector_stores;
 
 pub use error::StoreError;
 pub use files::{FileObject, FileQuery, NewFile, Order, Page, Purpose};
 pub use sqlite::SqliteStore;
-pub use store::{FileContent, Store, Upload};
+pub use store::{
+    FileContent, ListQuery, NewStoreFile, NewVectorStore, SearchQuery, Store, Upload, VectorDb,
+    VectorStoreUpdate,
+};

@@ -13,6 +13,7 @@
 
 mod blobs;
 mod schema;
+mod vectors;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +46,8 @@ pub struct SqliteStore {
 struct Inner {
     conn: Mutex<Connection>,
     blobs: Blobs,
+    /// Each searched store's vectors in memory (see `vectors`), built on first search.
+    indexes: vectors::Indexes,
 }
 
 /// The columns [`row_to_file`] reads, in order.
@@ -81,6 +84,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 blobs,
+                indexes: Default::default(),
             }),
         };
         store.purge_expired()?;
@@ -96,6 +100,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 blobs: Blobs::temporary()?,
+                indexes: Default::default(),
             }),
         })
     }

@@ -75,3 +75,145 @@ pub trait Upload: Write + Send + std::fmt::Debug {
     /// the stored file. On error nothing of the upload remains.
     fn commit(self: Box<Self>, file: NewFile) -> Result<FileObject, StoreError>;
 }
+
+/// A list request over vector stores or a store's files: `?after=&before=&limit=&order=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub after: Option<String>,
+    pub before: Option<String>,
+    /// Page size, 1..=100 (OpenAI's range; callers check it).
+    pub limit: usize,
+    pub order: crate::files::Order,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            after: None,
+            before: None,
+            limit: 20,
+            order: crate::files::Order::Desc,
+        }
+    }
+}
+
+/// What creating a vector store takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVectorStore {
+    pub name: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub expires_after: Option<crate::vector_stores::ExpiresAfter>,
+    pub embedding_model: String,
+    pub embedding_dimension: usize,
+    /// The id to use (Llama Stack's register names its own); `None`: a fresh `vs_` id.
+    pub id: Option<String>,
+}
+
+/// Changes to a vector store; `None` leaves a field alone. `expires_after: Some(None)`
+/// removes the expiry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VectorStoreUpdate {
+    pub name: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub expires_after: Option<Option<crate::vector_stores::ExpiresAfter>>,
+}
+
+/// A file to attach to a store (its ingestion starts `in_progress`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStoreFile {
+    pub file_id: String,
+    pub filename: String,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub chunking: crate::vector_stores::Chunking,
+}
+
+/// One search over one store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// The query text (keyword search matches its words).
+    pub text: String,
+    /// The query's embedding (vector and hybrid search), of the store's dimension.
+    pub embedding: Option<Vec<f32>>,
+    pub mode: crate::vector_stores::SearchMode,
+    pub max_results: usize,
+    pub filter: Option<crate::vector_stores::Filter>,
+    /// Hits scoring below are dropped.
+    pub score_threshold: f32,
+}
+
+/// Vector stores, their files and chunks. Backends: [`crate::sqlite::SqliteStore`].
+///
+/// Crash safety rests on [`VectorDb::complete_file`]: a file's chunks and its `completed`
+/// status are written in one transaction, so no store ever holds part of a file.
+pub trait VectorDb: Send + Sync + std::fmt::Debug {
+    fn create_vector_store(
+        &self,
+        v: NewVectorStore,
+    ) -> Result<crate::vector_stores::VectorStore, StoreError>;
+    fn get_vector_store(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::vector_stores::VectorStore>, StoreError>;
+    /// A page of stores; a cursor naming no store is [`StoreError::NotFound`].
+    fn list_vector_stores(
+        &self,
+        q: &ListQuery,
+    ) -> Result<Page<crate::vector_stores::VectorStore>, StoreError>;
+    fn update_vector_store(
+        &self,
+        id: &str,
+        u: VectorStoreUpdate,
+    ) -> Result<Option<crate::vector_stores::VectorStore>, StoreError>;
+    /// Deletes a store with its files' links and chunks (the files themselves stay).
+    fn delete_vector_store(&self, id: &str) -> Result<bool, StoreError>;
+    /// Attaches a file (`in_progress`); attaching one already there returns it unchanged.
+    fn add_file(
+        &self,
+        vector_store_id: &str,
+        f: NewStoreFile,
+    ) -> Result<crate::vector_stores::VectorStoreFile, StoreError>;
+    fn get_store_file(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+    ) -> Result<Option<crate::vector_stores::VectorStoreFile>, StoreError>;
+    fn list_store_files(
+        &self,
+        vector_store_id: &str,
+        q: &ListQuery,
+        status: Option<crate::vector_stores::FileStatus>,
+    ) -> Result<Page<crate::vector_stores::VectorStoreFile>, StoreError>;
+    fn update_file_attributes(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+        attributes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<crate::vector_stores::VectorStoreFile>, StoreError>;
+    /// Detaches a file and deletes its chunks.
+    fn remove_store_file(&self, vector_store_id: &str, file_id: &str) -> Result<bool, StoreError>;
+    /// Stores all of a file's chunks and marks it `completed`, atomically. False (and
+    /// nothing written) when the file is no longer attached or no longer `in_progress`.
+    fn complete_file(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+        chunks: &[crate::vector_stores::NewChunk],
+    ) -> Result<bool, StoreError>;
+    /// Marks an `in_progress` file `failed` with its reason.
+    fn fail_file(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+        error: crate::vector_stores::LastError,
+    ) -> Result<(), StoreError>;
+    /// Every `(vector_store_id, file_id)` still `in_progress` (to resume after a restart).
+    fn in_progress_files(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// A completed file's chunk texts in order.
+    fn file_chunks(&self, vector_store_id: &str, file_id: &str) -> Result<Vec<String>, StoreError>;
+    /// The best chunks of a store for `q`, best first.
+    fn search(
+        &self,
+        vector_store_id: &str,
+        q: &SearchQuery,
+    ) -> Result<Vec<crate::vector_stores::Hit>, StoreError>;
+}

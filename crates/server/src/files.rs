@@ -64,25 +64,33 @@ const OUTPUT_PURPOSES: [&str; 3] = ["assistants_output", "batch_output", "fine-t
 pub struct FilesState {
     /// Where files live (SQLite + blobs; PostgreSQL later).
     pub store: Arc<dyn Store>,
+    /// Vector stores, their files and chunks (the same database).
+    pub vectors: Arc<dyn ferrollama_rag::VectorDb>,
+    /// The ingestion worker, started on first use (see [`crate::vector_stores`]).
+    pub ingest: Arc<std::sync::OnceLock<ferrollama_rag::ingest::Ingestor>>,
 }
 
 impl FilesState {
     /// Files kept in `dir` (`dir/rag.sqlite` and `dir/files/`), created if missing.
     pub fn open(dir: &Path) -> Result<FilesState, StoreError> {
-        Ok(FilesState::with_store(Arc::new(SqliteStore::open(dir)?)))
+        Ok(FilesState::with_sqlite(SqliteStore::open(dir)?))
     }
 
     /// Files that live as long as the process (`serve --data-dir :memory:`, tests):
     /// metadata in memory, bytes in a private temporary folder removed at exit, so uploads
     /// still stream to disk rather than into memory.
     pub fn in_memory() -> Result<FilesState, StoreError> {
-        Ok(FilesState::with_store(Arc::new(
-            SqliteStore::open_in_memory()?,
-        )))
+        Ok(FilesState::with_sqlite(SqliteStore::open_in_memory()?))
     }
 
-    pub fn with_store(store: Arc<dyn Store>) -> FilesState {
-        FilesState { store }
+    /// Files and vector stores in one SQLite store.
+    pub fn with_sqlite(store: SqliteStore) -> FilesState {
+        let store = Arc::new(store);
+        FilesState {
+            store: store.clone(),
+            vectors: store,
+            ingest: Arc::new(std::sync::OnceLock::new()),
+        }
     }
 
     /// A file's metadata (`None`: no such file), off the async workers.

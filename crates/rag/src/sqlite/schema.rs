@@ -13,13 +13,13 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use crate::error::StoreError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's write lock before failing with BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 /// Version 1: uploaded files. `seq` (AUTOINCREMENT) breaks ties between equal `created_at`
 /// seconds the same way on every query, which cursor pagination depends on.
@@ -36,6 +36,54 @@ CREATE TABLE files (
 CREATE INDEX files_by_time ON files(created_at, seq);
 CREATE INDEX files_by_purpose ON files(purpose, created_at, seq);
 CREATE INDEX files_by_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;
+";
+
+/// Version 2: vector stores, their files and chunks, and the chunks' full-text index.
+/// A file's chunks are inserted in the transaction that marks it `completed`; the FTS5
+/// table follows `chunks` through triggers (external content: the text is stored once).
+const V2: &str = "
+CREATE TABLE vector_stores (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                  TEXT NOT NULL UNIQUE,
+    name                TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    last_active_at      INTEGER NOT NULL,
+    metadata            TEXT NOT NULL,
+    expires_after_days  INTEGER,
+    embedding_model     TEXT NOT NULL,
+    embedding_dimension INTEGER NOT NULL
+);
+CREATE TABLE vector_store_files (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    vector_store_id TEXT NOT NULL,
+    file_id         TEXT NOT NULL,
+    filename        TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    last_error      TEXT,
+    attributes      TEXT NOT NULL,
+    chunking        TEXT NOT NULL,
+    usage_bytes     INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (vector_store_id, file_id)
+);
+CREATE INDEX vector_store_files_by_status ON vector_store_files(status);
+CREATE TABLE chunks (
+    id              INTEGER PRIMARY KEY,
+    vector_store_id TEXT NOT NULL,
+    file_id         TEXT NOT NULL,
+    ordinal         INTEGER NOT NULL,
+    text            TEXT NOT NULL,
+    tokens          INTEGER NOT NULL,
+    embedding       BLOB NOT NULL
+);
+CREATE INDEX chunks_by_file ON chunks(vector_store_id, file_id, ordinal);
+CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id');
+CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
 ";
 
 /// Maps SQLite's "file is not a database" (raised lazily, on the first read of the header)

@@ -137,3 +137,34 @@ pub fn tiny_app_with_embeddings() -> Arc<AppState> {
     ]);
     Arc::new(state)
 }
+
+/// Uploads `data` as `filename` (purpose assistants) through `POST /v1/files`; the file id.
+pub async fn upload_file(app: &Arc<AppState>, filename: &str, data: &[u8]) -> String {
+    const B: &str = "ferrollama-common-boundary-x81Q";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{B}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(
+        format!("--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{B}--\r\n").as_bytes());
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/files")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={B}"),
+        )
+        .body(Body::from(body))
+        .expect("request");
+    let resp = router(app.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::OK, "upload {filename}: {v}");
+    v["id"].as_str().expect("file id").to_string()
+}
