@@ -314,17 +314,19 @@ def test_tool_message_objects_from_the_client_are_accepted(ol, model):
     assert_final(r, max_eval=12)
 
 
-# ---- not supported ----
+# ---- embeddings ----
 
 
-def test_embeddings_are_501_with_a_clear_error(ol, model):
-    with pytest.raises(ollama.ResponseError) as e:
+def test_embed_with_the_embedding_model_and_refuse_a_chat_model(ol, model):
+    r = ol.embed(model="all-MiniLM-L6-v2", input=["hello world", "good morning"])
+    assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 384
+    assert r.prompt_eval_count > 0
+    e = ol.embeddings(model="all-MiniLM-L6-v2", prompt="hello world")
+    assert max(abs(a - b) for a, b in zip(e.embedding, r.embeddings[0])) < 1e-6
+    with pytest.raises(ollama.ResponseError) as err:
         ol.embed(model=model, input="hello")
-    assert e.value.status_code == 501
-    assert "embeddings are not supported" in e.value.error
-    with pytest.raises(ollama.ResponseError) as e:
-        ol.embeddings(model=model, prompt="hello")
-    assert e.value.status_code == 501
+    assert err.value.status_code == 400
+    assert "not an embedding model" in err.value.error
 
 
 # ---- pull and delete (local fake hub, temp store) ----

@@ -169,6 +169,7 @@ impl Worker {
                     text: c.text.clone(),
                     tokens: c.tokens,
                     embedding: e.row(i).to_vec(),
+                    metadata: Default::default(),
                 });
             }
         }

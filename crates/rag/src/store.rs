@@ -199,6 +199,15 @@ pub trait VectorDb: Send + Sync + std::fmt::Debug {
         file_id: &str,
         chunks: &[crate::vector_stores::NewChunk],
     ) -> Result<bool, StoreError>;
+    /// Stores chunks that come with their vectors (Llama Stack's `vector-io/insert`, the RAG
+    /// tool) as one new `completed` file entry `file_id` named `filename`, atomically.
+    fn insert_chunks(
+        &self,
+        vector_store_id: &str,
+        file_id: &str,
+        filename: &str,
+        chunks: &[crate::vector_stores::NewChunk],
+    ) -> Result<(), StoreError>;
     /// Marks an `in_progress` file `failed` with its reason.
     fn fail_file(
         &self,

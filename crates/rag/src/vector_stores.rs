@@ -179,6 +179,9 @@ pub struct NewChunk {
     pub text: String,
     pub tokens: usize,
     pub embedding: Vec<f32>,
+    /// Llama Stack's per-chunk metadata (`document_id`, `token_count`, ...); empty for
+    /// chunks of OpenAI vector store files.
+    pub metadata: Map<String, Value>,
 }
 
 /// A search hit.
@@ -189,6 +192,8 @@ pub struct Hit {
     pub filename: String,
     pub attributes: Map<String, Value>,
     pub text: String,
+    /// The chunk's own metadata (see [`NewChunk::metadata`]).
+    pub metadata: Map<String, Value>,
     /// Higher is better, in [0, 1] (cosine for vector search, normalized for the others).
     pub score: f32,
 }

@@ -74,7 +74,8 @@ CREATE TABLE chunks (
     ordinal         INTEGER NOT NULL,
     text            TEXT NOT NULL,
     tokens          INTEGER NOT NULL,
-    embedding       BLOB NOT NULL
+    embedding       BLOB NOT NULL,
+    metadata        TEXT
 );
 CREATE INDEX chunks_by_file ON chunks(vector_store_id, file_id, ordinal);
 CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id');

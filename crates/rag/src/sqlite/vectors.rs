@@ -672,16 +672,22 @@ impl VectorDb for SqliteStore {
             let mut usage = 0i64;
             {
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO chunks (vector_store_id, file_id, ordinal, text, tokens, embedding) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO chunks (vector_store_id, file_id, ordinal, text, tokens, embedding, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for (i, c) in chunks.iter().enumerate() {
+                    let meta = if c.metadata.is_empty() {
+                        None
+                    } else {
+                        Some(json_text(&c.metadata)?)
+                    };
                     ins.execute(params![
                         vs,
                         file,
                         i64::try_from(i).unwrap_or(i64::MAX),
                         c.text,
                         i64::try_from(c.tokens).unwrap_or(i64::MAX),
-                        to_blob(&c.embedding)
+                        to_blob(&c.embedding),
+                        meta
                     ])?;
                     ids.push(tx.last_insert_rowid());
                     usage += i64::try_from(c.text.len()).unwrap_or(0);
@@ -704,6 +710,44 @@ impl VectorDb for SqliteStore {
             }
         }
         Ok(true)
+    }
+
+    fn insert_chunks(
+        &self,
+        vs: &str,
+        file: &str,
+        filename: &str,
+        chunks: &[NewChunk],
+    ) -> Result<(), StoreError> {
+        // One transaction: the entry appears `in_progress` to nobody, and a crash leaves
+        // either all of it or nothing.
+        {
+            let mut conn = self.inner.lock();
+            let tx = conn.transaction()?;
+            let exists: Option<i64> = tx
+                .query_row("SELECT seq FROM vector_stores WHERE id = ?1", [vs], |r| r.get(0))
+                .optional()?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound {
+                    kind: "vector store",
+                    id: vs.to_string(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO vector_store_files (vector_store_id, file_id, filename, created_at, status, attributes, chunking)
+                 VALUES (?1, ?2, ?3, ?4, 'in_progress', '{}', ?5)",
+                params![vs, file, filename, unix_now(), json_text(&Chunking::AUTO)?],
+            )?;
+            tx.commit()?;
+        }
+        match self.complete_file(vs, file, chunks) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Corrupt(format!("chunk group {file} vanished"))),
+            Err(e) => {
+                let _ = self.remove_store_file(vs, file);
+                Err(e)
+            }
+        }
     }
 
     fn fail_file(&self, vs: &str, file: &str, error: LastError) -> Result<(), StoreError> {
@@ -775,7 +819,7 @@ impl VectorDb for SqliteStore {
             params![vs_id, unix_now()],
         )?;
         let mut stmt = conn.prepare_cached(
-            "SELECT c.file_id, c.text, f.filename, f.attributes FROM chunks c JOIN vector_store_files f
+            "SELECT c.file_id, c.text, f.filename, f.attributes, c.metadata FROM chunks c JOIN vector_store_files f
              ON f.vector_store_id = c.vector_store_id AND f.file_id = c.file_id WHERE c.id = ?1",
         )?;
         let mut out = Vec::with_capacity(ranked.len());
@@ -790,15 +834,20 @@ impl VectorDb for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
                     ))
                 })
                 .optional()?;
-            if let Some((file_id, text, filename, attrs)) = row {
+            if let Some((file_id, text, filename, attrs, meta)) = row {
                 out.push(Hit {
                     chunk_id: id,
                     file_id,
                     filename,
                     attributes: json_map(&attrs)?,
+                    metadata: match meta {
+                        Some(m) => json_map(&m)?,
+                        None => Map::new(),
+                    },
                     text,
                     score,
                 });
