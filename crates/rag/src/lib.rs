@@ -14,11 +14,13 @@
 //! rejected or interrupted upload leaves nothing behind.
 
 pub mod error;
+pub mod extract;
 pub mod files;
 pub mod sqlite;
 pub mod store;
 
 pub use error::StoreError;
+pub use extract::{ExtractError, Extracted, Format, Limits};
 pub use files::{FileObject, FileQuery, NewFile, Order, Page, Purpose};
 pub use sqlite::SqliteStore;
 pub use store::{FileContent, Store, Upload};
