@@ -15,6 +15,7 @@
 
 pub mod chunking;
 pub mod error;
+pub mod extract;
 pub mod files;
 pub mod ingest;
 pub mod sqlite;
@@ -22,6 +23,7 @@ pub mod store;
 pub mod vector_stores;
 
 pub use error::StoreError;
+pub use extract::{ExtractError, Extracted, Format, Limits};
 pub use files::{FileObject, FileQuery, NewFile, Order, Page, Purpose};
 pub use sqlite::SqliteStore;
 pub use store::{
