@@ -81,20 +81,22 @@ pub fn ingestor(app: &Arc<AppState>) -> Ingestor {
         .clone()
 }
 
-/// A file's text for chunking: UTF-8 text (a BOM dropped); anything else fails with a
-/// reason.
+/// A file's text for chunking: plain text, Markdown, HTML (visible text), JSON or PDF
+/// (text layer), detected from the name and the bytes (the rag crate's `extract`, with its
+/// default limits on output, pages, inflated bytes and time). Anything else fails with a
+/// reason the client sees as the file's `last_error`.
 pub fn extract_text(filename: &str, bytes: &[u8]) -> Result<String, LastError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(t) => Ok(t.to_string()),
-        Err(e) => Err(LastError {
-            code: "unsupported_file".into(),
-            message: format!(
-                "{filename}: not UTF-8 text (invalid byte at offset {})",
-                e.valid_up_to()
-            ),
-        }),
-    }
+    use ferrollama_rag::extract::{ExtractError, Limits, detect, extract};
+    let fail = |e: ExtractError| LastError {
+        code: match e {
+            ExtractError::Unsupported(_) => "unsupported_file",
+            _ => "invalid_file",
+        }
+        .into(),
+        message: format!("{filename}: {e}"),
+    };
+    let format = detect(filename, None, bytes).map_err(fail)?;
+    Ok(extract(bytes, format, &Limits::default()).map_err(fail)?.text)
 }
 
 /// `?limit=&order=&after=&before=` (limit 1..=100, default 20; order default desc).
