@@ -17,8 +17,10 @@ pub mod error;
 pub mod files;
 pub mod sqlite;
 pub mod store;
+pub mod vector_index;
 
 pub use error::StoreError;
 pub use files::{FileObject, FileQuery, NewFile, Order, Page, Purpose};
 pub use sqlite::SqliteStore;
 pub use store::{FileContent, Store, Upload};
+pub use vector_index::{IndexParams, VectorIndex, VectorIndexError};
