@@ -20,6 +20,7 @@ pub mod files;
 pub mod ingest;
 pub mod sqlite;
 pub mod store;
+pub mod vector_index;
 pub mod vector_stores;
 
 pub use error::StoreError;
@@ -30,3 +31,4 @@ pub use store::{
     FileContent, ListQuery, NewStoreFile, NewVectorStore, SearchQuery, Store, Upload, VectorDb,
     VectorStoreUpdate,
 };
+pub use vector_index::{IndexParams, VectorIndex, VectorIndexError};

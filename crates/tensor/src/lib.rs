@@ -8,6 +8,7 @@
 //! - [`PackedMatrix`] / [`matmul_packed`]: optional load-time repacking
 //!   with faster kernels for some formats;
 //! - f32/f16 helpers for attention ([`dot_f32`], [`axpy_f16_f32`], ...);
+//! - [`dot_rows_f32`]: one query against many rows, the vector index's flat scan;
 //! - [`ThreadPool`] / [`SyncSlice`] for per-token parallel work.
 
 mod attn;
@@ -15,6 +16,7 @@ pub mod blocks;
 mod convert;
 mod dequantize;
 mod dot;
+mod dot_rows;
 pub mod dot_scalar;
 mod dtype;
 mod error;
@@ -36,6 +38,7 @@ pub use attn::{ATT_TILE, pv_rows_f16, pv_tile, qk_rows_f16, qk_tile};
 pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};
 pub use dequantize::dequantize_row;
 pub use dot::{vec_dot, vec_dot_with};
+pub use dot_rows::{dot_rows_f32, dot_rows_f32_scalar, dot_rows_f32_with};
 pub use dtype::{DType, F8E4M3_GGUF_ID};
 pub use error::TensorError;
 pub use f32ops::{
