@@ -485,30 +485,69 @@ async fn bad_requests_are_clear_4xx_and_lose_nothing() {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/extract").join(name)).unwrap()
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/extract")
+            .join(name),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
 async fn pdf_html_json_are_indexed_and_disguised_or_bomb_files_fail() {
     let app = tiny_app_with_embeddings();
     let mut ids = Vec::new();
-    for name in ["two_pages.pdf", "page.html", "nested.json", "zip_renamed.pdf", "bomb.pdf", "truncated.pdf"] {
+    for name in [
+        "two_pages.pdf",
+        "page.html",
+        "nested.json",
+        "zip_renamed.pdf",
+        "bomb.pdf",
+        "truncated.pdf",
+    ] {
         ids.push((name, upload_file(&app, name, &fixture(name)).await));
     }
     let file_ids: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
-    let (_, vs) = json_call(&app, "POST", "/v1/vector_stores", Some(json!({"file_ids": file_ids}))).await;
+    let (_, vs) = json_call(
+        &app,
+        "POST",
+        "/v1/vector_stores",
+        Some(json!({"file_ids": file_ids})),
+    )
+    .await;
     let vs = vs["id"].as_str().unwrap().to_string();
     for (name, id) in &ids {
         let f = wait_done(&app, &vs, id).await;
-        let want = if ["two_pages.pdf", "page.html", "nested.json"].contains(name) { "completed" } else { "failed" };
+        let want = if ["two_pages.pdf", "page.html", "nested.json"].contains(name) {
+            "completed"
+        } else {
+            "failed"
+        };
         assert_eq!(f["status"], want, "{name}: {f}");
         if want == "failed" {
-            assert!(f["last_error"]["message"].as_str().unwrap().contains(name), "{f}");
+            assert!(
+                f["last_error"]["message"].as_str().unwrap().contains(name),
+                "{f}"
+            );
         }
     }
-    let (_, c) = json_call(&app, "GET", &format!("/v1/vector_stores/{vs}/files/{}/content", ids[1].1), None).await;
+    let (_, c) = json_call(
+        &app,
+        "GET",
+        &format!("/v1/vector_stores/{vs}/files/{}/content", ids[1].1),
+        None,
+    )
+    .await;
     let text = c["data"][0]["text"].as_str().unwrap();
-    assert!(text.contains("Fish & Chips") && !text.contains("SCRIPT TEXT"), "{text}");
-    let (_, r) = search(&app, &vs, json!({"query": "second page says goodbye", "search_mode": "keyword"})).await;
+    assert!(
+        text.contains("Fish & Chips") && !text.contains("SCRIPT TEXT"),
+        "{text}"
+    );
+    let (_, r) = search(
+        &app,
+        &vs,
+        json!({"query": "second page says goodbye", "search_mode": "keyword"}),
+    )
+    .await;
     assert_eq!(top_file(&r), "two_pages.pdf", "{r}");
 }

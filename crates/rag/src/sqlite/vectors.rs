@@ -15,69 +15,70 @@ use crate::files::{Order, Page, unix_now};
 use crate::store::{
     ListQuery, NewStoreFile, NewVectorStore, SearchQuery, VectorDb, VectorStoreUpdate,
 };
+use crate::vector_index::VectorIndex;
 use crate::vector_stores::{
     Chunking, ExpiresAfter, FileCounts, FileStatus, Hit, LastError, NewChunk, SearchMode,
     VectorStore, VectorStoreFile, new_vector_store_id,
 };
 
-/// One store's vectors: chunk ids, their files, and the vectors end to end.
-#[derive(Debug, Default)]
+/// One store's vectors in the rag crate's [`VectorIndex`] (a SIMD flat scan, HNSW above
+/// its threshold), keyed by chunk row id, and each chunk's file (for attribute filters).
+#[derive(Debug)]
 pub(super) struct FlatIndex {
-    ids: Vec<i64>,
-    files: Vec<Arc<str>>,
-    data: Vec<f32>,
-    dim: usize,
+    index: VectorIndex,
+    files: HashMap<u64, Arc<str>>,
 }
 
 impl FlatIndex {
-    fn push(&mut self, id: i64, file: Arc<str>, v: &[f32]) {
-        self.ids.push(id);
-        self.files.push(file);
-        self.data.extend_from_slice(v);
+    fn new(dim: usize) -> FlatIndex {
+        FlatIndex {
+            index: VectorIndex::new(dim),
+            files: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, id: i64, file: Arc<str>, v: &[f32]) -> Result<(), StoreError> {
+        let id = u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("chunk id {id}")))?;
+        self.index
+            .insert(id, v)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.files.insert(id, file);
+        Ok(())
     }
 
     fn remove_file(&mut self, file_id: &str) {
-        let dim = self.dim;
-        let mut w = 0;
-        for r in 0..self.ids.len() {
-            if &*self.files[r] != file_id {
-                if w != r {
-                    self.ids[w] = self.ids[r];
-                    self.files[w] = self.files[r].clone();
-                    self.data.copy_within(r * dim..(r + 1) * dim, w * dim);
-                }
-                w += 1;
-            }
+        let ids: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, f)| &***f == file_id)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.index.remove(id);
+            self.files.remove(&id);
         }
-        self.ids.truncate(w);
-        self.files.truncate(w);
-        self.data.truncate(w * dim);
     }
 
     /// The `k` best (chunk id, cosine) among chunks whose file passes `allowed`.
-    fn search(&self, q: &[f32], k: usize, allowed: Option<&HashSet<String>>) -> Vec<(i64, f32)> {
-        let qn = norm(q);
-        let mut best: Vec<(i64, f32)> = Vec::with_capacity(k + 1);
-        for (r, row) in self.data.chunks_exact(self.dim.max(1)).enumerate() {
-            if let Some(a) = allowed
-                && !a.contains(&*self.files[r])
-            {
-                continue;
-            }
-            let dot: f32 = row.iter().zip(q).map(|(a, b)| a * b).sum();
-            let s = dot / (norm(row) * qn).max(1e-12);
-            if best.len() < k || s > best[best.len() - 1].1 {
-                let at = best.partition_point(|&(_, b)| b >= s);
-                best.insert(at, (self.ids[r], s));
-                best.truncate(k);
-            }
-        }
-        best
+    fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<String>>,
+    ) -> Result<Vec<(i64, f32)>, StoreError> {
+        let pass =
+            |id: u64| allowed.is_none_or(|a| self.files.get(&id).is_some_and(|f| a.contains(&**f)));
+        let filter: Option<&dyn Fn(u64) -> bool> =
+            if allowed.is_some() { Some(&pass) } else { None };
+        let hits = self
+            .index
+            .search(q, k, filter)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|(id, s)| i64::try_from(id).ok().map(|id| (id, s)))
+            .collect())
     }
-}
-
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 /// The per-store indexes.
@@ -289,10 +290,7 @@ impl SqliteStore {
         if let Some(i) = map.get(&vs.id) {
             return Ok(i.clone());
         }
-        let mut idx = FlatIndex {
-            dim: vs.embedding_dimension,
-            ..FlatIndex::default()
-        };
+        let mut idx = FlatIndex::new(vs.embedding_dimension);
         {
             let conn = self.inner.lock();
             let mut stmt = conn.prepare_cached(
@@ -308,7 +306,7 @@ impl SqliteStore {
                     .entry(f.clone())
                     .or_insert_with(|| Arc::from(f.as_str()))
                     .clone();
-                idx.push(id, f, &from_blob(&blob));
+                idx.push(id, f, &from_blob(&blob))?;
             }
         }
         let idx = Arc::new(RwLock::new(idx));
@@ -701,12 +699,18 @@ impl VectorDb for SqliteStore {
             ids
         };
         if let Some(idx) = self.loaded_index(vs) {
-            let mut idx = idx
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let f: Arc<str> = Arc::from(file);
-            for (id, c) in ids.iter().zip(chunks) {
-                idx.push(*id, f.clone(), &c.embedding);
+            let pushed = {
+                let mut idx = idx
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let f: Arc<str> = Arc::from(file);
+                ids.iter()
+                    .zip(chunks)
+                    .try_for_each(|(id, c)| idx.push(*id, f.clone(), &c.embedding))
+            };
+            if pushed.is_err() {
+                // The rows are committed; rebuild the index from them on the next search.
+                self.drop_index(vs);
             }
         }
         Ok(true)
@@ -725,7 +729,9 @@ impl VectorDb for SqliteStore {
             let mut conn = self.inner.lock();
             let tx = conn.transaction()?;
             let exists: Option<i64> = tx
-                .query_row("SELECT seq FROM vector_stores WHERE id = ?1", [vs], |r| r.get(0))
+                .query_row("SELECT seq FROM vector_stores WHERE id = ?1", [vs], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if exists.is_none() {
                 return Err(StoreError::NotFound {
@@ -802,7 +808,7 @@ impl VectorDb for SqliteStore {
             let idx = idx
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Ok(idx.search(e, k, allowed.as_ref()))
+            idx.search(e, k, allowed.as_ref())
         };
         let ranked = match q.mode {
             SearchMode::Vector => vector(k)?,

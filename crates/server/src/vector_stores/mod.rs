@@ -10,6 +10,7 @@
 //! - [`search`]: `POST .../search`.
 
 pub mod files;
+pub mod llama_stack;
 pub mod search;
 pub mod stores;
 
@@ -96,7 +97,9 @@ pub fn extract_text(filename: &str, bytes: &[u8]) -> Result<String, LastError> {
         message: format!("{filename}: {e}"),
     };
     let format = detect(filename, None, bytes).map_err(fail)?;
-    Ok(extract(bytes, format, &Limits::default()).map_err(fail)?.text)
+    Ok(extract(bytes, format, &Limits::default())
+        .map_err(fail)?
+        .text)
 }
 
 /// `?limit=&order=&after=&before=` (limit 1..=100, default 20; order default desc).
