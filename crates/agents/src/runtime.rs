@@ -26,11 +26,25 @@ use crate::types::{ToolCall, ToolDef, ToolKind, ToolResponse};
 /// Built-in tool groups and the tool each holds, as Llama Stack names them. The tool name
 /// is the one Llama 3.1 calls it by (`web_search` is announced to the model as
 /// `brave_search`, as Llama Stack's agents do).
-pub const BUILTIN_GROUPS: [(&str, &str); 3] = [
+pub const BUILTIN_GROUPS: [(&str, &str); 4] = [
     ("builtin::code_interpreter", "code_interpreter"),
     ("builtin::websearch", "brave_search"),
     ("builtin::wolfram_alpha", "wolfram_alpha"),
+    ("builtin::rag", "knowledge_search"),
 ];
+
+/// Searches vector stores for `knowledge_search` (the server provides it: the stores and
+/// the embedding models live there). Blocking.
+pub trait Retriever: Send + Sync {
+    /// The context text for the model and metadata (`document_ids`, `chunks`, `scores`,
+    /// `results`), or why the search failed.
+    fn search(
+        &self,
+        query: &str,
+        vector_store_ids: &[String],
+        max_results: usize,
+    ) -> Result<(String, Value), String>;
+}
 
 /// The definition of a built-in tool by its name (or Llama Stack's alias `web_search`).
 pub fn builtin_tool(name: &str) -> Option<ToolDef> {
@@ -56,6 +70,16 @@ pub fn builtin_tool(name: &str) -> Option<ToolDef> {
             "query",
             "The query to compute",
         ),
+        "knowledge_search" => (
+            "knowledge_search",
+            ToolKind::KnowledgeSearch {
+                vector_store_ids: Vec::new(),
+                max_results: 5,
+            },
+            "Search for information in a database.",
+            "query",
+            "The query to search for. Can be a natural language sentence or keywords.",
+        ),
         _ => return None,
     };
     let group = BUILTIN_GROUPS
@@ -80,6 +104,8 @@ pub struct Runtime {
     mcp: Mutex<HashMap<String, Arc<McpClient>>>,
     /// Per MCP request.
     pub mcp_timeout: Duration,
+    /// `knowledge_search`'s vector store search, set by the server.
+    retriever: OnceLock<Arc<dyn Retriever>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -107,7 +133,13 @@ impl Runtime {
             wolfram,
             mcp: Mutex::new(HashMap::new()),
             mcp_timeout: Duration::from_secs(60),
+            retriever: OnceLock::new(),
         }
+    }
+
+    /// Installs the vector store search behind `knowledge_search` (the first call wins).
+    pub fn set_retriever(&self, r: Arc<dyn Retriever>) {
+        let _ = self.retriever.set(r);
     }
 
     /// The code interpreter, set up on first use (bubblewrap and python3 found then).
@@ -238,6 +270,17 @@ impl Runtime {
                         .map_or(Value::Null, |s| json!({"structured": s}))
                 };
                 Ok((r.text(), meta))
+            }
+            ToolKind::KnowledgeSearch {
+                vector_store_ids,
+                max_results,
+            } => {
+                let q = string_arg(&call.arguments, "query")?;
+                let r = self.retriever.get().ok_or_else(|| {
+                    ToolError::Unavailable("no vector store search is configured".into())
+                })?;
+                r.search(&q, vector_store_ids, *max_results)
+                    .map_err(ToolError::InvalidArguments)
             }
             ToolKind::Client => Err(ToolError::InvalidArguments(format!(
                 "'{}' is a client-side tool: the caller runs it",

@@ -86,6 +86,12 @@ pub enum ToolKind {
     WolframAlpha,
     /// A tool of an MCP server.
     Mcp { endpoint: String },
+    /// `builtin::rag`'s `knowledge_search` (and the Responses `file_search` tool): a
+    /// search of these vector stores.
+    KnowledgeSearch {
+        vector_store_ids: Vec<String>,
+        max_results: usize,
+    },
     /// Run by the caller: the turn pauses until the caller sends the result.
     Client,
 }

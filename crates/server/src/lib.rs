@@ -1066,6 +1066,7 @@ pub fn routes() -> Vec<Route> {
 
 /// The application: routes, auth, counters, body cap, fallbacks.
 pub fn router(app: Arc<AppState>) -> Router {
+    vector_stores::install(&app);
     let mut r: Router<Arc<AppState>> = Router::new();
     for route in routes() {
         r = r.route(route.path, (route.handler)());

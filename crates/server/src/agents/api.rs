@@ -347,6 +347,33 @@ async fn turn_config(
             continue;
         }
         let mut defs = group_tools(app, &grp).await?;
+        if gid == "builtin::rag" {
+            // Llama Stack: {"name": "builtin::rag/knowledge_search", "args": {"vector_db_ids": [...]}}.
+            let args = g.get("args");
+            let ids: Vec<String> = args
+                .and_then(|a| a.get("vector_db_ids"))
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .filter(|v: &Vec<String>| !v.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "toolgroups",
+                        "builtin::rag needs args.vector_db_ids: the vector dbs to search",
+                    )
+                })?;
+            let max_results = args
+                .and_then(|a| a.get("query_config"))
+                .and_then(|q| q.get("max_chunks"))
+                .and_then(Value::as_u64)
+                .map_or(5, |n| n.clamp(1, 50) as usize);
+            for d in &mut defs {
+                if let ToolKind::KnowledgeSearch { .. } = d.kind {
+                    d.kind = ToolKind::KnowledgeSearch {
+                        vector_store_ids: ids.clone(),
+                        max_results,
+                    };
+                }
+            }
+        }
         if let Some(t) = tool {
             defs.retain(|d| d.name == t || (t == "web_search" && d.name == "brave_search"));
             if defs.is_empty() {

@@ -444,7 +444,19 @@ pub async fn invoke(
     headers: HeaderMap,
     JsonBody(req): JsonBody<InvokeRequest>,
 ) -> Result<Response, ApiError> {
-    let tool = find_tool(&app, &req.tool_name).await?;
+    let mut tool = find_tool(&app, &req.tool_name).await?;
+    if let ToolKind::KnowledgeSearch { max_results, .. } = tool.kind {
+        // Llama Stack's `knowledge_search` takes the stores in its kwargs.
+        let ids: Vec<String> = req
+            .kwargs
+            .get("vector_db_ids")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        tool.kind = ToolKind::KnowledgeSearch {
+            vector_store_ids: ids,
+            max_results,
+        };
+    }
     let call = ToolCall {
         call_id: "invoke".into(),
         tool_name: tool.name.clone(),

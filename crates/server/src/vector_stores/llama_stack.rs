@@ -296,12 +296,18 @@ pub async fn insert(
             metadata: std::mem::take(&mut metas[i]),
         });
     }
-    let name = out[0]
-        .metadata
-        .get("document_id")
-        .and_then(Value::as_str)
-        .unwrap_or("chunks")
-        .to_string();
+    // The entry's name: the chunks' document_id when they share one.
+    let doc = |c: &NewChunk| {
+        c.metadata
+            .get("document_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let first = doc(&out[0]);
+    let name = match first {
+        Some(d) if out.iter().all(|c| doc(c).as_deref() == Some(d.as_str())) => d,
+        _ => "chunks".to_string(),
+    };
     let group = group_id();
     db(&app, move |db| db.insert_chunks(&id, &group, &name, &out)).await?;
     Ok(axum::Json(Value::Null).into_response())
@@ -704,6 +710,123 @@ fn python_dict(m: &Map<String, Value>) -> String {
     format!("{{{}}}", items.join(", "))
 }
 
+/// Llama Stack's RAG context: a header, each hit through `template` while the hits'
+/// `token_count`s fit `max_tokens`, a footer naming the query; and the metadata
+/// (`document_ids`, `chunks`, `scores`, and `results` for Responses' `file_search_call`).
+pub fn format_context(
+    query: &str,
+    hits: &[ferrollama_rag::vector_stores::Hit],
+    template: &str,
+    max_tokens: usize,
+) -> Result<(Vec<String>, Value), String> {
+    let mut parts = vec![format!(
+        "knowledge_search tool found {} chunks:\nBEGIN of knowledge_search tool results.\n",
+        hits.len()
+    )];
+    let (mut tokens, mut used) = (0usize, 0usize);
+    for (i, h) in hits.iter().enumerate() {
+        tokens += h
+            .metadata
+            .get("token_count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        tokens += h
+            .metadata
+            .get("metadata_token_count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        if tokens > max_tokens {
+            break;
+        }
+        let mut meta = h.metadata.clone();
+        if meta.is_empty() {
+            meta.insert("document_id".into(), json!(h.filename));
+        }
+        parts.push(render(template, i + 1, &h.text, &meta)?);
+        used += 1;
+    }
+    parts.push("END of knowledge_search tool results.\n".into());
+    parts.push(format!(
+        "The above results were retrieved to help answer the user's query: \"{query}\". Use them as supporting information only in answering this query.\n"
+    ));
+    let doc_id = |h: &ferrollama_rag::vector_stores::Hit| {
+        h.metadata
+            .get("document_id")
+            .and_then(Value::as_str)
+            .unwrap_or(&h.filename)
+            .to_string()
+    };
+    let used = &hits[..used];
+    Ok((
+        parts,
+        json!({
+            "document_ids": used.iter().map(doc_id).collect::<Vec<_>>(),
+            "chunks": used.iter().map(|h| h.text.clone()).collect::<Vec<_>>(),
+            "scores": used.iter().map(|h| h.score).collect::<Vec<_>>(),
+            "results": used.iter().map(|h| json!({
+                "file_id": h.file_id, "filename": h.filename, "score": h.score,
+                "text": h.text, "attributes": h.attributes,
+            })).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// `knowledge_search` for the agent loop and Responses' `file_search`: the stores
+/// searched by vector with their own embedding models, the hits in Llama Stack's context
+/// format.
+#[derive(Debug)]
+pub struct RagRetriever {
+    pub db: Arc<dyn ferrollama_rag::VectorDb>,
+    pub embeddings: crate::embeddings::EmbeddingModels,
+}
+
+impl ferrollama_agents::runtime::Retriever for RagRetriever {
+    fn search(
+        &self,
+        query: &str,
+        ids: &[String],
+        max_results: usize,
+    ) -> Result<(String, Value), String> {
+        if query.trim().is_empty() {
+            return Err("the query is empty".into());
+        }
+        if ids.is_empty() {
+            return Err(
+                "no vector stores to search (give vector_db_ids / vector_store_ids)".into(),
+            );
+        }
+        let k = max_results.clamp(1, 50);
+        let mut hits = Vec::new();
+        for id in ids {
+            let vs = self
+                .db
+                .get_vector_store(id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no vector store with id '{id}'"))?;
+            let m = self.embeddings.get(&vs.embedding_model).ok_or_else(|| {
+                format!("the embedding model {} is not loaded", vs.embedding_model)
+            })?;
+            let e = m
+                .embedder
+                .embed_texts(&[query])
+                .map_err(|e| e.to_string())?;
+            let q = ferrollama_rag::SearchQuery {
+                text: query.to_string(),
+                embedding: Some(e.row(0).to_vec()),
+                mode: SearchMode::Vector,
+                max_results: k,
+                filter: None,
+                score_threshold: 0.0,
+            };
+            hits.extend(self.db.search(id, &q).map_err(|e| e.to_string())?);
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k);
+        let (parts, meta) = format_context(query, &hits, DEFAULT_TEMPLATE, 4096)?;
+        Ok((parts.concat(), meta))
+    }
+}
+
 /// `POST /v1/tool-runtime/rag-tool/query`: `{content, vector_db_ids, query_config}` →
 /// `{content: [text items], metadata: {document_ids, chunks, scores}}`.
 pub async fn rag_query(
@@ -764,51 +887,13 @@ pub async fn rag_query(
     }
     hits.sort_by(|a, b| b.score.total_cmp(&a.score));
     hits.truncate(max_chunks);
-    let mut parts = vec![
-        json!({"type": "text", "text": format!("knowledge_search tool found {} chunks:\nBEGIN of knowledge_search tool results.\n", hits.len())}),
-    ];
-    let (mut tokens, mut used) = (0usize, 0usize);
-    for (i, h) in hits.iter().enumerate() {
-        tokens += h
-            .metadata
-            .get("token_count")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize;
-        tokens += h
-            .metadata
-            .get("metadata_token_count")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize;
-        if tokens > max_tokens {
-            break;
-        }
-        let mut meta = h.metadata.clone();
-        if meta.is_empty() {
-            meta.insert("document_id".into(), json!(h.filename));
-        }
-        let t = render(&template, i + 1, &h.text, &meta)
-            .map_err(|e| ApiError::invalid_param("query_config", e))?;
-        parts.push(json!({"type": "text", "text": t}));
-        used += 1;
-    }
-    parts.push(json!({"type": "text", "text": "END of knowledge_search tool results.\n"}));
-    parts.push(json!({"type": "text", "text": format!("The above results were retrieved to help answer the user's query: \"{text}\". Use them as supporting information only in answering this query.\n")}));
-    let doc_id = |h: &ferrollama_rag::vector_stores::Hit| {
-        h.metadata
-            .get("document_id")
-            .and_then(Value::as_str)
-            .unwrap_or(&h.filename)
-            .to_string()
-    };
-    Ok(axum::Json(json!({
-        "content": parts,
-        "metadata": {
-            "document_ids": hits[..used].iter().map(doc_id).collect::<Vec<_>>(),
-            "chunks": hits[..used].iter().map(|h| h.text.clone()).collect::<Vec<_>>(),
-            "scores": hits[..used].iter().map(|h| h.score).collect::<Vec<_>>(),
-        }
-    }))
-    .into_response())
+    let (parts, metadata) = format_context(&text, &hits, &template, max_tokens)
+        .map_err(|e| ApiError::invalid_param("query_config", e))?;
+    let content: Vec<Value> = parts
+        .iter()
+        .map(|t| json!({"type": "text", "text": t}))
+        .collect();
+    Ok(axum::Json(json!({"content": content, "metadata": metadata})).into_response())
 }
 
 #[cfg(test)]

@@ -66,6 +66,22 @@ pub(crate) fn no_file(vs: &str, id: &str) -> ApiError {
     )
 }
 
+/// Starts retrieval's background parts once per server: the ingestion worker (which
+/// re-queues files a previous run left `in_progress`) and `knowledge_search` for the agent
+/// loop. The router calls it, so every way of serving gets it.
+pub fn install(app: &Arc<AppState>) {
+    if app.files.ingest.get().is_some() {
+        return;
+    }
+    app.agents
+        .runtime
+        .set_retriever(Arc::new(llama_stack::RagRetriever {
+            db: app.files.vectors.clone(),
+            embeddings: app.embeddings.clone(),
+        }));
+    ingestor(app);
+}
+
 /// The ingestion worker, started (and interrupted files re-queued) on first use.
 pub fn ingestor(app: &Arc<AppState>) -> Ingestor {
     app.files

@@ -142,16 +142,56 @@ pub async fn tools(app: &AppState, list: Option<&[Value]>) -> Result<Tools, ApiE
                 out.mcp.push(server);
             }
             "file_search" => {
-                return Err(ApiError::invalid_param(
-                    &param,
-                    "file_search is not served yet: it arrives with the retrieval (vector stores) issue",
-                ));
+                let ids: Vec<String> = t
+                    .get("vector_store_ids")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .filter(|v: &Vec<String>| !v.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(
+                            &param,
+                            format!("{param}.vector_store_ids must be a non-empty list of vector store ids"),
+                        )
+                    })?;
+                let max_results = match t.get("max_num_results") {
+                    None | Some(Value::Null) => 10,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|n| (1..=50).contains(n))
+                        .map(|n| n as usize)
+                        .ok_or_else(|| {
+                            ApiError::invalid_param(
+                                &param,
+                                format!("{param}.max_num_results must be from 1 to 50"),
+                            )
+                        })?,
+                };
+                for id in &ids {
+                    let key = id.clone();
+                    let db = app.files.vectors.clone();
+                    let found = tokio::task::spawn_blocking(move || db.get_vector_store(&key))
+                        .await
+                        .map_err(ApiError::internal)?
+                        .map_err(|e| ApiError::internal(format!("vector store database: {e}")))?;
+                    if found.is_none() {
+                        return Err(ApiError::invalid_param(
+                            &param,
+                            format!("{param}: no vector store with id '{id}'"),
+                        ));
+                    }
+                }
+                if let Some(mut d) = builtin_tool("knowledge_search") {
+                    d.kind = ToolKind::KnowledgeSearch {
+                        vector_store_ids: ids,
+                        max_results,
+                    };
+                    out.add(&param, d)?;
+                }
             }
             k => {
                 return Err(ApiError::invalid_param(
                     &param,
                     format!(
-                        "unsupported tool type '{k}' (function, web_search, web_search_preview, code_interpreter, mcp)"
+                        "unsupported tool type '{k}' (function, web_search, web_search_preview, code_interpreter, mcp, file_search)"
                     ),
                 ));
             }

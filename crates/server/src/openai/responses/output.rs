@@ -250,6 +250,11 @@ impl Builder {
                 "output": if failed { Value::Null } else { json!(content) },
                 "error": if failed { json!(content.unwrap_or("the call did not run")) } else { Value::Null },
             })),
+            ToolKind::KnowledgeSearch { .. } => Some(json!({
+                "id": item_id("fs"), "type": "file_search_call", "status": status,
+                "queries": [arg(&c.arguments, "query")],
+                "results": r.filter(|_| !failed).and_then(|r| r.metadata.get("results").cloned()),
+            })),
             ToolKind::WolframAlpha | ToolKind::Client => None,
         }
     }
