@@ -38,7 +38,7 @@ const DEFAULT_LOG: &str = "warn,ferrollama::request=info";
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Serve(cmd::serve::ServeArgs),
+    Serve(Box<cmd::serve::ServeArgs>),
     Run(cmd::run::RunArgs),
     Chat(cmd::chat::ChatArgs),
     Bench(cmd::bench::BenchArgs),
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     }
 
     let result = match cli.command {
-        Command::Serve(a) => cmd::serve::serve(a),
+        Command::Serve(a) => cmd::serve::serve(*a),
         Command::Run(a) => cmd::run::run(a),
         Command::Chat(a) => cmd::chat::chat(a),
         Command::Bench(a) => cmd::bench::bench(a),

@@ -1,0 +1,225 @@
+//! Crash safety of vector store ingestion: `serve` is killed with SIGKILL at random moments
+//! while it ingests 40 multi-chunk files, 20 times over, and restarted on the same data
+//! directory. After every restart, every file the API reports `completed` is fully there
+//! (its chunk count is final, its last chunk is found by keyword search), no file that is
+//! not `completed` holds any chunk, and at the end every interrupted file has resumed to
+//! `completed`. Needs all-MiniLM-L6-v2 (FERROLLAMA_MINILM, set by scripts/test).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const FILES: usize = 40;
+const KILLS: usize = 20;
+
+fn minilm() -> PathBuf {
+    std::env::var_os("FERROLLAMA_MINILM").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/ferrollama/models/all-MiniLM-L6-v2")
+        },
+        PathBuf::from,
+    )
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(data: &std::path::Path) -> Server {
+        let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
+        let mut child = common::bin()
+            .args(["serve", "--port", "0", "-m"])
+            .arg(&tiny)
+            .arg("--embedding-model")
+            .arg(minilm())
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let end = Instant::now() + Duration::from_secs(120);
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Ok(l) = rx.recv_timeout(left) else { break };
+            if let Some(after) = l.strip_prefix("serving ").and_then(|r| r.split("http://").nth(1)) {
+                let port = after.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                // Keep draining stderr so the server never blocks on a full pipe.
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return Server { child, port };
+            }
+            seen.push(l);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve did not start: {seen:?}");
+    }
+
+    /// SIGKILL (in `Drop`): no shutdown code runs.
+    fn kill9(self) {}
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut r = Self::agent().get(&self.url(path)).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET {path}");
+        serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Value {
+        let mut r = Self::agent()
+            .post(&self.url(path))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+        assert_eq!(status, 200, "POST {path}: {v}");
+        v
+    }
+
+    fn upload(&self, name: &str, data: &[u8]) -> String {
+        const B: &str = "crash-test-boundary-Zx81";
+        let mut body = format!("--{B}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n").into_bytes();
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{B}--\r\n").as_bytes());
+        let mut r = Self::agent()
+            .post(&self.url("/v1/files"))
+            .header("Content-Type", &format!("multipart/form-data; boundary={B}"))
+            .send(&body[..])
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+        v["id"].as_str().unwrap_or_else(|| panic!("upload: {v}")).to_string()
+    }
+}
+
+/// ~2,000 words of file `i`, ending with its marker word.
+fn document(i: usize) -> String {
+    let words = ["river", "stone", "lantern", "orchard", "copper", "meadow", "harbor", "violet", "thunder", "garden", "silver", "canyon"];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let mut out = String::new();
+    for w in 0..2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.push_str(words[(seed % words.len() as u64) as usize]);
+        out.push(if w % 17 == 16 { '.' } else { ' ' });
+    }
+    out.push_str(&format!(" zq{i}marker"));
+    out
+}
+
+/// (status, chunk count) of every file, and checks the invariants.
+fn check(s: &Server, vs: &str, ids: &[String]) -> HashMap<String, (String, usize)> {
+    let mut out = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let f = s.get(&format!("/v1/vector_stores/{vs}/files/{id}"));
+        let status = f["status"].as_str().unwrap().to_string();
+        let chunks = s.get(&format!("/v1/vector_stores/{vs}/files/{id}/content"))["data"].as_array().unwrap().len();
+        match status.as_str() {
+            "completed" => {
+                assert!(chunks > 1, "file {i}: completed with {chunks} chunks");
+                let r = s.post(
+                    &format!("/v1/vector_stores/{vs}/search"),
+                    &json!({"query": format!("zq{i}marker"), "search_mode": "keyword", "max_num_results": 1}),
+                );
+                assert_eq!(r["data"][0]["file_id"], id.as_str(), "file {i}'s last chunk is not searchable: {r}");
+            }
+            "in_progress" => assert_eq!(chunks, 0, "file {i}: in_progress but holds {chunks} chunks"),
+            other => panic!("file {i} is {other}: {f}"),
+        }
+        out.insert(id.clone(), (status, chunks));
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_ingestion_loses_nothing_and_keeps_no_half_files() {
+    let data = std::env::temp_dir().join(format!("ferrollama-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let s = Server::start(&data);
+    let ids: Vec<String> = (0..FILES).map(|i| s.upload(&format!("doc{i}.txt"), document(i).as_bytes())).collect();
+    let vs = s.post("/v1/vector_stores", &json!({"name": "crash", "file_ids": ids}))["id"].as_str().unwrap().to_string();
+    let mut rng = 0x1234_5678u64;
+    let mut server = Some(s);
+    let mut seen: Vec<HashMap<String, (String, usize)>> = Vec::new();
+    let (mut mid_ingestion, mut kills) = (0, 0);
+    for _ in 0..KILLS {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(50 + (rng >> 33) % 700));
+        let s = server.take().unwrap();
+        let before = s.get(&format!("/v1/vector_stores/{vs}"));
+        if before["file_counts"]["in_progress"].as_u64().unwrap() > 0 {
+            mid_ingestion += 1;
+        }
+        s.kill9();
+        kills += 1;
+        let s = Server::start(&data);
+        seen.push(check(&s, &vs, &ids));
+        server = Some(s);
+    }
+    let s = server.take().unwrap();
+    let end = Instant::now() + Duration::from_secs(600);
+    loop {
+        let v = s.get(&format!("/v1/vector_stores/{vs}"));
+        if v["file_counts"]["completed"].as_u64() == Some(FILES as u64) {
+            break;
+        }
+        assert_eq!(v["file_counts"]["failed"], 0, "{v}");
+        assert!(Instant::now() < end, "ingestion did not finish: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let last = check(&s, &vs, &ids);
+    // A file completed after any restart had then exactly the chunks it has at the end.
+    for snap in &seen {
+        for (id, (status, n)) in snap {
+            if status == "completed" {
+                assert_eq!(*n, last[id].1, "{id}: {n} chunks after a restart, {} at the end", last[id].1);
+            }
+        }
+    }
+    let total: usize = last.values().map(|(_, n)| n).sum();
+    eprintln!("crash test: {kills} SIGKILLs, {mid_ingestion} of them mid-ingestion; {FILES} files, {total} chunks, all completed and searchable");
+    assert!(mid_ingestion >= KILLS / 2, "only {mid_ingestion} of {kills} kills hit ingestion");
+    s.kill9();
+    let _ = std::fs::remove_dir_all(&data);
+}
