@@ -12,6 +12,7 @@
 //! removed when the store is dropped: uploads still stream to disk, never into memory.
 
 mod blobs;
+mod rank;
 mod schema;
 mod vectors;
 
@@ -47,7 +48,7 @@ struct Inner {
     conn: Mutex<Connection>,
     blobs: Blobs,
     /// Each searched store's vectors in memory (see `vectors`), built on first search.
-    indexes: vectors::Indexes,
+    indexes: rank::Indexes,
 }
 
 /// The columns [`row_to_file`] reads, in order.

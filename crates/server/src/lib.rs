@@ -1051,7 +1051,7 @@ pub fn routes() -> Vec<Route> {
             summary: "Llama Stack RAG tool: chunk, embed and store documents",
             api: "vector-io",
             body: None,
-            handler: || post(vector_stores::llama_stack::rag_insert),
+            handler: || post(vector_stores::rag_tool::rag_insert),
         },
         Route {
             method: "POST",
@@ -1059,7 +1059,7 @@ pub fn routes() -> Vec<Route> {
             summary: "Llama Stack RAG tool: retrieved context for a query",
             api: "vector-io",
             body: None,
-            handler: || post(vector_stores::llama_stack::rag_query),
+            handler: || post(vector_stores::rag_tool::rag_query),
         },
     ]
 }

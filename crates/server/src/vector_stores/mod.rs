@@ -11,6 +11,7 @@
 
 pub mod files;
 pub mod llama_stack;
+pub mod rag_tool;
 pub mod search;
 pub mod stores;
 
@@ -75,7 +76,7 @@ pub fn install(app: &Arc<AppState>) {
     }
     app.agents
         .runtime
-        .set_retriever(Arc::new(llama_stack::RagRetriever {
+        .set_retriever(Arc::new(rag_tool::RagRetriever {
             db: app.files.vectors.clone(),
             embeddings: app.embeddings.clone(),
         }));
