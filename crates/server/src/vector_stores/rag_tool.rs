@@ -404,7 +404,7 @@ pub fn format_context(
             "chunks": used.iter().map(|h| h.text.clone()).collect::<Vec<_>>(),
             "scores": used.iter().map(|h| h.score).collect::<Vec<_>>(),
             "results": used.iter().map(|h| json!({
-                "file_id": h.file_id, "filename": h.filename, "score": h.score,
+                "file_id": h.file_id, "filename": doc_id(h), "score": h.score,
                 "text": h.text, "attributes": h.attributes,
             })).collect::<Vec<_>>(),
         }),
