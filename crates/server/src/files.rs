@@ -449,27 +449,11 @@ fn list_query(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Option<FileQuery>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(s) => match s.trim().parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid_param(
-                    "limit",
-                    format!("`limit` must be an integer from 1 to {MAX_LIMIT}, not '{s}'"),
-                ));
-            }
-        },
-    };
-    let order = match q.get("order").map(String::as_str) {
-        None | Some("desc") => Order::Desc,
-        Some("asc") => Order::Asc,
-        Some(o) => {
-            return Err(ApiError::invalid_param(
-                "order",
-                format!("`order` must be 'asc' or 'desc', not '{o}'"),
-            ));
-        }
+    let limit = crate::paging::limit(&q, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let order = if crate::paging::ascending(&q)? {
+        Order::Asc
+    } else {
+        Order::Desc
     };
     let purpose = match q.get("purpose").map(String::as_str) {
         None | Some("") => None,

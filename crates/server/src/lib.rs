@@ -23,6 +23,7 @@ pub mod llama_stack;
 pub mod ollama;
 pub mod openai;
 pub mod ops;
+pub mod paging;
 pub mod registry;
 pub mod reqlog;
 pub mod shields;

@@ -206,27 +206,11 @@ fn list_query(
             format!("filtering stored chat completions by metadata (`{k}`) is not supported"),
         ));
     }
-    let limit = match q.get("limit") {
-        None => ferrollama_agents::db::DEFAULT_LIMIT,
-        Some(s) => match s.trim().parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid_param(
-                    "limit",
-                    format!("`limit` must be an integer from 1 to {MAX_LIMIT}, not '{s}'"),
-                ));
-            }
-        },
-    };
-    let order = match q.get("order").map(String::as_str) {
-        None | Some("desc") => Order::Desc,
-        Some("asc") => Order::Asc,
-        Some(o) => {
-            return Err(ApiError::invalid_param(
-                "order",
-                format!("`order` must be 'asc' or 'desc', not '{o}'"),
-            ));
-        }
+    let limit = crate::paging::limit(&q, ferrollama_agents::db::DEFAULT_LIMIT, MAX_LIMIT)?;
+    let order = if crate::paging::ascending(&q)? {
+        Order::Asc
+    } else {
+        Order::Desc
     };
     let nonempty = |k: &str| q.get(k).filter(|s| !s.is_empty()).cloned();
     Ok(ListQuery {

@@ -123,27 +123,11 @@ pub fn extract_text(filename: &str, bytes: &[u8]) -> Result<String, LastError> {
 pub(crate) fn list_query(
     q: &std::collections::HashMap<String, String>,
 ) -> Result<ListQuery, ApiError> {
-    let limit = match q.get("limit") {
-        None => 20,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid_param(
-                    "limit",
-                    format!("limit must be a whole number from 1 to 100, not {s:?}"),
-                ));
-            }
-        },
-    };
-    let order = match q.get("order").map(String::as_str) {
-        None | Some("desc") => Order::Desc,
-        Some("asc") => Order::Asc,
-        Some(o) => {
-            return Err(ApiError::invalid_param(
-                "order",
-                format!("order must be asc or desc, not {o:?}"),
-            ));
-        }
+    let limit = crate::paging::limit(q, 20, 100)?;
+    let order = if crate::paging::ascending(q)? {
+        Order::Asc
+    } else {
+        Order::Desc
     };
     Ok(ListQuery {
         after: q.get("after").filter(|s| !s.is_empty()).cloned(),
