@@ -539,7 +539,7 @@ def main() -> int:
         binfo = (f"built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(st.st_mtime))}, sha256 "
                  f"{sha0[:12]}")
         git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
-        binfo += f"; tree {git.stdout.strip() or '?'}"
+        binfo += f"; repository now at {git.stdout.strip() or '?'}"
         P(f"ours: {binary} ({profile}; {binfo})")
         P(f"ours: `embed --jsonl -t N`, texts/s from its stderr summary (excludes model load;"
           " includes stdin parsing, tokenizing, JSON output); 256 lines per encoder call")

@@ -121,10 +121,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let key = id.clone();
-    let vs = db(&app, move |db| db.get_vector_store(&key))
-        .await?
-        .ok_or_else(|| no_store(&id))?;
+    let vs = super::store_or_404(&app, &id).await?;
     Ok(axum::Json(vector_db_json(&vs)).into_response())
 }
 
@@ -208,10 +205,7 @@ pub async fn insert(
             "chunks must not be empty",
         ));
     }
-    let key = id.clone();
-    let vs = db(&app, move |db| db.get_vector_store(&key))
-        .await?
-        .ok_or_else(|| no_store(&id))?;
+    let vs = super::store_or_404(&app, &id).await?;
     let mut texts = Vec::with_capacity(chunks.len());
     let mut metas = Vec::with_capacity(chunks.len());
     let mut given: Vec<Option<Vec<f32>>> = Vec::with_capacity(chunks.len());

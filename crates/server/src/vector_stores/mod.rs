@@ -51,6 +51,14 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+/// The vector store `id`, or a 404.
+pub(crate) async fn store_or_404(app: &AppState, id: &str) -> Result<VectorStore, ApiError> {
+    let key = id.to_string();
+    db(app, move |db| db.get_vector_store(&key))
+        .await?
+        .ok_or_else(|| no_store(id))
+}
+
 pub(crate) fn no_store(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -17,7 +17,6 @@ use super::db;
 use super::llama_stack::{
     check_query, content_text, group_id, query_params, store_model, str_field,
 };
-use super::no_store;
 use super::search::{Search, run};
 use super::stores::check_id;
 use crate::body::JsonBody;
@@ -190,10 +189,7 @@ pub async fn rag_insert(
             "documents must not be empty",
         ));
     }
-    let key = id.clone();
-    let vs = db(&app, move |db| db.get_vector_store(&key))
-        .await?
-        .ok_or_else(|| no_store(&id))?;
+    let vs = super::store_or_404(&app, &id).await?;
     let model = store_model(&app, &vs)?;
     for (i, d) in docs.iter().enumerate() {
         let field = format!("documents[{i}]");

@@ -177,10 +177,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let key = id.clone();
-    let vs = db(&app, move |db| db.get_vector_store(&key))
-        .await?
-        .ok_or_else(|| no_store(&id))?;
+    let vs = super::store_or_404(&app, &id).await?;
     Ok(axum::Json(store_json(&vs)).into_response())
 }
 
