@@ -92,17 +92,26 @@ pub async fn register(
     match req.model_type.as_deref() {
         None | Some("llm") => {}
         Some("embedding") => {
-            return Err(ApiError::invalid_param(
-                "model_type",
-                "embedding models are not supported yet; register an llm",
-            ));
+            // Embedding models are loaded at start; registering one that is loaded is a
+            // no-op that answers its entry (what Llama Stack clients do before using it).
+            let target = req.provider_model_id.as_deref().unwrap_or(&req.model_id);
+            return match app.embeddings.get(target) {
+                Some(m) if target == req.model_id => {
+                    Ok(axum::Json(crate::embeddings::model_json(&app, m)).into_response())
+                }
+                _ => Err(ApiError::invalid_param(
+                    "model_type",
+                    format!(
+                        "embedding models are loaded when the server starts (serve --embedding-model); loaded: {}",
+                        app.embeddings.ids().join(", ")
+                    ),
+                )),
+            };
         }
         Some(other) => {
             return Err(ApiError::invalid_param(
                 "model_type",
-                format!(
-                    "model_type must be \"llm\" (or \"embedding\", not supported yet), not {other:?}"
-                ),
+                format!("model_type must be \"llm\" or \"embedding\", not {other:?}"),
             ));
         }
     }

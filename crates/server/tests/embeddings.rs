@@ -320,3 +320,35 @@ async fn ollama_embed_routes() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn registering_the_loaded_embedding_model_answers_its_entry() {
+    let app = tiny_app_with_embeddings();
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/v1/models",
+        Some(json!({"model_id": EMB, "model_type": "embedding", "metadata": {"embedding_dimension": 384}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["identifier"].as_str(), v["model_type"].as_str()),
+        (Some(EMB), Some("embedding"))
+    );
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/v1/models",
+        Some(json!({"model_id": "other", "model_type": "embedding"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loaded: all-MiniLM-L6-v2"),
+        "{v}"
+    );
+}

@@ -227,7 +227,7 @@ async fn registration_errors_are_4xx_with_the_reason() {
         (
             json!({"model_id": "e", "provider_model_id": MODEL, "model_type": "embedding"}),
             StatusCode::BAD_REQUEST,
-            "embedding models are not supported yet",
+            "embedding models are loaded when the server starts",
         ),
         (
             json!({"model_id": "e", "provider_model_id": MODEL, "model_type": "vision"}),
