@@ -591,7 +591,7 @@ def main() -> int:
     cmin = [c["min"] for row in rows for k, c in row["cosine"].items() if k.startswith("ours")]
     if cmin:
         P(f"correctness: min cosine ours vs sentence-transformers over all {sum(r['texts'] for r in rows)} texts"
-          f" and thread counts: {min(cmin):.7f} ({'OK' if min(cmin) >= COS_MIN else 'BELOW'} {COS_MIN})")
+          f" and thread counts: {min(cmin):.7f} (1 - min = {1 - min(cmin):.1e}; {'OK' if min(cmin) >= COS_MIN else 'BELOW'} {COS_MIN})")
     text = "\n".join(lines)
     print()
     print(text)
