@@ -18,6 +18,9 @@ pub enum StoreError {
     },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL backend's errors (connection, SQL, constraint violations).
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
     /// The database file is something other than SQLite.
     #[error("{} is not a SQLite database", path.display())]
     NotADatabase { path: PathBuf },

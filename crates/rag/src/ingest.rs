@@ -37,17 +37,6 @@ impl Ingestor {
         extract: TextExtractor,
     ) -> Ingestor {
         let (tx, rx) = mpsc::channel::<(String, String)>();
-        match db.in_progress_files() {
-            Ok(pending) => {
-                if !pending.is_empty() {
-                    tracing::info!(files = pending.len(), "resuming interrupted ingestion");
-                }
-                for job in pending {
-                    let _ = tx.send(job);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot list files to resume"),
-        }
         let worker = Worker {
             db,
             files,
@@ -57,6 +46,20 @@ impl Ingestor {
         let spawned = std::thread::Builder::new()
             .name("ingest".into())
             .spawn(move || {
+                // Listed here, on the worker thread, rather than by the caller: a database
+                // client may block (the PostgreSQL one refuses to run on an async runtime's
+                // thread, where `start` is often called).
+                match worker.db.in_progress_files() {
+                    Ok(pending) => {
+                        if !pending.is_empty() {
+                            tracing::info!(files = pending.len(), "resuming interrupted ingestion");
+                        }
+                        for (vs, file) in pending {
+                            worker.run(&vs, &file);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot list files to resume"),
+                }
                 while let Ok((vs, file)) = rx.recv() {
                     worker.run(&vs, &file);
                 }

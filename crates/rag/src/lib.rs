@@ -6,9 +6,9 @@
 //! file bytes and their metadata. The HTTP shapes live in the server; this crate knows no
 //! HTTP, no async runtime and no model.
 //!
-//! Key design choice: storage is one synchronous, `Send + Sync` trait, so a PostgreSQL
-//! backend can be added beside the embedded SQLite one ([`sqlite::SqliteStore`]) without
-//! touching callers; async handlers call it through `tokio::task::spawn_blocking`. Uploads
+//! Key design choice: storage is one synchronous, `Send + Sync` trait, so the PostgreSQL
+//! backend ([`postgres::PgStore`]) sits beside the embedded SQLite one ([`sqlite::SqliteStore`])
+//! without callers knowing which; async handlers call it through `tokio::task::spawn_blocking`. Uploads
 //! are streamed: [`store::Store::begin_upload`] hands out a writer into a temporary blob that
 //! becomes a file only on [`store::Upload::commit`], and disappears if dropped, so a
 //! rejected or interrupted upload leaves nothing behind.
@@ -18,11 +18,13 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod ingest;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod vector_index;
 pub mod vector_stores;
 
+pub use self::postgres::PgStore;
 pub use error::StoreError;
 pub use extract::{ExtractError, Extracted, Format, Limits};
 pub use files::{FileObject, FileQuery, NewFile, Order, Page, Purpose};

@@ -12,9 +12,9 @@
 //! removed when the store is dropped: uploads still stream to disk, never into memory.
 
 mod blobs;
-mod rank;
+pub(crate) mod rank;
 mod schema;
-mod vectors;
+pub(crate) mod vectors;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,7 +1,8 @@
 //! The storage seam: file bytes and metadata behind one synchronous trait.
 //!
-//! Backends: [`crate::sqlite::SqliteStore`] (embedded, the default); a PostgreSQL one is
-//! planned. Everything is blocking: async callers use `tokio::task::spawn_blocking`.
+//! Backends: [`crate::sqlite::SqliteStore`] (embedded, the default) and
+//! [`crate::postgres::PgStore`] (PostgreSQL + pgvector, shared by several replicas).
+//! Everything is blocking: async callers use `tokio::task::spawn_blocking`.
 
 use std::io::{Read, Write};
 
@@ -141,7 +142,8 @@ pub struct SearchQuery {
     pub score_threshold: f32,
 }
 
-/// Vector stores, their files and chunks. Backends: [`crate::sqlite::SqliteStore`].
+/// Vector stores, their files and chunks. Backends: [`crate::sqlite::SqliteStore`],
+/// [`crate::postgres::PgStore`].
 ///
 /// Crash safety rests on [`VectorDb::complete_file`]: a file's chunks and its `completed`
 /// status are written in one transaction, so no store ever holds part of a file.

@@ -62,7 +62,7 @@ const OUTPUT_PURPOSES: [&str; 3] = ["assistants_output", "batch_output", "fine-t
 /// The uploaded files every handler shares.
 #[derive(Debug, Clone)]
 pub struct FilesState {
-    /// Where files live (SQLite + blobs; PostgreSQL later).
+    /// Where files live (SQLite + blobs, or PostgreSQL).
     pub store: Arc<dyn Store>,
     /// Vector stores, their files and chunks (the same database).
     pub vectors: Arc<dyn ferrollama_rag::VectorDb>,
@@ -91,6 +91,24 @@ impl FilesState {
             vectors: store,
             ingest: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Files and vector stores in PostgreSQL (`serve --store postgres://...`): the replicas
+    /// sharing the database share every file, store and chunk.
+    pub fn with_postgres(store: ferrollama_rag::PgStore) -> FilesState {
+        let store = Arc::new(store);
+        FilesState {
+            store: store.clone(),
+            vectors: store,
+            ingest: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Connects to PostgreSQL at `url` (see [`FilesState::with_postgres`]).
+    pub fn connect_postgres(url: &str) -> Result<FilesState, StoreError> {
+        Ok(FilesState::with_postgres(ferrollama_rag::PgStore::connect(
+            url,
+        )?))
     }
 
     /// A file's metadata (`None`: no such file), off the async workers.

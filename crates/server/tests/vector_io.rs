@@ -7,12 +7,20 @@ mod common;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
-use common::{json_call, tiny_app_with_embeddings, upload_file};
+use common::{Backend, json_call, tiny_app_with_embeddings_on, upload_file};
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn vector_dbs_and_vector_io() {
-    let app = tiny_app_with_embeddings();
+/// Each test body runs on both storage backends: `on_sqlite::NAME` and `on_postgres::NAME`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { if let Some(app) = super::tiny_app_with_embeddings_on(super::Backend::Sqlite) { super::$name(app).await } } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { if let Some(app) = super::tiny_app_with_embeddings_on(super::Backend::Postgres) { super::$name(app).await } } )* }
+    };
+}
+
+both!(vector_dbs_and_vector_io, rag_tool_insert_and_query,);
+
+async fn vector_dbs_and_vector_io(app: std::sync::Arc<ferrollama_server::AppState>) {
     let (s, v) = json_call(&app, "POST", "/v1/vector-dbs", Some(json!({"vector_db_id": "kb", "embedding_model": "all-MiniLM-L6-v2", "embedding_dimension": 384}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
@@ -130,9 +138,7 @@ async fn vector_dbs_and_vector_io() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn rag_tool_insert_and_query() {
-    let app = tiny_app_with_embeddings();
+async fn rag_tool_insert_and_query(app: std::sync::Arc<ferrollama_server::AppState>) {
     json_call(
         &app,
         "POST",

@@ -10,9 +10,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{json_call, tiny_app_with_embeddings, upload_file};
+use common::{Backend, json_call, tiny_app_with_embeddings_on, upload_file};
 use ferrollama_server::AppState;
 use serde_json::{Value, json};
+
+/// Each test body runs on both storage backends: `on_sqlite::NAME` and `on_postgres::NAME`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { if let Some(app) = super::tiny_app_with_embeddings_on(super::Backend::Sqlite) { super::$name(app).await } } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { if let Some(app) = super::tiny_app_with_embeddings_on(super::Backend::Postgres) { super::$name(app).await } } )* }
+    };
+}
+
+both!(
+    ingest_then_search_finds_the_right_document,
+    bad_files_fail_with_a_reason_and_lists_filter_by_status,
+    bad_requests_are_clear_4xx_and_lose_nothing,
+    pdf_html_json_are_indexed_and_disguised_or_bomb_files_fail,
+);
 
 const DOCS: [(&str, &str); 4] = [
     (
@@ -107,9 +122,9 @@ fn top_file(v: &Value) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn ingest_then_search_finds_the_right_document() {
-    let app = tiny_app_with_embeddings();
+async fn ingest_then_search_finds_the_right_document(
+    app: std::sync::Arc<ferrollama_server::AppState>,
+) {
     let (vs, ids) = corpus(&app).await;
     let (s, v) = json_call(
         &app,
@@ -236,9 +251,9 @@ async fn ingest_then_search_finds_the_right_document() {
     assert_eq!(v["file_counts"]["completed"], 3);
 }
 
-#[tokio::test]
-async fn bad_files_fail_with_a_reason_and_lists_filter_by_status() {
-    let app = tiny_app_with_embeddings();
+async fn bad_files_fail_with_a_reason_and_lists_filter_by_status(
+    app: std::sync::Arc<ferrollama_server::AppState>,
+) {
     let good = upload_file(
         &app,
         "ok.txt",
@@ -341,9 +356,9 @@ async fn bad_files_fail_with_a_reason_and_lists_filter_by_status() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn bad_requests_are_clear_4xx_and_lose_nothing() {
-    let app = tiny_app_with_embeddings();
+async fn bad_requests_are_clear_4xx_and_lose_nothing(
+    app: std::sync::Arc<ferrollama_server::AppState>,
+) {
     let (vs, ids) = corpus(&app).await;
     let huge = "word ".repeat(5000);
     let cases = [
@@ -493,9 +508,9 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn pdf_html_json_are_indexed_and_disguised_or_bomb_files_fail() {
-    let app = tiny_app_with_embeddings();
+async fn pdf_html_json_are_indexed_and_disguised_or_bomb_files_fail(
+    app: std::sync::Arc<ferrollama_server::AppState>,
+) {
     let mut ids = Vec::new();
     for name in [
         "two_pages.pdf",

@@ -133,6 +133,12 @@ pub struct ServeArgs {
     /// temporary folder removed at exit). [default: $XDG_DATA_HOME/ferrollama, else ~/.local/share/ferrollama]
     #[arg(long, env = "FERROLLAMA_DATA", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where uploaded files, vector stores, chunks and vectors live instead of --data-dir:
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (PostgreSQL with the pgvector extension;
+    /// no TLS). Several `serve` replicas given the same URL share one corpus. Agent
+    /// sessions and Responses stay in --data-dir. [default: SQLite in --data-dir]
+    #[arg(long, env = "FERROLLAMA_STORE", value_name = "URL")]
+    store: Option<String>,
     /// Most chat completions kept for `GET /v1/chat/completions` (requests with
     /// `"store": true`, and all Llama Stack inference-store records); the oldest are
     /// removed first. 0: no limit.
@@ -397,11 +403,18 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         d => AgentsState::open(&d),
     }
     .map_err(|e| anyhow::anyhow!("cannot open the agents database: {e} (choose another --data-dir, or `--data-dir :memory:` to keep state in memory)"))?;
-    let files = match a.data_dir.clone().unwrap_or_else(ferrollama_store::paths::data_dir) {
-        d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => FilesState::in_memory(),
-        d => FilesState::open(&d),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot open the file store: {e} (choose another --data-dir, or `--data-dir :memory:` to keep files in a temporary folder)"))?;
+    let files = match a.store.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            FilesState::connect_postgres(url)
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e} (check --store; the database needs the pgvector extension available)"))?
+        }
+        Some(other) => anyhow::bail!("--store {other}: expected postgres://USER@HOST:PORT/DB (leave --store out for the embedded SQLite store in --data-dir)"),
+        None => match a.data_dir.clone().unwrap_or_else(ferrollama_store::paths::data_dir) {
+            d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => FilesState::in_memory(),
+            d => FilesState::open(&d),
+        }
+        .map_err(|e| anyhow::anyhow!("cannot open the file store: {e} (choose another --data-dir, or `--data-dir :memory:` to keep files in a temporary folder)"))?,
+    };
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);

@@ -84,8 +84,8 @@ pub(super) fn fts_query(text: &str) -> Option<String> {
 }
 
 /// Reciprocal rank fusion (k = 60) of two rankings, scaled so a chunk first in both
-/// scores 1.
-pub(super) fn fuse(a: &[(i64, f32)], b: &[(i64, f32)], k: usize) -> Vec<(i64, f32)> {
+/// scores 1. Shared with the PostgreSQL backend, so both rank alike.
+pub(crate) fn fuse(a: &[(i64, f32)], b: &[(i64, f32)], k: usize) -> Vec<(i64, f32)> {
     const K: f32 = 60.0;
     let mut score: HashMap<i64, f32> = HashMap::new();
     for list in [a, b] {

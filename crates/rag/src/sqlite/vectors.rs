@@ -31,11 +31,11 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn json_map(s: &str) -> Result<Map<String, Value>, StoreError> {
+pub(crate) fn json_map(s: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}")))
 }
 
-fn json_text<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("JSON: {e}")))
 }
 
@@ -107,7 +107,7 @@ fn cursor_seq(
 }
 
 /// Turns a page query over `seq` into SQL (`WHERE` fragments, order, limit + 1).
-fn page_sql(q: &ListQuery, after: Option<i64>, before: Option<i64>) -> (String, String) {
+pub(crate) fn page_sql(q: &ListQuery, after: Option<i64>, before: Option<i64>) -> (String, String) {
     let (asc, desc) = match q.order {
         Order::Asc => (">", "<"),
         Order::Desc => ("<", ">"),
@@ -134,7 +134,7 @@ fn page_sql(q: &ListQuery, after: Option<i64>, before: Option<i64>) -> (String, 
     )
 }
 
-fn page_of<T>(mut data: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn page_of<T>(mut data: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Page<T> {
     let has_more = data.len() > limit;
     data.truncate(limit);
     Page {
@@ -143,6 +143,28 @@ fn page_of<T>(mut data: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Page
         data,
         has_more,
     }
+}
+
+/// Refuses a filter naming an attribute that no completed file of store `vs` has (`keys`):
+/// it is almost always a typo. Shared with the PostgreSQL backend (same message).
+pub(crate) fn check_filter_keys(
+    vs: &str,
+    filter: &crate::vector_stores::Filter,
+    keys: HashSet<String>,
+) -> Result<(), StoreError> {
+    if let Some(k) = filter.keys().into_iter().find(|k| !keys.contains(*k)) {
+        return Err(StoreError::Invalid(format!(
+            "the filter names the attribute {k:?}, which no file of vector store {vs} has (attributes: {})",
+            if keys.is_empty() {
+                "none".to_string()
+            } else {
+                let mut k: Vec<_> = keys.into_iter().collect();
+                k.sort();
+                k.join(", ")
+            }
+        )));
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -282,18 +304,7 @@ impl SqliteStore {
                 allowed.insert(r.get::<_, String>(0)?);
             }
         }
-        if let Some(k) = filter.keys().into_iter().find(|k| !keys.contains(*k)) {
-            return Err(StoreError::Invalid(format!(
-                "the filter names the attribute {k:?}, which no file of vector store {vs} has (attributes: {})",
-                if keys.is_empty() {
-                    "none".to_string()
-                } else {
-                    let mut k: Vec<_> = keys.into_iter().collect();
-                    k.sort();
-                    k.join(", ")
-                }
-            )));
-        }
+        check_filter_keys(vs, filter, keys)?;
         Ok(Some(allowed))
     }
 

@@ -138,6 +138,48 @@ pub fn tiny_app_with_embeddings() -> Arc<AppState> {
     Arc::new(state)
 }
 
+/// Where an app's files and vector stores live in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in memory (the default store).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server at `$FERROLLAMA_PG_URL` (started by
+    /// `scripts/test` through `scripts/pg`).
+    Postgres,
+}
+
+/// [`tiny_app_with_embeddings`] on `backend`; `None` (with a note) for PostgreSQL when
+/// `FERROLLAMA_PG_URL` is not set.
+pub fn tiny_app_with_embeddings_on(backend: Backend) -> Option<Arc<AppState>> {
+    let app = tiny_app_with_embeddings();
+    if backend == Backend::Sqlite {
+        return Some(app);
+    }
+    let Ok(url) = std::env::var("FERROLLAMA_PG_URL") else {
+        eprintln!("note: FERROLLAMA_PG_URL is not set; skipping the PostgreSQL variant");
+        return None;
+    };
+    // The synchronous PostgreSQL client cannot run on the test's async runtime thread.
+    let files = std::thread::spawn(move || {
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        let db = format!("server_test_{}_{nanos}", std::process::id());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .expect("create database");
+        let base = url.rsplit_once('/').expect("database URL").0;
+        FilesState::connect_postgres(&format!("{base}/{db}")).expect("PostgreSQL store")
+    })
+    .join()
+    .expect("connect thread");
+    let mut state = Arc::try_unwrap(app).unwrap_or_else(|_| panic!("fresh app is shared"));
+    state.files = files;
+    Some(Arc::new(state))
+}
+
 /// Uploads `data` as `filename` (purpose assistants) through `POST /v1/files`; the file id.
 pub async fn upload_file(app: &Arc<AppState>, filename: &str, data: &[u8]) -> String {
     const B: &str = "ferrollama-common-boundary-x81Q";
