@@ -36,7 +36,8 @@ def test_models_list_includes_both_served_models(ls, model, model2):
     assert model in by_id and model2 in by_id, list(by_id)
     for m in models:
         assert m.type == "model"
-        assert m.api_model_type == "llm"  # JSON key "model_type"
+        # JSON key "model_type": the chat models, and the embedding model serve loads.
+        assert m.api_model_type == ("embedding" if m.identifier == "all-MiniLM-L6-v2" else "llm")
         assert isinstance(m.provider_id, str) and m.provider_id
         assert isinstance(m.metadata, dict)
 

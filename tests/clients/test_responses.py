@@ -117,12 +117,12 @@ def test_store_false_cannot_be_continued(oa, model):
     assert "store: false" in str(e.value)
 
 
-def test_file_search_is_refused(oa, model):
+def test_file_search_on_an_unknown_store_is_refused(oa, model):
     import openai
 
     with pytest.raises(openai.BadRequestError) as e:
         oa.responses.create(model=model, input="x", tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}])
-    assert "retrieval" in str(e.value)
+    assert "no vector store with id 'vs_1'" in str(e.value)
 
 
 def test_code_interpreter_runs_in_the_sandbox(oa, model):

@@ -402,7 +402,8 @@ async fn tool_groups_and_the_runtime() {
         [
             "builtin::code_interpreter",
             "builtin::websearch",
-            "builtin::wolfram_alpha"
+            "builtin::wolfram_alpha",
+            "builtin::rag"
         ]
     );
     let (s, v) = json_call(

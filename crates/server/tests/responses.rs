@@ -541,7 +541,7 @@ async fn bad_requests_name_their_param() {
             json!({"model": MODEL, "input": "x", "tools": [{"type": "file_search", "vector_store_ids": ["v"]}]}),
             StatusCode::BAD_REQUEST,
             "tools[0]",
-            "retrieval",
+            "no vector store with id 'v'",
         ),
         (
             json!({"model": MODEL, "input": "x", "tools": [{"type": "computer_use_preview"}]}),

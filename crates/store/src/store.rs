@@ -306,13 +306,24 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(StoreError::io("create", &path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(EntryLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
-                name: name.to_string(),
-                lock: path,
-            }),
-            Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
+        // A lock just released can still look held for a moment (a process forked
+        // meanwhile holds the descriptor until it execs), so retry briefly before saying
+        // another pull runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(EntryLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Busy {
+                        name: name.to_string(),
+                        lock: path,
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &path)(e)),
+            }
         }
     }
 

@@ -70,13 +70,17 @@ class Drain:
 
     def run(self):
         while True:
+            # Read `stop` before polling: everything written before `finish()` set it is
+            # already in the pipe, so a quiet poll after that loses nothing. (Checking it after
+            # a quiet poll raced: output written between the poll and the check was dropped.)
+            stopping = self.stop
             ready, _, _ = select.select([self.r], [], [], 0.02)
             if ready:
                 data = os.read(self.r, 65536)
                 if not data:
                     return
                 self.take(data)
-            elif self.stop:
+            elif stopping:
                 return
 
     def finish(self):
