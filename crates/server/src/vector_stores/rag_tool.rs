@@ -433,22 +433,32 @@ impl ferrollama_agents::runtime::Retriever for RagRetriever {
         }
         let k = max_results.clamp(1, 50);
         let mut hits = Vec::new();
+        // The query's vector per embedding model: stores made with the same model share it.
+        let mut vectors: std::collections::HashMap<String, Vec<f32>> = Default::default();
         for id in ids {
             let vs = self
                 .db
                 .get_vector_store(id)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no vector store with id '{id}'"))?;
-            let m = self.embeddings.get(&vs.embedding_model).ok_or_else(|| {
-                format!("the embedding model {} is not loaded", vs.embedding_model)
-            })?;
-            let e = m
-                .embedder
-                .embed_texts(&[query])
-                .map_err(|e| e.to_string())?;
+            let embedding = match vectors.get(&vs.embedding_model) {
+                Some(v) => v.clone(),
+                None => {
+                    let m = self.embeddings.get(&vs.embedding_model).ok_or_else(|| {
+                        format!("the embedding model {} is not loaded", vs.embedding_model)
+                    })?;
+                    let e = m
+                        .embedder
+                        .embed_texts(&[query])
+                        .map_err(|e| e.to_string())?;
+                    let v = e.row(0).to_vec();
+                    vectors.insert(vs.embedding_model.clone(), v.clone());
+                    v
+                }
+            };
             let q = ferrollama_rag::SearchQuery {
                 text: query.to_string(),
-                embedding: Some(e.row(0).to_vec()),
+                embedding: Some(embedding),
                 mode: SearchMode::Vector,
                 max_results: k,
                 filter: None,
