@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use ferrollama_tensor::{
-    DType, PackedF32, ThreadPool, matmul, matmul_f32_packed, matmul_packed, quantize_acts,
-    quantize_row,
+    DType, Epilogue, PackedF32, SyncSlice, ThreadPool, gelu_inplace, matmul,
+    matmul_f32_packed_with, matmul_packed, quantize_acts, quantize_row,
 };
 
 use crate::error::{ModelError, Result};
@@ -148,19 +148,40 @@ pub fn linear(
     out: &mut [f32],
     acts: &mut Vec<u8>,
 ) -> Result<()> {
+    linear_act(pool, l, x, n, out, acts, false)
+}
+
+/// [`linear`], then the exact GELU when `gelu` (fused into the GEMM's epilogue on the
+/// f32 path).
+pub fn linear_act(
+    pool: &ThreadPool,
+    l: &Linear,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    acts: &mut Vec<u8>,
+    gelu: bool,
+) -> Result<()> {
     let w = &l.weight;
     let out = &mut out[..n * w.rows];
     if let Some(p) = &l.panels {
-        matmul_f32_packed(pool, p, &x[..n * w.cols], n, out)?;
-    } else {
-        quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
-        match &w.packed {
-            Some(p) => matmul_packed(pool, p, acts, n, out)?,
-            None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
-        }
+        let epi = Epilogue {
+            bias: Some(&l.bias),
+            gelu,
+        };
+        matmul_f32_packed_with(pool, p, &x[..n * w.cols], n, out, epi)?;
+        return Ok(());
+    }
+    quantize_acts(w.dtype, &x[..n * w.cols], w.cols, acts)?;
+    match &w.packed {
+        Some(p) => matmul_packed(pool, p, acts, n, out)?,
+        None => matmul(pool, w.dtype, w.data(), w.rows, w.cols, acts, n, out)?,
     }
     for row in out.chunks_exact_mut(w.rows) {
         add(row, &l.bias);
+    }
+    if gelu {
+        gelu_inplace(out);
     }
     Ok(())
 }
@@ -170,17 +191,69 @@ pub fn linear(
 pub fn layer_norm(out: &mut [f32], x: &[f32], norm: &LayerNorm, eps: f32) {
     let d = norm.weight.len();
     for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
-        let var = xr
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / d as f64;
-        let inv = 1.0 / (var + f64::from(eps)).sqrt();
-        let (mean, inv) = (mean as f32, inv as f32);
-        for (((o, &v), &g), &b) in o.iter_mut().zip(xr).zip(&norm.weight).zip(&norm.bias) {
-            *o = (v - mean) * inv * g + b;
+        norm_row(o, xr, None, norm, eps);
+    }
+}
+
+/// The post-LN residual step `out = LayerNorm(y + residual)` over `n` rows, rows spread
+/// over the pool (for a batch of long texts this is millions of elements per layer).
+pub fn add_norm(
+    pool: &ThreadPool,
+    out: &mut [f32],
+    y: &[f32],
+    residual: &[f32],
+    n: usize,
+    norm: &LayerNorm,
+    eps: f32,
+) {
+    let d = norm.weight.len();
+    let (y, residual) = (&y[..n * d], &residual[..n * d]);
+    let out = SyncSlice::new(&mut out[..n * d]);
+    pool.run(&|t, nt| {
+        let mut sum = vec![0.0f32; d];
+        for r in n * t / nt..n * (t + 1) / nt {
+            // SAFETY: rows are split disjointly between threads.
+            let o = unsafe { out.slice_mut(r * d, d) };
+            norm_row(
+                o,
+                &y[r * d..(r + 1) * d],
+                Some((&residual[r * d..(r + 1) * d], &mut sum)),
+                norm,
+                eps,
+            );
         }
+    });
+}
+
+/// One row of LayerNorm of `x` (plus `residual`, summed into the scratch row first);
+/// mean and variance accumulated in f64.
+fn norm_row(
+    o: &mut [f32],
+    x: &[f32],
+    residual: Option<(&[f32], &mut Vec<f32>)>,
+    norm: &LayerNorm,
+    eps: f32,
+) {
+    let d = norm.weight.len();
+    let xr: &[f32] = match residual {
+        Some((res, sum)) => {
+            for ((s, &a), &b) in sum.iter_mut().zip(x).zip(res) {
+                *s = a + b;
+            }
+            sum
+        }
+        None => x,
+    };
+    let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+    let var = xr
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / d as f64;
+    let inv = 1.0 / (var + f64::from(eps)).sqrt();
+    let (mean, inv) = (mean as f32, inv as f32);
+    for (((o, &v), &g), &b) in o.iter_mut().zip(xr).zip(&norm.weight).zip(&norm.bias) {
+        *o = (v - mean) * inv * g + b;
     }
 }
 
@@ -190,47 +263,6 @@ pub fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// transformers' `gelu`: the exact form `x/2 · (1 + erf(x/√2))`.
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// erf from Numerical Recipes' Chebyshev fit of erfc (fractional error below 1.2e-7),
-/// evaluated in f32: enough for f32 activations, and the FFN calls it for every element.
-pub fn erf(x: f32) -> f32 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_204
-                                + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
-    if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn erf_matches_known_values() {
-        // erf(0.5), erf(1), erf(2) to 9 digits; odd.
-        for (x, want) in [
-            (0.5f32, 0.520_499_878_f64),
-            (1.0, 0.842_700_793),
-            (2.0, 0.995_322_265),
-        ] {
-            assert!(
-                (f64::from(erf(x)) - want).abs() < 3e-7,
-                "erf({x}) = {}",
-                erf(x)
-            );
-            assert!((f64::from(erf(-x)) + want).abs() < 3e-7);
-        }
-        assert!(erf(0.0).abs() < 3e-7);
-    }
-}
+/// transformers' `gelu`: the exact form `x/2 · (1 + erf(x/√2))` (the tensor crate's
+/// vectorizable version).
+pub use ferrollama_tensor::gelu_erf as gelu;

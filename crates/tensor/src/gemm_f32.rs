@@ -72,6 +72,15 @@ impl PackedF32 {
     }
 }
 
+/// What [`matmul_f32_packed_with`] does to each output before storing it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added per output column (`rows` values).
+    pub bias: Option<&'a [f32]>,
+    /// Then the exact GELU ([`crate::gelu_erf`]).
+    pub gelu: bool,
+}
+
 /// `out[t * rows + r] = Σ_k W[r][k] · x[t * cols + k]` for `t < n_tokens`.
 pub fn matmul_f32_packed(
     pool: &ThreadPool,
@@ -79,6 +88,36 @@ pub fn matmul_f32_packed(
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
+) -> Result<(), TensorError> {
+    matmul_f32_packed_with(pool, w, x, n_tokens, out, Epilogue::default())
+}
+
+/// Tokens per work item: a block of activations (up to 48 x 1536 floats, 295 KB) that
+/// stays in L2 while every panel of the weight passes over it.
+const TOKEN_BLOCK: usize = 48;
+
+/// [`matmul_f32_packed`], then `epi` applied to every output (bias, activation) while
+/// the tile is still in registers / L1 and on the pool's threads, instead of as separate
+/// single-threaded passes over the whole output.
+pub fn matmul_f32_packed_with(
+    pool: &ThreadPool,
+    w: &PackedF32,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    epi: Epilogue<'_>,
+) -> Result<(), TensorError> {
+    matmul_isa(best_isa(), pool, w, x, n_tokens, out, epi)
+}
+
+fn matmul_isa(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &PackedF32,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    epi: Epilogue<'_>,
 ) -> Result<(), TensorError> {
     const OP: &str = "matmul_f32_packed";
     let (rows, cols) = (w.rows, w.cols);
@@ -104,29 +143,49 @@ pub fn matmul_f32_packed(
             out.len(),
         ));
     }
+    if let Some(b) = epi.bias
+        && b.len() != rows
+    {
+        return Err(TensorError::len(
+            OP,
+            crate::DType::F32,
+            "bias",
+            "elements",
+            rows,
+            b.len(),
+        ));
+    }
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }
     let panels = rows.div_ceil(NR);
+    let blocks = n_tokens.div_ceil(TOKEN_BLOCK);
+    let items = blocks * panels;
     let out = SyncSlice::new(&mut out[..n_tokens * rows]);
-    let isa = best_isa();
     pool.run(&|t, nt| {
-        let (p0, p1) = (panels * t / nt, panels * (t + 1) / nt);
-        for p in p0..p1 {
+        let mut acc = [[0f32; NR]; MR];
+        // Items in token-block-major order, contiguous per thread: a thread keeps its
+        // activation block hot and walks the weight's panels over it.
+        for item in items * t / nt..items * (t + 1) / nt {
+            let (b, p) = (item / panels, item % panels);
             let panel = &w.data[p * cols * NR..(p + 1) * cols * NR];
             let r0 = p * NR;
             let valid = (rows - r0).min(NR);
-            let mut tok = 0;
-            while tok < n_tokens {
-                let m = (n_tokens - tok).min(MR);
-                let mut acc = [[0f32; NR]; MR];
+            let bias = epi.bias.map(|b| &b[r0..r0 + valid]);
+            let end = ((b + 1) * TOKEN_BLOCK).min(n_tokens);
+            let mut tok = b * TOKEN_BLOCK;
+            while tok < end {
+                let m = (end - tok).min(MR);
                 let xs = &x[tok * cols..(tok + m) * cols];
-                tile(isa, panel, xs, cols, m, &mut acc);
-                for (i, a) in acc.iter().take(m).enumerate() {
-                    // SAFETY: this thread owns panel p, i.e. output columns
-                    // r0..r0 + valid of every token; no other thread touches them.
+                tile(isa, panel, xs, cols, m, valid, &mut acc);
+                for (i, a) in acc.iter_mut().take(m).enumerate() {
+                    let a = &mut a[..valid];
+                    finish(isa, a, bias, epi.gelu);
+                    // SAFETY: items are disjoint (token block, panel) pairs, each handled
+                    // by one thread, so output rows tok..end, columns r0..r0 + valid are
+                    // written by this thread only.
                     let dst = unsafe { out.slice_mut((tok + i) * rows + r0, valid) };
-                    dst.copy_from_slice(&a[..valid]);
+                    dst.copy_from_slice(a);
                 }
                 tok += m;
             }
@@ -135,16 +194,71 @@ pub fn matmul_f32_packed(
     Ok(())
 }
 
-fn tile(isa: Isa, panel: &[f32], xs: &[f32], cols: usize, m: usize, acc: &mut [[f32; NR]; MR]) {
+/// `acc[i][j] = Σ_k panel[k][j] · xs[i][k]` for `i < m`, `j < NR` (at least `valid`).
+fn tile(
+    isa: Isa,
+    panel: &[f32],
+    xs: &[f32],
+    cols: usize,
+    m: usize,
+    valid: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the tier was detected at run time.
         Isa::Avx512Vnni => return unsafe { tile_avx512(panel, xs, cols, m, acc) },
-        Isa::Avx2 => return unsafe { tile_avx2(panel, xs, cols, m, acc) },
+        Isa::Avx2 => {
+            // SAFETY: as above; `panel` holds `cols` steps of NR floats and `xs` m rows.
+            for half in 0..valid.div_ceil(HALF) {
+                unsafe { tile_avx2(panel, half, xs, cols, m, acc) };
+            }
+            return;
+        }
+        _ => {}
+    }
+    let _ = (isa, valid);
+    tile_generic::<false>(panel, xs, cols, m, acc);
+}
+
+/// Bias and activation on one output row of a tile.
+fn finish(isa: Isa, a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
+    if bias.is_none() && !gelu {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier was detected at run time.
+        Isa::Avx512Vnni => return unsafe { finish_avx512(a, bias, gelu) },
+        Isa::Avx2 => return unsafe { finish_avx2(a, bias, gelu) },
         _ => {}
     }
     let _ = isa;
-    tile_generic::<false>(panel, xs, cols, m, acc);
+    finish_generic(a, bias, gelu);
+}
+
+#[inline(always)]
+fn finish_generic(a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
+    if let Some(b) = bias {
+        for (v, &b) in a.iter_mut().zip(b) {
+            *v += b;
+        }
+    }
+    if gelu {
+        crate::activation::gelu_generic(a);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn finish_avx512(a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
+    finish_generic(a, bias, gelu)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_avx2(a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
+    finish_generic(a, bias, gelu)
 }
 
 /// `FMA`: fused multiply-add (only where the target has it: `mul_add` is a libm call
@@ -197,37 +311,171 @@ unsafe fn tile_avx512(panel: &[f32], xs: &[f32], cols: usize, m: usize, acc: &mu
     tile_generic::<true>(panel, xs, cols, m, acc)
 }
 
+/// Columns of an AVX2 micro-tile: half a panel.
+const HALF: usize = 16;
+
+/// The AVX2 micro-kernel: 6 tokens x 16 panel rows (`half` picks which 16 of the panel's
+/// 32) in twelve ymm accumulators, two panel loads and six broadcasts per step over `k`
+/// (the BLIS Haswell shape). A 6 x 32 tile as on AVX-512 would need 24 accumulators,
+/// more than AVX2's 16 registers, and LLVM then spills them to the stack every step.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(panel: &[f32], xs: &[f32], cols: usize, m: usize, acc: &mut [[f32; NR]; MR]) {
-    tile_generic::<true>(panel, xs, cols, m, acc)
+unsafe fn tile_avx2(
+    panel: &[f32],
+    half: usize,
+    xs: &[f32],
+    cols: usize,
+    m: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    // SAFETY (all arms): the caller passes `panel.len() >= cols * NR`, `xs.len() >= m * cols`
+    // and `half < NR / HALF`; the kernel reads only within those.
+    unsafe {
+        match m {
+            6 => kernel_avx2::<6>(panel, half, xs, cols, acc),
+            5 => kernel_avx2::<5>(panel, half, xs, cols, acc),
+            4 => kernel_avx2::<4>(panel, half, xs, cols, acc),
+            3 => kernel_avx2::<3>(panel, half, xs, cols, acc),
+            2 => kernel_avx2::<2>(panel, half, xs, cols, acc),
+            _ => kernel_avx2::<1>(panel, half, xs, cols, acc),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn kernel_avx2<const M: usize>(
+    panel: &[f32],
+    half: usize,
+    xs: &[f32],
+    cols: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(panel.len() >= cols * NR && xs.len() >= M * cols && half * HALF < NR);
+    let w = panel.as_ptr().wrapping_add(half * HALF);
+    let x = xs.as_ptr();
+    let mut c0 = [_mm256_setzero_ps(); M];
+    let mut c1 = [_mm256_setzero_ps(); M];
+    for k in 0..cols {
+        // SAFETY: k < cols, so w + k*NR + 16 <= panel's end and x + i*cols + k < xs's end.
+        unsafe {
+            let w0 = _mm256_loadu_ps(w.add(k * NR));
+            let w1 = _mm256_loadu_ps(w.add(k * NR + 8));
+            for i in 0..M {
+                let xv = _mm256_broadcast_ss(&*x.add(i * cols + k));
+                c0[i] = _mm256_fmadd_ps(xv, w0, c0[i]);
+                c1[i] = _mm256_fmadd_ps(xv, w1, c1[i]);
+            }
+        }
+    }
+    for i in 0..M {
+        let dst = &mut acc[i][half * HALF..(half + 1) * HALF];
+        // SAFETY: dst holds 16 floats.
+        unsafe {
+            _mm256_storeu_ps(dst.as_mut_ptr(), c0[i]);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8), c1[i]);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::isa::available_isas;
+    use proptest::prelude::*;
+
+    fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                out[t * rows + r] = (0..cols)
+                    .map(|k| f64::from(w[r * cols + k]) * f64::from(x[t * cols + k]))
+                    .sum();
+            }
+        }
+        out
+    }
+
+    /// Every tier this CPU has against an f64 reference, with and without the epilogue.
+    fn check(rows: usize, cols: usize, n: usize, seed: u64, threads: usize) {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        };
+        let w: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+        let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..rows).map(|_| rnd()).collect();
+        let p = PackedF32::pack(&w, rows, cols).expect("pack");
+        let want = reference(&w, &x, rows, cols, n);
+        let pool = ThreadPool::new(threads);
+        for isa in available_isas() {
+            for epi in [
+                Epilogue::default(),
+                Epilogue {
+                    bias: Some(&bias),
+                    gelu: true,
+                },
+            ] {
+                let mut out = vec![f32::NAN; n * rows + 3];
+                matmul_isa(isa, &pool, &p, &x, n, &mut out, epi).expect("matmul");
+                for (i, (&got, &y)) in out.iter().zip(&want).enumerate() {
+                    let mut y = y;
+                    if epi.gelu {
+                        y = crate::gelu_erf_ref(y + f64::from(bias[i % rows]));
+                    }
+                    let tol = 1e-5 * (cols as f64).sqrt() * (1.0 + y.abs());
+                    assert!(
+                        (f64::from(got) - y).abs() < tol,
+                        "{} {rows}x{cols} n{n} out[{i}] = {got}, want {y} (gelu {})",
+                        isa.name(),
+                        epi.gelu
+                    );
+                }
+                assert!(
+                    out[n * rows..].iter().all(|v| v.is_nan()),
+                    "wrote past the output"
+                );
+            }
+        }
+    }
 
     #[test]
     fn matches_plain_dot_products() {
-        let pool = ThreadPool::new(2);
-        for (rows, cols, n) in [(1, 1, 1), (33, 7, 5), (64, 96, 9), (70, 130, 4)] {
-            let f = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 31.0;
-            let w: Vec<f32> = (0..rows * cols).map(f).collect();
-            let x: Vec<f32> = (0..n * cols).map(|i| f(i + 11)).collect();
-            let p = PackedF32::pack(&w, rows, cols).expect("pack");
-            let mut out = vec![f32::NAN; n * rows];
-            matmul_f32_packed(&pool, &p, &x, n, &mut out).expect("matmul");
-            for t in 0..n {
-                for r in 0..rows {
-                    let want: f32 = (0..cols).map(|k| w[r * cols + k] * x[t * cols + k]).sum();
-                    let got = out[t * rows + r];
-                    assert!(
-                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                        "{rows}x{cols} t{t} r{r}"
-                    );
-                }
-            }
+        for (rows, cols, n) in [
+            (1, 1, 1),
+            (33, 7, 5),
+            (64, 96, 9),
+            (70, 130, 4),
+            (48, 20, 101),
+        ] {
+            check(rows, cols, n, 7, 2);
         }
         assert!(PackedF32::pack(&[1.0; 3], 2, 2).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn tiers_match_reference(rows in 1usize..80, cols in 1usize..70, n in 1usize..110,
+                                 seed in any::<u64>(), threads in 1usize..4) {
+            check(rows, cols, n, seed, threads);
+        }
+    }
+
+    #[test]
+    fn bias_of_the_wrong_length_is_an_error() {
+        let p = PackedF32::pack(&[1.0; 6], 2, 3).expect("pack");
+        let mut out = [0.0; 2];
+        let epi = Epilogue {
+            bias: Some(&[1.0]),
+            gelu: false,
+        };
+        let pool = ThreadPool::new(1);
+        assert!(matmul_f32_packed_with(&pool, &p, &[1.0; 3], 1, &mut out, epi).is_err());
     }
 }

@@ -11,6 +11,7 @@
 //! - [`dot_rows_f32`]: one query against many rows, the vector index's flat scan;
 //! - [`ThreadPool`] / [`SyncSlice`] for per-token parallel work.
 
+mod activation;
 mod attn;
 pub mod blocks;
 mod convert;
@@ -34,6 +35,9 @@ mod sync_slice;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use activation::{
+    erf_fast, erf_ref, exp_fast, gelu_erf, gelu_erf_ref, gelu_inplace, softmax_inplace,
+};
 pub use attn::{ATT_TILE, pv_rows_f16, pv_tile, qk_rows_f16, qk_tile};
 pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};
 pub use dequantize::dequantize_row;
@@ -45,7 +49,7 @@ pub use f32ops::{
     axpy_f16_f32, axpy_f16_f32_scalar, axpy_f32, axpy_f32_scalar, dot_f16_f32, dot_f16_f32_scalar,
     dot_f32, dot_f32_scalar, f32_to_f16_slice,
 };
-pub use gemm_f32::{PackedF32, matmul_f32_packed};
+pub use gemm_f32::{Epilogue, PackedF32, matmul_f32_packed, matmul_f32_packed_with};
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};
 pub use packed::{PackedMatrix, matmul_packed};

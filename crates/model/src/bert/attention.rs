@@ -2,7 +2,7 @@
 //! head), spread over the pool. Sequences never attend to each other, so a batch needs no
 //! padding mask and no padded rows.
 
-use ferrollama_tensor::{ATT_TILE, SyncSlice, ThreadPool, pv_tile, qk_tile};
+use ferrollama_tensor::{ATT_TILE, SyncSlice, ThreadPool, pv_tile, qk_tile, softmax_inplace};
 
 /// `ctx (N, hidden) = softmax(q kᵀ / sqrt(hd)) v` per sequence and head. `qkv` is
 /// (N, 3 hidden): each row `[q | k | v]`; `spans` are the sequences' `(start, len)` rows.
@@ -40,6 +40,7 @@ struct Scratch {
     kt: Vec<f32>,     // (key tiles, hd, 16)
     v: Vec<f32>,      // (key tiles * 16, hd), zero padded
     scores: Vec<f32>, // (key tiles, n, 16)
+    row: Vec<f32>,    // (key tiles * 16): one query's scores, contiguous
     out: Vec<f32>,    // (n, hd)
 }
 
@@ -51,6 +52,7 @@ impl Scratch {
             kt: vec![0.0; nt * hd * ATT_TILE],
             v: vec![0.0; nt * ATT_TILE * hd],
             scores: vec![0.0; nt * n * ATT_TILE],
+            row: vec![0.0; nt * ATT_TILE],
             out: vec![0.0; n * hd],
         }
     }
@@ -93,23 +95,17 @@ impl Scratch {
                 &mut self.scores[t * st..(t + 1) * st],
             );
         }
-        // Softmax over each query's n keys; the padding lanes of the last tile get 0.
+        // Softmax over each query's n keys, gathered into one contiguous row for the
+        // vectorized kernel; the padding lanes of the last tile get 0.
         for i in 0..n {
-            let at = |j: usize| (j / ATT_TILE) * st + i * ATT_TILE + j % ATT_TILE;
-            let mut max = f32::NEG_INFINITY;
-            for j in 0..n {
-                max = max.max(self.scores[at(j)]);
+            let row = &mut self.row[..nt * ATT_TILE];
+            for (t, r) in row.chunks_exact_mut(ATT_TILE).enumerate() {
+                r.copy_from_slice(&self.scores[t * st + i * ATT_TILE..][..ATT_TILE]);
             }
-            let mut sum = 0.0f32;
-            for j in 0..n {
-                let e = &mut self.scores[at(j)];
-                *e = (*e - max).exp();
-                sum += *e;
-            }
-            let inv = 1.0 / sum;
-            for j in 0..nt * ATT_TILE {
-                let e = &mut self.scores[at(j)];
-                *e = if j < n { *e * inv } else { 0.0 };
+            softmax_inplace(&mut row[..n]);
+            row[n..].fill(0.0);
+            for (t, r) in row.chunks_exact(ATT_TILE).enumerate() {
+                self.scores[t * st + i * ATT_TILE..][..ATT_TILE].copy_from_slice(r);
             }
         }
         // out (n, hd) = probs · v.

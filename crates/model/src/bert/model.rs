@@ -8,7 +8,7 @@ use ferrollama_tensor::ThreadPool;
 use super::attention::attention;
 use super::config::BertConfig;
 use super::weights::BertWeights;
-use crate::encoder::{WeightFormat, add, gelu, layer_norm, linear};
+use crate::encoder::{WeightFormat, add, add_norm, layer_norm, linear, linear_act};
 use crate::error::{ModelError, Result};
 
 /// A loaded BERT-family encoder.
@@ -101,13 +101,10 @@ impl Bert {
             linear(pool, &layer.qkv, x, n, &mut qkv, &mut acts)?; // (n, 3 hidden)
             attention(pool, &spans, heads, hd, &qkv, &mut ctx); // (n, hidden)
             linear(pool, &layer.attention_output, &ctx, n, &mut tmp, &mut acts)?; // (n, hidden)
-            add(&mut tmp[..n * h], x);
-            layer_norm(&mut a, &tmp[..n * h], &layer.attention_norm, eps); // (n, hidden)
-            linear(pool, &layer.intermediate, &a, n, &mut ff, &mut acts)?; // (n, intermediate)
-            ff.iter_mut().for_each(|e| *e = gelu(*e));
+            add_norm(pool, &mut a, &tmp, x, n, &layer.attention_norm, eps); // (n, hidden)
+            linear_act(pool, &layer.intermediate, &a, n, &mut ff, &mut acts, true)?; // gelu (n, intermediate)
             linear(pool, &layer.output, &ff, n, &mut tmp, &mut acts)?; // (n, hidden)
-            add(&mut tmp[..n * h], &a);
-            layer_norm(x, &tmp[..n * h], &layer.output_norm, eps); // (n, hidden)
+            add_norm(pool, x, &tmp, &a, n, &layer.output_norm, eps); // (n, hidden)
         }
         Ok(())
     }

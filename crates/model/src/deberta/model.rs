@@ -9,7 +9,7 @@ use super::attention::{Shape, attention};
 use super::config::DebertaConfig;
 use super::position::RelIndex;
 use super::weights::DebertaWeights;
-use crate::encoder::{WeightFormat, add, gelu, layer_norm, linear};
+use crate::encoder::{WeightFormat, add, add_norm, gelu, layer_norm, linear, linear_act};
 use crate::error::{ModelError, Result};
 
 /// A loaded DeBERTa classifier.
@@ -128,13 +128,10 @@ impl Deberta {
             };
             attention(pool, cfg, layer, rel.as_ref(), sh, &q, &k, &v, &mut ctx); // (nq, hidden)
             linear(pool, &layer.attention_output, &ctx, nq, &mut tmp, &mut acts)?; // (nq, hidden)
-            add(&mut tmp[..nq * h], &x[..nq * h]);
-            layer_norm(&mut a[..nq * h], &tmp[..nq * h], &layer.attention_norm, eps); // (nq, hidden)
-            linear(pool, &layer.intermediate, &a, nq, &mut ff, &mut acts)?; // (nq, intermediate)
-            ff[..nq * inter].iter_mut().for_each(|e| *e = gelu(*e));
+            add_norm(pool, &mut a, &tmp, &x, nq, &layer.attention_norm, eps); // (nq, hidden)
+            linear_act(pool, &layer.intermediate, &a, nq, &mut ff, &mut acts, true)?; // gelu (nq, intermediate)
             linear(pool, &layer.output, &ff, nq, &mut tmp, &mut acts)?; // (nq, hidden)
-            add(&mut tmp[..nq * h], &a[..nq * h]);
-            layer_norm(&mut x[..nq * h], &tmp[..nq * h], &layer.output_norm, eps); // (nq, hidden)
+            add_norm(pool, &mut x, &tmp, &a, nq, &layer.output_norm, eps); // (nq, hidden)
         }
 
         // ContextPooler: [CLS] → dense → gelu; classifier → logits.
