@@ -3,7 +3,10 @@
 //! directory. After every restart, every file the API reports `completed` is fully there
 //! (its chunk count is final, its last chunk is found by keyword search), no file that is
 //! not `completed` holds any chunk, and at the end every interrupted file has resumed to
-//! `completed`. Needs all-MiniLM-L6-v2 (FERROLLAMA_MINILM, set by scripts/test).
+//! `completed`. Runs on both stores: SQLite in the data directory, and a fresh database on
+//! the PostgreSQL server at `$FERROLLAMA_PG_URL` (`serve --store postgres://...`; skipped
+//! with a note when unset). Needs all-MiniLM-L6-v2 (FERROLLAMA_MINILM, set by
+//! scripts/test).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const FILES: usize = 30;
+const FILES: usize = 40;
 const KILLS: usize = 20;
 
 fn minilm() -> PathBuf {
@@ -43,7 +46,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(data: &std::path::Path) -> Server {
+    fn start(data: &std::path::Path, store: Option<&str>) -> Server {
         let tiny =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
         let mut child = common::bin()
@@ -53,6 +56,7 @@ impl Server {
             .arg(minilm())
             .arg("--data-dir")
             .arg(data)
+            .args(store.map(|url| ["--store", url]).into_iter().flatten())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -204,9 +208,34 @@ fn check(s: &Server, vs: &str, ids: &[String]) -> HashMap<String, (String, usize
 
 #[test]
 fn kill_9_during_ingestion_loses_nothing_and_keeps_no_half_files() {
-    let data = std::env::temp_dir().join(format!("ferrollama-crash-{}", std::process::id()));
+    crash_test("sqlite", None);
+}
+
+#[test]
+fn kill_9_during_ingestion_on_postgres_loses_nothing_and_keeps_no_half_files() {
+    let Ok(url) = std::env::var("FERROLLAMA_PG_URL") else {
+        eprintln!("note: FERROLLAMA_PG_URL is not set; skipping the PostgreSQL crash test");
+        return;
+    };
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
+    let db = format!("crash_test_{}", std::process::id());
+    // Separate statements: a multi-statement batch runs as one transaction, and
+    // DROP/CREATE DATABASE refuse to run inside one.
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .expect("drop old database");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .expect("create database");
+    let base = url.rsplit_once('/').expect("database URL").0;
+    crash_test("postgres", Some(&format!("{base}/{db}")));
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+fn crash_test(name: &str, store: Option<&str>) {
+    let data = std::env::temp_dir().join(format!("ferrollama-crash-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let s = Server::start(&data);
+    let s = Server::start(&data, store);
     let ids: Vec<String> = (0..FILES)
         .map(|i| s.upload(&format!("doc{i}.txt"), document(i).as_bytes()))
         .collect();
@@ -233,7 +262,7 @@ fn kill_9_during_ingestion_loses_nothing_and_keeps_no_half_files() {
         }
         s.kill9();
         kills += 1;
-        let s = Server::start(&data);
+        let s = Server::start(&data, store);
         seen.push(check(&s, &vs, &ids));
         server = Some(s);
     }
@@ -263,7 +292,7 @@ fn kill_9_during_ingestion_loses_nothing_and_keeps_no_half_files() {
     }
     let total: usize = last.values().map(|(_, n)| n).sum();
     eprintln!(
-        "crash test: {kills} SIGKILLs, {mid_ingestion} of them mid-ingestion; {FILES} files, {total} chunks, all completed and searchable"
+        "crash test ({name}): {kills} SIGKILLs, {mid_ingestion} of them mid-ingestion; {FILES} files, {total} chunks, all completed and searchable"
     );
     assert!(
         mid_ingestion >= KILLS / 2,

@@ -28,7 +28,7 @@ pub fn qk_tile(qs: &[f32], nq: usize, hd: usize, kt: &[f32], scale: f32, out: &m
         Isa::Avx2 => return unsafe { qk_avx2(qs, hd, kt, scale, out) },
         _ => {}
     }
-    qk_generic(qs, hd, kt, scale, out);
+    qk_generic::<false>(qs, hd, kt, scale, out);
 }
 
 /// `out[q][d] += Σ_{j < tl} w[q][j] * v[j][d]`. `w` is `[nq][16]`, `v` is `[16][hd]`,
@@ -47,57 +47,156 @@ pub fn pv_tile(w: &[f32], nq: usize, v: &[f32], tl: usize, hd: usize, out: &mut 
         Isa::Avx2 => return unsafe { pv_avx2(w, v, tl, hd, out) },
         _ => {}
     }
-    pv_generic(w, v, tl, hd, out);
+    pv_generic::<false>(w, v, tl, hd, out);
+}
+
+/// `c + a·b`, fused where the wrapper's target has FMA (`mul_add` is a libm call
+/// otherwise, so the portable path keeps the plain form).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { c + a * b }
+}
+
+/// Queries per register block in `qk`: 4 x 16 accumulators fill half of AVX2's
+/// registers and each key row loaded serves four queries.
+const QK_BLOCK: usize = 4;
+
+#[inline(always)]
+fn qk_generic<const FMA: bool>(qs: &[f32], hd: usize, kt: &[f32], scale: f32, out: &mut [f32]) {
+    let mut q = qs.chunks_exact(hd * QK_BLOCK);
+    let mut o = out.chunks_exact_mut(ATT_TILE * QK_BLOCK);
+    for (q, o) in (&mut q).zip(&mut o) {
+        qk_block::<QK_BLOCK, FMA>(q, hd, kt, scale, o);
+    }
+    for (q, o) in q
+        .remainder()
+        .chunks_exact(hd)
+        .zip(o.into_remainder().chunks_exact_mut(ATT_TILE))
+    {
+        qk_block::<1, FMA>(q, hd, kt, scale, o);
+    }
 }
 
 #[inline(always)]
-fn qk_generic(qs: &[f32], hd: usize, kt: &[f32], scale: f32, out: &mut [f32]) {
-    for (q, o) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(ATT_TILE)) {
-        let mut acc = [0f32; ATT_TILE];
-        for (&qd, k) in q.iter().zip(kt.chunks_exact(ATT_TILE)) {
-            for (a, &kj) in acc.iter_mut().zip(k) {
-                *a += qd * kj;
+fn qk_block<const QB: usize, const FMA: bool>(
+    qs: &[f32],
+    hd: usize,
+    kt: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let mut acc = [[0f32; ATT_TILE]; QB];
+    let q: [&[f32]; QB] = std::array::from_fn(|i| &qs[i * hd..(i + 1) * hd]);
+    for (d, k) in kt.chunks_exact(ATT_TILE).take(hd).enumerate() {
+        for i in 0..QB {
+            let qd = q[i][d];
+            for (a, &kj) in acc[i].iter_mut().zip(k) {
+                *a = madd::<FMA>(qd, kj, *a);
             }
         }
-        for (o, a) in o.iter_mut().zip(acc) {
+    }
+    for (o, a) in out.chunks_exact_mut(ATT_TILE).zip(&acc) {
+        for (o, &a) in o.iter_mut().zip(a) {
             *o = a * scale;
         }
     }
 }
 
 #[inline(always)]
-fn pv_generic(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
+fn pv_generic<const FMA: bool>(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
+    // Head sizes in use get a fixed-size block whose accumulators live in registers
+    // across the 16 value rows; any other size takes the plain loop.
+    match hd {
+        32 => pv_fixed::<32, 3, FMA>(w, v, tl, out),
+        64 => pv_fixed::<64, 1, FMA>(w, v, tl, out),
+        128 => pv_fixed::<128, 1, FMA>(w, v, tl, out),
+        _ => pv_any::<FMA>(w, v, tl, hd, out),
+    }
+}
+
+#[inline(always)]
+fn pv_any<const FMA: bool>(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
     for (wq, o) in w.chunks_exact(ATT_TILE).zip(out.chunks_exact_mut(hd)) {
         for (&wj, vr) in wq[..tl].iter().zip(v.chunks_exact(hd)) {
             for (od, &vd) in o.iter_mut().zip(vr) {
-                *od += wj * vd;
+                *od = madd::<FMA>(wj, vd, *od);
             }
         }
+    }
+}
+
+#[inline(always)]
+fn pv_fixed<const HD: usize, const QB: usize, const FMA: bool>(
+    w: &[f32],
+    v: &[f32],
+    tl: usize,
+    out: &mut [f32],
+) {
+    let (rows, _) = v.as_chunks::<HD>();
+    let rows = &rows[..tl.min(rows.len())];
+    let mut wq = w.chunks_exact(ATT_TILE * QB);
+    let (mut o, _) = out.as_chunks_mut::<HD>();
+    let mut ob = o.chunks_exact_mut(QB);
+    for (w, o) in (&mut wq).zip(&mut ob) {
+        pv_block::<HD, QB, FMA>(w, rows, o);
+    }
+    o = ob.into_remainder();
+    for (w, o) in wq
+        .remainder()
+        .chunks_exact(ATT_TILE)
+        .zip(o.chunks_exact_mut(1))
+    {
+        pv_block::<HD, 1, FMA>(w, rows, o);
+    }
+}
+
+/// `out[i] += Σ_j w[i][j] · rows[j]` for the block's `QB` queries, accumulated in
+/// registers.
+#[inline(always)]
+fn pv_block<const HD: usize, const QB: usize, const FMA: bool>(
+    w: &[f32],
+    rows: &[[f32; HD]],
+    out: &mut [[f32; HD]],
+) {
+    let mut acc = [[0f32; HD]; QB];
+    for (a, o) in acc.iter_mut().zip(out.iter()) {
+        *a = *o;
+    }
+    for (j, vr) in rows.iter().enumerate() {
+        for (i, a) in acc.iter_mut().enumerate() {
+            let wj = w[i * ATT_TILE + j];
+            for (a, &vd) in a.iter_mut().zip(vr) {
+                *a = madd::<FMA>(wj, vd, *a);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = *a;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn qk_avx512(qs: &[f32], hd: usize, kt: &[f32], scale: f32, out: &mut [f32]) {
-    qk_generic(qs, hd, kt, scale, out)
+    qk_generic::<true>(qs, hd, kt, scale, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn qk_avx2(qs: &[f32], hd: usize, kt: &[f32], scale: f32, out: &mut [f32]) {
-    qk_generic(qs, hd, kt, scale, out)
+    qk_generic::<true>(qs, hd, kt, scale, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn pv_avx512(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
-    pv_generic(w, v, tl, hd, out)
+    pv_generic::<true>(w, v, tl, hd, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pv_avx2(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
-    pv_generic(w, v, tl, hd, out)
+    pv_generic::<true>(w, v, tl, hd, out)
 }
 
 #[cfg(test)]
@@ -314,6 +413,42 @@ mod rows_tests {
     use super::*;
 
     proptest! {
+        /// Both the dispatched kernels and the portable ones, for the head sizes with
+        /// fixed-size blocks (32, 64, 128) and others, against f64 sums.
+        #[test]
+        fn tiles_match_f64_sums(
+            nq in 1usize..12, hd in prop::sample::select(vec![8usize, 16, 32, 48, 64, 128]),
+            tl in 1usize..17, seed in any::<u64>()
+        ) {
+            let mut s = seed | 1;
+            let mut rnd = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5 };
+            let qs: Vec<f32> = (0..nq * hd).map(|_| rnd()).collect();
+            let kt: Vec<f32> = (0..hd * ATT_TILE).map(|_| rnd()).collect();
+            let v: Vec<f32> = (0..ATT_TILE * hd).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..nq * ATT_TILE).map(|_| rnd()).collect();
+            for portable in [false, true] {
+                let mut sc = vec![f32::NAN; nq * ATT_TILE];
+                let mut out = vec![0.25f32; nq * hd];
+                if portable {
+                    qk_generic::<false>(&qs, hd, &kt, 0.5, &mut sc);
+                    pv_generic::<false>(&w, &v, tl, hd, &mut out);
+                } else {
+                    qk_tile(&qs, nq, hd, &kt, 0.5, &mut sc);
+                    pv_tile(&w, nq, &v, tl, hd, &mut out);
+                }
+                for q in 0..nq {
+                    for j in 0..ATT_TILE {
+                        let want: f64 = (0..hd).map(|d| qs[q * hd + d] as f64 * kt[d * ATT_TILE + j] as f64).sum::<f64>() * 0.5;
+                        prop_assert!((sc[q * ATT_TILE + j] as f64 - want).abs() < 1e-5, "qk {q} {j}");
+                    }
+                    for d in 0..hd {
+                        let want: f64 = 0.25 + (0..tl).map(|j| w[q * ATT_TILE + j] as f64 * v[j * hd + d] as f64).sum::<f64>();
+                        prop_assert!((out[q * hd + d] as f64 - want).abs() < 1e-5, "pv {q} {d}");
+                    }
+                }
+            }
+        }
+
         #[test]
         fn f16_rows_match_plain_sums(
             nq in 1usize..7, hdk in 1usize..9, tl in 1usize..17, pad in 0usize..40, seed in any::<u64>()

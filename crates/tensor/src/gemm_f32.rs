@@ -163,38 +163,75 @@ fn matmul_isa(
     let items = blocks * panels;
     let out = SyncSlice::new(&mut out[..n_tokens * rows]);
     pool.run(&|t, nt| {
-        let mut acc = [[0f32; NR]; MR];
-        // Items in token-block-major order, contiguous per thread: a thread keeps its
-        // activation block hot and walks the weight's panels over it.
-        for item in items * t / nt..items * (t + 1) / nt {
-            let (b, p) = (item / panels, item % panels);
-            let panel = &w.data[p * cols * NR..(p + 1) * cols * NR];
-            let r0 = p * NR;
-            let valid = (rows - r0).min(NR);
-            let bias = epi.bias.map(|b| &b[r0..r0 + valid]);
-            let end = ((b + 1) * TOKEN_BLOCK).min(n_tokens);
-            let mut tok = b * TOKEN_BLOCK;
-            while tok < end {
-                let m = (end - tok).min(MR);
-                let xs = &x[tok * cols..(tok + m) * cols];
-                tile(isa, panel, xs, cols, m, valid, &mut acc);
-                for (i, a) in acc.iter_mut().take(m).enumerate() {
-                    let a = &mut a[..valid];
-                    finish(isa, a, bias, epi.gelu);
-                    // SAFETY: items are disjoint (token block, panel) pairs, each handled
-                    // by one thread, so output rows tok..end, columns r0..r0 + valid are
-                    // written by this thread only.
-                    let dst = unsafe { out.slice_mut((tok + i) * rows + r0, valid) };
-                    dst.copy_from_slice(a);
+        XPACK.with_borrow_mut(|xp| {
+            let mut acc = [[0f32; NR]; MR];
+            let mut packed = usize::MAX;
+            // Items in token-block-major order, contiguous per thread: a thread keeps its
+            // activation block hot and walks the weight's panels over it.
+            for item in items * t / nt..items * (t + 1) / nt {
+                let (b, p) = (item / panels, item % panels);
+                let panel = &w.data[p * cols * NR..(p + 1) * cols * NR];
+                let r0 = p * NR;
+                let valid = (rows - r0).min(NR);
+                let bias = epi.bias.map(|b| &b[r0..r0 + valid]);
+                let (start, end) = (b * TOKEN_BLOCK, ((b + 1) * TOKEN_BLOCK).min(n_tokens));
+                if isa == Isa::Avx2 && packed != b {
+                    pack_block(&x[start * cols..end * cols], cols, xp);
+                    packed = b;
                 }
-                tok += m;
+                let mut tok = start;
+                while tok < end {
+                    let m = (end - tok).min(MR);
+                    let xs = if isa == Isa::Avx2 {
+                        let ti = (tok - start) / MR;
+                        &xp[ti * cols * MR..(ti + 1) * cols * MR]
+                    } else {
+                        &x[tok * cols..(tok + m) * cols]
+                    };
+                    tile(isa, panel, xs, cols, m, valid, &mut acc);
+                    for (i, a) in acc.iter().take(m).enumerate() {
+                        // SAFETY: items are disjoint (token block, panel) pairs, each
+                        // handled by one thread, so output rows start..end, columns
+                        // r0..r0 + valid are written by this thread only.
+                        let dst = unsafe { out.slice_mut((tok + i) * rows + r0, valid) };
+                        finish(isa, &a[..valid], bias, epi.gelu, dst);
+                    }
+                    tok += m;
+                }
             }
-        }
+        })
     });
     Ok(())
 }
 
-/// `acc[i][j] = Σ_k panel[k][j] · xs[i][k]` for `i < m`, `j < NR` (at least `valid`).
+std::thread_local! {
+    /// A pool thread's packed activation block, kept between calls so the GEMM does not
+    /// allocate once warm.
+    static XPACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Repacks a block of token rows (`x` is `[tokens][cols]`) as micro-tiles of `MR`
+/// tokens, each `[cols][MR]` (missing tokens of the last tile zero): the AVX2 kernel's
+/// six broadcasts per step then come from one pointer and stride, instead of six rows
+/// `cols` apart, which cost an address computation each.
+fn pack_block(x: &[f32], cols: usize, xp: &mut Vec<f32>) {
+    let tokens = x.len() / cols;
+    let tiles = tokens.div_ceil(MR);
+    xp.clear();
+    xp.resize(tiles * cols * MR, 0.0);
+    // Written in order, read from the tile's (at most six) rows at once.
+    for (rows, dst) in x.chunks(cols * MR).zip(xp.chunks_exact_mut(cols * MR)) {
+        let m = rows.len() / cols;
+        for (k, d) in dst.chunks_exact_mut(MR).enumerate() {
+            for (i, d) in d.iter_mut().take(m).enumerate() {
+                *d = rows[i * cols + k];
+            }
+        }
+    }
+}
+
+/// `acc[i][j] = Σ_k panel[k][j] · x_i[k]` for `i < m`, `j < NR` (at least `valid`); `xs`
+/// is `m` token rows, or on AVX2 one packed micro-tile.
 fn tile(
     isa: Isa,
     panel: &[f32],
@@ -209,7 +246,8 @@ fn tile(
         // SAFETY: the tier was detected at run time.
         Isa::Avx512Vnni => return unsafe { tile_avx512(panel, xs, cols, m, acc) },
         Isa::Avx2 => {
-            // SAFETY: as above; `panel` holds `cols` steps of NR floats and `xs` m rows.
+            // SAFETY: as above; `panel` holds `cols` steps of NR floats and `xs` one
+            // packed micro-tile, `[cols][MR]`.
             for half in 0..valid.div_ceil(HALF) {
                 unsafe { tile_avx2(panel, half, xs, cols, m, acc) };
             }
@@ -221,44 +259,56 @@ fn tile(
     tile_generic::<false>(panel, xs, cols, m, acc);
 }
 
-/// Bias and activation on one output row of a tile.
-fn finish(isa: Isa, a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
-    if bias.is_none() && !gelu {
-        return;
-    }
+/// One output row of a tile into `dst`, with bias and activation: one vectorized pass
+/// (a `copy_from_slice` of 32 floats is a libc call).
+fn finish(isa: Isa, a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the tier was detected at run time.
-        Isa::Avx512Vnni => return unsafe { finish_avx512(a, bias, gelu) },
-        Isa::Avx2 => return unsafe { finish_avx2(a, bias, gelu) },
+        Isa::Avx512Vnni => return unsafe { finish_avx512(a, bias, gelu, dst) },
+        Isa::Avx2 => return unsafe { finish_avx2(a, bias, gelu, dst) },
         _ => {}
     }
     let _ = isa;
-    finish_generic(a, bias, gelu);
+    finish_generic(a, bias, gelu, dst);
 }
 
 #[inline(always)]
-fn finish_generic(a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
-    if let Some(b) = bias {
-        for (v, &b) in a.iter_mut().zip(b) {
-            *v += b;
+fn finish_generic(a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
+    match (bias, gelu) {
+        (Some(b), true) => {
+            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                *d = crate::gelu_erf(a + b);
+            }
         }
-    }
-    if gelu {
-        crate::activation::gelu_generic(a);
+        (Some(b), false) => {
+            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                *d = a + b;
+            }
+        }
+        (None, true) => {
+            for (d, &a) in dst.iter_mut().zip(a) {
+                *d = crate::gelu_erf(a);
+            }
+        }
+        (None, false) => {
+            for (d, &a) in dst.iter_mut().zip(a) {
+                *d = a;
+            }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn finish_avx512(a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
-    finish_generic(a, bias, gelu)
+unsafe fn finish_avx512(a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
+    finish_generic(a, bias, gelu, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn finish_avx2(a: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
-    finish_generic(a, bias, gelu)
+unsafe fn finish_avx2(a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
+    finish_generic(a, bias, gelu, dst)
 }
 
 /// `FMA`: fused multiply-add (only where the target has it: `mul_add` is a libm call
@@ -318,6 +368,7 @@ const HALF: usize = 16;
 /// 32) in twelve ymm accumulators, two panel loads and six broadcasts per step over `k`
 /// (the BLIS Haswell shape). A 6 x 32 tile as on AVX-512 would need 24 accumulators,
 /// more than AVX2's 16 registers, and LLVM then spills them to the stack every step.
+/// `xs` is one micro-tile of tokens packed `[cols][MR]` by [`pack_block`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(
@@ -328,7 +379,7 @@ unsafe fn tile_avx2(
     m: usize,
     acc: &mut [[f32; NR]; MR],
 ) {
-    // SAFETY (all arms): the caller passes `panel.len() >= cols * NR`, `xs.len() >= m * cols`
+    // SAFETY (all arms): the caller passes `panel.len() >= cols * NR`, `xs.len() >= MR * cols`
     // and `half < NR / HALF`; the kernel reads only within those.
     unsafe {
         match m {
@@ -353,18 +404,18 @@ unsafe fn kernel_avx2<const M: usize>(
     acc: &mut [[f32; NR]; MR],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(panel.len() >= cols * NR && xs.len() >= M * cols && half * HALF < NR);
+    debug_assert!(panel.len() >= cols * NR && xs.len() >= MR * cols && half * HALF < NR);
     let w = panel.as_ptr().wrapping_add(half * HALF);
     let x = xs.as_ptr();
     let mut c0 = [_mm256_setzero_ps(); M];
     let mut c1 = [_mm256_setzero_ps(); M];
     for k in 0..cols {
-        // SAFETY: k < cols, so w + k*NR + 16 <= panel's end and x + i*cols + k < xs's end.
+        // SAFETY: k < cols, so w + k*NR + 16 <= panel's end and x + k*MR + i < xs's end.
         unsafe {
             let w0 = _mm256_loadu_ps(w.add(k * NR));
             let w1 = _mm256_loadu_ps(w.add(k * NR + 8));
             for i in 0..M {
-                let xv = _mm256_broadcast_ss(&*x.add(i * cols + k));
+                let xv = _mm256_broadcast_ss(&*x.add(k * MR + i));
                 c0[i] = _mm256_fmadd_ps(xv, w0, c0[i]);
                 c1[i] = _mm256_fmadd_ps(xv, w1, c1[i]);
             }
