@@ -12,12 +12,15 @@
 //! removed when the store is dropped: uploads still stream to disk, never into memory.
 
 mod blobs;
+mod index;
 pub(crate) mod rank;
 mod schema;
 pub(crate) mod vectors;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -29,6 +32,7 @@ use crate::files::{
 use crate::store::{FileContent, Store, Upload};
 use blobs::{Blobs, TempBlob};
 
+pub use index::{IndexStatus, IndexTuning};
 pub use schema::SCHEMA_VERSION;
 
 /// The database file's name inside the data folder.
@@ -47,8 +51,25 @@ pub struct SqliteStore {
 struct Inner {
     conn: Mutex<Connection>,
     blobs: Blobs,
-    /// Each searched store's vectors in memory (see `vectors`), built on first search.
-    indexes: rank::Indexes,
+    /// Each searched store's vectors in memory (see `index`), loaded on first search.
+    indexes: Mutex<HashMap<String, Arc<index::StoreIndex>>>,
+    /// What the stores' indexes share: tuning, the build slot, test hooks.
+    index_shared: Arc<index::Shared>,
+}
+
+impl Drop for Inner {
+    /// Background graph builds hold their store's index, not the backend: tell them to
+    /// stop rather than link a graph nobody will search.
+    fn drop(&mut self) {
+        let map = std::mem::take(
+            self.indexes
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for idx in map.values() {
+            idx.cancel();
+        }
+    }
 }
 
 /// The columns [`row_to_file`] reads, in order.
@@ -86,6 +107,7 @@ impl SqliteStore {
                 conn: Mutex::new(conn),
                 blobs,
                 indexes: Default::default(),
+                index_shared: Default::default(),
             }),
         };
         store.purge_expired()?;
@@ -102,8 +124,67 @@ impl SqliteStore {
                 conn: Mutex::new(conn),
                 blobs: Blobs::temporary()?,
                 indexes: Default::default(),
+                index_shared: Default::default(),
             }),
         })
+    }
+
+    /// Sets when and how vector stores get their HNSW graph (see [`IndexTuning`]); applies
+    /// to every store from their next search or write on.
+    pub fn set_index_tuning(&self, t: IndexTuning) {
+        self.inner.index_shared.set_tuning(t);
+    }
+
+    pub fn index_tuning(&self) -> IndexTuning {
+        self.inner.index_shared.tuning()
+    }
+
+    /// What vector store `vs`'s in-memory index holds and whether its graph is being
+    /// built; `None` while it is not loaded (before the store's first search).
+    pub fn index_status(&self, vs: &str) -> Option<IndexStatus> {
+        self.loaded_index(vs).map(|i| i.status())
+    }
+
+    /// Loads vector store `vs`'s index if needed and waits until its graph is built and
+    /// no build is due (starting one that is); the status then, or `None` after `timeout`.
+    /// Searches never wait like this: for tests, benchmarks and warm-ups.
+    pub fn wait_for_index(
+        &self,
+        vs: &str,
+        timeout: Duration,
+    ) -> Result<Option<IndexStatus>, StoreError> {
+        let store = crate::store::VectorDb::get_vector_store(self, vs)?.ok_or_else(|| {
+            StoreError::NotFound {
+                kind: "vector store",
+                id: vs.to_string(),
+            }
+        })?;
+        Ok(self.index(&store)?.wait_built(timeout))
+    }
+
+    /// Waits until no graph build runs in this backend (a cancelled one included); false
+    /// after `timeout`.
+    pub fn wait_index_builds(&self, timeout: Duration) -> bool {
+        self.inner.index_shared.wait_idle(timeout)
+    }
+
+    /// Test hook: while `hold` is true, graph builds wait after taking their snapshot.
+    #[doc(hidden)]
+    pub fn hold_index_builds(&self, hold: bool) {
+        self.inner.index_shared.set_hold(hold);
+    }
+
+    /// Test hook: waits until a build is held (see [`SqliteStore::hold_index_builds`])
+    /// with its snapshot taken; false after `timeout`.
+    #[doc(hidden)]
+    pub fn wait_index_build_held(&self, timeout: Duration) -> bool {
+        self.inner.index_shared.wait_held(timeout)
+    }
+
+    /// Test hook: the next `n` graph builds panic after their snapshot.
+    #[doc(hidden)]
+    pub fn fail_next_index_builds(&self, n: usize) {
+        self.inner.index_shared.fail_next(n);
     }
 
     /// The folder holding the file bytes.

@@ -144,6 +144,21 @@ impl VectorIndex {
         self.slot_of.contains_key(&id)
     }
 
+    /// Live ids with their stored (L2-normalized) vectors, in slot order: what a caller
+    /// copies to build another index from this one's contents (the SQLite backend's
+    /// background graph builds).
+    pub fn vectors(&self) -> impl Iterator<Item = (u64, &[f32])> + '_ {
+        let dim = self.dim;
+        self.ids
+            .iter()
+            .zip(&self.alive)
+            .enumerate()
+            .filter(|(_, (_, alive))| **alive)
+            .filter_map(move |(slot, (&id, _))| {
+                self.data.get(slot * dim..(slot + 1) * dim).map(|v| (id, v))
+            })
+    }
+
     /// Whether searches currently go through the HNSW graph.
     pub fn is_graph_indexed(&self) -> bool {
         self.graph.is_some() && self.len() >= self.params.hnsw_threshold

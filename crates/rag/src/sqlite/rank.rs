@@ -1,76 +1,8 @@
-//! Ranking pieces of the embedded backend: each store's vectors in memory (the rag
-//! crate's [`VectorIndex`], loaded from SQLite on a store's first search and kept in step
-//! with every completed or removed file), the FTS5 query built from a search text, and
-//! the fusion of vector and keyword rankings for hybrid search.
+//! Ranking pieces of the embedded backend: the FTS5 query built from a search text, and
+//! the fusion of vector and keyword rankings for hybrid search. (Each store's vectors in
+//! memory live in `index`.)
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-
-use crate::error::StoreError;
-use crate::vector_index::VectorIndex;
-
-/// One store's vectors in the rag crate's [`VectorIndex`] (a SIMD flat scan, HNSW above
-/// its threshold), keyed by chunk row id, and each chunk's file (for attribute filters).
-#[derive(Debug)]
-pub(super) struct FlatIndex {
-    index: VectorIndex,
-    files: HashMap<u64, Arc<str>>,
-}
-
-impl FlatIndex {
-    pub(super) fn new(dim: usize) -> FlatIndex {
-        FlatIndex {
-            index: VectorIndex::new(dim),
-            files: HashMap::new(),
-        }
-    }
-
-    pub(super) fn push(&mut self, id: i64, file: Arc<str>, v: &[f32]) -> Result<(), StoreError> {
-        let id = u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("chunk id {id}")))?;
-        self.index
-            .insert(id, v)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.files.insert(id, file);
-        Ok(())
-    }
-
-    pub(super) fn remove_file(&mut self, file_id: &str) {
-        let ids: Vec<u64> = self
-            .files
-            .iter()
-            .filter(|(_, f)| &***f == file_id)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
-            self.index.remove(id);
-            self.files.remove(&id);
-        }
-    }
-
-    /// The `k` best (chunk id, cosine) among chunks whose file passes `allowed`.
-    pub(super) fn search(
-        &self,
-        q: &[f32],
-        k: usize,
-        allowed: Option<&HashSet<String>>,
-    ) -> Result<Vec<(i64, f32)>, StoreError> {
-        let pass =
-            |id: u64| allowed.is_none_or(|a| self.files.get(&id).is_some_and(|f| a.contains(&**f)));
-        let filter: Option<&dyn Fn(u64) -> bool> =
-            if allowed.is_some() { Some(&pass) } else { None };
-        let hits = self
-            .index
-            .search(q, k, filter)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        Ok(hits
-            .into_iter()
-            .filter_map(|(id, s)| i64::try_from(id).ok().map(|id| (id, s)))
-            .collect())
-    }
-}
-
-/// The per-store indexes.
-pub(super) type Indexes = Mutex<HashMap<String, Arc<RwLock<FlatIndex>>>>;
+use std::collections::HashMap;
 
 /// Words of `text` as an FTS5 query: each quoted (no operator injection), any may match.
 pub(super) fn fts_query(text: &str) -> Option<String> {

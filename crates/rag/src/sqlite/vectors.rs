@@ -1,16 +1,18 @@
 //! The embedded backend's vector stores: rows in SQLite, chunk vectors as little-endian f32
-//! blobs, keyword search by FTS5's BM25, vector search by a scan of each store's vectors
-//! held in memory (loaded from SQLite on a store's first search, then kept in step with
-//! every completed or removed file).
+//! blobs, keyword search by FTS5's BM25, vector search over each store's vectors held in
+//! memory (loaded from SQLite on a store's first search, then kept in step with every
+//! completed or removed file): an exact scan, plus an HNSW graph built in the background
+//! for large stores (see `index`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use super::SqliteStore;
-use super::rank::{FlatIndex, fts_query, fuse};
+use super::index::StoreIndex;
+use super::rank::{fts_query, fuse};
 use crate::error::StoreError;
 use crate::files::{Order, Page, unix_now};
 use crate::store::{
@@ -228,18 +230,24 @@ impl SqliteStore {
         }
     }
 
-    /// The store's index, loaded from SQLite if it is not in memory yet.
-    fn index(&self, vs: &VectorStore) -> Result<Arc<RwLock<FlatIndex>>, StoreError> {
-        let mut map = self
+    /// The store's index, loaded from SQLite if it is not in memory yet. Only this store's
+    /// index is locked while loading (writes to it wait, so none is missed); the map of
+    /// indexes is not, so other stores keep answering.
+    pub(super) fn index(&self, vs: &VectorStore) -> Result<Arc<StoreIndex>, StoreError> {
+        let idx = self
             .inner
             .indexes
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(i) = map.get(&vs.id) {
-            return Ok(i.clone());
-        }
-        let mut idx = FlatIndex::new(vs.embedding_dimension);
-        {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(vs.id.clone())
+            .or_insert_with(|| {
+                Arc::new(StoreIndex::new(
+                    vs.embedding_dimension,
+                    self.inner.index_shared.clone(),
+                ))
+            })
+            .clone();
+        idx.ensure_loaded(|push| {
             let conn = self.inner.lock();
             let mut stmt = conn.prepare_cached(
                 "SELECT id, file_id, embedding FROM chunks WHERE vector_store_id = ?1 ORDER BY id",
@@ -249,21 +257,27 @@ impl SqliteStore {
             while let Some(r) = rows.next()? {
                 let id: i64 = r.get(0)?;
                 let f: String = r.get(1)?;
-                let blob: Vec<u8> = r.get(2)?;
-                let f = files
-                    .entry(f.clone())
-                    .or_insert_with(|| Arc::from(f.as_str()))
-                    .clone();
-                idx.push(id, f, &from_blob(&blob))?;
+                let v =
+                    from_blob(r.get_ref(2)?.as_blob().map_err(|e| {
+                        StoreError::Corrupt(format!("embedding of chunk {id}: {e}"))
+                    })?);
+                let f = match files.get(&f) {
+                    Some(a) => a.clone(),
+                    None => {
+                        let a: Arc<str> = Arc::from(f.as_str());
+                        files.insert(f, a.clone());
+                        a
+                    }
+                };
+                push(id, f, &v)?;
             }
-        }
-        let idx = Arc::new(RwLock::new(idx));
-        map.insert(vs.id.clone(), idx.clone());
+            Ok(())
+        })?;
         Ok(idx)
     }
 
-    /// The loaded index of a store, if it is in memory (to keep it in step).
-    fn loaded_index(&self, vs: &str) -> Option<Arc<RwLock<FlatIndex>>> {
+    /// The index of a store, if one is in memory (to keep it in step).
+    pub(super) fn loaded_index(&self, vs: &str) -> Option<Arc<StoreIndex>> {
         self.inner
             .indexes
             .lock()
@@ -272,12 +286,18 @@ impl SqliteStore {
             .cloned()
     }
 
+    /// Forgets a store's index (cancelling its build): the store was deleted, or its
+    /// index fell out of step with SQLite and is reloaded on the next search.
     fn drop_index(&self, vs: &str) {
-        self.inner
+        let gone = self
+            .inner
             .indexes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(vs);
+        if let Some(idx) = gone {
+            idx.cancel();
+        }
     }
 
     /// Completed files of a store passing `q.filter` (`None`: no filter). A filter on an
@@ -546,9 +566,7 @@ impl VectorDb for SqliteStore {
             n > 0
         };
         if let Some(idx) = self.loaded_index(vs) {
-            idx.write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove_file(file);
+            idx.remove_file(file);
         }
         Ok(removed)
     }
@@ -619,15 +637,12 @@ impl VectorDb for SqliteStore {
             ids
         };
         if let Some(idx) = self.loaded_index(vs) {
-            let pushed = {
-                let mut idx = idx
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let f: Arc<str> = Arc::from(file);
+            let pushed = idx.insert_file(
+                file,
                 ids.iter()
                     .zip(chunks)
-                    .try_for_each(|(id, c)| idx.push(*id, f.clone(), &c.embedding))
-            };
+                    .map(|(id, c)| (*id, &c.embedding[..])),
+            );
             if pushed.is_err() {
                 // The rows are committed; rebuild the index from them on the next search.
                 self.drop_index(vs);
@@ -724,11 +739,7 @@ impl VectorDb for SqliteStore {
                     vs.embedding_model
                 )));
             }
-            let idx = self.index(&vs)?;
-            let idx = idx
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            idx.search(e, k, allowed.as_ref())
+            self.index(&vs)?.search(e, k, allowed.as_ref())
         };
         let ranked = match q.mode {
             SearchMode::Vector => vector(k)?,
