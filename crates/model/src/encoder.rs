@@ -244,17 +244,32 @@ fn norm_row(
         }
         None => x,
     };
-    let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
-    let var = xr
-        .iter()
-        .map(|&v| (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / d as f64;
+    let mean = sum_f64(xr, 0.0, false) / d as f64;
+    let var = sum_f64(xr, mean, true) / d as f64;
     let inv = 1.0 / (var + f64::from(eps)).sqrt();
     let (mean, inv) = (mean as f32, inv as f32);
     for (((o, &v), &g), &b) in o.iter_mut().zip(xr).zip(&norm.weight).zip(&norm.bias) {
         *o = (v - mean) * inv * g + b;
     }
+}
+
+/// `Σ (x - center)`, or its squares, in f64: in eight independent lanes, because a single
+/// running float sum is a serial chain LLVM may not reorder.
+fn sum_f64(x: &[f32], center: f64, square: bool) -> f64 {
+    const L: usize = 8;
+    let mut lanes = [0f64; L];
+    let term = |v: f32| {
+        let d = f64::from(v) - center;
+        if square { d * d } else { d }
+    };
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += term(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| term(v)).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 pub fn add(x: &mut [f32], y: &[f32]) {

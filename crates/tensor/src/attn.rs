@@ -8,6 +8,7 @@
 //! are plain Rust compiled once generically and once inside `#[target_feature]` functions,
 //! where LLVM vectorizes them with AVX2 or AVX-512.
 
+use crate::activation::madd;
 use crate::isa::{Isa, best_isa};
 
 /// Key positions per tile.
@@ -48,13 +49,6 @@ pub fn pv_tile(w: &[f32], nq: usize, v: &[f32], tl: usize, hd: usize, out: &mut 
         _ => {}
     }
     pv_generic::<false>(w, v, tl, hd, out);
-}
-
-/// `c + a·b`, fused where the wrapper's target has FMA (`mul_add` is a libm call
-/// otherwise, so the portable path keeps the plain form).
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { c + a * b }
 }
 
 /// Queries per register block in `qk`: 4 x 16 accumulators fill half of AVX2's
@@ -175,28 +169,31 @@ fn pv_block<const HD: usize, const QB: usize, const FMA: bool>(
     }
 }
 
+// The SIMD wrappers keep multiply and add unfused (`::<false>`): fusing changes the
+// rounding of every score, and the Llama path's greedy continuations, pinned to llama.cpp
+// in crates/engine/tests/smollm2.rs, then flip at near-ties (4 of 6 prompts diverged).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn qk_avx512(qs: &[f32], hd: usize, kt: &[f32], scale: f32, out: &mut [f32]) {
-    qk_generic::<true>(qs, hd, kt, scale, out)
+    qk_generic::<false>(qs, hd, kt, scale, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn qk_avx2(qs: &[f32], hd: usize, kt: &[f32], scale: f32, out: &mut [f32]) {
-    qk_generic::<true>(qs, hd, kt, scale, out)
+    qk_generic::<false>(qs, hd, kt, scale, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn pv_avx512(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
-    pv_generic::<true>(w, v, tl, hd, out)
+    pv_generic::<false>(w, v, tl, hd, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pv_avx2(w: &[f32], v: &[f32], tl: usize, hd: usize, out: &mut [f32]) {
-    pv_generic::<true>(w, v, tl, hd, out)
+    pv_generic::<false>(w, v, tl, hd, out)
 }
 
 #[cfg(test)]

@@ -189,12 +189,21 @@ fn matmul_isa(
                         &x[tok * cols..(tok + m) * cols]
                     };
                     tile(isa, panel, xs, cols, m, valid, &mut acc);
+                    if bias.is_some() || epi.gelu {
+                        finish(isa, &mut acc, m, valid, bias, epi.gelu);
+                    }
                     for (i, a) in acc.iter().take(m).enumerate() {
                         // SAFETY: items are disjoint (token block, panel) pairs, each
                         // handled by one thread, so output rows start..end, columns
                         // r0..r0 + valid are written by this thread only.
                         let dst = unsafe { out.slice_mut((tok + i) * rows + r0, valid) };
-                        finish(isa, &a[..valid], bias, epi.gelu, dst);
+                        // A fixed-size copy for whole panels: `copy_from_slice` of a
+                        // run-time length is a libc call.
+                        if let Ok(d) = <&mut [f32; NR]>::try_from(&mut *dst) {
+                            *d = *a;
+                        } else {
+                            dst.copy_from_slice(&a[..valid]);
+                        }
                     }
                     tok += m;
                 }
@@ -259,56 +268,71 @@ fn tile(
     tile_generic::<false>(panel, xs, cols, m, acc);
 }
 
-/// One output row of a tile into `dst`, with bias and activation: one vectorized pass
-/// (a `copy_from_slice` of 32 floats is a libc call).
-fn finish(isa: Isa, a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
+/// Bias and activation on a finished tile, in place: one vectorized pass over its `m`
+/// rows (columns past `valid` are computed too and never stored).
+fn finish(
+    isa: Isa,
+    acc: &mut [[f32; NR]; MR],
+    m: usize,
+    valid: usize,
+    bias: Option<&[f32]>,
+    gelu: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the tier was detected at run time.
-        Isa::Avx512Vnni => return unsafe { finish_avx512(a, bias, gelu, dst) },
-        Isa::Avx2 => return unsafe { finish_avx2(a, bias, gelu, dst) },
+        Isa::Avx512Vnni => return unsafe { finish_avx512(acc, m, valid, bias, gelu) },
+        Isa::Avx2 => return unsafe { finish_avx2(acc, m, valid, bias, gelu) },
         _ => {}
     }
     let _ = isa;
-    finish_generic(a, bias, gelu, dst);
+    finish_generic::<false>(acc, m, valid, bias, gelu);
 }
 
 #[inline(always)]
-fn finish_generic(a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
-    match (bias, gelu) {
-        (Some(b), true) => {
-            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
-                *d = crate::gelu_erf(a + b);
+fn finish_generic<const FMA: bool>(
+    acc: &mut [[f32; NR]; MR],
+    m: usize,
+    valid: usize,
+    bias: Option<&[f32]>,
+    gelu: bool,
+) {
+    if let Some(b) = bias {
+        for a in acc.iter_mut().take(m) {
+            for (v, &b) in a[..valid].iter_mut().zip(b) {
+                *v += b;
             }
         }
-        (Some(b), false) => {
-            for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
-                *d = a + b;
-            }
-        }
-        (None, true) => {
-            for (d, &a) in dst.iter_mut().zip(a) {
-                *d = crate::gelu_erf(a);
-            }
-        }
-        (None, false) => {
-            for (d, &a) in dst.iter_mut().zip(a) {
-                *d = a;
-            }
+    }
+    if gelu {
+        for v in &mut acc.as_flattened_mut()[..m * NR] {
+            *v = crate::activation::gelu_impl::<FMA>(*v);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn finish_avx512(a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
-    finish_generic(a, bias, gelu, dst)
+unsafe fn finish_avx512(
+    acc: &mut [[f32; NR]; MR],
+    m: usize,
+    valid: usize,
+    bias: Option<&[f32]>,
+    gelu: bool,
+) {
+    finish_generic::<true>(acc, m, valid, bias, gelu)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn finish_avx2(a: &[f32], bias: Option<&[f32]>, gelu: bool, dst: &mut [f32]) {
-    finish_generic(a, bias, gelu, dst)
+unsafe fn finish_avx2(
+    acc: &mut [[f32; NR]; MR],
+    m: usize,
+    valid: usize,
+    bias: Option<&[f32]>,
+    gelu: bool,
+) {
+    finish_generic::<true>(acc, m, valid, bias, gelu)
 }
 
 /// `FMA`: fused multiply-add (only where the target has it: `mul_add` is a libm call

@@ -751,8 +751,9 @@ impl VectorDb for SqliteStore {
             }
         };
         let conn = self.inner.lock();
+        // At most once a minute, as PostgreSQL's backend: a search should not be a write.
         conn.execute(
-            "UPDATE vector_stores SET last_active_at = ?2 WHERE id = ?1",
+            "UPDATE vector_stores SET last_active_at = ?2 WHERE id = ?1 AND last_active_at < ?2 - 60",
             params![vs_id, unix_now()],
         )?;
         let mut stmt = conn.prepare_cached(
