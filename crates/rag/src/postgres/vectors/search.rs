@@ -133,9 +133,10 @@ impl PgStore {
     /// Marks a store active. At most once a minute: every write commit is a WAL flush,
     /// which made each search cost ~10 ms more; expiry counts in days.
     pub(super) fn touch(c: &mut postgres::Client, vs: &str) -> Result<(), StoreError> {
+        let now = crate::files::unix_now();
         c.execute(
-            "UPDATE vector_stores SET last_active_at = $2 WHERE id = $1 AND last_active_at < $2 - 60",
-            &[&vs, &crate::files::unix_now()],
+            "UPDATE vector_stores SET last_active_at = $2 WHERE id = $1 AND last_active_at < $3",
+            &[&vs, &now, &(now - 60)],
         )?;
         Ok(())
     }
