@@ -129,6 +129,33 @@ fn batching_and_threads_do_not_change_vectors() {
     }
 }
 
+/// A batch of several hundred tokens runs as groups of sequences, one group per thread
+/// at a time (`Bert::forward`): each vector must be bit for bit the one the sequence gets
+/// alone on one thread (a group must not see another's rows, and rows land in order).
+#[test]
+fn parallel_groups_give_each_text_its_own_vector() {
+    let cases = cases();
+    // Texts of ~10 to ~250 tokens, 40 of them (several groups of <= 512 tokens).
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            let n = 1 + (i * 7) % 13;
+            (0..n)
+                .map(|j| cases[(i + j) % cases.len()].text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let two = embedder(2, WeightFormat::F32);
+    let batched = two.embed_texts(&refs).unwrap();
+    assert!(batched.tokens > 2048, "only {} tokens", batched.tokens);
+    let one = embedder(1, WeightFormat::F32);
+    for (i, t) in refs.iter().enumerate() {
+        let alone = one.embed_texts(&[t]).unwrap();
+        assert_eq!(alone.row(0), batched.row(i), "text {i}");
+    }
+}
+
 #[test]
 fn token_id_input_is_wrapped_like_text() {
     let m = f32_model();

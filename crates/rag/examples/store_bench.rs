@@ -444,7 +444,7 @@ fn pg_bench(
             n,
             "vector indexed",
             &r,
-            "pgvector HNSW, ef_search 40",
+            "pgvector HNSW, ef_search 100",
         );
         let r = run(&db, &vs, c, SearchMode::Keyword, queries);
         rep.add("postgres", n, "keyword", &r, "ts_rank_cd, GIN");
