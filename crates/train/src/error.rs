@@ -1,0 +1,26 @@
+//! The train crate's errors.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// A training record or sequence that cannot be used.
+    #[error("training data: {0}")]
+    Data(String),
+    /// The loss or a gradient stopped being a finite number.
+    #[error(
+        "the loss became {loss} at step {step}: lower the learning rate; the last good checkpoint is kept"
+    )]
+    NotFinite { step: u64, loss: f64 },
+    /// A weights file that does not fit the model.
+    #[error("{path}: {what}")]
+    Weights { path: String, what: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;

@@ -1,0 +1,28 @@
+//! Training without autograd. Every operation of the one Llama forward pass
+//! (`ferrollama_model::llama`) has its forward and its backward side by side in
+//! [`ops`], in the style of llm.c; [`model`] chains them into the training pass of a
+//! whole model, with activation recomputation to bound memory; [`optim`] is AdamW, global
+//! norm clipping and the cosine schedule, with PyTorch's arithmetic.
+//!
+//! Correctness is pinned two ways (tests/): every backward against central finite
+//! differences in f64 on a tiny model, and the first 20 steps' losses of a tiny model
+//! against a PyTorch run of the same initialization, data and optimizer
+//! (`testdata/train/make_reference.py`).
+//!
+//! This is the first part of the training issue: the methods (LoRA, full fine-tuning,
+//! DPO, distillation), the data formats, the adapter files and the `finetune` command
+//! build on it.
+
+pub mod error;
+pub mod float;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod weights;
+
+pub use error::{Result, TrainError};
+pub use float::Float;
+pub use model::{PassOptions, Sequence, Shape, forward_backward, loss};
+pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
+pub use params::{LayerParams, Params};

@@ -1,0 +1,99 @@
+//! Rotary position embedding on adjacent pairs (Meta's complex-number layout: dimensions
+//! `2i, 2i + 1` of a head are one complex number), with Llama 3.1's frequency scaling.
+//! A rotation is linear and orthogonal, so the backward is the inverse rotation.
+
+use ferrollama_model::RopeScaling;
+
+use crate::Float;
+
+/// cos and sin of every (position, pair) angle.
+#[derive(Debug, Clone)]
+pub struct RopeTables<F> {
+    pub pairs: usize,
+    pub cos: Vec<F>, // (T, pairs)
+    pub sin: Vec<F>, // (T, pairs)
+}
+
+impl<F: Float> RopeTables<F> {
+    /// Angles `t · θ^(-2i/rope_dims) / divisor_i` for `t < len`, divisors from Llama 3.1's
+    /// `apply_scaling` when `scaling` is given. Computed in f64.
+    pub fn new(len: usize, rope_dims: usize, theta: f32, scaling: Option<&RopeScaling>) -> Self {
+        let pairs = rope_dims / 2;
+        let div = match scaling {
+            Some(s) => s.freq_divisors(rope_dims, theta),
+            None => vec![1.0; pairs],
+        };
+        let freqs: Vec<f64> = (0..pairs)
+            .map(|i| {
+                // Meta computes the frequencies in f32; the same rounding here keeps the
+                // PyTorch-pinned losses close.
+                let f = 1.0f32 / theta.powf((2 * i) as f32 / rope_dims as f32);
+                f64::from(f / div[i])
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(len * pairs);
+        let mut sin = Vec::with_capacity(len * pairs);
+        for t in 0..len {
+            for &f in &freqs {
+                let a = t as f64 * f;
+                cos.push(F::from_f64(a.cos()));
+                sin.push(F::from_f64(a.sin()));
+            }
+        }
+        RopeTables { pairs, cos, sin }
+    }
+}
+
+/// `out (T, heads · hd) = rotate(x (T, heads · hd))`: each head's first `2 · pairs`
+/// dimensions rotated by its position's angles, the rest copied. `tab` covers at least T
+/// positions.
+pub fn forward<F: Float>(out: &mut [F], x: &[F], width: usize, hd: usize, tab: &RopeTables<F>) {
+    rotate(out, x, width, hd, tab, false);
+}
+
+/// `dx += rotate⁻¹(dout)` (the transpose of a rotation is its inverse).
+pub fn backward<F: Float>(dx: &mut [F], dout: &[F], width: usize, hd: usize, tab: &RopeTables<F>) {
+    rotate(dx, dout, width, hd, tab, true);
+}
+
+/// `backward` false: `out = R x`; true: `out += Rᵀ x`.
+fn rotate<F: Float>(
+    out: &mut [F],
+    x: &[F],
+    width: usize,
+    hd: usize,
+    tab: &RopeTables<F>,
+    backward: bool,
+) {
+    let p = tab.pairs;
+    for (t, (orow, xrow)) in out
+        .chunks_exact_mut(width)
+        .zip(x.chunks_exact(width))
+        .enumerate()
+    {
+        let cos = &tab.cos[t * p..(t + 1) * p];
+        let sin = &tab.sin[t * p..(t + 1) * p];
+        for (oh, xh) in orow.chunks_exact_mut(hd).zip(xrow.chunks_exact(hd)) {
+            for i in 0..p {
+                let (x0, x1) = (xh[2 * i], xh[2 * i + 1]);
+                let (c, s) = (cos[i], sin[i]);
+                if backward {
+                    // (x0 + i x1) · (c - i s)
+                    oh[2 * i] += x0 * c + x1 * s;
+                    oh[2 * i + 1] += x1 * c - x0 * s;
+                } else {
+                    // (x0 + i x1) · (c + i s)
+                    oh[2 * i] = x0 * c - x1 * s;
+                    oh[2 * i + 1] = x0 * s + x1 * c;
+                }
+            }
+            for i in 2 * p..hd {
+                if backward {
+                    oh[i] += xh[i];
+                } else {
+                    oh[i] = xh[i];
+                }
+            }
+        }
+    }
+}

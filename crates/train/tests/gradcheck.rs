@@ -1,0 +1,385 @@
+//! Every backward against central finite differences in f64: each op on its own, then
+//! the whole tiny model (GQA, Llama 3.1 RoPE scaling, tied and separate output, a loss
+//! mask), with and without activation recomputation.
+
+#![allow(clippy::unwrap_used)]
+
+use ferrollama_model::{LlamaConfig, RopeScaling};
+use ferrollama_train::ops::attention::Heads;
+use ferrollama_train::ops::rope::RopeTables;
+use ferrollama_train::ops::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
+use ferrollama_train::{Params, PassOptions, Sequence, Shape, forward_backward, loss};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f64) -> Vec<f64> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+const EPS: f64 = 1e-6;
+
+/// Checks `grad` (the analytic gradient of `f` at `x`) against central differences of
+/// `f` for every element; errors relative to max(|fd|, 1e-3) stay below 3e-6 (the model checks reach ~5e-7;
+/// a backward off by 1e-4 fails).
+fn check(name: &str, x: &mut [f64], grad: &[f64], f: &mut dyn FnMut(&[f64]) -> f64) {
+    assert_eq!(x.len(), grad.len(), "{name}");
+    let mut worst = 0.0f64;
+    for i in 0..x.len() {
+        let orig = x[i];
+        x[i] = orig + EPS;
+        let up = f(x);
+        x[i] = orig - EPS;
+        let down = f(x);
+        x[i] = orig;
+        let fd = (up - down) / (2.0 * EPS);
+        let err = (fd - grad[i]).abs() / fd.abs().max(1e-3);
+        worst = worst.max(err);
+        assert!(
+            err < 3e-6,
+            "{name}[{i}]: analytic {} vs finite difference {fd} (rel err {err:e})",
+            grad[i]
+        );
+    }
+    // A gradient that is all zero would pass trivially where f is flat; none of ours is.
+    assert!(
+        grad.iter().any(|g| g.abs() > 1e-4),
+        "{name}: gradient vanished"
+    );
+    eprintln!("{name}: {} elements, worst rel err {worst:.2e}", x.len());
+}
+
+/// `L = Σ r ⊙ y` for a fixed random `r`, so `dL/dy = r`.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn embedding_backward_matches_finite_differences() {
+    let mut rng = Rng(1);
+    let (v, c) = (5, 3);
+    let tokens = [1u32, 3, 1, 0];
+    let mut wte = rng.vec(v * c, 1.0);
+    let r = rng.vec(tokens.len() * c, 1.0);
+    let mut g = vec![0.0; v * c];
+    embedding::backward(&mut g, &r, &tokens, c);
+    check("embedding dwte", &mut wte, &g, &mut |w| {
+        let mut y = vec![0.0; tokens.len() * c];
+        embedding::forward(&mut y, &tokens, w, c);
+        dot(&y, &r)
+    });
+}
+
+#[test]
+fn rmsnorm_backward_matches_finite_differences() {
+    let mut rng = Rng(2);
+    let (t, c) = (3, 8);
+    let mut x = rng.vec(t * c, 2.0);
+    let mut w = rng.vec(c, 1.0);
+    let r = rng.vec(t * c, 1.0);
+    let eps = 1e-5;
+    let run = |x: &[f64], w: &[f64]| {
+        let mut y = vec![0.0; t * c];
+        let mut rstd = vec![0.0; t];
+        rmsnorm::forward(&mut y, &mut rstd, x, w, eps);
+        (y, rstd)
+    };
+    let (_, rstd) = run(&x, &w);
+    let (mut dx, mut dw) = (vec![0.0; t * c], vec![0.0; c]);
+    rmsnorm::backward(&mut dx, &mut dw, &r, &x, &w, &rstd);
+    let w0 = w.clone();
+    check("rmsnorm dx", &mut x, &dx, &mut |x| dot(&run(x, &w0).0, &r));
+    let x0 = x.clone();
+    check("rmsnorm dweight", &mut w, &dw, &mut |w| {
+        dot(&run(&x0, w).0, &r)
+    });
+}
+
+#[test]
+fn matmul_backward_matches_finite_differences() {
+    let mut rng = Rng(3);
+    let (t, c, oc) = (4, 5, 3);
+    let mut x = rng.vec(t * c, 1.0);
+    let mut w = rng.vec(oc * c, 1.0);
+    let r = rng.vec(t * oc, 1.0);
+    let run = |x: &[f64], w: &[f64]| {
+        let mut y = vec![0.0; t * oc];
+        matmul::forward(&mut y, x, w, c, oc);
+        dot(&y, &r)
+    };
+    let (mut dx, mut dw) = (vec![0.0; t * c], vec![0.0; oc * c]);
+    matmul::backward(Some(&mut dx), &mut dw, &r, &x, &w, c, oc);
+    let w0 = w.clone();
+    check("matmul dinp", &mut x, &dx, &mut |x| run(x, &w0));
+    let x0 = x.clone();
+    check("matmul dweight", &mut w, &dw, &mut |w| run(&x0, w));
+}
+
+fn scaling() -> RopeScaling {
+    // Tiny-model version of Llama 3.1's: one frequency of an 8-dim head in each regime.
+    RopeScaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 64.0,
+    }
+}
+
+#[test]
+fn rope_backward_matches_finite_differences() {
+    let mut rng = Rng(4);
+    let (t, heads, hd) = (5, 2, 8);
+    let tab = RopeTables::<f64>::new(t, hd, 500_000.0, Some(&scaling()));
+    // The scaling must change something for the test to mean anything.
+    let plain = RopeTables::<f64>::new(t, hd, 500_000.0, None);
+    assert_ne!(tab.cos, plain.cos);
+    let mut x = rng.vec(t * heads * hd, 1.0);
+    let r = rng.vec(t * heads * hd, 1.0);
+    let mut dx = vec![0.0; x.len()];
+    rope::backward(&mut dx, &r, heads * hd, hd, &tab);
+    check("rope dx", &mut x, &dx, &mut |x| {
+        let mut y = vec![0.0; x.len()];
+        rope::forward(&mut y, x, heads * hd, hd, &tab);
+        dot(&y, &r)
+    });
+}
+
+#[test]
+fn attention_backward_matches_finite_differences() {
+    let mut rng = Rng(5);
+    let hs = Heads {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 3,
+    };
+    let t = 5;
+    let mut q = rng.vec(t * 12, 1.0);
+    let mut k = rng.vec(t * 6, 1.0);
+    let mut v = rng.vec(t * 6, 1.0);
+    let r = rng.vec(t * 12, 1.0);
+    let run = |q: &[f64], k: &[f64], v: &[f64]| {
+        let mut out = vec![0.0; t * 12];
+        let mut probs = vec![0.0; 4 * t * t];
+        attention::forward(&mut out, &mut probs, q, k, v, hs);
+        (dot(&out, &r), probs)
+    };
+    let (_, probs) = run(&q, &k, &v);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; t * 12], vec![0.0; t * 6], vec![0.0; t * 6]);
+    attention::backward(
+        &mut dq,
+        &mut dk,
+        &mut dv,
+        &r,
+        &q,
+        &k,
+        &v,
+        &probs,
+        hs,
+        &mut Vec::new(),
+    );
+    let (k0, v0) = (k.clone(), v.clone());
+    check("attention dq", &mut q, &dq, &mut |q| run(q, &k0, &v0).0);
+    let q0 = q.clone();
+    check("attention dk", &mut k, &dk, &mut |k| run(&q0, k, &v0).0);
+    check("attention dv", &mut v, &dv, &mut |v| run(&q0, &k0, v).0);
+}
+
+#[test]
+fn swiglu_backward_matches_finite_differences() {
+    let mut rng = Rng(6);
+    let n = 12;
+    let mut a = rng.vec(n, 3.0);
+    let mut b = rng.vec(n, 1.0);
+    let r = rng.vec(n, 1.0);
+    let run = |a: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; n];
+        swiglu::forward(&mut y, a, b);
+        dot(&y, &r)
+    };
+    let (mut da, mut db) = (vec![0.0; n], vec![0.0; n]);
+    swiglu::backward(&mut da, &mut db, &r, &a, &b);
+    let b0 = b.clone();
+    check("swiglu da", &mut a, &da, &mut |a| run(a, &b0));
+    let a0 = a.clone();
+    check("swiglu db", &mut b, &db, &mut |b| run(&a0, b));
+}
+
+#[test]
+fn cross_entropy_backward_matches_finite_differences() {
+    let mut rng = Rng(7);
+    let (t, v) = (4, 6);
+    let mut logits = rng.vec(t * v, 3.0);
+    let targets = [2u32, 0, 5, 5];
+    let counted = [true, false, true, true];
+    let mut d = vec![0.0; t * v];
+    cross_entropy::backward(&mut d, &logits, &targets, &counted, v, 1.0);
+    // The uncounted token gets no gradient at all.
+    assert!(d[v..2 * v].iter().all(|&x| x == 0.0));
+    check("cross_entropy dlogits", &mut logits, &d, &mut |l| {
+        cross_entropy::forward(l, &targets, &counted, v)
+    });
+}
+
+fn tiny_config(vocab: usize) -> LlamaConfig {
+    LlamaConfig {
+        dim: 16,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 4,
+        rope_dims: 4,
+        ffn_dim: 24,
+        vocab_size: vocab,
+        norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_seq_len: 64,
+        rope_scaling: Some(RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 32.0,
+        }),
+    }
+}
+
+fn random_params(cfg: &LlamaConfig, tied: bool, seed: u64) -> Params<f64> {
+    let mut rng = Rng(seed);
+    let mut p = Params::<f64>::zeros(cfg, tied);
+    for (name, t) in p.tensors_mut() {
+        let norm = name.ends_with("norm.weight");
+        for x in t.iter_mut() {
+            *x = if norm {
+                1.0 + 0.2 * rng.next()
+            } else {
+                0.4 * rng.next()
+            };
+        }
+    }
+    p
+}
+
+fn tiny_batch() -> Vec<Sequence> {
+    let mut a = Sequence::causal(&[3, 7, 1, 7, 9, 2, 0, 5]);
+    a.counted[..2].fill(false); // a prompt
+    let b = Sequence::causal(&[4, 4, 11, 6, 1]);
+    vec![a, b]
+}
+
+fn model_check(tied: bool, recompute: bool) {
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let mut p = random_params(&cfg, tied, 11);
+    let batch = tiny_batch();
+    let count: usize = batch.iter().map(Sequence::n_counted).sum();
+    let scale = 1.0 / count as f64;
+    let mut g = p.zeros_like();
+    let l = forward_backward(&sh, &p, &mut g, &batch, scale, PassOptions { recompute }).unwrap();
+    let l2 = loss(&sh, &p, &batch).unwrap();
+    assert_eq!(
+        l, l2,
+        "the training pass and the forward-only pass give one loss"
+    );
+    let names: Vec<String> = p.tensors().into_iter().map(|t| t.0).collect();
+    let grads: Vec<Vec<f64>> = g.tensors().into_iter().map(|t| t.1.clone()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut x = p.tensors()[i].1.clone();
+        check(
+            &format!("model (tied {tied}, recompute {recompute}) {name}"),
+            &mut x,
+            &grads[i],
+            &mut |x| {
+                let mut q = p.clone();
+                q.tensors_mut()[i].1.copy_from_slice(x);
+                loss(&sh, &q, &batch).unwrap() * scale
+            },
+        );
+        p.tensors_mut()[i].1.copy_from_slice(&x);
+    }
+}
+
+#[test]
+fn model_backward_matches_finite_differences_separate_output() {
+    model_check(false, false);
+}
+
+#[test]
+fn model_backward_matches_finite_differences_tied_output_recomputed() {
+    model_check(true, true);
+}
+
+#[test]
+fn recomputation_and_accumulation_change_no_gradient() {
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, false, 12);
+    let batch = tiny_batch();
+    let mut whole = p.zeros_like();
+    forward_backward(&sh, &p, &mut whole, &batch, 0.5, PassOptions::default()).unwrap();
+    let mut recomputed = p.zeros_like();
+    forward_backward(
+        &sh,
+        &p,
+        &mut recomputed,
+        &batch,
+        0.5,
+        PassOptions { recompute: true },
+    )
+    .unwrap();
+    assert_eq!(
+        whole, recomputed,
+        "recomputed activations are the same numbers"
+    );
+    // Two micro-batches accumulated into one gradient: the same as one batch, up to the
+    // order of additions.
+    let mut acc = p.zeros_like();
+    for s in &batch {
+        forward_backward(
+            &sh,
+            &p,
+            &mut acc,
+            std::slice::from_ref(s),
+            0.5,
+            PassOptions::default(),
+        )
+        .unwrap();
+    }
+    for ((name, a), (_, w)) in acc.tensors().into_iter().zip(whole.tensors()) {
+        for (x, y) in a.iter().zip(w.iter()) {
+            assert!(
+                (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                "{name}: {x} vs {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_sequences_are_errors() {
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, true, 13);
+    let mut g = p.zeros_like();
+    let out_of_vocab = Sequence::causal(&[1, 12, 3]);
+    let e = forward_backward(
+        &sh,
+        &p,
+        &mut g,
+        &[out_of_vocab],
+        1.0,
+        PassOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("token id 12"), "{e}");
+    let empty = Sequence::causal(&[5]);
+    assert!(loss(&sh, &p, &[empty]).is_err());
+    assert!(
+        g.tensors().iter().all(|t| t.1.iter().all(|&x| x == 0.0)),
+        "nothing was touched"
+    );
+}
