@@ -1,5 +1,9 @@
 //! The number type of a training run: `f32` for real runs, `f64` for the gradient checks,
-//! where finite differences need the extra digits. Only what the ops use.
+//! where finite differences need the extra digits. Only what the ops use, plus the one
+//! matrix kernel the training pass spends its time in: [`Float::gemm_nt`], plain loops by
+//! default (the reference, and f64's path) and the tensor crate's packed SIMD GEMM for f32.
+
+use ferrollama_tensor::{PackedF32, ThreadPool, matmul_f32_packed};
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -34,52 +38,87 @@ pub trait Float:
     fn sin(self) -> Self;
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
+
+    /// `out (t, oc) = x (t, c) · w (oc, c)ᵀ`, overwriting `out`.
+    fn gemm_nt(pool: &ThreadPool, out: &mut [Self], x: &[Self], w: &[Self], c: usize, oc: usize) {
+        let _ = pool;
+        gemm_nt_scalar(out, x, w, c, oc);
+    }
 }
 
-macro_rules! float {
+/// The reference of [`Float::gemm_nt`]: one dot product per output, in order.
+pub fn gemm_nt_scalar<F: Float>(out: &mut [F], x: &[F], w: &[F], c: usize, oc: usize) {
+    for (o, xr) in out.chunks_exact_mut(oc).zip(x.chunks_exact(c)) {
+        for (o, wr) in o.iter_mut().zip(w.chunks_exact(c)) {
+            let mut s = F::ZERO;
+            for (&a, &b) in xr.iter().zip(wr) {
+                s += a * b;
+            }
+            *o = s;
+        }
+    }
+}
+
+macro_rules! float_ops {
     ($t:ty) => {
-        impl Float for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            #[inline(always)]
-            fn from_f64(x: f64) -> Self {
-                x as $t
-            }
-            #[inline(always)]
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            #[inline(always)]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            #[inline(always)]
-            fn cos(self) -> Self {
-                <$t>::cos(self)
-            }
-            #[inline(always)]
-            fn sin(self) -> Self {
-                <$t>::sin(self)
-            }
-            #[inline(always)]
-            fn max(self, other: Self) -> Self {
-                <$t>::max(self, other)
-            }
-            #[inline(always)]
-            fn is_finite(self) -> bool {
-                <$t>::is_finite(self)
-            }
+        const ZERO: Self = 0.0;
+        const ONE: Self = 1.0;
+        #[inline(always)]
+        fn from_f64(x: f64) -> Self {
+            x as $t
+        }
+        #[inline(always)]
+        fn to_f64(self) -> f64 {
+            self as f64
+        }
+        #[inline(always)]
+        fn exp(self) -> Self {
+            <$t>::exp(self)
+        }
+        #[inline(always)]
+        fn ln(self) -> Self {
+            <$t>::ln(self)
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            <$t>::sqrt(self)
+        }
+        #[inline(always)]
+        fn cos(self) -> Self {
+            <$t>::cos(self)
+        }
+        #[inline(always)]
+        fn sin(self) -> Self {
+            <$t>::sin(self)
+        }
+        #[inline(always)]
+        fn max(self, other: Self) -> Self {
+            <$t>::max(self, other)
+        }
+        #[inline(always)]
+        fn is_finite(self) -> bool {
+            <$t>::is_finite(self)
         }
     };
 }
 
-float!(f32);
-float!(f64);
+impl Float for f64 {
+    float_ops!(f64);
+}
+
+impl Float for f32 {
+    float_ops!(f32);
+
+    /// The weights are repacked into the GEMM's panels on every call: they change every
+    /// step, and packing is O(oc · c) against the product's O(t · oc · c).
+    fn gemm_nt(pool: &ThreadPool, out: &mut [f32], x: &[f32], w: &[f32], c: usize, oc: usize) {
+        let t = x.len() / c.max(1);
+        let done = PackedF32::pack(w, oc, c)
+            .and_then(|p| matmul_f32_packed(pool, &p, x, t, out))
+            .is_ok();
+        if !done {
+            // Only a shape the caller got wrong lands here; the loops give the same answer.
+            gemm_nt_scalar(out, x, w, c, oc);
+        }
+    }
+}

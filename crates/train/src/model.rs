@@ -14,6 +14,7 @@
 //! layer's activations instead of all of them.
 
 use ferrollama_model::LlamaConfig;
+use ferrollama_tensor::ThreadPool;
 
 use crate::Float;
 use crate::error::{Result, TrainError};
@@ -110,6 +111,7 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
 
 /// `x_out = block(x)`, saving the activations into `s`.
 fn layer_forward<F: Float>(
+    pool: &ThreadPool,
     sh: &Shape,
     l: &LayerParams<F>,
     tab: &RopeTables<F>,
@@ -126,18 +128,18 @@ fn layer_forward<F: Float>(
     rmsnorm::forward(&mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
     let mut tmp = vec![F::ZERO; t * qw.max(kw)];
     resize(&mut s.q, t * qw);
-    matmul::forward(&mut tmp[..t * qw], &s.xn, &l.wq, d, qw); // (T, q_width)
+    matmul::forward(pool, &mut tmp[..t * qw], &s.xn, &l.wq, d, qw); // (T, q_width)
     rope::forward(&mut s.q, &tmp[..t * qw], qw, hd, tab);
     resize(&mut s.k, t * kw);
-    matmul::forward(&mut tmp[..t * kw], &s.xn, &l.wk, d, kw); // (T, kv_width)
+    matmul::forward(pool, &mut tmp[..t * kw], &s.xn, &l.wk, d, kw); // (T, kv_width)
     rope::forward(&mut s.k, &tmp[..t * kw], kw, hd, tab);
     resize(&mut s.v, t * kw);
-    matmul::forward(&mut s.v, &s.xn, &l.wv, d, kw); // (T, kv_width)
+    matmul::forward(pool, &mut s.v, &s.xn, &l.wv, d, kw); // (T, kv_width)
     resize(&mut s.probs, sh.heads.n_heads * t * t);
     resize(&mut s.att, t * qw);
-    attention::forward(&mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
+    attention::forward(pool, &mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
     resize(&mut s.h, t * d);
-    matmul::forward(&mut s.h, &s.att, &l.wo, qw, d); // (T, dim)
+    matmul::forward(pool, &mut s.h, &s.att, &l.wo, qw, d); // (T, dim)
     add_into(&mut s.h, x);
     resize(&mut s.hn, t * d);
     resize(&mut s.rstd2, t);
@@ -145,10 +147,10 @@ fn layer_forward<F: Float>(
     resize(&mut s.a, t * ff);
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
-    matmul::forward(&mut s.a, &s.hn, &l.w1, d, ff); // (T, ffn)
-    matmul::forward(&mut s.b, &s.hn, &l.w3, d, ff); // (T, ffn)
+    matmul::forward(pool, &mut s.a, &s.hn, &l.w1, d, ff); // (T, ffn)
+    matmul::forward(pool, &mut s.b, &s.hn, &l.w3, d, ff); // (T, ffn)
     swiglu::forward(&mut s.g, &s.a, &s.b); // (T, ffn)
-    matmul::forward(x_out, &s.g, &l.w2, ff, d); // (T, dim)
+    matmul::forward(pool, x_out, &s.g, &l.w2, ff, d); // (T, dim)
     add_into(x_out, &s.h);
 }
 
@@ -156,6 +158,7 @@ fn layer_forward<F: Float>(
 /// gradients into `gl` and writes the gradient of its input into `dx`.
 #[allow(clippy::too_many_arguments)]
 fn layer_backward<F: Float>(
+    pool: &ThreadPool,
     sh: &Shape,
     l: &LayerParams<F>,
     gl: &mut LayerParams<F>,
@@ -171,42 +174,32 @@ fn layer_backward<F: Float>(
     // x' = h + w2 · g
     let mut dh = dout.to_vec(); // (T, dim)
     let mut dg = vec![F::ZERO; t * ff];
-    matmul::backward(Some(&mut dg), &mut gl.w2, dout, &s.g, &l.w2, ff, d);
+    matmul::backward(pool, Some(&mut dg), &mut gl.w2, dout, &s.g, &l.w2, ff, d);
     let mut da = vec![F::ZERO; t * ff];
     let mut db = vec![F::ZERO; t * ff];
     swiglu::backward(&mut da, &mut db, &dg, &s.a, &s.b);
     let mut dhn = vec![F::ZERO; t * d];
-    matmul::backward(Some(&mut dhn), &mut gl.w1, &da, &s.hn, &l.w1, d, ff);
-    matmul::backward(Some(&mut dhn), &mut gl.w3, &db, &s.hn, &l.w3, d, ff);
+    matmul::backward(pool, Some(&mut dhn), &mut gl.w1, &da, &s.hn, &l.w1, d, ff);
+    matmul::backward(pool, Some(&mut dhn), &mut gl.w3, &db, &s.hn, &l.w3, d, ff);
     rmsnorm::backward(&mut dh, &mut gl.ffn_norm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
     // h = x + wo · att
     dx.copy_from_slice(&dh);
     let mut datt = vec![F::ZERO; t * qw];
-    matmul::backward(Some(&mut datt), &mut gl.wo, &dh, &s.att, &l.wo, qw, d);
+    matmul::backward(pool, Some(&mut datt), &mut gl.wo, &dh, &s.att, &l.wo, qw, d);
     let mut dq = vec![F::ZERO; t * qw];
     let mut dk = vec![F::ZERO; t * kw];
     let mut dv = vec![F::ZERO; t * kw];
-    let mut scratch = Vec::new();
     attention::backward(
-        &mut dq,
-        &mut dk,
-        &mut dv,
-        &datt,
-        &s.q,
-        &s.k,
-        &s.v,
-        &s.probs,
-        sh.heads,
-        &mut scratch,
+        pool, &mut dq, &mut dk, &mut dv, &datt, &s.q, &s.k, &s.v, &s.probs, sh.heads,
     );
     let mut dq0 = vec![F::ZERO; t * qw];
     let mut dk0 = vec![F::ZERO; t * kw];
     rope::backward(&mut dq0, &dq, qw, hd, tab);
     rope::backward(&mut dk0, &dk, kw, hd, tab);
     let mut dxn = vec![F::ZERO; t * d];
-    matmul::backward(Some(&mut dxn), &mut gl.wq, &dq0, &s.xn, &l.wq, d, qw);
-    matmul::backward(Some(&mut dxn), &mut gl.wk, &dk0, &s.xn, &l.wk, d, kw);
-    matmul::backward(Some(&mut dxn), &mut gl.wv, &dv, &s.xn, &l.wv, d, kw);
+    matmul::backward(pool, Some(&mut dxn), &mut gl.wq, &dq0, &s.xn, &l.wq, d, qw);
+    matmul::backward(pool, Some(&mut dxn), &mut gl.wk, &dk0, &s.xn, &l.wk, d, kw);
+    matmul::backward(pool, Some(&mut dxn), &mut gl.wv, &dv, &s.xn, &l.wv, d, kw);
     rmsnorm::backward(
         dx,
         &mut gl.attention_norm,
@@ -252,6 +245,7 @@ pub struct PassOptions {
 /// (`scale` = 1 / the counted tokens the caller averages over) and returns the summed
 /// loss of the counted tokens (not yet averaged).
 pub fn forward_backward<F: Float>(
+    pool: &ThreadPool,
     sh: &Shape,
     p: &Params<F>,
     grads: &mut Params<F>,
@@ -262,22 +256,28 @@ pub fn forward_backward<F: Float>(
     let mut total = F::ZERO;
     for s in batch {
         check_sequence(sh, s)?;
-        total += sequence_pass(sh, p, Some(grads), s, scale, opts);
+        total += sequence_pass(pool, sh, p, Some(grads), s, scale, opts);
     }
     Ok(total)
 }
 
 /// The summed loss of the counted tokens of `batch`, forward only.
-pub fn loss<F: Float>(sh: &Shape, p: &Params<F>, batch: &[Sequence]) -> Result<F> {
+pub fn loss<F: Float>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<F>,
+    batch: &[Sequence],
+) -> Result<F> {
     let mut total = F::ZERO;
     for s in batch {
         check_sequence(sh, s)?;
-        total += sequence_pass(sh, p, None, s, F::ONE, PassOptions::default());
+        total += sequence_pass(pool, sh, p, None, s, F::ONE, PassOptions::default());
     }
     Ok(total)
 }
 
 fn sequence_pass<F: Float>(
+    pool: &ThreadPool,
     sh: &Shape,
     p: &Params<F>,
     grads: Option<&mut Params<F>>,
@@ -301,7 +301,7 @@ fn sequence_pass<F: Float>(
             acts.push(LayerActs::default());
         }
         let sa = if keep_all { &mut acts[i] } else { &mut scratch };
-        layer_forward(sh, l, &tab, &before[i], sa, &mut after[0]);
+        layer_forward(pool, sh, l, &tab, &before[i], sa, &mut after[0]);
     }
     let out_w = p.output.as_ref().unwrap_or(&p.tok_embeddings);
     let mut xf = vec![F::ZERO; t * d];
@@ -309,7 +309,7 @@ fn sequence_pass<F: Float>(
     let eps = F::from_f64(sh.eps);
     rmsnorm::forward(&mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
     let mut logits = vec![F::ZERO; t * v];
-    matmul::forward(&mut logits, &xf, out_w, d, v); // (T, vocab)
+    matmul::forward(pool, &mut logits, &xf, out_w, d, v); // (T, vocab)
     let loss = cross_entropy::forward(&logits, &s.targets, &s.counted, v);
     let Some(g) = grads else { return loss };
 
@@ -317,8 +317,9 @@ fn sequence_pass<F: Float>(
     cross_entropy::backward(&mut dlogits, &logits, &s.targets, &s.counted, v, scale);
     let mut dxf = vec![F::ZERO; t * d];
     match g.output.as_mut() {
-        Some(go) => matmul::backward(Some(&mut dxf), go, &dlogits, &xf, out_w, d, v),
+        Some(go) => matmul::backward(pool, Some(&mut dxf), go, &dlogits, &xf, out_w, d, v),
         None => matmul::backward(
+            pool,
             Some(&mut dxf),
             &mut g.tok_embeddings,
             &dlogits,
@@ -338,10 +339,20 @@ fn sequence_pass<F: Float>(
         } else {
             // Recompute this layer's activations from its saved input.
             let mut out = vec![F::ZERO; t * d];
-            layer_forward(sh, l, &tab, &xs[i], &mut scratch, &mut out);
+            layer_forward(pool, sh, l, &tab, &xs[i], &mut scratch, &mut out);
             &scratch
         };
-        layer_backward(sh, l, &mut g.layers[i], &tab, &xs[i], sa, &dx, &mut dprev);
+        layer_backward(
+            pool,
+            sh,
+            l,
+            &mut g.layers[i],
+            &tab,
+            &xs[i],
+            sa,
+            &dx,
+            &mut dprev,
+        );
         std::mem::swap(&mut dx, &mut dprev);
     }
     embedding::backward(&mut g.tok_embeddings, &dx, &s.inputs, d);

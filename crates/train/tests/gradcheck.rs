@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use ferrollama_model::{LlamaConfig, RopeScaling};
+use ferrollama_tensor::ThreadPool;
 use ferrollama_train::ops::attention::Heads;
 use ferrollama_train::ops::rope::RopeTables;
 use ferrollama_train::ops::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
@@ -103,6 +104,7 @@ fn rmsnorm_backward_matches_finite_differences() {
 
 #[test]
 fn matmul_backward_matches_finite_differences() {
+    let pool = ThreadPool::new(2);
     let mut rng = Rng(3);
     let (t, c, oc) = (4, 5, 3);
     let mut x = rng.vec(t * c, 1.0);
@@ -110,11 +112,11 @@ fn matmul_backward_matches_finite_differences() {
     let r = rng.vec(t * oc, 1.0);
     let run = |x: &[f64], w: &[f64]| {
         let mut y = vec![0.0; t * oc];
-        matmul::forward(&mut y, x, w, c, oc);
+        matmul::forward(&pool, &mut y, x, w, c, oc);
         dot(&y, &r)
     };
     let (mut dx, mut dw) = (vec![0.0; t * c], vec![0.0; oc * c]);
-    matmul::backward(Some(&mut dx), &mut dw, &r, &x, &w, c, oc);
+    matmul::backward(&pool, Some(&mut dx), &mut dw, &r, &x, &w, c, oc);
     let w0 = w.clone();
     check("matmul dinp", &mut x, &dx, &mut |x| run(x, &w0));
     let x0 = x.clone();
@@ -152,6 +154,7 @@ fn rope_backward_matches_finite_differences() {
 
 #[test]
 fn attention_backward_matches_finite_differences() {
+    let pool = ThreadPool::new(2);
     let mut rng = Rng(5);
     let hs = Heads {
         n_heads: 4,
@@ -166,23 +169,12 @@ fn attention_backward_matches_finite_differences() {
     let run = |q: &[f64], k: &[f64], v: &[f64]| {
         let mut out = vec![0.0; t * 12];
         let mut probs = vec![0.0; 4 * t * t];
-        attention::forward(&mut out, &mut probs, q, k, v, hs);
+        attention::forward(&pool, &mut out, &mut probs, q, k, v, hs);
         (dot(&out, &r), probs)
     };
     let (_, probs) = run(&q, &k, &v);
     let (mut dq, mut dk, mut dv) = (vec![0.0; t * 12], vec![0.0; t * 6], vec![0.0; t * 6]);
-    attention::backward(
-        &mut dq,
-        &mut dk,
-        &mut dv,
-        &r,
-        &q,
-        &k,
-        &v,
-        &probs,
-        hs,
-        &mut Vec::new(),
-    );
+    attention::backward(&pool, &mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &probs, hs);
     let (k0, v0) = (k.clone(), v.clone());
     check("attention dq", &mut q, &dq, &mut |q| run(q, &k0, &v0).0);
     let q0 = q.clone();
@@ -272,6 +264,7 @@ fn tiny_batch() -> Vec<Sequence> {
 }
 
 fn model_check(tied: bool, recompute: bool) {
+    let pool = ThreadPool::new(2);
     let cfg = tiny_config(12);
     let sh = Shape::of(&cfg);
     let mut p = random_params(&cfg, tied, 11);
@@ -279,8 +272,17 @@ fn model_check(tied: bool, recompute: bool) {
     let count: usize = batch.iter().map(Sequence::n_counted).sum();
     let scale = 1.0 / count as f64;
     let mut g = p.zeros_like();
-    let l = forward_backward(&sh, &p, &mut g, &batch, scale, PassOptions { recompute }).unwrap();
-    let l2 = loss(&sh, &p, &batch).unwrap();
+    let l = forward_backward(
+        &pool,
+        &sh,
+        &p,
+        &mut g,
+        &batch,
+        scale,
+        PassOptions { recompute },
+    )
+    .unwrap();
+    let l2 = loss(&pool, &sh, &p, &batch).unwrap();
     assert_eq!(
         l, l2,
         "the training pass and the forward-only pass give one loss"
@@ -296,7 +298,7 @@ fn model_check(tied: bool, recompute: bool) {
             &mut |x| {
                 let mut q = p.clone();
                 q.tensors_mut()[i].1.copy_from_slice(x);
-                loss(&sh, &q, &batch).unwrap() * scale
+                loss(&pool, &sh, &q, &batch).unwrap() * scale
             },
         );
         p.tensors_mut()[i].1.copy_from_slice(&x);
@@ -315,14 +317,25 @@ fn model_backward_matches_finite_differences_tied_output_recomputed() {
 
 #[test]
 fn recomputation_and_accumulation_change_no_gradient() {
+    let pool = ThreadPool::new(2);
     let cfg = tiny_config(12);
     let sh = Shape::of(&cfg);
     let p = random_params(&cfg, false, 12);
     let batch = tiny_batch();
     let mut whole = p.zeros_like();
-    forward_backward(&sh, &p, &mut whole, &batch, 0.5, PassOptions::default()).unwrap();
+    forward_backward(
+        &pool,
+        &sh,
+        &p,
+        &mut whole,
+        &batch,
+        0.5,
+        PassOptions::default(),
+    )
+    .unwrap();
     let mut recomputed = p.zeros_like();
     forward_backward(
+        &pool,
         &sh,
         &p,
         &mut recomputed,
@@ -340,6 +353,7 @@ fn recomputation_and_accumulation_change_no_gradient() {
     let mut acc = p.zeros_like();
     for s in &batch {
         forward_backward(
+            &pool,
             &sh,
             &p,
             &mut acc,
@@ -361,12 +375,14 @@ fn recomputation_and_accumulation_change_no_gradient() {
 
 #[test]
 fn bad_sequences_are_errors() {
+    let pool = ThreadPool::new(2);
     let cfg = tiny_config(12);
     let sh = Shape::of(&cfg);
     let p = random_params(&cfg, true, 13);
     let mut g = p.zeros_like();
     let out_of_vocab = Sequence::causal(&[1, 12, 3]);
     let e = forward_backward(
+        &pool,
         &sh,
         &p,
         &mut g,
@@ -377,7 +393,7 @@ fn bad_sequences_are_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("token id 12"), "{e}");
     let empty = Sequence::causal(&[5]);
-    assert!(loss(&sh, &p, &[empty]).is_err());
+    assert!(loss(&pool, &sh, &p, &[empty]).is_err());
     assert!(
         g.tensors().iter().all(|t| t.1.iter().all(|&x| x == 0.0)),
         "nothing was touched"

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use ferrollama_model::{LlamaConfig, RopeScaling};
+use ferrollama_tensor::ThreadPool;
 use ferrollama_train::weights::load_params;
 use ferrollama_train::{
     AdamW, AdamWConfig, PassOptions, Sequence, Shape, clip_grad_norm, cosine_lr, forward_backward,
@@ -23,7 +24,8 @@ fn num(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or_else(|| panic!("{k} missing"))
 }
 
-fn run(recompute: bool) {
+fn run(recompute: bool, threads: usize) {
+    let pool = ThreadPool::new(threads);
     let text = std::fs::read_to_string(testdata().join("tiny_reference.json")).unwrap();
     let r: Value = serde_json::from_str(&text).unwrap();
     let (c, h) = (&r["config"], &r["hyper"]);
@@ -97,7 +99,8 @@ fn run(recompute: bool) {
             let count: usize = mb.iter().map(Sequence::n_counted).sum();
             let scale = 1.0 / (count * accum) as f32;
             let sum =
-                forward_backward(&sh, &p, &mut g, mb, scale, PassOptions { recompute }).unwrap();
+                forward_backward(&pool, &sh, &p, &mut g, mb, scale, PassOptions { recompute })
+                    .unwrap();
             loss += f64::from(sum) / count as f64 / accum as f64;
         }
         let norm = clip_grad_norm(&mut g, num(h, "max_grad_norm"));
@@ -127,10 +130,10 @@ fn run(recompute: bool) {
 
 #[test]
 fn first_20_steps_match_pytorch() {
-    run(false);
+    run(false, 1);
 }
 
 #[test]
 fn first_20_steps_match_pytorch_with_recomputation() {
-    run(true);
+    run(true, 2);
 }
