@@ -168,6 +168,7 @@ pub fn linear_act(
         let epi = Epilogue {
             bias: Some(&l.bias),
             gelu,
+            accumulate: false,
         };
         matmul_f32_packed_with(pool, p, &x[..n * w.cols], n, out, epi)?;
         return Ok(());

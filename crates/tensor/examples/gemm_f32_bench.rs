@@ -36,6 +36,7 @@ fn main() {
         let epi = Epilogue {
             bias: Some(&bias),
             gelu,
+            accumulate: false,
         };
         let run = |out: &mut [f32]| {
             matmul_f32_packed_with(&pool, &p, &x, tokens, out, epi).expect("gemm");

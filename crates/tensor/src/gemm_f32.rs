@@ -63,6 +63,41 @@ impl PackedF32 {
         Ok(PackedF32 { rows, cols, data })
     }
 
+    /// Packs the transpose of row-major `a` (`a_rows * a_cols` values): the matrix
+    /// `[a_cols, a_rows]` with `M[r][k] = a[k][r]`. Products with a transposed operand
+    /// (a backward pass's `dY · W`, `dYᵀ · X`) need no separate transposed copy: a panel's
+    /// step `k` is 32 consecutive values of `a`'s row `k`.
+    pub fn pack_transposed(
+        a: &[f32],
+        a_rows: usize,
+        a_cols: usize,
+    ) -> Result<PackedF32, TensorError> {
+        let want = a_rows.checked_mul(a_cols).ok_or(TensorError::Overflow {
+            op: "PackedF32::pack_transposed",
+            what: "matrix size",
+        })?;
+        if a.len() != want || a_rows == 0 {
+            return Err(TensorError::len(
+                "PackedF32::pack_transposed",
+                crate::DType::F32,
+                "matrix",
+                "elements",
+                want,
+                a.len(),
+            ));
+        }
+        let (rows, cols) = (a_cols, a_rows);
+        let panels = rows.div_ceil(NR);
+        let mut data = vec![0.0; panels * cols * NR];
+        for (k, arow) in a.chunks_exact(a_cols).enumerate() {
+            for (p, src) in arow.chunks(NR).enumerate() {
+                let base = p * cols * NR + k * NR;
+                data[base..base + src.len()].copy_from_slice(src);
+            }
+        }
+        Ok(PackedF32 { rows, cols, data })
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -79,6 +114,9 @@ pub struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
     /// Then the exact GELU ([`crate::gelu_erf`]).
     pub gelu: bool,
+    /// Add the result to what `out` holds instead of overwriting it (gradients
+    /// accumulate; this saves a temporary the size of the output and a pass over it).
+    pub accumulate: bool,
 }
 
 /// `out[t * rows + r] = Σ_k W[r][k] · x[t * cols + k]` for `t < n_tokens`.
@@ -199,7 +237,11 @@ fn matmul_isa(
                         let dst = unsafe { out.slice_mut((tok + i) * rows + r0, valid) };
                         // A fixed-size copy for whole panels: `copy_from_slice` of a
                         // run-time length is a libc call.
-                        if let Ok(d) = <&mut [f32; NR]>::try_from(&mut *dst) {
+                        if epi.accumulate {
+                            for (d, &v) in dst.iter_mut().zip(a) {
+                                *d += v;
+                            }
+                        } else if let Ok(d) = <&mut [f32; NR]>::try_from(&mut *dst) {
                             *d = *a;
                         } else {
                             dst.copy_from_slice(&a[..valid]);
@@ -494,12 +536,23 @@ mod tests {
                 Epilogue {
                     bias: Some(&bias),
                     gelu: true,
+                    accumulate: false,
+                },
+                Epilogue {
+                    accumulate: true,
+                    ..Epilogue::default()
                 },
             ] {
                 let mut out = vec![f32::NAN; n * rows + 3];
+                if epi.accumulate {
+                    out[..n * rows].fill(0.5);
+                }
                 matmul_isa(isa, &pool, &p, &x, n, &mut out, epi).expect("matmul");
                 for (i, (&got, &y)) in out.iter().zip(&want).enumerate() {
                     let mut y = y;
+                    if epi.accumulate {
+                        y += 0.5;
+                    }
                     if epi.gelu {
                         y = crate::gelu_erf_ref(y + f64::from(bias[i % rows]));
                     }
@@ -531,6 +584,24 @@ mod tests {
             check(rows, cols, n, 7, 2);
         }
         assert!(PackedF32::pack(&[1.0; 3], 2, 2).is_err());
+        assert!(PackedF32::pack_transposed(&[1.0; 3], 2, 2).is_err());
+    }
+
+    #[test]
+    fn transposed_packing_is_packing_the_transpose() {
+        for (a_rows, a_cols) in [(1, 1), (3, 70), (40, 33), (7, 64)] {
+            let a: Vec<f32> = (0..a_rows * a_cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut t = vec![0.0; a.len()];
+            for r in 0..a_rows {
+                for c in 0..a_cols {
+                    t[c * a_rows + r] = a[r * a_cols + c];
+                }
+            }
+            let want = PackedF32::pack(&t, a_cols, a_rows).expect("pack");
+            let got = PackedF32::pack_transposed(&a, a_rows, a_cols).expect("pack_transposed");
+            assert_eq!((got.rows, got.cols), (want.rows, want.cols));
+            assert_eq!(got.data, want.data, "{a_rows}x{a_cols}");
+        }
     }
 
     proptest! {
@@ -548,7 +619,7 @@ mod tests {
         let mut out = [0.0; 2];
         let epi = Epilogue {
             bias: Some(&[1.0]),
-            gelu: false,
+            ..Epilogue::default()
         };
         let pool = ThreadPool::new(1);
         assert!(matmul_f32_packed_with(&pool, &p, &[1.0; 3], 1, &mut out, epi).is_err());

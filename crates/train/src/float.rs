@@ -1,9 +1,9 @@
 //! The number type of a training run: `f32` for real runs, `f64` for the gradient checks,
 //! where finite differences need the extra digits. Only what the ops use, plus the one
-//! matrix kernel the training pass spends its time in: [`Float::gemm_nt`], plain loops by
+//! matrix kernel the training pass spends its time in: [`Float::gemm`], plain loops by
 //! default (the reference, and f64's path) and the tensor crate's packed SIMD GEMM for f32.
 
-use ferrollama_tensor::{PackedF32, ThreadPool, matmul_f32_packed};
+use ferrollama_tensor::{Epilogue, PackedF32, ThreadPool, matmul_f32_packed_with};
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -39,22 +39,60 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
 
-    /// `out (t, oc) = x (t, c) · w (oc, c)ᵀ`, overwriting `out`.
-    fn gemm_nt(pool: &ThreadPool, out: &mut [Self], x: &[Self], w: &[Self], c: usize, oc: usize) {
+    /// `out (t, oc) (+)= x (t, c) · Mᵀ` where the matrix `M (oc, c)` is stored as `w`:
+    /// row-major `(oc, c)`, or with [`Layout::Transposed`] as its transpose `(c, oc)`.
+    /// `accumulate` adds to `out` instead of overwriting it.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        pool: &ThreadPool,
+        out: &mut [Self],
+        x: &[Self],
+        w: &[Self],
+        layout: Layout,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) {
         let _ = pool;
-        gemm_nt_scalar(out, x, w, c, oc);
+        gemm_scalar(out, x, w, layout, c, oc, accumulate);
     }
 }
 
-/// The reference of [`Float::gemm_nt`]: one dot product per output, in order.
-pub fn gemm_nt_scalar<F: Float>(out: &mut [F], x: &[F], w: &[F], c: usize, oc: usize) {
+/// How [`Float::gemm`]'s matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `M` itself, row-major `(oc, c)`, as `nn.Linear` keeps its weight.
+    Rows,
+    /// `Mᵀ`, row-major `(c, oc)`: the backward's `dY · W` and `dYᵀ · X` use a weight or
+    /// an activation this way without copying it.
+    Transposed,
+}
+
+/// The reference of [`Float::gemm`]: one dot product per output, in order of `k`.
+pub fn gemm_scalar<F: Float>(
+    out: &mut [F],
+    x: &[F],
+    w: &[F],
+    layout: Layout,
+    c: usize,
+    oc: usize,
+    accumulate: bool,
+) {
     for (o, xr) in out.chunks_exact_mut(oc).zip(x.chunks_exact(c)) {
-        for (o, wr) in o.iter_mut().zip(w.chunks_exact(c)) {
+        for (j, o) in o.iter_mut().enumerate() {
             let mut s = F::ZERO;
-            for (&a, &b) in xr.iter().zip(wr) {
-                s += a * b;
+            for (k, &a) in xr.iter().enumerate() {
+                let m = match layout {
+                    Layout::Rows => w[j * c + k],
+                    Layout::Transposed => w[k * oc + j],
+                };
+                s += a * m;
             }
-            *o = s;
+            if accumulate {
+                *o += s;
+            } else {
+                *o = s;
+            }
         }
     }
 }
@@ -109,16 +147,33 @@ impl Float for f64 {
 impl Float for f32 {
     float_ops!(f32);
 
-    /// The weights are repacked into the GEMM's panels on every call: they change every
+    /// The matrix is repacked into the GEMM's panels on every call: weights change every
     /// step, and packing is O(oc · c) against the product's O(t · oc · c).
-    fn gemm_nt(pool: &ThreadPool, out: &mut [f32], x: &[f32], w: &[f32], c: usize, oc: usize) {
+    fn gemm(
+        pool: &ThreadPool,
+        out: &mut [f32],
+        x: &[f32],
+        w: &[f32],
+        layout: Layout,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) {
         let t = x.len() / c.max(1);
-        let done = PackedF32::pack(w, oc, c)
-            .and_then(|p| matmul_f32_packed(pool, &p, x, t, out))
+        let packed = match layout {
+            Layout::Rows => PackedF32::pack(w, oc, c),
+            Layout::Transposed => PackedF32::pack_transposed(w, c, oc),
+        };
+        let epi = Epilogue {
+            accumulate,
+            ..Epilogue::default()
+        };
+        let done = packed
+            .and_then(|p| matmul_f32_packed_with(pool, &p, x, t, out, epi))
             .is_ok();
         if !done {
             // Only a shape the caller got wrong lands here; the loops give the same answer.
-            gemm_nt_scalar(out, x, w, c, oc);
+            gemm_scalar(out, x, w, layout, c, oc, accumulate);
         }
     }
 }

@@ -58,7 +58,8 @@ pub struct Shape {
     pub eps: f64,
     pub rope_dims: usize,
     pub theta: f32,
-    pub scaling: Option<ferrollama_model::RopeScaling>,
+    /// RoPE frequency divisors per pair (Llama 3.1 scaling); empty for none.
+    pub rope_divisors: Vec<f32>,
 }
 
 impl Shape {
@@ -75,7 +76,10 @@ impl Shape {
             eps: f64::from(cfg.norm_eps),
             rope_dims: cfg.rope_dims,
             theta: cfg.rope_theta,
-            scaling: cfg.rope_scaling,
+            rope_divisors: cfg
+                .rope_scaling
+                .map(|s| s.freq_divisors(cfg.rope_dims, cfg.rope_theta))
+                .unwrap_or_default(),
         }
     }
     fn q_width(&self) -> usize {
@@ -288,7 +292,7 @@ fn sequence_pass<F: Float>(
     let (d, v) = (sh.dim, sh.vocab);
     let t = s.inputs.len();
     let n_layers = p.layers.len();
-    let tab = RopeTables::<F>::new(t, sh.rope_dims, sh.theta, sh.scaling.as_ref());
+    let tab = RopeTables::<F>::new(t, sh.rope_dims, sh.theta, &sh.rope_divisors);
     let keep_all = grads.is_some() && !opts.recompute;
     // xs[l] is layer l's input; xs[n_layers] the last block's output.
     let mut xs: Vec<Vec<F>> = vec![vec![F::ZERO; t * d]; n_layers + 1];

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ferrollama_model::LlamaConfig;
+use ferrollama_model::{LlamaConfig, Weights};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Result, TrainError};
@@ -72,4 +72,59 @@ pub fn load_params(path: &Path, cfg: &LlamaConfig) -> Result<Params<f32>> {
         }
     }
     Ok(p)
+}
+
+/// A loaded model's weights (any dtype the engine reads: F16, BF16, Q8_0, Q4_K, ...)
+/// widened to f32 trainable parameters, and the RoPE divisors to train with (the GGUF's
+/// `rope_freqs`, else the config's Llama 3.1 scaling). Full fine-tuning keeps these as its
+/// f32 master weights. Models with q/k/v biases (Qwen2) are refused for now.
+pub fn params_from_weights(w: &Weights, cfg: &LlamaConfig) -> Result<(Params<f32>, Vec<f32>)> {
+    let err = |what: String| TrainError::Weights {
+        path: "model".into(),
+        what,
+    };
+    let f = |t: &ferrollama_model::Tensor, name: &str| {
+        t.to_f32()
+            .map_err(|e| err(format!("{name}: cannot widen to f32: {e}")))
+    };
+    let tied = w.output.same_data(&w.tok_embeddings);
+    let mut p = Params::<f32>::zeros(cfg, tied);
+    p.tok_embeddings = f(&w.tok_embeddings, "tok_embeddings")?;
+    for (i, (dst, l)) in p.layers.iter_mut().zip(&w.layers).enumerate() {
+        if l.bq.is_some() || l.bk.is_some() || l.bv.is_some() {
+            return Err(err(format!(
+                "layer {i} has q/k/v biases (Qwen2): training them is not supported yet"
+            )));
+        }
+        dst.attention_norm = l.attention_norm.clone();
+        dst.wq = f(&l.wq, "wq")?;
+        dst.wk = f(&l.wk, "wk")?;
+        dst.wv = f(&l.wv, "wv")?;
+        dst.wo = f(&l.wo, "wo")?;
+        dst.ffn_norm = l.ffn_norm.clone();
+        dst.w1 = f(&l.w1, "w1")?;
+        dst.w2 = f(&l.w2, "w2")?;
+        dst.w3 = f(&l.w3, "w3")?;
+    }
+    p.norm = w.norm.clone();
+    if !tied {
+        p.output = Some(f(&w.output, "output")?);
+    }
+    // Shapes must be what the config says (a loader bug would show here, not as garbage).
+    let want = Params::<f32>::zeros(cfg, tied);
+    for ((name, a), (_, b)) in p.tensors().into_iter().zip(want.tensors()) {
+        if a.len() != b.len() {
+            return Err(err(format!(
+                "{name}: {} values, the config needs {}",
+                a.len(),
+                b.len()
+            )));
+        }
+    }
+    let divisors = match (&w.rope_freqs, cfg.rope_scaling) {
+        (Some(f), _) => f.clone(),
+        (None, Some(s)) => s.freq_divisors(cfg.rope_dims, cfg.rope_theta),
+        (None, None) => Vec::new(),
+    };
+    Ok((p, divisors))
 }

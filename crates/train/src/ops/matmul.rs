@@ -1,10 +1,11 @@
 //! The linear layer without bias, as `nn.Linear` stores it: `out = inp · Wᵀ`, `W` (OC, C).
 //! All three products (forward, input gradient, weight gradient) are the one kernel
-//! [`Float::gemm_nt`] on transposed operands, so f32 runs all of them on the SIMD GEMM.
+//! [`Float::gemm`] with operands read transposed, so f32 runs all of them on the SIMD GEMM.
 
 use ferrollama_tensor::ThreadPool;
 
 use crate::Float;
+use crate::float::Layout;
 
 /// `out (T, OC) = inp (T, C) · w (OC, C)ᵀ`.
 pub fn forward<F: Float>(
@@ -15,7 +16,7 @@ pub fn forward<F: Float>(
     c: usize,
     oc: usize,
 ) {
-    F::gemm_nt(pool, out, inp, w, c, oc);
+    F::gemm(pool, out, inp, w, Layout::Rows, c, oc, false);
 }
 
 /// `dinp (T, C) += dout (T, OC) · w (OC, C)`; `dw (OC, C) += doutᵀ · inp`. `dinp` is
@@ -33,26 +34,27 @@ pub fn backward<F: Float>(
 ) {
     let t = inp.len() / c;
     if let Some(dinp) = dinp {
-        // dinp = dout (T, OC) · (wᵀ (C, OC))ᵀ
-        let wt = transpose(w, oc, c); // (C, OC)
-        let mut tmp = vec![F::ZERO; t * c];
-        F::gemm_nt(pool, &mut tmp, dout, &wt, oc, c);
-        super::add_into(dinp, &tmp);
+        // dinp += dout · (wᵀ)ᵀ: the matrix wᵀ (C, OC) is stored as w.
+        F::gemm(pool, dinp, dout, w, Layout::Transposed, oc, c, true);
     }
-    // dw = doutᵀ (OC, T) · (inpᵀ (C, T))ᵀ
+    // dw += doutᵀ (OC, T) · (inpᵀ (C, T))ᵀ: inpᵀ is stored as inp; doutᵀ is the GEMM's
+    // row operand and must be row-major.
     let dout_t = transpose(dout, t, oc); // (OC, T)
-    let inp_t = transpose(inp, t, c); // (C, T)
-    let mut tmp = vec![F::ZERO; oc * c];
-    F::gemm_nt(pool, &mut tmp, &dout_t, &inp_t, t, c);
-    super::add_into(dw, &tmp);
+    F::gemm(pool, dw, &dout_t, inp, Layout::Transposed, t, c, true);
 }
 
-/// `(rows, cols)` row-major into `(cols, rows)`.
+/// `(rows, cols)` row-major into `(cols, rows)`, in 16 x 16 tiles so that both the reads
+/// and the writes stay within a few cache lines at a time.
 pub fn transpose<F: Float>(a: &[F], rows: usize, cols: usize) -> Vec<F> {
+    const B: usize = 16;
     let mut out = vec![F::ZERO; rows * cols];
-    for (r, row) in a.chunks_exact(cols).enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            out[k * rows + r] = v;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = a[r * cols + c];
+                }
+            }
         }
     }
     out
@@ -109,6 +111,17 @@ mod tests {
         close(&y32, &y64, 0.0, c, "forward");
         close(&dx32, &dx64, 1.0, oc, "dinp");
         close(&dw32, &dw64, 1.0, t, "dweight");
+    }
+
+    #[test]
+    fn transpose_matches_the_definition() {
+        let a: Vec<f64> = (0..37 * 19).map(f64::from).collect();
+        let t = transpose(&a, 37, 19);
+        for r in 0..37 {
+            for c in 0..19 {
+                assert_eq!(t[c * 37 + r], a[r * 19 + c]);
+            }
+        }
     }
 
     #[test]

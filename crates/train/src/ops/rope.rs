@@ -2,8 +2,6 @@
 //! `2i, 2i + 1` of a head are one complex number), with Llama 3.1's frequency scaling.
 //! A rotation is linear and orthogonal, so the backward is the inverse rotation.
 
-use ferrollama_model::RopeScaling;
-
 use crate::Float;
 
 /// cos and sin of every (position, pair) angle.
@@ -15,20 +13,18 @@ pub struct RopeTables<F> {
 }
 
 impl<F: Float> RopeTables<F> {
-    /// Angles `t · θ^(-2i/rope_dims) / divisor_i` for `t < len`, divisors from Llama 3.1's
-    /// `apply_scaling` when `scaling` is given. Computed in f64.
-    pub fn new(len: usize, rope_dims: usize, theta: f32, scaling: Option<&RopeScaling>) -> Self {
+    /// Angles `t · θ^(-2i/rope_dims) / divisors[i]` for `t < len`: the divisors are Llama
+    /// 3.1's scaling (`RopeScaling::freq_divisors`, or a GGUF's `rope_freqs`); empty means
+    /// none. The angle is formed in f64.
+    pub fn new(len: usize, rope_dims: usize, theta: f32, divisors: &[f32]) -> Self {
         let pairs = rope_dims / 2;
-        let div = match scaling {
-            Some(s) => s.freq_divisors(rope_dims, theta),
-            None => vec![1.0; pairs],
-        };
+        let div = |i: usize| divisors.get(i).copied().unwrap_or(1.0);
         let freqs: Vec<f64> = (0..pairs)
             .map(|i| {
                 // Meta computes the frequencies in f32; the same rounding here keeps the
                 // PyTorch-pinned losses close.
                 let f = 1.0f32 / theta.powf((2 * i) as f32 / rope_dims as f32);
-                f64::from(f / div[i])
+                f64::from(f / div(i))
             })
             .collect();
         let mut cos = Vec::with_capacity(len * pairs);
