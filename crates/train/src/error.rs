@@ -7,6 +7,9 @@ pub enum TrainError {
     /// A training record or sequence that cannot be used.
     #[error("training data: {0}")]
     Data(String),
+    /// Lines of a training file that cannot be used, every one listed.
+    #[error(transparent)]
+    BadRecords(#[from] crate::data::BadRecords),
     /// The loss or a gradient stopped being a finite number.
     #[error(
         "the loss became {loss} at step {step}: lower the learning rate; the last good checkpoint is kept"

@@ -9,10 +9,14 @@
 //! against a PyTorch run of the same initialization, data and optimizer
 //! (`testdata/train/make_reference.py`).
 //!
+//! [`data`] reads training files (OpenAI chat, prompt/completion, text, preference pairs)
+//! into sequences with loss masks, through the chat format inference uses.
+//!
 //! This is the first part of the training issue: the methods (LoRA, full fine-tuning,
 //! DPO, distillation), the data formats, the adapter files and the `finetune` command
 //! build on it.
 
+pub mod data;
 pub mod error;
 pub mod float;
 pub mod model;
