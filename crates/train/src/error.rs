@@ -10,6 +10,9 @@ pub enum TrainError {
     /// Lines of a training file that cannot be used, every one listed.
     #[error(transparent)]
     BadRecords(#[from] crate::data::BadRecords),
+    /// A training setting that cannot work (LoRA rank 0, unknown target, ...).
+    #[error("{0}")]
+    Config(String),
     /// The loss or a gradient stopped being a finite number.
     #[error(
         "the loss became {loss} at step {step}: lower the learning rate; the last good checkpoint is kept"

@@ -19,6 +19,7 @@
 pub mod data;
 pub mod error;
 pub mod float;
+pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -27,6 +28,9 @@ pub mod weights;
 
 pub use error::{Result, TrainError};
 pub use float::Float;
-pub use model::{PassOptions, Sequence, Shape, forward_backward, loss};
+pub use lora::{Lora, LoraConfig, LoraPair, Target};
+pub use model::{
+    PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
+};
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
-pub use params::{LayerParams, Params};
+pub use params::{LayerParams, ParamSet, Params};

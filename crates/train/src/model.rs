@@ -18,6 +18,8 @@ use ferrollama_tensor::ThreadPool;
 
 use crate::Float;
 use crate::error::{Result, TrainError};
+use crate::float::Layout;
+use crate::lora::{Lora, LoraPair, Target};
 use crate::ops::attention::Heads;
 use crate::ops::rope::RopeTables;
 use crate::ops::{add_into, attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
@@ -106,6 +108,8 @@ struct LayerActs<F> {
     a: Vec<F>,     // (T, ffn) w1 · hn
     b: Vec<F>,     // (T, ffn) w3 · hn
     g: Vec<F>,     // (T, ffn) silu(a) * b
+    /// With an adapter: `x Aᵀ (T, rank)` of each adapted projection, by `Target`.
+    xa: [Vec<F>; 7],
 }
 
 fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
@@ -113,11 +117,100 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
     v.resize(n, F::ZERO);
 }
 
+/// One layer's LoRA matrices (by [`Target`] index) and the update's scale.
+#[derive(Clone, Copy)]
+struct LayerLora<'a, F> {
+    pairs: &'a [Option<LoraPair<F>>; 7],
+    scale: F,
+}
+
+/// `out (T, oc) = x (T, c) · wᵀ`, plus `scale · (x Aᵀ) Bᵀ` with an adapter; `xa` keeps
+/// `x Aᵀ (T, r)` for the backward.
+#[allow(clippy::too_many_arguments)]
+fn proj_forward<F: Float>(
+    pool: &ThreadPool,
+    out: &mut [F],
+    x: &[F],
+    w: &[F],
+    lora: Option<(&LoraPair<F>, F)>,
+    xa: &mut Vec<F>,
+    c: usize,
+    oc: usize,
+) {
+    matmul::forward(pool, out, x, w, c, oc);
+    if let Some((l, scale)) = lora {
+        let r = l.a.len() / c;
+        let t = x.len() / c;
+        resize(xa, t * r);
+        matmul::forward(pool, xa, x, &l.a, c, r); // (T, r)
+        let xs: Vec<F> = xa.iter().map(|&v| v * scale).collect();
+        F::gemm(pool, out, &xs, &l.b, Layout::Rows, r, oc, true); // += s (x Aᵀ) Bᵀ
+    }
+}
+
+/// The backward of [`proj_forward`]: `dx += dy · w` (+ the adapter's path), `dw += dyᵀ x`
+/// where the base is trained, `dA`, `dB` where an adapter is.
+#[allow(clippy::too_many_arguments)]
+fn proj_backward<F: Float>(
+    pool: &ThreadPool,
+    dx: &mut [F],
+    dw: Option<&mut Vec<F>>,
+    dlora: Option<&mut LoraPair<F>>,
+    dout: &[F],
+    x: &[F],
+    w: &[F],
+    lora: Option<(&LoraPair<F>, F)>,
+    xa: &[F],
+    c: usize,
+    oc: usize,
+) {
+    matmul::backward(
+        pool,
+        Some(&mut *dx),
+        dw.map(|v| v.as_mut_slice()),
+        dout,
+        x,
+        w,
+        c,
+        oc,
+    );
+    if let (Some((l, scale)), Some(dl)) = (lora, dlora) {
+        let r = l.a.len() / c;
+        let t = x.len() / c;
+        // y += xs Bᵀ with xs = s · xa: dB += doutᵀ xs, dxs = dout B.
+        let xs: Vec<F> = xa.iter().map(|&v| v * scale).collect();
+        let mut dxs = vec![F::ZERO; t * r];
+        matmul::backward(
+            pool,
+            Some(&mut dxs),
+            Some(&mut dl.b),
+            dout,
+            &xs,
+            &l.b,
+            r,
+            oc,
+        );
+        // xa = x Aᵀ: dA += dxaᵀ x, dx += dxa A, with dxa = s · dxs.
+        dxs.iter_mut().for_each(|v| *v *= scale);
+        matmul::backward(pool, Some(dx), Some(&mut dl.a), &dxs, x, &l.a, c, r);
+    }
+}
+
+fn pick<'a, F>(l: Option<LayerLora<'a, F>>, t: Target) -> Option<(&'a LoraPair<F>, F)>
+where
+    F: Copy,
+{
+    let l = l?;
+    Some((l.pairs[t as usize].as_ref()?, l.scale))
+}
+
 /// `x_out = block(x)`, saving the activations into `s`.
+#[allow(clippy::too_many_arguments)]
 fn layer_forward<F: Float>(
     pool: &ThreadPool,
     sh: &Shape,
     l: &LayerParams<F>,
+    lora: Option<LayerLora<'_, F>>,
     tab: &RopeTables<F>,
     x: &[F],
     s: &mut LayerActs<F>,
@@ -127,23 +220,28 @@ fn layer_forward<F: Float>(
     let t = x.len() / d;
     let hd = sh.heads.head_dim;
     let eps = F::from_f64(sh.eps);
+    let xa = &mut s.xa;
     resize(&mut s.xn, t * d);
     resize(&mut s.rstd1, t);
     rmsnorm::forward(&mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
     let mut tmp = vec![F::ZERO; t * qw.max(kw)];
     resize(&mut s.q, t * qw);
-    matmul::forward(pool, &mut tmp[..t * qw], &s.xn, &l.wq, d, qw); // (T, q_width)
+    let q = pick(lora, Target::Q);
+    proj_forward(pool, &mut tmp[..t * qw], &s.xn, &l.wq, q, &mut xa[0], d, qw); // (T, q_width)
     rope::forward(&mut s.q, &tmp[..t * qw], qw, hd, tab);
     resize(&mut s.k, t * kw);
-    matmul::forward(pool, &mut tmp[..t * kw], &s.xn, &l.wk, d, kw); // (T, kv_width)
+    let k = pick(lora, Target::K);
+    proj_forward(pool, &mut tmp[..t * kw], &s.xn, &l.wk, k, &mut xa[1], d, kw); // (T, kv_width)
     rope::forward(&mut s.k, &tmp[..t * kw], kw, hd, tab);
     resize(&mut s.v, t * kw);
-    matmul::forward(pool, &mut s.v, &s.xn, &l.wv, d, kw); // (T, kv_width)
+    let v = pick(lora, Target::V);
+    proj_forward(pool, &mut s.v, &s.xn, &l.wv, v, &mut xa[2], d, kw); // (T, kv_width)
     resize(&mut s.probs, sh.heads.n_heads * t * t);
     resize(&mut s.att, t * qw);
     attention::forward(pool, &mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
     resize(&mut s.h, t * d);
-    matmul::forward(pool, &mut s.h, &s.att, &l.wo, qw, d); // (T, dim)
+    let o = pick(lora, Target::O);
+    proj_forward(pool, &mut s.h, &s.att, &l.wo, o, &mut xa[3], qw, d); // (T, dim)
     add_into(&mut s.h, x);
     resize(&mut s.hn, t * d);
     resize(&mut s.rstd2, t);
@@ -151,21 +249,32 @@ fn layer_forward<F: Float>(
     resize(&mut s.a, t * ff);
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
-    matmul::forward(pool, &mut s.a, &s.hn, &l.w1, d, ff); // (T, ffn)
-    matmul::forward(pool, &mut s.b, &s.hn, &l.w3, d, ff); // (T, ffn)
+    let gate = pick(lora, Target::Gate);
+    proj_forward(pool, &mut s.a, &s.hn, &l.w1, gate, &mut xa[4], d, ff); // (T, ffn)
+    let up = pick(lora, Target::Up);
+    proj_forward(pool, &mut s.b, &s.hn, &l.w3, up, &mut xa[5], d, ff); // (T, ffn)
     swiglu::forward(&mut s.g, &s.a, &s.b); // (T, ffn)
-    matmul::forward(pool, x_out, &s.g, &l.w2, ff, d); // (T, dim)
+    let down = pick(lora, Target::Down);
+    proj_forward(pool, x_out, &s.g, &l.w2, down, &mut xa[6], ff, d); // (T, dim)
     add_into(x_out, &s.h);
 }
 
-/// Given `dout` (the gradient of the block's output), adds the block's parameter
-/// gradients into `gl` and writes the gradient of its input into `dx`.
+/// Where a layer's gradients go: the base's tensors (full fine-tuning), the adapter's,
+/// or both. `None` skips that gradient entirely (a frozen base gets no `dW`).
+struct LayerGrads<'a, F> {
+    base: Option<&'a mut LayerParams<F>>,
+    lora: Option<&'a mut [Option<LoraPair<F>>; 7]>,
+}
+
+/// Given `dout` (the gradient of the block's output), adds the block's gradients into
+/// `g` and writes the gradient of its input into `dx`.
 #[allow(clippy::too_many_arguments)]
 fn layer_backward<F: Float>(
     pool: &ThreadPool,
     sh: &Shape,
     l: &LayerParams<F>,
-    gl: &mut LayerParams<F>,
+    lora: Option<LayerLora<'_, F>>,
+    g: &mut LayerGrads<'_, F>,
     tab: &RopeTables<F>,
     x: &[F],
     s: &LayerActs<F>,
@@ -175,21 +284,57 @@ fn layer_backward<F: Float>(
     let (d, qw, kw, ff) = (sh.dim, sh.q_width(), sh.kv_width(), sh.ffn_dim);
     let t = x.len() / d;
     let hd = sh.heads.head_dim;
+    let mut norm_scratch = Vec::new();
     // x' = h + w2 · g
     let mut dh = dout.to_vec(); // (T, dim)
     let mut dg = vec![F::ZERO; t * ff];
-    matmul::backward(pool, Some(&mut dg), &mut gl.w2, dout, &s.g, &l.w2, ff, d);
+    let (dw, dl) = grads_of(g, Target::Down);
+    let down = pick(lora, Target::Down);
+    proj_backward(
+        pool, &mut dg, dw, dl, dout, &s.g, &l.w2, down, &s.xa[6], ff, d,
+    );
     let mut da = vec![F::ZERO; t * ff];
     let mut db = vec![F::ZERO; t * ff];
     swiglu::backward(&mut da, &mut db, &dg, &s.a, &s.b);
     let mut dhn = vec![F::ZERO; t * d];
-    matmul::backward(pool, Some(&mut dhn), &mut gl.w1, &da, &s.hn, &l.w1, d, ff);
-    matmul::backward(pool, Some(&mut dhn), &mut gl.w3, &db, &s.hn, &l.w3, d, ff);
-    rmsnorm::backward(&mut dh, &mut gl.ffn_norm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
+    for (tg, dy, i, w) in [(Target::Gate, &da, 4, &l.w1), (Target::Up, &db, 5, &l.w3)] {
+        let (dw, dl) = grads_of(g, tg);
+        proj_backward(
+            pool,
+            &mut dhn,
+            dw,
+            dl,
+            dy,
+            &s.hn,
+            w,
+            pick(lora, tg),
+            &s.xa[i],
+            d,
+            ff,
+        );
+    }
+    let dnorm = match g.base.as_deref_mut() {
+        Some(b) => &mut b.ffn_norm,
+        None => scratch(&mut norm_scratch, d),
+    };
+    rmsnorm::backward(&mut dh, dnorm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
     // h = x + wo · att
     dx.copy_from_slice(&dh);
     let mut datt = vec![F::ZERO; t * qw];
-    matmul::backward(pool, Some(&mut datt), &mut gl.wo, &dh, &s.att, &l.wo, qw, d);
+    let (dw, dl) = grads_of(g, Target::O);
+    proj_backward(
+        pool,
+        &mut datt,
+        dw,
+        dl,
+        &dh,
+        &s.att,
+        &l.wo,
+        pick(lora, Target::O),
+        &s.xa[3],
+        qw,
+        d,
+    );
     let mut dq = vec![F::ZERO; t * qw];
     let mut dk = vec![F::ZERO; t * kw];
     let mut dv = vec![F::ZERO; t * kw];
@@ -201,17 +346,56 @@ fn layer_backward<F: Float>(
     rope::backward(&mut dq0, &dq, qw, hd, tab);
     rope::backward(&mut dk0, &dk, kw, hd, tab);
     let mut dxn = vec![F::ZERO; t * d];
-    matmul::backward(pool, Some(&mut dxn), &mut gl.wq, &dq0, &s.xn, &l.wq, d, qw);
-    matmul::backward(pool, Some(&mut dxn), &mut gl.wk, &dk0, &s.xn, &l.wk, d, kw);
-    matmul::backward(pool, Some(&mut dxn), &mut gl.wv, &dv, &s.xn, &l.wv, d, kw);
-    rmsnorm::backward(
-        dx,
-        &mut gl.attention_norm,
-        &dxn,
-        x,
-        &l.attention_norm,
-        &s.rstd1,
-    );
+    for (tg, dy, i, w, oc) in [
+        (Target::Q, &dq0, 0, &l.wq, qw),
+        (Target::K, &dk0, 1, &l.wk, kw),
+        (Target::V, &dv, 2, &l.wv, kw),
+    ] {
+        let (dw, dl) = grads_of(g, tg);
+        proj_backward(
+            pool,
+            &mut dxn,
+            dw,
+            dl,
+            dy,
+            &s.xn,
+            w,
+            pick(lora, tg),
+            &s.xa[i],
+            d,
+            oc,
+        );
+    }
+    let dnorm = match g.base.as_deref_mut() {
+        Some(b) => &mut b.attention_norm,
+        None => scratch(&mut norm_scratch, d),
+    };
+    rmsnorm::backward(dx, dnorm, &dxn, x, &l.attention_norm, &s.rstd1);
+}
+
+/// The base weight's and the adapter's gradient of target `t`, borrowed together.
+fn grads_of<'g, F>(
+    g: &'g mut LayerGrads<'_, F>,
+    t: Target,
+) -> (Option<&'g mut Vec<F>>, Option<&'g mut LoraPair<F>>) {
+    let LayerGrads { base, lora } = g;
+    let dw = base.as_deref_mut().map(|b| match t {
+        Target::Q => &mut b.wq,
+        Target::K => &mut b.wk,
+        Target::V => &mut b.wv,
+        Target::O => &mut b.wo,
+        Target::Gate => &mut b.w1,
+        Target::Up => &mut b.w3,
+        Target::Down => &mut b.w2,
+    });
+    let dl = lora.as_deref_mut().and_then(|l| l[t as usize].as_mut());
+    (dw, dl)
+}
+
+/// A zeroed buffer for a gradient nobody keeps (a frozen norm's).
+fn scratch<F: Float>(v: &mut Vec<F>, n: usize) -> &mut Vec<F> {
+    resize(v, n);
+    v
 }
 
 /// Checks a sequence against the model's vocabulary and context.
@@ -260,9 +444,81 @@ pub fn forward_backward<F: Float>(
     let mut total = F::ZERO;
     for s in batch {
         check_sequence(sh, s)?;
-        total += sequence_pass(pool, sh, p, Some(grads), s, scale, opts);
+        let g = Grads {
+            base: Some(&mut *grads),
+            lora: None,
+        };
+        total += sequence_pass(pool, sh, p, None, g, s, scale, opts);
     }
     Ok(total)
+}
+
+/// [`forward_backward`] for LoRA: the base `p` is frozen (no gradient is computed for
+/// it), `lora` is applied on its targets, and `scale · ∂(Σ loss)/∂(A, B)` is added into
+/// `grads`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward_lora<F: Float>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<F>,
+    lora: &Lora<F>,
+    grads: &mut Lora<F>,
+    batch: &[Sequence],
+    scale: F,
+    opts: PassOptions,
+) -> Result<F> {
+    check_lora(p, lora)?;
+    let mut total = F::ZERO;
+    for s in batch {
+        check_sequence(sh, s)?;
+        let g = Grads {
+            base: None,
+            lora: Some(&mut *grads),
+        };
+        total += sequence_pass(pool, sh, p, Some(lora), g, s, scale, opts);
+    }
+    Ok(total)
+}
+
+/// The summed loss of the counted tokens of `batch` with `lora` applied, forward only.
+pub fn loss_lora<F: Float>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<F>,
+    lora: &Lora<F>,
+    batch: &[Sequence],
+) -> Result<F> {
+    check_lora(p, lora)?;
+    let mut total = F::ZERO;
+    for s in batch {
+        check_sequence(sh, s)?;
+        let g = Grads {
+            base: None,
+            lora: None,
+        };
+        total += sequence_pass(
+            pool,
+            sh,
+            p,
+            Some(lora),
+            g,
+            s,
+            F::ONE,
+            PassOptions::default(),
+        );
+    }
+    Ok(total)
+}
+
+fn check_lora<F: Float>(p: &Params<F>, lora: &Lora<F>) -> Result<()> {
+    if lora.layers.len() != p.layers.len() {
+        return Err(TrainError::Config(format!(
+            "the adapter has {} layers, the model {}",
+            lora.layers.len(),
+            p.layers.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The summed loss of the counted tokens of `batch`, forward only.
@@ -275,16 +531,29 @@ pub fn loss<F: Float>(
     let mut total = F::ZERO;
     for s in batch {
         check_sequence(sh, s)?;
-        total += sequence_pass(pool, sh, p, None, s, F::ONE, PassOptions::default());
+        let g = Grads {
+            base: None,
+            lora: None,
+        };
+        total += sequence_pass(pool, sh, p, None, g, s, F::ONE, PassOptions::default());
     }
     Ok(total)
 }
 
+/// Where the pass's gradients go: the base model's tensors (full fine-tuning) and/or an
+/// adapter's. With neither it is forward only.
+struct Grads<'a, F> {
+    base: Option<&'a mut Params<F>>,
+    lora: Option<&'a mut Lora<F>>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn sequence_pass<F: Float>(
     pool: &ThreadPool,
     sh: &Shape,
     p: &Params<F>,
-    grads: Option<&mut Params<F>>,
+    lora: Option<&Lora<F>>,
+    mut grads: Grads<'_, F>,
     s: &Sequence,
     scale: F,
     opts: PassOptions,
@@ -293,7 +562,15 @@ fn sequence_pass<F: Float>(
     let t = s.inputs.len();
     let n_layers = p.layers.len();
     let tab = RopeTables::<F>::new(t, sh.rope_dims, sh.theta, &sh.rope_divisors);
-    let keep_all = grads.is_some() && !opts.recompute;
+    let backward = grads.base.is_some() || grads.lora.is_some();
+    let keep_all = backward && !opts.recompute;
+    let lora_scale = lora.map(|l| F::from_f64(l.config.scale()));
+    let layer_lora = |i: usize| {
+        Some(LayerLora {
+            pairs: lora?.layers.get(i)?,
+            scale: lora_scale?,
+        })
+    };
     // xs[l] is layer l's input; xs[n_layers] the last block's output.
     let mut xs: Vec<Vec<F>> = vec![vec![F::ZERO; t * d]; n_layers + 1];
     embedding::forward(&mut xs[0], &s.inputs, &p.tok_embeddings, d); // (T, dim)
@@ -305,7 +582,16 @@ fn sequence_pass<F: Float>(
             acts.push(LayerActs::default());
         }
         let sa = if keep_all { &mut acts[i] } else { &mut scratch };
-        layer_forward(pool, sh, l, &tab, &before[i], sa, &mut after[0]);
+        layer_forward(
+            pool,
+            sh,
+            l,
+            layer_lora(i),
+            &tab,
+            &before[i],
+            sa,
+            &mut after[0],
+        );
     }
     let out_w = p.output.as_ref().unwrap_or(&p.tok_embeddings);
     let mut xf = vec![F::ZERO; t * d];
@@ -315,26 +601,27 @@ fn sequence_pass<F: Float>(
     let mut logits = vec![F::ZERO; t * v];
     matmul::forward(pool, &mut logits, &xf, out_w, d, v); // (T, vocab)
     let loss = cross_entropy::forward(&logits, &s.targets, &s.counted, v);
-    let Some(g) = grads else { return loss };
+    if !backward {
+        return loss;
+    }
 
     let mut dlogits = vec![F::ZERO; t * v];
     cross_entropy::backward(&mut dlogits, &logits, &s.targets, &s.counted, v, scale);
+    drop(logits);
     let mut dxf = vec![F::ZERO; t * d];
-    match g.output.as_mut() {
-        Some(go) => matmul::backward(pool, Some(&mut dxf), go, &dlogits, &xf, out_w, d, v),
-        None => matmul::backward(
-            pool,
-            Some(&mut dxf),
-            &mut g.tok_embeddings,
-            &dlogits,
-            &xf,
-            out_w,
-            d,
-            v,
-        ),
-    }
+    let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
+        Some(go) => go.as_mut_slice(),
+        None => g.tok_embeddings.as_mut_slice(),
+    });
+    matmul::backward(pool, Some(&mut dxf), d_out_w, &dlogits, &xf, out_w, d, v);
+    drop(dlogits);
     let mut dx = vec![F::ZERO; t * d];
-    rmsnorm::backward(&mut dx, &mut g.norm, &dxf, &xs[n_layers], &p.norm, &rstd);
+    let mut norm_scratch = vec![F::ZERO; d];
+    let dnorm = match grads.base.as_deref_mut() {
+        Some(g) => &mut g.norm,
+        None => &mut norm_scratch,
+    };
+    rmsnorm::backward(&mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
     let mut dprev = vec![F::ZERO; t * d];
     for i in (0..n_layers).rev() {
         let l = &p.layers[i];
@@ -343,14 +630,28 @@ fn sequence_pass<F: Float>(
         } else {
             // Recompute this layer's activations from its saved input.
             let mut out = vec![F::ZERO; t * d];
-            layer_forward(pool, sh, l, &tab, &xs[i], &mut scratch, &mut out);
+            layer_forward(
+                pool,
+                sh,
+                l,
+                layer_lora(i),
+                &tab,
+                &xs[i],
+                &mut scratch,
+                &mut out,
+            );
             &scratch
+        };
+        let mut lg = LayerGrads {
+            base: grads.base.as_deref_mut().map(|g| &mut g.layers[i]),
+            lora: grads.lora.as_deref_mut().and_then(|g| g.layers.get_mut(i)),
         };
         layer_backward(
             pool,
             sh,
             l,
-            &mut g.layers[i],
+            layer_lora(i),
+            &mut lg,
             &tab,
             &xs[i],
             sa,
@@ -359,6 +660,8 @@ fn sequence_pass<F: Float>(
         );
         std::mem::swap(&mut dx, &mut dprev);
     }
-    embedding::backward(&mut g.tok_embeddings, &dx, &s.inputs, d);
+    if let Some(g) = grads.base {
+        embedding::backward(&mut g.tok_embeddings, &dx, &s.inputs, d);
+    }
     loss
 }

@@ -4,7 +4,7 @@
 //! `get_cosine_schedule_with_warmup`), so runs can be pinned to PyTorch's losses.
 
 use crate::Float;
-use crate::params::Params;
+use crate::params::{ParamSet, Params};
 
 /// AdamW's hyperparameters (PyTorch's defaults but the learning rate, which the schedule
 /// gives per step).
@@ -28,28 +28,31 @@ impl Default for AdamWConfig {
 }
 
 /// The optimizer's state: first and second moments per parameter, and the step count.
+/// `P` is what is trained: the whole model, or a LoRA adapter.
 #[derive(Debug, Clone)]
-pub struct AdamW<F> {
+pub struct AdamW<F, P = Params<F>> {
     pub config: AdamWConfig,
     pub step: u64,
-    pub m: Params<F>,
-    pub v: Params<F>,
+    pub m: P,
+    pub v: P,
+    _f: std::marker::PhantomData<F>,
 }
 
-impl<F: Float> AdamW<F> {
-    pub fn new(config: AdamWConfig, like: &Params<F>) -> AdamW<F> {
+impl<F: Float, P: ParamSet<F>> AdamW<F, P> {
+    pub fn new(config: AdamWConfig, like: &P) -> AdamW<F, P> {
         AdamW {
             config,
             step: 0,
             m: like.zeros_like(),
             v: like.zeros_like(),
+            _f: std::marker::PhantomData,
         }
     }
 
     /// One update with learning rate `lr`, as `torch.optim.AdamW` (single-tensor path):
     /// `θ ← θ(1 - lr·λ)`, `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`,
     /// `θ ← θ - lr/(1-β₁ᵗ) · m / (sqrt(v)/sqrt(1-β₂ᵗ) + ε)`.
-    pub fn update(&mut self, params: &mut Params<F>, grads: &Params<F>, lr: f64) {
+    pub fn update(&mut self, params: &mut P, grads: &P, lr: f64) {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
@@ -82,7 +85,7 @@ impl<F: Float> AdamW<F> {
 /// Scales `grads` so their global L2 norm is at most `max_norm` (PyTorch's
 /// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, clamped to 1) and returns
 /// the norm before clipping.
-pub fn clip_grad_norm<F: Float>(grads: &mut Params<F>, max_norm: f64) -> f64 {
+pub fn clip_grad_norm<F: Float, P: ParamSet<F>>(grads: &mut P, max_norm: f64) -> f64 {
     let mut ss = 0.0f64;
     for (_, g) in grads.tensors() {
         // Per-tensor norms first, as PyTorch's foreach norm does.

@@ -5,6 +5,29 @@ use ferrollama_model::LlamaConfig;
 
 use crate::Float;
 
+/// A set of named trainable tensors: what the optimizer and gradient clipping walk
+/// (the whole model's [`Params`], or a LoRA adapter).
+pub trait ParamSet<F>: Clone {
+    /// Every tensor with its name, in a fixed order.
+    fn tensors(&self) -> Vec<(String, &Vec<F>)>;
+    /// The same tensors, mutable, in the same order.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Vec<F>)>;
+    /// A zeroed copy with the same shapes.
+    fn zeros_like(&self) -> Self;
+}
+
+impl<F: Float> ParamSet<F> for Params<F> {
+    fn tensors(&self) -> Vec<(String, &Vec<F>)> {
+        Params::tensors(self)
+    }
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Vec<F>)> {
+        Params::tensors_mut(self)
+    }
+    fn zeros_like(&self) -> Self {
+        Params::zeros_like(self)
+    }
+}
+
 /// One transformer block's tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerParams<F> {

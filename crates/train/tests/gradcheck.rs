@@ -9,7 +9,10 @@ use ferrollama_tensor::ThreadPool;
 use ferrollama_train::ops::attention::Heads;
 use ferrollama_train::ops::rope::RopeTables;
 use ferrollama_train::ops::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
-use ferrollama_train::{Params, PassOptions, Sequence, Shape, forward_backward, loss};
+use ferrollama_train::{
+    Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence, Shape, Target, forward_backward,
+    forward_backward_lora, loss, loss_lora,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -116,7 +119,7 @@ fn matmul_backward_matches_finite_differences() {
         dot(&y, &r)
     };
     let (mut dx, mut dw) = (vec![0.0; t * c], vec![0.0; oc * c]);
-    matmul::backward(&pool, Some(&mut dx), &mut dw, &r, &x, &w, c, oc);
+    matmul::backward(&pool, Some(&mut dx), Some(&mut dw), &r, &x, &w, c, oc);
     let w0 = w.clone();
     check("matmul dinp", &mut x, &dx, &mut |x| run(x, &w0));
     let x0 = x.clone();
@@ -397,5 +400,116 @@ fn bad_sequences_are_errors() {
     assert!(
         g.tensors().iter().all(|t| t.1.iter().all(|&x| x == 0.0)),
         "nothing was touched"
+    );
+}
+
+fn random_lora(cfg: &LlamaConfig, targets: Vec<Target>, seed: u64) -> Lora<f64> {
+    let mut l = Lora::<f64>::new(
+        cfg,
+        LoraConfig {
+            rank: 3,
+            alpha: 6.0,
+            targets,
+        },
+        seed,
+    )
+    .unwrap();
+    // B starts at zero; a random B makes the gradient of A non-zero too.
+    let mut rng = Rng(seed + 1);
+    for (name, t) in l.tensors_mut() {
+        if name.ends_with("lora_b") {
+            t.iter_mut().for_each(|x| *x = 0.3 * rng.next());
+        }
+    }
+    l
+}
+
+#[test]
+fn lora_backward_matches_finite_differences() {
+    let pool = ThreadPool::new(2);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, true, 21);
+    let batch = tiny_batch();
+    let count: usize = batch.iter().map(Sequence::n_counted).sum();
+    let scale = 1.0 / count as f64;
+    for recompute in [false, true] {
+        let mut lora = random_lora(&cfg, Target::ALL.to_vec(), 22);
+        let mut g = lora.zeros_like();
+        let opts = PassOptions { recompute };
+        forward_backward_lora(&pool, &sh, &p, &lora, &mut g, &batch, scale, opts).unwrap();
+        let names: Vec<String> = lora.tensors().into_iter().map(|t| t.0).collect();
+        assert_eq!(names.len(), 2 * 7 * cfg.n_layers);
+        let grads: Vec<Vec<f64>> = g.tensors().into_iter().map(|t| t.1.clone()).collect();
+        for (i, name) in names.iter().enumerate() {
+            let mut x = lora.tensors()[i].1.clone();
+            check(
+                &format!("lora (recompute {recompute}) {name}"),
+                &mut x,
+                &grads[i],
+                &mut |x| {
+                    let mut l = lora.clone();
+                    l.tensors_mut()[i].1.copy_from_slice(x);
+                    loss_lora(&pool, &sh, &p, &l, &batch).unwrap() * scale
+                },
+            );
+            lora.tensors_mut()[i].1.copy_from_slice(&x);
+        }
+    }
+}
+
+#[test]
+fn a_fresh_adapter_is_the_base_model() {
+    let pool = ThreadPool::new(1);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, false, 23);
+    let batch = tiny_batch();
+    let lora = Lora::<f64>::new(
+        &cfg,
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: Target::parse_list("q,v,down").unwrap(),
+        },
+        24,
+    )
+    .unwrap();
+    assert_eq!(lora.tensors().len(), 2 * 3 * cfg.n_layers);
+    // B = 0: the same loss as without the adapter, yet A's gradient is zero and B's is not.
+    let base = loss(&pool, &sh, &p, &batch).unwrap();
+    assert_eq!(loss_lora(&pool, &sh, &p, &lora, &batch).unwrap(), base);
+    let mut g = lora.zeros_like();
+    forward_backward_lora(
+        &pool,
+        &sh,
+        &p,
+        &lora,
+        &mut g,
+        &batch,
+        1.0,
+        PassOptions::default(),
+    )
+    .unwrap();
+    for (name, t) in g.tensors() {
+        let nonzero = t.iter().any(|&x| x != 0.0);
+        assert_eq!(nonzero, name.ends_with("lora_b"), "{name}");
+    }
+    // A's initialization is PEFT's: uniform within ±1/sqrt(in features).
+    let a = &lora.get(0, Target::Down).unwrap().a;
+    let bound = 1.0 / (cfg.ffn_dim as f64).sqrt();
+    assert!(a.iter().all(|x| x.abs() <= bound) && a.iter().any(|x| x.abs() > bound / 2.0));
+    assert!(Target::parse_list("q,x").is_err());
+    assert!(
+        Lora::<f64>::new(
+            &cfg,
+            LoraConfig {
+                rank: 0,
+                alpha: 1.0,
+                targets: vec![Target::Q]
+            },
+            1
+        )
+        .is_err()
     );
 }

@@ -19,13 +19,13 @@ pub fn forward<F: Float>(
     F::gemm(pool, out, inp, w, Layout::Rows, c, oc, false);
 }
 
-/// `dinp (T, C) += dout (T, OC) · w (OC, C)`; `dw (OC, C) += doutᵀ · inp`. `dinp` is
-/// `None` where the input needs no gradient.
+/// `dinp (T, C) += dout (T, OC) · w (OC, C)`; `dw (OC, C) += doutᵀ · inp`. Either is
+/// `None` where that gradient is not wanted (a frozen weight, an input that is data).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: Float>(
     pool: &ThreadPool,
     dinp: Option<&mut [F]>,
-    dw: &mut [F],
+    dw: Option<&mut [F]>,
     dout: &[F],
     inp: &[F],
     w: &[F],
@@ -39,8 +39,10 @@ pub fn backward<F: Float>(
     }
     // dw += doutᵀ (OC, T) · (inpᵀ (C, T))ᵀ: inpᵀ is stored as inp; doutᵀ is the GEMM's
     // row operand and must be row-major.
-    let dout_t = transpose(dout, t, oc); // (OC, T)
-    F::gemm(pool, dw, &dout_t, inp, Layout::Transposed, t, c, true);
+    if let Some(dw) = dw {
+        let dout_t = transpose(dout, t, oc); // (OC, T)
+        F::gemm(pool, dw, &dout_t, inp, Layout::Transposed, t, c, true);
+    }
 }
 
 /// `(rows, cols)` row-major into `(cols, rows)`, in 16 x 16 tiles so that both the reads
@@ -85,13 +87,13 @@ mod tests {
         let mut y32 = vec![0.0f32; t * oc];
         forward(&pool, &mut y32, &f(&x), &f(&w), c, oc);
         let (mut dx64, mut dw64) = (vec![0.0; t * c], vec![0.0; oc * c]);
-        backward(&one, Some(&mut dx64), &mut dw64, &dy, &x, &w, c, oc);
+        backward(&one, Some(&mut dx64), Some(&mut dw64), &dy, &x, &w, c, oc);
         // Gradients accumulate: start from ones.
         let (mut dx32, mut dw32) = (vec![1.0f32; t * c], vec![1.0f32; oc * c]);
         backward(
             &pool,
             Some(&mut dx32),
-            &mut dw32,
+            Some(&mut dw32),
             &f(&dy),
             &f(&x),
             &f(&w),

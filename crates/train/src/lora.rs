@@ -1,0 +1,217 @@
+//! LoRA (Hu et al. 2021): a frozen projection `y = x Wᵀ` learns a low-rank update,
+//! `y = x Wᵀ + (α / r) · (x Aᵀ) Bᵀ` with `A (r, in)` and `B (out, r)`. Only `A` and `B`
+//! are trained; `B` starts at zero, so step 0 is the base model exactly, and `A` starts
+//! as PEFT's (`kaiming_uniform_(a = √5)`: uniform in ±1/√in).
+//!
+//! The base never gets a weight gradient: its backward is only `dx += dy · W`.
+
+use ferrollama_model::LlamaConfig;
+
+use crate::Float;
+use crate::error::{Result, TrainError};
+use crate::params::ParamSet;
+
+/// A projection of a transformer block that can carry an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
+
+    /// The command line's name (`q,k,v,o,gate,up,down`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Q => "q",
+            Target::K => "k",
+            Target::V => "v",
+            Target::O => "o",
+            Target::Gate => "gate",
+            Target::Up => "up",
+            Target::Down => "down",
+        }
+    }
+
+    /// The Meta name of the weight it adapts, within `layers.N.`.
+    pub fn weight(self) -> &'static str {
+        match self {
+            Target::Q => "attention.wq",
+            Target::K => "attention.wk",
+            Target::V => "attention.wv",
+            Target::O => "attention.wo",
+            Target::Gate => "feed_forward.w1",
+            Target::Up => "feed_forward.w3",
+            Target::Down => "feed_forward.w2",
+        }
+    }
+
+    /// `q,k,v,...` into targets; `all` is every projection.
+    pub fn parse_list(s: &str) -> Result<Vec<Target>> {
+        if s.trim() == "all" {
+            return Ok(Target::ALL.to_vec());
+        }
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let t = Target::ALL
+                .into_iter()
+                .find(|t| t.name() == part)
+                .ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "unknown LoRA target {part:?}: use q, k, v, o, gate, up, down or all"
+                    ))
+                })?;
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        if out.is_empty() {
+            return Err(TrainError::Config("no LoRA target given".into()));
+        }
+        Ok(out)
+    }
+
+    /// `(in, out)` features of the projection in a model shaped by `cfg`.
+    pub fn dims(self, cfg: &LlamaConfig) -> (usize, usize) {
+        let (d, q, kv, ff) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        match self {
+            Target::Q => (d, q),
+            Target::K | Target::V => (d, kv),
+            Target::O => (q, d),
+            Target::Gate | Target::Up => (d, ff),
+            Target::Down => (ff, d),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Rank, scale and targets of an adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: Vec<Target>,
+}
+
+impl LoraConfig {
+    /// `α / r`, the factor on the low-rank update.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+/// One adapted projection's matrices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraPair<F> {
+    pub a: Vec<F>, // (rank, in)
+    pub b: Vec<F>, // (out, rank)
+}
+
+/// An adapter for every layer: `layers[i][target]` is `None` where that projection is
+/// not adapted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lora<F> {
+    pub config: LoraConfig,
+    pub layers: Vec<[Option<LoraPair<F>>; 7]>,
+}
+
+impl<F: Float> Lora<F> {
+    /// A fresh adapter: `A` uniform in ±1/√in from `seed`, `B` zero.
+    pub fn new(cfg: &LlamaConfig, config: LoraConfig, seed: u64) -> Result<Lora<F>> {
+        if config.rank == 0 {
+            return Err(TrainError::Config("LoRA rank must be at least 1".into()));
+        }
+        if !(config.alpha.is_finite() && config.alpha > 0.0) {
+            return Err(TrainError::Config(format!(
+                "LoRA alpha must be a positive number, not {}",
+                config.alpha
+            )));
+        }
+        let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut uniform = move || {
+            // splitmix64 -> [-1, 1)
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let r = config.rank;
+        let layers = (0..cfg.n_layers)
+            .map(|_| {
+                std::array::from_fn(|i| {
+                    let t = Target::ALL[i];
+                    config.targets.contains(&t).then(|| {
+                        let (inp, out) = t.dims(cfg);
+                        let bound = 1.0 / (inp as f64).sqrt();
+                        LoraPair {
+                            a: (0..r * inp)
+                                .map(|_| F::from_f64(uniform() * bound))
+                                .collect(),
+                            b: vec![F::ZERO; out * r],
+                        }
+                    })
+                })
+            })
+            .collect();
+        Ok(Lora { config, layers })
+    }
+
+    pub fn get(&self, layer: usize, t: Target) -> Option<&LoraPair<F>> {
+        self.layers.get(layer)?[t.index()].as_ref()
+    }
+}
+
+impl<F: Float> ParamSet<F> for Lora<F> {
+    fn tensors(&self) -> Vec<(String, &Vec<F>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (t, p) in Target::ALL.iter().zip(l) {
+                if let Some(p) = p {
+                    out.push((format!("layers.{i}.{}.lora_a", t.weight()), &p.a));
+                    out.push((format!("layers.{i}.{}.lora_b", t.weight()), &p.b));
+                }
+            }
+        }
+        out
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Vec<F>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            for (t, p) in Target::ALL.iter().zip(l.iter_mut()) {
+                if let Some(p) = p {
+                    out.push((format!("layers.{i}.{}.lora_a", t.weight()), &mut p.a));
+                    out.push((format!("layers.{i}.{}.lora_b", t.weight()), &mut p.b));
+                }
+            }
+        }
+        out
+    }
+
+    fn zeros_like(&self) -> Self {
+        let mut z = self.clone();
+        for (_, t) in z.tensors_mut() {
+            t.fill(F::ZERO);
+        }
+        z
+    }
+}
