@@ -30,16 +30,19 @@ fn doubling_adversarial_input_roughly_doubles_encode_time() {
     let tok = common::tokenizer();
     for ((name, one), (_, two)) in inputs(1).into_iter().zip(inputs(2)) {
         let time = |s: &str| {
-            (0..3)
-                .map(|_| {
-                    let t = Instant::now();
-                    let ids = tok.encode(s, false, false, AllowedSpecial::None);
-                    assert!(!ids.is_empty());
-                    t.elapsed().as_secs_f64()
-                })
-                .fold(f64::INFINITY, f64::min)
+            let t = Instant::now();
+            let ids = tok.encode(s, false, false, AllowedSpecial::None);
+            assert!(!ids.is_empty());
+            t.elapsed().as_secs_f64()
         };
-        let (t1, t2) = (time(&one), time(&two));
+        // Best of five, the two sizes interleaved: a burst of load from another process
+        // (CI runs test binaries side by side) then slows both sizes alike instead of
+        // only the one measured during the burst, which made this test flaky.
+        let (mut t1, mut t2) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..5 {
+            t1 = t1.min(time(&one));
+            t2 = t2.min(time(&two));
+        }
         eprintln!(
             "{name}: 1 MiB {:.3}s, 2 MiB {:.3}s, ratio {:.2}",
             t1,

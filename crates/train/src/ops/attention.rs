@@ -6,10 +6,17 @@
 //! p[h,t,:] = softmax(s[h,t,:])
 //! out[t,h] = Σ_u p[h,t,u] · v[u,h/n_rep]
 //! ```
+//!
+//! [`forward`] and [`backward`] run each head as matrix products on [`Float::gemm`] (the
+//! SIMD GEMM for f32, threaded inside), over the full `T x T` square with the masked
+//! half zero in `p`: twice the arithmetic of the triangle, at GEMM speed, and every
+//! thread busy whatever the head count. [`forward_loops`] / [`backward_loops`] are the
+//! plain per-element reference, threaded over heads, which the tests compare against.
 
 use ferrollama_tensor::{SyncSlice, ThreadPool};
 
 use crate::Float;
+use crate::float::Layout;
 
 /// Head counts and size.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +41,7 @@ impl Heads {
 /// `out (T, Hq·hd)` from `q (T, Hq·hd)`, `k`, `v (T, Hkv·hd)`; saves the probabilities
 /// `probs (Hq, T, T)` (zero above the diagonal) for the backward. Heads are spread over
 /// the pool.
-pub fn forward<F: Float>(
+pub fn forward_loops<F: Float>(
     pool: &ThreadPool,
     out: &mut [F],
     probs: &mut [F],
@@ -96,7 +103,7 @@ pub fn forward<F: Float>(
 /// KV heads are spread over the pool: a KV head's gradient collects from its query
 /// heads, which no other KV head has.
 #[allow(clippy::too_many_arguments)]
-pub fn backward<F: Float>(
+pub fn backward_loops<F: Float>(
     pool: &ThreadPool,
     dq: &mut [F], // (T, Hq·hd)
     dk: &mut [F], // (T, Hkv·hd)
@@ -154,4 +161,243 @@ pub fn backward<F: Float>(
             }
         }
     });
+}
+
+/// Copies head `h`'s columns of `x (T, width)` into `out (T, hd)`.
+fn gather<F: Float>(out: &mut [F], x: &[F], width: usize, h: usize, hd: usize) {
+    for (o, row) in out.chunks_exact_mut(hd).zip(x.chunks_exact(width)) {
+        o.copy_from_slice(&row[h * hd..(h + 1) * hd]);
+    }
+}
+
+/// Adds `src (T, hd)` into head `h`'s columns of `x (T, width)`.
+fn scatter_add<F: Float>(x: &mut [F], src: &[F], width: usize, h: usize, hd: usize) {
+    for (row, s) in x.chunks_exact_mut(width).zip(src.chunks_exact(hd)) {
+        super::add_into(&mut row[h * hd..(h + 1) * hd], s);
+    }
+}
+
+/// [`forward_loops`] as matrix products per head:
+/// `S = Q_h K_gᵀ · scale`, causal softmax per row, `O_h = P V_g`.
+pub fn forward<F: Float>(
+    pool: &ThreadPool,
+    out: &mut [F],
+    probs: &mut [F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    hs: Heads,
+) {
+    let hd = hs.head_dim;
+    let (qw, kw) = (hs.q_width(), hs.kv_width());
+    let t_len = q.len() / qw;
+    let scale = F::ONE / F::from_f64(hd as f64).sqrt();
+    let mut qh = vec![F::ZERO; t_len * hd];
+    let mut kg = vec![F::ZERO; t_len * hd];
+    let mut vg = vec![F::ZERO; t_len * hd];
+    let mut oh = vec![F::ZERO; t_len * hd];
+    let mut gathered = usize::MAX;
+    for h in 0..hs.n_heads {
+        let g = hs.kv_head(h);
+        if gathered != g {
+            gather(&mut kg, k, kw, g, hd);
+            gather(&mut vg, v, kw, g, hd);
+            gathered = g;
+        }
+        gather(&mut qh, q, qw, h, hd);
+        let p = &mut probs[h * t_len * t_len..(h + 1) * t_len * t_len];
+        F::gemm(pool, p, &qh, &kg, Layout::Rows, hd, t_len, false); // (T, T) q · k
+        for (t, row) in p.chunks_exact_mut(t_len).enumerate() {
+            let mut max = F::from_f64(f64::NEG_INFINITY);
+            for x in &mut row[..=t] {
+                *x *= scale;
+                max = max.max(*x);
+            }
+            let mut sum = F::ZERO;
+            for x in &mut row[..=t] {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = F::ONE / sum;
+            row[..=t].iter_mut().for_each(|x| *x *= inv);
+            row[t + 1..].fill(F::ZERO);
+        }
+        // O_h (T, hd) = P (T, T) · V_g (T, hd): the matrix V_gᵀ (hd, T) is stored as V_g.
+        F::gemm(pool, &mut oh, p, &vg, Layout::Transposed, t_len, hd, false);
+        for (row, o) in out.chunks_exact_mut(qw).zip(oh.chunks_exact(hd)) {
+            row[h * hd..(h + 1) * hd].copy_from_slice(o);
+        }
+    }
+}
+
+/// [`backward_loops`] as matrix products per head: `dP = dO_h V_gᵀ`,
+/// `dV_g += Pᵀ dO_h`, `dS = P ⊙ (dP - rowsum(P ⊙ dP)) · scale`, `dQ_h += dS K_g`,
+/// `dK_g += dSᵀ Q_h`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<F: Float>(
+    pool: &ThreadPool,
+    dq: &mut [F],
+    dk: &mut [F],
+    dv: &mut [F],
+    dout: &[F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    probs: &[F],
+    hs: Heads,
+) {
+    let hd = hs.head_dim;
+    let (qw, kw) = (hs.q_width(), hs.kv_width());
+    let t_len = q.len() / qw;
+    let scale = F::ONE / F::from_f64(hd as f64).sqrt();
+    let n = t_len * hd;
+    let (mut qh, mut kg, mut vg, mut doh) = (
+        vec![F::ZERO; n],
+        vec![F::ZERO; n],
+        vec![F::ZERO; n],
+        vec![F::ZERO; n],
+    );
+    let (mut dqh, mut dkg, mut dvg) = (vec![F::ZERO; n], vec![F::ZERO; n], vec![F::ZERO; n]);
+    let mut ds = vec![F::ZERO; t_len * t_len];
+    let n_rep = hs.n_heads / hs.n_kv_heads;
+    for g in 0..hs.n_kv_heads {
+        gather(&mut kg, k, kw, g, hd);
+        gather(&mut vg, v, kw, g, hd);
+        dkg.fill(F::ZERO);
+        dvg.fill(F::ZERO);
+        for h in g * n_rep..(g + 1) * n_rep {
+            gather(&mut qh, q, qw, h, hd);
+            gather(&mut doh, dout, qw, h, hd);
+            let p = &probs[h * t_len * t_len..(h + 1) * t_len * t_len];
+            // dV_g (T, hd) += Pᵀ (T, T) · dO_h: the matrix dO_hᵀ (hd, T) is stored as dO_h.
+            let pt = super::matmul::transpose(p, t_len, t_len);
+            F::gemm(
+                pool,
+                &mut dvg,
+                &pt,
+                &doh,
+                Layout::Transposed,
+                t_len,
+                hd,
+                true,
+            );
+            // dP (T, T) = dO_h (T, hd) · V_gᵀ.
+            F::gemm(pool, &mut ds, &doh, &vg, Layout::Rows, hd, t_len, false);
+            for (t, (drow, prow)) in ds
+                .chunks_exact_mut(t_len)
+                .zip(p.chunks_exact(t_len))
+                .enumerate()
+            {
+                let mut pdp = F::ZERO;
+                for u in 0..=t {
+                    pdp += prow[u] * drow[u];
+                }
+                for u in 0..=t {
+                    drow[u] = prow[u] * (drow[u] - pdp) * scale;
+                }
+                drow[t + 1..].fill(F::ZERO);
+            }
+            // dQ_h (T, hd) = dS (T, T) · K_g: the matrix K_gᵀ (hd, T) is stored as K_g.
+            F::gemm(
+                pool,
+                &mut dqh,
+                &ds,
+                &kg,
+                Layout::Transposed,
+                t_len,
+                hd,
+                false,
+            );
+            scatter_add(dq, &dqh, qw, h, hd);
+            // dK_g (T, hd) += dSᵀ · Q_h.
+            let dst = super::matmul::transpose(&ds, t_len, t_len);
+            F::gemm(
+                pool,
+                &mut dkg,
+                &dst,
+                &qh,
+                Layout::Transposed,
+                t_len,
+                hd,
+                true,
+            );
+        }
+        scatter_add(dk, &dkg, kw, g, hd);
+        scatter_add(dv, &dvg, kw, g, hd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GEMM path (f32, 1 and 2 threads) against the loops (f64).
+    #[test]
+    fn matrix_products_match_the_loops() {
+        let hs = Heads {
+            n_heads: 6,
+            n_kv_heads: 2,
+            head_dim: 16,
+        };
+        let t = 37;
+        let mut s = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s % 2001) as f64 / 1000.0 - 1.0
+                })
+                .collect()
+        };
+        let (q, k, v, dout) = (rnd(t * 96), rnd(t * 32), rnd(t * 32), rnd(t * 96));
+        let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let one = ThreadPool::new(1);
+        let mut o64 = vec![0.0; t * 96];
+        let mut p64 = vec![0.0; 6 * t * t];
+        forward_loops(&one, &mut o64, &mut p64, &q, &k, &v, hs);
+        let (mut dq64, mut dk64, mut dv64) =
+            (vec![0.0; t * 96], vec![0.0; t * 32], vec![0.0; t * 32]);
+        backward_loops(
+            &one, &mut dq64, &mut dk64, &mut dv64, &dout, &q, &k, &v, &p64, hs,
+        );
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            let mut o = vec![0.0f32; t * 96];
+            let mut p = vec![7.0f32; 6 * t * t];
+            forward(&pool, &mut o, &mut p, &f(&q), &f(&k), &f(&v), hs);
+            let (mut dq, mut dk, mut dv) = (
+                vec![0.5f32; t * 96],
+                vec![0.5f32; t * 32],
+                vec![0.5f32; t * 32],
+            );
+            backward(
+                &pool,
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                &f(&dout),
+                &f(&q),
+                &f(&k),
+                &f(&v),
+                &p,
+                hs,
+            );
+            let close = |got: &[f32], want: &[f64], plus: f64, what: &str| {
+                for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (f64::from(g) - (w + plus)).abs() < 2e-5 * (1.0 + w.abs()),
+                        "{what}[{i}]: {g} vs {}",
+                        w + plus
+                    );
+                }
+            };
+            close(&o, &o64, 0.0, "out");
+            close(&p, &p64, 0.0, "probs");
+            close(&dq, &dq64, 0.5, "dq");
+            close(&dk, &dk64, 0.5, "dk");
+            close(&dv, &dv64, 0.5, "dv");
+        }
+    }
 }
