@@ -16,6 +16,7 @@
 //! DPO, distillation), the data formats, the adapter files and the `finetune` command
 //! build on it.
 
+pub mod adapter;
 pub mod data;
 pub mod error;
 pub mod float;
