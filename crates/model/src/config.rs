@@ -179,6 +179,9 @@ impl LlamaConfig {
             rope_theta: Option<f32>,
             max_position_embeddings: Option<usize>,
             rope_scaling: Option<serde_json::Value>,
+            /// transformers 5 writes `rope_parameters` (with `rope_theta` inside) instead of
+            /// `rope_scaling` and a top-level `rope_theta`.
+            rope_parameters: Option<serde_json::Value>,
             model_type: Option<String>,
             use_sliding_window: Option<bool>,
         }
@@ -192,8 +195,26 @@ impl LlamaConfig {
                 "config.json use_sliding_window: sliding-window attention".into(),
             ));
         }
-        let rope_scaling = match hf.rope_scaling {
-            Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
+        let params = hf.rope_parameters.filter(|v| !v.is_null());
+        let theta_in_params = params
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+            .map(|t| t as f32);
+        let scaling = match hf.rope_scaling {
+            Some(v) if !v.is_null() => Some(v),
+            _ => params,
+        };
+        let rope_type = |v: &serde_json::Value| {
+            v.get("rope_type")
+                .or_else(|| v.get("type"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        };
+        let rope_scaling = match scaling {
+            // rope_parameters always names a type; "default" is plain RoPE.
+            Some(v) if rope_type(&v).as_deref() == Some("default") => None,
+            Some(v) if rope_type(&v).as_deref() == Some("llama3") => Some(
                 serde_json::from_value::<RopeScaling>(v)
                     .map_err(|e| ModelError::Invalid(format!("config.json rope_scaling: {e}")))?,
             ),
@@ -216,7 +237,7 @@ impl LlamaConfig {
             ffn_dim: hf.intermediate_size,
             vocab_size: hf.vocab_size,
             norm_eps: hf.rms_norm_eps.unwrap_or(1e-5),
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rope_theta: hf.rope_theta.or(theta_in_params).unwrap_or(10_000.0),
             max_seq_len: hf.max_position_embeddings.unwrap_or(4096),
             rope_scaling,
         };
@@ -365,5 +386,41 @@ mod tests {
         assert_eq!(c.n_rep(), 4);
         assert_eq!(c.rope_scaling.map(|s| s.factor), Some(32.0));
         assert!(LlamaConfig::from_hf_json("{}").is_err());
+    }
+
+    /// Regression: transformers 5 saves `rope_parameters` (theta inside, no top-level
+    /// `rope_theta`, no `rope_scaling`); the loader read theta 10000 and no scaling, so an
+    /// HF folder saved by transformers 5 ran with the wrong RoPE.
+    #[test]
+    fn transformers_v5_rope_parameters_are_read() {
+        let base = r#"{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 64,
+            "rope_parameters": PARAMS}"#;
+        let c = LlamaConfig::from_hf_json(&base.replace(
+            "PARAMS",
+            r#"{"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                "original_max_position_embeddings": 64, "rope_theta": 500000.0,
+                "rope_type": "llama3"}"#,
+        ))
+        .expect("config");
+        assert_eq!(c.rope_theta, 500_000.0);
+        assert_eq!(
+            c.rope_scaling.map(|s| s.original_max_position_embeddings),
+            Some(64.0)
+        );
+        let plain = LlamaConfig::from_hf_json(&base.replace(
+            "PARAMS",
+            r#"{"rope_theta": 100000.0, "rope_type": "default"}"#,
+        ))
+        .expect("config");
+        assert_eq!((plain.rope_theta, plain.rope_scaling), (100_000.0, None));
+        let yarn = base.replace(
+            "PARAMS",
+            r#"{"rope_theta": 1e6, "rope_type": "yarn", "factor": 4.0}"#,
+        );
+        assert!(
+            LlamaConfig::from_hf_json(&yarn).is_err(),
+            "unsupported scaling is refused"
+        );
     }
 }
