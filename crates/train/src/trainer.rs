@@ -379,7 +379,7 @@ impl Trainer {
         on: &mut dyn FnMut(&Event),
     ) -> Result<()> {
         let total = self.total_steps();
-        let every = |k: u64, s: u64| k > 0 && s % k == 0 && s < total;
+        let every = |k: u64, s: u64| k > 0 && s.is_multiple_of(k) && s < total;
         while !self.is_done() {
             let r = self.step(pool)?;
             on(&Event::Step(r));
