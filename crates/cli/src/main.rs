@@ -57,6 +57,7 @@ enum Command {
     Quantize(cmd::quantize::QuantizeArgs),
     Perplexity(cmd::perplexity::PerplexityArgs),
     Tool(cmd::tool::ToolArgs),
+    Finetune(Box<cmd::finetune::FinetuneArgs>),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +104,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => cmd::quantize::quantize(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Tool(a) => cmd::tool::tool(a),
+        Command::Finetune(a) => cmd::finetune::finetune(*a),
     };
     match result {
         Ok(code) => code,

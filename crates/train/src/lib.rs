@@ -12,19 +12,26 @@
 //! [`data`] reads training files (OpenAI chat, prompt/completion, text, preference pairs)
 //! into sequences with loss masks, through the chat format inference uses.
 //!
-//! This is the first part of the training issue: the methods (LoRA, full fine-tuning,
-//! DPO, distillation), the data formats, the adapter files and the `finetune` command
-//! build on it.
+//! [`trainer`] is full fine-tuning: micro-batches, accumulation, clipping, AdamW, the
+//! schedule, seeded data order, evaluation and atomic [`checkpoint`]s that resume bit for
+//! bit; [`export`] hands the trained weights back to the model crate's GGUF writer, and
+//! [`vocab`] picks the prompt format a model's vocabulary can be trained in. LoRA, DPO and
+//! distillation build on the same pieces.
 
 pub mod adapter;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod float;
 pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod rng;
+pub mod trainer;
+pub mod vocab;
 pub mod weights;
 
 pub use error::{Result, TrainError};
@@ -35,3 +42,4 @@ pub use model::{
 };
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 pub use params::{LayerParams, ParamSet, Params};
+pub use trainer::{Event, Length, StepRecord, TrainConfig, Trainer};

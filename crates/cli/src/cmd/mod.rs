@@ -5,6 +5,7 @@ pub mod chat;
 pub mod chat_agent;
 pub mod embed;
 pub mod fetch;
+pub mod finetune;
 pub mod guard;
 pub mod import;
 pub mod model_args;

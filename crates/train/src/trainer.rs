@@ -1,0 +1,412 @@
+//! Full fine-tuning: the loop around [`forward_backward`] that `tests/pytorch_pin.rs` pins
+//! to PyTorch, with data order, checkpoints and evaluation.
+//!
+//! One optimizer step reads `grad_accum` micro-batches of `batch_size` sequences. Each
+//! micro-batch's gradient is scaled by `1 / (counted tokens · grad_accum)`, so the step's
+//! loss is the mean over each micro-batch's counted tokens, averaged over micro-batches,
+//! exactly as the pinned test (and PyTorch recipes that normalize per micro-batch). Then
+//! global-norm clipping, AdamW, and the cosine schedule with linear warmup.
+//!
+//! The data is one stream of epochs, each a fresh seeded permutation of the sequences;
+//! micro-batches run across epoch boundaries, so every step is full. Everything a step
+//! depends on (parameters, moments, step, epoch, position, RNG state) is in the checkpoint,
+//! which is why a resumed run repeats an uninterrupted one bit for bit.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ferrollama_tensor::ThreadPool;
+use serde_json::{Value, json};
+
+use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::error::{Result, TrainError};
+use crate::model::{PassOptions, Sequence, Shape, forward_backward, loss};
+use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
+use crate::params::Params;
+use crate::rng::SplitMix64;
+
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Optimizer steps.
+    Steps(u64),
+    /// Passes over the training sequences, rounded up to whole steps.
+    Epochs(u64),
+}
+
+/// Hyperparameters of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub length: Length,
+    /// Peak learning rate, reached after `warmup` steps.
+    pub lr: f64,
+    pub warmup: u64,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Global gradient norm limit (PyTorch's `clip_grad_norm_`).
+    pub max_grad_norm: f64,
+    pub adamw: AdamWConfig,
+    /// Seed of the data order.
+    pub seed: u64,
+    /// Evaluate every this many steps (0: only at the end).
+    pub eval_every: u64,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Activation recomputation: less memory, about a third more compute.
+    pub recompute: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            length: Length::Epochs(1),
+            lr: 1e-5,
+            warmup: 0,
+            batch_size: 1,
+            grad_accum: 1,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig::default(),
+            seed: 0,
+            eval_every: 0,
+            checkpoint_every: 0,
+            recompute: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The configuration as checkpoints store it.
+    pub fn to_json(&self) -> Value {
+        let (steps, epochs) = match self.length {
+            Length::Steps(n) => (Some(n), None),
+            Length::Epochs(n) => (None, Some(n)),
+        };
+        let a = self.adamw;
+        json!({
+            "steps": steps, "epochs": epochs, "lr": self.lr, "warmup": self.warmup,
+            "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+            "max_grad_norm": self.max_grad_norm, "seed": self.seed,
+            "eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
+            "recompute": self.recompute,
+            "adamw": {"beta1": a.beta1, "beta2": a.beta2, "eps": a.eps,
+                      "weight_decay": a.weight_decay},
+        })
+    }
+
+    /// Reads [`TrainConfig::to_json`] back; `None` when a field is missing.
+    pub fn from_json(v: &Value) -> Option<TrainConfig> {
+        let u = |k: &str| v.get(k).and_then(Value::as_u64);
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        let a = v.get("adamw")?;
+        let af = |k: &str| a.get(k).and_then(Value::as_f64);
+        let length = match (u("steps"), u("epochs")) {
+            (Some(n), _) => Length::Steps(n),
+            (None, Some(n)) => Length::Epochs(n),
+            (None, None) => return None,
+        };
+        Some(TrainConfig {
+            length,
+            lr: f("lr")?,
+            warmup: u("warmup")?,
+            batch_size: usize::try_from(u("batch_size")?).ok()?,
+            grad_accum: usize::try_from(u("grad_accum")?).ok()?,
+            max_grad_norm: f("max_grad_norm")?,
+            adamw: AdamWConfig {
+                beta1: af("beta1")?,
+                beta2: af("beta2")?,
+                eps: af("eps")?,
+                weight_decay: af("weight_decay")?,
+            },
+            seed: u("seed")?,
+            eval_every: u("eval_every")?,
+            checkpoint_every: u("checkpoint_every")?,
+            recompute: v.get("recompute")?.as_bool()?,
+        })
+    }
+}
+
+/// One optimizer step, as the progress bar and `--json` show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepRecord {
+    /// Steps completed, counting this one (1-based).
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: u64,
+    /// Mean loss over counted tokens (per micro-batch, averaged over micro-batches).
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Positions the step ran through the model.
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    pub seconds: f64,
+}
+
+/// What [`Trainer::run`] reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Step(StepRecord),
+    /// Mean loss per counted token on the evaluation sequences after `step` steps.
+    Eval {
+        step: u64,
+        loss: f64,
+    },
+    Checkpoint {
+        step: u64,
+    },
+}
+
+/// A full fine-tuning run: f32 master weights, AdamW state, data order.
+#[derive(Debug)]
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub shape: Shape,
+    pub params: Params<f32>,
+    pub opt: AdamW<f32>,
+    pub progress: Progress,
+    data: Vec<Sequence>,
+    /// The current epoch's permutation of `data`.
+    order: Vec<usize>,
+    /// The RNG after shuffling the current epoch.
+    rng: SplitMix64,
+    grads: Params<f32>,
+}
+
+impl Trainer {
+    /// A fresh run from `params` over `data`.
+    pub fn new(
+        config: TrainConfig,
+        shape: Shape,
+        params: Params<f32>,
+        data: Vec<Sequence>,
+    ) -> Result<Trainer> {
+        let progress = Progress {
+            step: 0,
+            epoch: 0,
+            position: 0,
+            rng_state: config.seed,
+            n_sequences: data.len(),
+        };
+        let opt = AdamW::new(config.adamw, &params);
+        Trainer::assemble(config, shape, params, opt, progress, data)
+    }
+
+    /// Continues the run saved in `ck` over the same `data`.
+    pub fn resume(ck: Checkpoint, shape: Shape, data: Vec<Sequence>) -> Result<Trainer> {
+        let config = TrainConfig::from_json(&ck.config).ok_or_else(|| {
+            TrainError::Data("the checkpoint's training configuration is unreadable".into())
+        })?;
+        if ck.progress.n_sequences != data.len() {
+            return Err(TrainError::Data(format!(
+                "the checkpoint was trained on {} sequences, this data has {}: resume needs \
+                 the same data and --seq-len",
+                ck.progress.n_sequences,
+                data.len()
+            )));
+        }
+        Trainer::assemble(config, shape, ck.params, ck.opt, ck.progress, data)
+    }
+
+    fn assemble(
+        config: TrainConfig,
+        shape: Shape,
+        params: Params<f32>,
+        opt: AdamW<f32>,
+        progress: Progress,
+        data: Vec<Sequence>,
+    ) -> Result<Trainer> {
+        if data.is_empty() {
+            return Err(TrainError::Data("there are no training sequences".into()));
+        }
+        if data.iter().all(|s| s.n_counted() == 0) {
+            return Err(TrainError::Data(
+                "no training sequence has a token counted in the loss".into(),
+            ));
+        }
+        if config.batch_size == 0 || config.grad_accum == 0 {
+            return Err(TrainError::Data(
+                "the batch size and gradient accumulation must be at least 1".into(),
+            ));
+        }
+        let mut rng = SplitMix64::new(progress.rng_state);
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        rng.shuffle(&mut order);
+        let grads = params.zeros_like();
+        Ok(Trainer {
+            config,
+            shape,
+            params,
+            opt,
+            progress,
+            data,
+            order,
+            rng,
+            grads,
+        })
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> u64 {
+        match self.config.length {
+            Length::Steps(n) => n,
+            Length::Epochs(e) => {
+                let per_step = (self.config.batch_size * self.config.grad_accum) as u64;
+                (e * self.data.len() as u64).div_ceil(per_step)
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.progress.step >= self.total_steps()
+    }
+
+    /// The next sequence of the stream, starting a new shuffled epoch when one ends.
+    fn next_index(&mut self) -> usize {
+        if self.progress.position == self.order.len() {
+            self.progress.epoch += 1;
+            self.progress.position = 0;
+            self.progress.rng_state = self.rng.state;
+            self.order = (0..self.data.len()).collect();
+            self.rng.shuffle(&mut self.order);
+        }
+        let i = self.order[self.progress.position];
+        self.progress.position += 1;
+        i
+    }
+
+    /// One optimizer step. A loss or gradient norm that is not finite stops with
+    /// [`TrainError::NotFinite`] before the update; the trainer must then be dropped (its
+    /// data position has moved) and the run resumed from its last checkpoint.
+    pub fn step(&mut self, pool: &ThreadPool) -> Result<StepRecord> {
+        let started = Instant::now();
+        let total = self.total_steps();
+        let c = &self.config;
+        let lr = cosine_lr(c.lr, self.progress.step, c.warmup, total);
+        let (accum, batch_size, opts) = (
+            c.grad_accum,
+            c.batch_size,
+            PassOptions {
+                recompute: c.recompute,
+            },
+        );
+        self.grads.fill(0.0);
+        let (mut loss, mut tokens) = (0.0f64, 0usize);
+        for _ in 0..accum {
+            let batch: Vec<Sequence> = (0..batch_size)
+                .map(|_| {
+                    let i = self.next_index();
+                    self.data[i].clone()
+                })
+                .collect();
+            let count: usize = batch.iter().map(Sequence::n_counted).sum();
+            tokens += batch.iter().map(|s| s.inputs.len()).sum::<usize>();
+            if count == 0 {
+                // Nothing to learn in this micro-batch; it adds nothing to the gradient.
+                continue;
+            }
+            let scale = 1.0 / (count * accum) as f32;
+            let sum = forward_backward(
+                pool,
+                &self.shape,
+                &self.params,
+                &mut self.grads,
+                &batch,
+                scale,
+                opts,
+            )?;
+            loss += f64::from(sum) / count as f64 / accum as f64;
+        }
+        let grad_norm = clip_grad_norm(&mut self.grads, self.config.max_grad_norm);
+        let step = self.progress.step + 1;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let bad = if loss.is_finite() { grad_norm } else { loss };
+            return Err(TrainError::NotFinite { step, loss: bad });
+        }
+        self.opt.update(&mut self.params, &self.grads, lr);
+        self.progress.step = step;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(StepRecord {
+            step,
+            total_steps: total,
+            epoch: self.progress.epoch,
+            loss,
+            grad_norm,
+            lr,
+            tokens,
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            seconds,
+        })
+    }
+
+    /// Mean loss per counted token over `seqs` with the current parameters.
+    pub fn evaluate(&self, pool: &ThreadPool, seqs: &[Sequence]) -> Result<f64> {
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for s in seqs {
+            sum += f64::from(loss(
+                pool,
+                &self.shape,
+                &self.params,
+                std::slice::from_ref(s),
+            )?);
+            count += s.n_counted();
+        }
+        Ok(sum / count.max(1) as f64)
+    }
+
+    /// Writes the checkpoint into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        checkpoint::save(
+            dir,
+            &self.shape,
+            &self.params,
+            &self.opt,
+            self.progress,
+            &self.config.to_json(),
+        )
+    }
+
+    /// Steps to the end of the run, evaluating on `eval` (when not empty) and writing
+    /// checkpoints into `out` (when given) as configured, and both at the end. A step that
+    /// is not finite returns its error with the last checkpoint left as it was.
+    pub fn run(
+        &mut self,
+        pool: &ThreadPool,
+        eval: &[Sequence],
+        out: Option<&Path>,
+        on: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
+        let total = self.total_steps();
+        let every = |k: u64, s: u64| k > 0 && s.is_multiple_of(k) && s < total;
+        while !self.is_done() {
+            let r = self.step(pool)?;
+            on(&Event::Step(r));
+            if !eval.is_empty() && every(self.config.eval_every, r.step) {
+                let loss = self.evaluate(pool, eval)?;
+                on(&Event::Eval { step: r.step, loss });
+            }
+            if let Some(dir) = out
+                && every(self.config.checkpoint_every, r.step)
+            {
+                self.save(dir)?;
+                on(&Event::Checkpoint { step: r.step });
+            }
+        }
+        if !eval.is_empty() {
+            let loss = self.evaluate(pool, eval)?;
+            on(&Event::Eval {
+                step: self.progress.step,
+                loss,
+            });
+        }
+        if let Some(dir) = out {
+            self.save(dir)?;
+            on(&Event::Checkpoint {
+                step: self.progress.step,
+            });
+        }
+        Ok(())
+    }
+}
