@@ -441,16 +441,11 @@ pub fn forward_backward<F: Float>(
     scale: F,
     opts: PassOptions,
 ) -> Result<F> {
-    let mut total = F::ZERO;
-    for s in batch {
-        check_sequence(sh, s)?;
-        let g = Grads {
-            base: Some(&mut *grads),
-            lora: None,
-        };
-        total += sequence_pass(pool, sh, p, None, g, s, scale, opts);
-    }
-    Ok(total)
+    let g = Grads {
+        base: Some(grads),
+        lora: None,
+    };
+    run_batch(pool, sh, p, None, g, batch, scale, opts)
 }
 
 /// [`forward_backward`] for LoRA: the base `p` is frozen (no gradient is computed for
@@ -467,17 +462,30 @@ pub fn forward_backward_lora<F: Float>(
     scale: F,
     opts: PassOptions,
 ) -> Result<F> {
-    check_lora(p, lora)?;
-    let mut total = F::ZERO;
-    for s in batch {
-        check_sequence(sh, s)?;
-        let g = Grads {
-            base: None,
-            lora: Some(&mut *grads),
-        };
-        total += sequence_pass(pool, sh, p, Some(lora), g, s, scale, opts);
-    }
-    Ok(total)
+    let g = Grads {
+        base: None,
+        lora: Some(grads),
+    };
+    run_batch(pool, sh, p, Some(lora), g, batch, scale, opts)
+}
+
+/// The summed loss of the counted tokens of `batch`, forward only.
+pub fn loss<F: Float>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<F>,
+    batch: &[Sequence],
+) -> Result<F> {
+    run_batch(
+        pool,
+        sh,
+        p,
+        None,
+        Grads::none(),
+        batch,
+        F::ONE,
+        PassOptions::default(),
+    )
 }
 
 /// The summed loss of the counted tokens of `batch` with `lora` applied, forward only.
@@ -488,24 +496,40 @@ pub fn loss_lora<F: Float>(
     lora: &Lora<F>,
     batch: &[Sequence],
 ) -> Result<F> {
-    check_lora(p, lora)?;
-    let mut total = F::ZERO;
+    run_batch(
+        pool,
+        sh,
+        p,
+        Some(lora),
+        Grads::none(),
+        batch,
+        F::ONE,
+        PassOptions::default(),
+    )
+}
+
+/// Checks the whole batch (and the adapter) before any gradient is touched, then runs
+/// every sequence, its gradients going where `grads` says.
+#[allow(clippy::too_many_arguments)]
+fn run_batch<F: Float>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<F>,
+    lora: Option<&Lora<F>>,
+    mut grads: Grads<'_, F>,
+    batch: &[Sequence],
+    scale: F,
+    opts: PassOptions,
+) -> Result<F> {
+    if let Some(l) = lora {
+        check_lora(p, l)?;
+    }
     for s in batch {
         check_sequence(sh, s)?;
-        let g = Grads {
-            base: None,
-            lora: None,
-        };
-        total += sequence_pass(
-            pool,
-            sh,
-            p,
-            Some(lora),
-            g,
-            s,
-            F::ONE,
-            PassOptions::default(),
-        );
+    }
+    let mut total = F::ZERO;
+    for s in batch {
+        total += sequence_pass(pool, sh, p, lora, grads.reborrow(), s, scale, opts);
     }
     Ok(total)
 }
@@ -521,30 +545,29 @@ fn check_lora<F: Float>(p: &Params<F>, lora: &Lora<F>) -> Result<()> {
     Ok(())
 }
 
-/// The summed loss of the counted tokens of `batch`, forward only.
-pub fn loss<F: Float>(
-    pool: &ThreadPool,
-    sh: &Shape,
-    p: &Params<F>,
-    batch: &[Sequence],
-) -> Result<F> {
-    let mut total = F::ZERO;
-    for s in batch {
-        check_sequence(sh, s)?;
-        let g = Grads {
-            base: None,
-            lora: None,
-        };
-        total += sequence_pass(pool, sh, p, None, g, s, F::ONE, PassOptions::default());
-    }
-    Ok(total)
-}
-
 /// Where the pass's gradients go: the base model's tensors (full fine-tuning) and/or an
 /// adapter's. With neither it is forward only.
 struct Grads<'a, F> {
     base: Option<&'a mut Params<F>>,
     lora: Option<&'a mut Lora<F>>,
+}
+
+impl<F> Grads<'_, F> {
+    /// The same destinations, borrowed for one sequence.
+    fn reborrow(&mut self) -> Grads<'_, F> {
+        Grads {
+            base: self.base.as_deref_mut(),
+            lora: self.lora.as_deref_mut(),
+        }
+    }
+
+    /// Forward only.
+    fn none() -> Self {
+        Grads {
+            base: None,
+            lora: None,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

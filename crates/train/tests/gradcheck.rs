@@ -401,6 +401,25 @@ fn bad_sequences_are_errors() {
         g.tensors().iter().all(|t| t.1.iter().all(|&x| x == 0.0)),
         "nothing was touched"
     );
+    // A bad sequence after a good one: the whole batch is refused before any gradient.
+    let good = Sequence::causal(&[1, 2, 3]);
+    let bad = Sequence::causal(&[1, 99]);
+    assert!(
+        forward_backward(
+            &pool,
+            &sh,
+            &p,
+            &mut g,
+            &[good, bad],
+            1.0,
+            PassOptions::default()
+        )
+        .is_err()
+    );
+    assert!(
+        g.tensors().iter().all(|t| t.1.iter().all(|&x| x == 0.0)),
+        "a refused batch adds no gradient"
+    );
 }
 
 fn random_lora(cfg: &LlamaConfig, targets: Vec<Target>, seed: u64) -> Lora<f64> {
