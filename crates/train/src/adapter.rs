@@ -20,6 +20,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Result, TrainError};
 use crate::lora::{Lora, LoraConfig, LoraPair, Target};
+use crate::weights::tensor_f32;
 
 /// PEFT's module name of a target (under `self_attn.` or `mlp.`).
 fn hf_module(t: Target) -> &'static str {
@@ -219,8 +220,8 @@ pub fn load_peft(dir: &Path, cfg: &LlamaConfig) -> Result<Lora<f32>> {
                     hf_module(t)
                 )
             };
-            let a = read_f32(&st, &name("A"), rank * inp).map_err(&bad)?;
-            let b = read_f32(&st, &name("B"), out * rank).map_err(&bad)?;
+            let a = tensor_f32(&st, &name("A"), rank * inp).map_err(&bad)?;
+            let b = tensor_f32(&st, &name("B"), out * rank).map_err(&bad)?;
             used += 2;
             *p = LoraPair {
                 a,
@@ -256,35 +257,6 @@ pub fn load_peft(dir: &Path, cfg: &LlamaConfig) -> Result<Lora<f32>> {
         )));
     }
     Ok(lora)
-}
-
-fn read_f32(st: &SafeTensors<'_>, name: &str, n: usize) -> std::result::Result<Vec<f32>, String> {
-    let t = st
-        .tensor(name)
-        .map_err(|_| format!("tensor {name} is missing"))?;
-    let count: usize = t.shape().iter().product();
-    if count != n {
-        return Err(format!(
-            "tensor {name} has shape {:?}, {n} values expected",
-            t.shape()
-        ));
-    }
-    let d = t.data();
-    Ok(match t.dtype() {
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => d
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => return Err(format!("tensor {name} is {other:?}")),
-    })
 }
 
 /// Writes a llama.cpp LoRA adapter (f32 tensors) for a base of architecture `arch`.

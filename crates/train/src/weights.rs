@@ -35,43 +35,48 @@ pub fn load_params(path: &Path, cfg: &LlamaConfig) -> Result<Params<f32>> {
         }
     }
     for (name, dst) in p.tensors_mut() {
-        let t = st
-            .tensor(&name)
-            .map_err(|_| err(format!("tensor {name} is missing")))?;
-        let n: usize = t.shape().iter().product();
-        if n != dst.len() {
-            return Err(err(format!(
-                "tensor {name} has shape {:?}: {} values, the model needs {}",
-                t.shape(),
-                n,
-                dst.len()
-            )));
-        }
-        let data = t.data();
-        match t.dtype() {
-            Dtype::F32 => {
-                for (d, b) in dst.iter_mut().zip(data.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            }
-            Dtype::F16 => {
-                for (d, b) in dst.iter_mut().zip(data.chunks_exact(2)) {
-                    *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            Dtype::BF16 => {
-                for (d, b) in dst.iter_mut().zip(data.chunks_exact(2)) {
-                    *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            other => {
-                return Err(err(format!(
-                    "tensor {name} is {other:?}; F32, F16 or BF16 expected"
-                )));
-            }
-        }
+        *dst = tensor_f32(&st, &name, dst.len()).map_err(err)?;
     }
     Ok(p)
+}
+
+/// Tensor `name` of `st` widened to f32 (F32, F16 or BF16), checked to hold `n` values.
+/// The error says what is wrong, for the caller to attach the file's path.
+pub(crate) fn tensor_f32(
+    st: &SafeTensors<'_>,
+    name: &str,
+    n: usize,
+) -> std::result::Result<Vec<f32>, String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("tensor {name} is missing"))?;
+    let count: usize = t.shape().iter().product();
+    if count != n {
+        return Err(format!(
+            "tensor {name} has shape {:?}: {count} values, the model needs {n}",
+            t.shape()
+        ));
+    }
+    let d = t.data();
+    Ok(match t.dtype() {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(format!(
+                "tensor {name} is {other:?}; F32, F16 or BF16 expected"
+            ));
+        }
+    })
 }
 
 /// A loaded model's weights (any dtype the engine reads: F16, BF16, Q8_0, Q4_K, ...)
