@@ -618,36 +618,7 @@ pub(crate) fn hermes_dialog(turns: &[Turn], tools: &[ToolSpec]) -> (Vec<ChatMess
 
 /// A tool as Meta's custom-tool prompt lists it.
 fn definition(t: &ToolSpec) -> ToolDefinition {
-    let schema = tool_schema(t);
-    let required: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let parameters = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|props| {
-            props
-                .iter()
-                .map(|(name, p)| ToolParam {
-                    name: name.clone(),
-                    param_type: p
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("string")
-                        .to_string(),
-                    description: p
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    required: required.contains(&name.as_str()),
-                    default: p.get("default").cloned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let parameters = ToolParam::from_json_schema(&tool_schema(t));
     ToolDefinition {
         name: t.name.clone(),
         description: t.description.clone(),

@@ -132,6 +132,41 @@ pub struct ToolParam {
     pub default: Option<Value>,
 }
 
+impl ToolParam {
+    /// The parameters of an OpenAI-style JSON schema (`{"properties": {...}, "required":
+    /// [...]}`), in declaration order: `type` defaults to `"string"`, `description` to
+    /// empty. Anything else in the schema is not listed by Meta's prompt.
+    pub fn from_json_schema(schema: &Value) -> Vec<ToolParam> {
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let str_of = |p: &Value, key: &str, default: &str| {
+            p.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .to_string()
+        };
+        schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|props| {
+                props
+                    .iter()
+                    .map(|(name, p)| ToolParam {
+                        name: name.clone(),
+                        param_type: str_of(p, "type", "string"),
+                        description: str_of(p, "description", ""),
+                        required: required.contains(&name.as_str()),
+                        default: p.get("default").cloned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// A custom tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolDefinition {

@@ -15,7 +15,6 @@ use ferrollama_tokenizer::chat::{
     ToolPromptFormat, custom_tools_prompt, system_prompt,
 };
 use ferrollama_tokenizer::{AllowedSpecial, Special, Tokenizer};
-use serde_json::Value;
 
 use crate::data::openai::Check;
 use crate::data::record::{Chat, ToolSpec};
@@ -132,34 +131,7 @@ impl ChatRenderer for Llama31Renderer<'_> {
 /// A tool as Meta's custom-tool prompt lists it, from its JSON schema (as the server reads
 /// OpenAI tools).
 fn definition(t: &ToolSpec) -> ToolDefinition {
-    let schema = &t.parameters;
-    let required: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let str_of = |p: &Value, key: &str, default: &str| {
-        p.get(key)
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-            .to_string()
-    };
-    let parameters = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|props| {
-            props
-                .iter()
-                .map(|(name, p)| ToolParam {
-                    name: name.clone(),
-                    param_type: str_of(p, "type", "string"),
-                    description: str_of(p, "description", ""),
-                    required: required.contains(&name.as_str()),
-                    default: p.get("default").cloned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let parameters = ToolParam::from_json_schema(&t.parameters);
     ToolDefinition {
         name: t.name.clone(),
         description: t.description.clone(),
