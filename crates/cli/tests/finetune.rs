@@ -49,6 +49,11 @@ fn params(path: &Path) -> ferrollama_train::Params<f32> {
     params_from_weights(&w, &cfg).unwrap().0
 }
 
+fn shape(path: &Path) -> ferrollama_train::Shape {
+    let f = GgufFile::open(path).unwrap();
+    ferrollama_train::Shape::of(&LlamaConfig::from_gguf(&f).unwrap())
+}
+
 fn finetune(dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut cmd = bin();
     cmd.arg("finetune")
@@ -124,7 +129,9 @@ fn finetune_full_writes_steps_checkpoints_and_a_loadable_gguf() {
     // The GGUF holds exactly the checkpoint's weights, which training moved off the base.
     let base = params(&tiny());
     let trained = params(&o.join("model.gguf"));
-    let ck = ferrollama_train::checkpoint::load(&o, &base, AdamWConfig::default()).unwrap();
+    let sh = shape(&tiny());
+    let ck =
+        ferrollama_train::checkpoint::load(&o, &sh, base.clone(), AdamWConfig::default()).unwrap();
     assert!(
         trained == ck.params,
         "model.gguf differs from the checkpoint"
@@ -174,7 +181,7 @@ fn finetune_reports_bad_input_clearly() {
     .unwrap();
     let o = finetune(&dir, &["--data", chat.to_str().unwrap(), "--steps", "1"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not Llama 3"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("chat template"), "{}", stderr(&o));
 
     let good = dir.join("good.jsonl");
     write_text_jsonl(&good, 4, 0);
@@ -185,12 +192,14 @@ fn finetune_reports_bad_input_clearly() {
             good.to_str().unwrap(),
             "--method",
             "lora",
+            "--targets",
+            "q,attn",
             "--steps",
             "1",
         ],
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not implemented yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown LoRA target"), "{}", stderr(&o));
 
     let mut cmd = bin();
     cmd.args(["finetune", "-m"])
@@ -207,5 +216,188 @@ fn finetune_reports_bad_input_clearly() {
         !dir.join("out").exists(),
         "nothing is written for a failed start"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn step_losses(lines: &[Value]) -> Vec<(u64, f64)> {
+    lines
+        .iter()
+        .filter(|v| v["event"] == "step")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn finetune_lora_writes_peft_and_gguf_adapters_and_only_the_adapter_is_checkpointed() {
+    let dir = tmpdir("lora");
+    let data = dir.join("train.jsonl");
+    write_text_jsonl(&data, 12, 0);
+    let args = [
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "lora",
+        "--rank",
+        "4",
+        "--alpha",
+        "8",
+        "--targets",
+        "q,v,down",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-2",
+        "--json",
+    ];
+    let out = finetune(&dir, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out.stdout);
+    let losses = step_losses(&lines);
+    assert_eq!(losses.len(), 4, "{lines:?}");
+    assert!(losses.iter().all(|(_, l)| l.is_finite() && *l > 0.0));
+    let done = lines.iter().find(|v| v["event"] == "done").unwrap();
+    assert_eq!(done["method"], "lora");
+
+    let o = dir.join("out");
+    // PEFT's files, with its names and settings.
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(o.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"].as_u64(), Some(4));
+    assert_eq!(cfg["lora_alpha"].as_f64(), Some(8.0));
+    let mut targets: Vec<&str> = cfg["target_modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(targets, ["down_proj", "q_proj", "v_proj"]);
+    let st = std::fs::read(o.join("adapter/adapter_model.safetensors")).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&st).unwrap();
+    assert!(
+        header
+            .tensors()
+            .keys()
+            .any(|k| k == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"),
+        "{:?}",
+        header.tensors().keys()
+    );
+    // llama.cpp's adapter GGUF.
+    let g = GgufFile::open(o.join("adapter.gguf")).unwrap();
+    let general_type = g.metadata.iter().find(|(k, _)| k == "general.type");
+    assert!(
+        matches!(general_type, Some((_, ferrollama_model::gguf::Value::String(s))) if s == "adapter"),
+        "{general_type:?}"
+    );
+    // The checkpoint holds the adapter and its moments, not the frozen model.
+    let ck = std::fs::read(o.join("checkpoint.safetensors")).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&ck).unwrap();
+    assert!(header.tensors().keys().all(|k| k.contains(".lora_")));
+    // The adapter in the checkpoint and in PEFT's file are the same numbers.
+    let sh = shape(&tiny());
+    let base = params(&tiny());
+    let ck = ferrollama_train::checkpoint::load(&o, &sh, base, AdamWConfig::default()).unwrap();
+    let ferrollama_train::checkpoint::Tuned::Lora { lora, .. } = &ck.tuned else {
+        panic!("not a LoRA checkpoint");
+    };
+    let f = GgufFile::open(tiny()).unwrap();
+    let lcfg = LlamaConfig::from_gguf(&f).unwrap();
+    let peft = ferrollama_train::adapter::load_peft(&o.join("adapter"), &lcfg).unwrap();
+    assert!(
+        peft.layers == lora.layers,
+        "PEFT file differs from the checkpoint"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The trainer killed (SIGKILL) mid-run, then `--resume`: the steps after the last
+/// checkpoint give exactly the losses of an uninterrupted run.
+#[test]
+fn finetune_killed_mid_run_resumes_onto_the_uninterrupted_loss_curve() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tmpdir("kill");
+    let data = dir.join("train.jsonl");
+    write_text_jsonl(&data, 10, 0);
+    let args = |steps: &str| -> Vec<String> {
+        [
+            "--data",
+            data.to_str().unwrap(),
+            "--method",
+            "lora",
+            "--rank",
+            "4",
+            "--steps",
+            steps,
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-2",
+            "--checkpoint-every",
+            "1",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let straight_dir = dir.join("straight");
+    std::fs::create_dir_all(&straight_dir).unwrap();
+    let a = args("60");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let straight = finetune(&straight_dir, &a);
+    assert!(straight.status.success(), "{}", stderr(&straight));
+    let want = step_losses(&json_lines(&straight.stdout));
+    assert_eq!(want.len(), 60);
+
+    let mut cmd = bin();
+    cmd.arg("finetune")
+        .arg("-m")
+        .arg(tiny())
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(["--seq-len", "16", "-t", "2"])
+        .args(&a)
+        .env("FERROLLAMA_MODELS", dir.join("store"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "checkpoint" && v["step"].as_u64() >= Some(5) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/checkpoint.json")).unwrap())
+            .unwrap();
+    let at = meta["progress"]["step"].as_u64().unwrap();
+    assert!(
+        (5..60).contains(&at),
+        "killed at step {at}: too late to test a resume"
+    );
+
+    let resumed = finetune(&dir, &[&["--resume"][..], &a].concat());
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let got = step_losses(&json_lines(&resumed.stdout));
+    assert_eq!(got.first().map(|g| g.0), Some(at + 1));
+    let bits = |v: &[(u64, f64)]| v.iter().map(|(s, l)| (*s, l.to_bits())).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want[at as usize..]));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,9 @@
-//! Training checkpoints: one safetensors file, `OUT/checkpoint.safetensors`, holding the
-//! model's f32 parameters under Meta's names, AdamW's moments as `optim.m.NAME` and
-//! `optim.v.NAME`, and, in the header's `__metadata__`, the trainer's progress, AdamW's
-//! step and the training configuration as JSON (key [`META_KEY`]). A readable copy of that
+//! Training checkpoints: one safetensors file, `OUT/checkpoint.safetensors`, holding what
+//! the run trains in f32 — the model's parameters under Meta's names (full fine-tuning) or
+//! the adapter's `layers.N.attention.wq.lora_a` / `.lora_b` (LoRA, whose frozen base is
+//! read again from the model on resume) — AdamW's moments as `optim.m.NAME` and
+//! `optim.v.NAME`, and, in the header's `__metadata__`, the method, the trainer's progress,
+//! AdamW's step and the training configuration as JSON (key [`META_KEY`]). A readable copy of that
 //! JSON is written beside it as `checkpoint.json`, for people; resuming reads the
 //! safetensors file only.
 //!
@@ -20,9 +22,10 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::{Value, json};
 
 use crate::error::{Result, TrainError};
+use crate::lora::{Lora, LoraConfig};
 use crate::model::Shape;
 use crate::optim::AdamW;
-use crate::params::Params;
+use crate::params::{ParamSet, Params};
 
 /// The checkpoint file inside the output directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -48,6 +51,17 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The start of a run over `n_sequences` sequences shuffled from `seed`.
+    pub fn start(seed: u64, n_sequences: usize) -> Progress {
+        Progress {
+            step: 0,
+            epoch: 0,
+            position: 0,
+            rng_state: seed,
+            n_sequences,
+        }
+    }
+
     fn to_json(self) -> Value {
         json!({
             "step": self.step,
@@ -70,14 +84,39 @@ impl Progress {
     }
 }
 
+/// What a run trains, with its optimizer state.
+#[derive(Debug, Clone)]
+pub enum Tuned {
+    /// Every weight of the model (the trainer's parameters).
+    Full(AdamW<f32>),
+    /// A LoRA adapter over the frozen parameters.
+    Lora {
+        lora: Lora<f32>,
+        opt: AdamW<f32, Lora<f32>>,
+    },
+}
+
+impl Tuned {
+    /// The method's name, as checkpoints and `--json` output give it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Tuned::Full(_) => "full",
+            Tuned::Lora { .. } => "lora",
+        }
+    }
+}
+
 /// A checkpoint read back.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// The model: trained (full fine-tuning) or the frozen base given to [`load`] (LoRA).
     pub params: Params<f32>,
-    pub opt: AdamW<f32>,
+    pub tuned: Tuned,
     pub progress: Progress,
     /// The training configuration as saved ([`crate::trainer::TrainConfig::to_json`]).
     pub config: Value,
+    /// What the run said of its base model when it saved ([`save`]'s `base`).
+    pub base: Option<String>,
 }
 
 /// Writes `path` atomically: `write` fills a temporary file beside it, which is flushed,
@@ -125,11 +164,16 @@ pub fn atomic_write(
 }
 
 /// `(rows, cols)` of a parameter by its Meta name, or one dimension for the norms.
-fn tensor_shape(name: &str, len: usize, sh: &Shape) -> Vec<usize> {
+fn tensor_shape(name: &str, len: usize, sh: &Shape, rank: usize) -> Vec<usize> {
     if name.ends_with("norm.weight") {
         return vec![len];
     }
-    let cols = if name.ends_with("attention.wo.weight") {
+    let cols = if name.ends_with(".lora_b") {
+        rank
+    } else if name.ends_with(".lora_a") {
+        // A is (rank, in): its rows are as long as the adapted projection's input.
+        len / rank.max(1)
+    } else if name.ends_with("attention.wo.weight") {
         sh.heads.n_heads * sh.heads.head_dim
     } else if name.ends_with("feed_forward.w2.weight") {
         sh.ffn_dim
@@ -172,29 +216,45 @@ pub fn write_safetensors(
     Ok(())
 }
 
-/// Saves a checkpoint into `dir` (created if missing).
+/// Saves a checkpoint into `dir` (created if missing). `base` describes the base model
+/// (a resumed LoRA run checks that it is given the same one).
 pub fn save(
     dir: &Path,
     sh: &Shape,
     params: &Params<f32>,
-    opt: &AdamW<f32>,
+    tuned: &Tuned,
     progress: Progress,
     config: &Value,
+    base: Option<&str>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
         path: dir.display().to_string(),
         source,
     })?;
+    let (adamw_step, lora) = match tuned {
+        Tuned::Full(opt) => (opt.step, Value::Null),
+        Tuned::Lora { lora, opt } => (opt.step, lora.config.to_json()),
+    };
     let meta = json!({
         "format": 1,
+        "method": tuned.method(),
+        "lora": lora,
+        "base": base,
         "progress": progress.to_json(),
-        "adamw_step": opt.step,
+        "adamw_step": adamw_step,
         "config": config,
     });
+    let (sets, rank) = match tuned {
+        Tuned::Full(opt) => ([params.tensors(), opt.m.tensors(), opt.v.tensors()], 0),
+        Tuned::Lora { lora, opt } => (
+            [lora.tensors(), opt.m.tensors(), opt.v.tensors()],
+            lora.config.rank,
+        ),
+    };
     let mut tensors: Vec<(String, &[f32], Vec<usize>)> = Vec::new();
-    for (prefix, p) in [("", params), ("optim.m.", &opt.m), ("optim.v.", &opt.v)] {
-        for (name, t) in p.tensors() {
-            let shape = tensor_shape(&name, t.len(), sh);
+    for (prefix, named) in ["", "optim.m.", "optim.v."].into_iter().zip(sets) {
+        for (name, t) in named {
+            let shape = tensor_shape(&name, t.len(), sh, rank);
             tensors.push((format!("{prefix}{name}"), t.as_slice(), shape));
         }
     }
@@ -208,9 +268,15 @@ pub fn save(
     })
 }
 
-/// Reads the checkpoint in `dir`; `like` gives the parameters' shapes (the base model's,
-/// tied or not) and `opt` AdamW's hyperparameters.
-pub fn load(dir: &Path, like: &Params<f32>, adamw: crate::AdamWConfig) -> Result<Checkpoint> {
+/// Reads the checkpoint in `dir`. `params` is the base model as loaded (its shapes, tied
+/// or not): a full fine-tuning checkpoint's weights are read into it, a LoRA checkpoint
+/// keeps it as the frozen base. `adamw` gives AdamW's hyperparameters.
+pub fn load(
+    dir: &Path,
+    sh: &Shape,
+    mut params: Params<f32>,
+    adamw: crate::AdamWConfig,
+) -> Result<Checkpoint> {
     let path = dir.join(CHECKPOINT_FILE);
     let shown = path.display().to_string();
     let bytes = std::fs::read(&path).map_err(|source| TrainError::Io {
@@ -242,15 +308,8 @@ pub fn load(dir: &Path, like: &Params<f32>, adamw: crate::AdamWConfig) -> Result
         .get("adamw_step")
         .and_then(Value::as_u64)
         .ok_or_else(|| err("the optimizer step is missing".into()))?;
-    let mut params = like.zeros_like();
-    let mut opt = AdamW::new(adamw, like);
-    opt.step = adamw_step;
-    for (prefix, p) in [
-        ("", &mut params),
-        ("optim.m.", &mut opt.m),
-        ("optim.v.", &mut opt.v),
-    ] {
-        for (name, dst) in p.tensors_mut() {
+    let read = |prefix: &str, named: Vec<(String, &mut Vec<f32>)>| {
+        for (name, dst) in named {
             let full = format!("{prefix}{name}");
             let t = st
                 .tensor(&full)
@@ -258,7 +317,7 @@ pub fn load(dir: &Path, like: &Params<f32>, adamw: crate::AdamWConfig) -> Result
             if t.dtype() != Dtype::F32 || t.data().len() != dst.len() * 4 {
                 return Err(err(format!(
                     "tensor {full}: {:?} {:?}, expected F32 with {} values (a checkpoint of \
-                     another model?)",
+                     another model or adapter?)",
                     t.dtype(),
                     t.shape(),
                     dst.len()
@@ -268,11 +327,43 @@ pub fn load(dir: &Path, like: &Params<f32>, adamw: crate::AdamWConfig) -> Result
                 *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
-    }
+        Ok(())
+    };
+    let method = meta.get("method").and_then(Value::as_str).unwrap_or("full");
+    let tuned = match method {
+        "full" => {
+            let mut opt = AdamW::new(adamw, &params);
+            opt.step = adamw_step;
+            read("", params.tensors_mut())?;
+            read("optim.m.", opt.m.tensors_mut())?;
+            read("optim.v.", opt.v.tensors_mut())?;
+            Tuned::Full(opt)
+        }
+        "lora" => {
+            let config = meta
+                .get("lora")
+                .map(LoraConfig::from_json)
+                .transpose()?
+                .ok_or_else(|| err("the LoRA settings are missing".into()))?;
+            let mut lora = Lora::zeros(sh, params.layers.len(), config)?;
+            let mut opt = AdamW::new(adamw, &lora);
+            opt.step = adamw_step;
+            read("", lora.tensors_mut())?;
+            read("optim.m.", opt.m.tensors_mut())?;
+            read("optim.v.", opt.v.tensors_mut())?;
+            Tuned::Lora { lora, opt }
+        }
+        other => {
+            return Err(err(format!(
+                "a checkpoint of method {other:?}, which this version cannot resume"
+            )));
+        }
+    };
     Ok(Checkpoint {
         params,
-        opt,
+        tuned,
         progress,
         config: meta.get("config").cloned().unwrap_or(Value::Null),
+        base: meta.get("base").and_then(Value::as_str).map(str::to_string),
     })
 }

@@ -7,8 +7,11 @@
 
 use ferrollama_model::LlamaConfig;
 
+use serde_json::{Value, json};
+
 use crate::Float;
 use crate::error::{Result, TrainError};
+use crate::model::Shape;
 use crate::params::ParamSet;
 
 /// A projection of a transformer block that can carry an adapter.
@@ -97,6 +100,20 @@ impl Target {
         }
     }
 
+    /// `(in, out)` features of the projection in the training pass's [`Shape`].
+    pub fn dims_of(self, sh: &Shape) -> (usize, usize) {
+        let (d, ff) = (sh.dim, sh.ffn_dim);
+        let q = sh.heads.n_heads * sh.heads.head_dim;
+        let kv = sh.heads.n_kv_heads * sh.heads.head_dim;
+        match self {
+            Target::Q => (d, q),
+            Target::K | Target::V => (d, kv),
+            Target::O => (q, d),
+            Target::Gate | Target::Up => (d, ff),
+            Target::Down => (ff, d),
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -114,6 +131,44 @@ impl LoraConfig {
     /// `α / r`, the factor on the low-rank update.
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64
+    }
+
+    /// Rank, alpha and targets as checkpoints store them.
+    pub fn to_json(&self) -> Value {
+        let targets: Vec<&str> = self.targets.iter().map(|t| t.name()).collect();
+        json!({"rank": self.rank, "alpha": self.alpha, "targets": targets})
+    }
+
+    /// Reads [`LoraConfig::to_json`] back.
+    pub fn from_json(v: &Value) -> Result<LoraConfig> {
+        let bad = || TrainError::Config(format!("unreadable LoRA settings: {v}"));
+        let rank = v.get("rank").and_then(Value::as_u64).ok_or_else(bad)?;
+        let alpha = v.get("alpha").and_then(Value::as_f64).ok_or_else(bad)?;
+        let names: Vec<&str> = v
+            .get("targets")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?
+            .iter()
+            .map(|t| t.as_str().ok_or_else(bad))
+            .collect::<Result<_>>()?;
+        Ok(LoraConfig {
+            rank: usize::try_from(rank).map_err(|_| bad())?,
+            alpha,
+            targets: Target::parse_list(&names.join(","))?,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.rank == 0 {
+            return Err(TrainError::Config("LoRA rank must be at least 1".into()));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(TrainError::Config(format!(
+                "LoRA alpha must be a positive number, not {}",
+                self.alpha
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -135,15 +190,7 @@ pub struct Lora<F> {
 impl<F: Float> Lora<F> {
     /// A fresh adapter: `A` uniform in ±1/√in from `seed`, `B` zero.
     pub fn new(cfg: &LlamaConfig, config: LoraConfig, seed: u64) -> Result<Lora<F>> {
-        if config.rank == 0 {
-            return Err(TrainError::Config("LoRA rank must be at least 1".into()));
-        }
-        if !(config.alpha.is_finite() && config.alpha > 0.0) {
-            return Err(TrainError::Config(format!(
-                "LoRA alpha must be a positive number, not {}",
-                config.alpha
-            )));
-        }
+        config.check()?;
         let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
         let mut uniform = move || {
             // splitmix64 -> [-1, 1)
@@ -166,6 +213,28 @@ impl<F: Float> Lora<F> {
                             a: (0..r * inp)
                                 .map(|_| F::from_f64(uniform() * bound))
                                 .collect(),
+                            b: vec![F::ZERO; out * r],
+                        }
+                    })
+                })
+            })
+            .collect();
+        Ok(Lora { config, layers })
+    }
+
+    /// An all-zero adapter for `n_layers` layers of a model shaped `sh` (what a
+    /// checkpoint's tensors are read into).
+    pub fn zeros(sh: &Shape, n_layers: usize, config: LoraConfig) -> Result<Lora<F>> {
+        config.check()?;
+        let r = config.rank;
+        let layers = (0..n_layers)
+            .map(|_| {
+                std::array::from_fn(|i| {
+                    let t = Target::ALL[i];
+                    config.targets.contains(&t).then(|| {
+                        let (inp, out) = t.dims_of(sh);
+                        LoraPair {
+                            a: vec![F::ZERO; r * inp],
                             b: vec![F::ZERO; out * r],
                         }
                     })

@@ -1,5 +1,6 @@
-//! Full fine-tuning: the loop around [`forward_backward`] that `tests/pytorch_pin.rs` pins
-//! to PyTorch, with data order, checkpoints and evaluation.
+//! The training loop: full fine-tuning around [`forward_backward`] (which
+//! `tests/pytorch_pin.rs` pins to PyTorch) or LoRA around [`forward_backward_lora`] (pinned
+//! to PEFT by `tests/peft_pin.rs`), with data order, checkpoints and evaluation.
 //!
 //! One optimizer step reads `grad_accum` micro-batches of `batch_size` sequences. Each
 //! micro-batch's gradient is scaled by `1 / (counted tokens · grad_accum)`, so the step's
@@ -18,11 +19,14 @@ use std::time::Instant;
 use ferrollama_tensor::ThreadPool;
 use serde_json::{Value, json};
 
-use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::checkpoint::{self, Checkpoint, Progress, Tuned};
 use crate::error::{Result, TrainError};
-use crate::model::{PassOptions, Sequence, Shape, forward_backward, loss};
+use crate::lora::Lora;
+use crate::model::{
+    PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
+};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
-use crate::params::Params;
+use crate::params::{ParamSet, Params};
 use crate::rng::SplitMix64;
 
 /// How long to train.
@@ -159,39 +163,66 @@ pub enum Event {
     },
 }
 
-/// A full fine-tuning run: f32 master weights, AdamW state, data order.
+/// Gradient buffers of what is trained.
+#[derive(Debug)]
+enum GradBuf {
+    Full(Params<f32>),
+    Lora(Lora<f32>),
+}
+
+/// A training run: what is trained (every f32 master weight, or a LoRA adapter over the
+/// frozen weights) with its AdamW state, and the data order.
 #[derive(Debug)]
 pub struct Trainer {
     pub config: TrainConfig,
     pub shape: Shape,
+    /// The model: trained (full fine-tuning) or frozen (LoRA).
     pub params: Params<f32>,
-    pub opt: AdamW<f32>,
+    pub tuned: Tuned,
+    /// A description of the base model, saved in checkpoints (a resumed LoRA run is
+    /// checked against it).
+    pub base: Option<String>,
     pub progress: Progress,
     data: Vec<Sequence>,
     /// The current epoch's permutation of `data`.
     order: Vec<usize>,
     /// The RNG after shuffling the current epoch.
     rng: SplitMix64,
-    grads: Params<f32>,
+    grads: GradBuf,
 }
 
 impl Trainer {
-    /// A fresh run from `params` over `data`.
+    /// A fresh full fine-tuning run from `params` over `data`.
     pub fn new(
         config: TrainConfig,
         shape: Shape,
         params: Params<f32>,
         data: Vec<Sequence>,
     ) -> Result<Trainer> {
-        let progress = Progress {
-            step: 0,
-            epoch: 0,
-            position: 0,
-            rng_state: config.seed,
-            n_sequences: data.len(),
-        };
-        let opt = AdamW::new(config.adamw, &params);
-        Trainer::assemble(config, shape, params, opt, progress, data)
+        let progress = Progress::start(config.seed, data.len());
+        let tuned = Tuned::Full(AdamW::new(config.adamw, &params));
+        Trainer::assemble(config, shape, params, tuned, progress, data)
+    }
+
+    /// A fresh LoRA run: `lora` (see [`Lora::new`]) is trained over the frozen `base`.
+    pub fn new_lora(
+        config: TrainConfig,
+        shape: Shape,
+        base: Params<f32>,
+        lora: Lora<f32>,
+        data: Vec<Sequence>,
+    ) -> Result<Trainer> {
+        if lora.layers.len() != base.layers.len() {
+            return Err(TrainError::Config(format!(
+                "the adapter has {} layers, the model {}",
+                lora.layers.len(),
+                base.layers.len()
+            )));
+        }
+        let progress = Progress::start(config.seed, data.len());
+        let opt = AdamW::new(config.adamw, &lora);
+        let tuned = Tuned::Lora { lora, opt };
+        Trainer::assemble(config, shape, base, tuned, progress, data)
     }
 
     /// Continues the run saved in `ck` over the same `data`.
@@ -207,14 +238,16 @@ impl Trainer {
                 data.len()
             )));
         }
-        Trainer::assemble(config, shape, ck.params, ck.opt, ck.progress, data)
+        let mut t = Trainer::assemble(config, shape, ck.params, ck.tuned, ck.progress, data)?;
+        t.base = ck.base;
+        Ok(t)
     }
 
     fn assemble(
         config: TrainConfig,
         shape: Shape,
         params: Params<f32>,
-        opt: AdamW<f32>,
+        tuned: Tuned,
         progress: Progress,
         data: Vec<Sequence>,
     ) -> Result<Trainer> {
@@ -234,12 +267,16 @@ impl Trainer {
         let mut rng = SplitMix64::new(progress.rng_state);
         let mut order: Vec<usize> = (0..data.len()).collect();
         rng.shuffle(&mut order);
-        let grads = params.zeros_like();
+        let grads = match &tuned {
+            Tuned::Full(_) => GradBuf::Full(params.zeros_like()),
+            Tuned::Lora { lora, .. } => GradBuf::Lora(lora.zeros_like()),
+        };
         Ok(Trainer {
             config,
             shape,
             params,
-            opt,
+            tuned,
+            base: None,
             progress,
             data,
             order,
@@ -256,6 +293,14 @@ impl Trainer {
                 let per_step = (self.config.batch_size * self.config.grad_accum) as u64;
                 (e * self.data.len() as u64).div_ceil(per_step)
             }
+        }
+    }
+
+    /// The adapter being trained, for a LoRA run.
+    pub fn lora(&self) -> Option<&Lora<f32>> {
+        match &self.tuned {
+            Tuned::Lora { lora, .. } => Some(lora),
+            Tuned::Full(_) => None,
         }
     }
 
@@ -292,7 +337,10 @@ impl Trainer {
                 recompute: c.recompute,
             },
         );
-        self.grads.fill(0.0);
+        match &mut self.grads {
+            GradBuf::Full(g) => g.fill(0.0),
+            GradBuf::Lora(g) => g.tensors_mut().into_iter().for_each(|(_, t)| t.fill(0.0)),
+        }
         let (mut loss, mut tokens) = (0.0f64, 0usize);
         for _ in 0..accum {
             let batch: Vec<Sequence> = (0..batch_size)
@@ -308,24 +356,41 @@ impl Trainer {
                 continue;
             }
             let scale = 1.0 / (count * accum) as f32;
-            let sum = forward_backward(
-                pool,
-                &self.shape,
-                &self.params,
-                &mut self.grads,
-                &batch,
-                scale,
-                opts,
-            )?;
+            let sum = match (&self.tuned, &mut self.grads) {
+                (Tuned::Lora { lora, .. }, GradBuf::Lora(g)) => forward_backward_lora(
+                    pool,
+                    &self.shape,
+                    &self.params,
+                    lora,
+                    g,
+                    &batch,
+                    scale,
+                    opts,
+                )?,
+                (_, GradBuf::Full(g)) => {
+                    forward_backward(pool, &self.shape, &self.params, g, &batch, scale, opts)?
+                }
+                (Tuned::Full(_), GradBuf::Lora(_)) => {
+                    return Err(TrainError::Config("gradients of the wrong method".into()));
+                }
+            };
             loss += f64::from(sum) / count as f64 / accum as f64;
         }
-        let grad_norm = clip_grad_norm(&mut self.grads, self.config.max_grad_norm);
+        let max_norm = self.config.max_grad_norm;
+        let grad_norm = match &mut self.grads {
+            GradBuf::Full(g) => clip_grad_norm(g, max_norm),
+            GradBuf::Lora(g) => clip_grad_norm(g, max_norm),
+        };
         let step = self.progress.step + 1;
         if !loss.is_finite() || !grad_norm.is_finite() {
             let bad = if loss.is_finite() { grad_norm } else { loss };
             return Err(TrainError::NotFinite { step, loss: bad });
         }
-        self.opt.update(&mut self.params, &self.grads, lr);
+        match (&mut self.tuned, &self.grads) {
+            (Tuned::Full(opt), GradBuf::Full(g)) => opt.update(&mut self.params, g, lr),
+            (Tuned::Lora { lora, opt }, GradBuf::Lora(g)) => opt.update(lora, g, lr),
+            _ => return Err(TrainError::Config("gradients of the wrong method".into())),
+        }
         self.progress.step = step;
         let seconds = started.elapsed().as_secs_f64();
         Ok(StepRecord {
@@ -345,12 +410,12 @@ impl Trainer {
     pub fn evaluate(&self, pool: &ThreadPool, seqs: &[Sequence]) -> Result<f64> {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for s in seqs {
-            sum += f64::from(loss(
-                pool,
-                &self.shape,
-                &self.params,
-                std::slice::from_ref(s),
-            )?);
+            let one = std::slice::from_ref(s);
+            let l = match &self.tuned {
+                Tuned::Full(_) => loss(pool, &self.shape, &self.params, one)?,
+                Tuned::Lora { lora, .. } => loss_lora(pool, &self.shape, &self.params, lora, one)?,
+            };
+            sum += f64::from(l);
             count += s.n_counted();
         }
         Ok(sum / count.max(1) as f64)
@@ -362,9 +427,10 @@ impl Trainer {
             dir,
             &self.shape,
             &self.params,
-            &self.opt,
+            &self.tuned,
             self.progress,
             &self.config.to_json(),
+            self.base.as_deref(),
         )
     }
 

@@ -12,7 +12,8 @@ use ferrollama_tensor::ThreadPool;
 use ferrollama_train::checkpoint::{self, CHECKPOINT_FILE};
 use ferrollama_train::weights::load_params;
 use ferrollama_train::{
-    AdamWConfig, Event, Length, Params, Sequence, Shape, TrainConfig, TrainError, Trainer,
+    AdamWConfig, Event, Length, Lora, LoraConfig, ParamSet, Params, Sequence, Shape, Target,
+    TrainConfig, TrainError, Trainer,
 };
 
 fn testdata() -> PathBuf {
@@ -143,16 +144,16 @@ fn resume_repeats_the_uninterrupted_run_bit_for_bit() {
     let mut got = losses(&mut first, &pool, 4);
     first.save(&dir).unwrap();
     drop(first);
-    let ck = checkpoint::load(&dir, &p, AdamWConfig::default()).unwrap();
+    let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
     assert_eq!(ck.progress.step, 4);
-    let mut resumed = Trainer::resume(ck, sh, data).unwrap();
+    let mut resumed = Trainer::resume(ck, sh.clone(), data).unwrap();
     got.extend(losses(&mut resumed, &pool, 6));
     assert!(resumed.is_done());
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got), bits(&want), "{got:?} vs {want:?}");
     assert!(resumed.params == straight.params, "final weights differ");
     // Resuming on other data is refused rather than silently misaligned.
-    let ck = checkpoint::load(&dir, &p, AdamWConfig::default()).unwrap();
+    let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
     let (sh, _) = tiny();
     assert!(Trainer::resume(ck, sh, pattern(7, 0)).is_err());
     let _ = std::fs::remove_dir_all(&dir);
@@ -163,7 +164,7 @@ fn failed_checkpoint_write_keeps_the_previous_checkpoint() {
     let pool = ThreadPool::new(1);
     let (sh, p) = tiny();
     let dir = tmpdir("atomic");
-    let mut t = Trainer::new(config(10), sh, p.clone(), pattern(6, 0)).unwrap();
+    let mut t = Trainer::new(config(10), sh.clone(), p.clone(), pattern(6, 0)).unwrap();
     losses(&mut t, &pool, 2);
     t.save(&dir).unwrap();
     let saved = t.params.clone();
@@ -175,7 +176,7 @@ fn failed_checkpoint_write_keeps_the_previous_checkpoint() {
     let e = t.save(&dir).unwrap_err();
     assert!(matches!(e, TrainError::Io { .. }), "{e}");
     assert_eq!(std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap(), bytes);
-    let ck = checkpoint::load(&dir, &p, AdamWConfig::default()).unwrap();
+    let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
     assert_eq!(ck.progress.step, 2);
     assert!(ck.params == saved);
     std::fs::remove_dir(&tmp).unwrap();
@@ -209,7 +210,7 @@ fn a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
         .unwrap_err();
     assert!(matches!(e, TrainError::NotFinite { step: 3, .. }), "{e}");
     assert!(seen.is_empty(), "{seen:?}");
-    let ck = checkpoint::load(&dir, &p, AdamWConfig::default()).unwrap();
+    let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
     assert_eq!(ck.progress.step, 2);
     assert!(ck.params == saved);
 
@@ -220,7 +221,7 @@ fn a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     c.warmup = 0;
     c.checkpoint_every = 1;
     let dir2 = tmpdir("nan-lr");
-    let mut t = Trainer::new(c, sh, p.clone(), pattern(6, 0)).unwrap();
+    let mut t = Trainer::new(c, sh.clone(), p.clone(), pattern(6, 0)).unwrap();
     let mut done = 0u64;
     let e = t
         .run(&pool, &[], Some(&dir2), &mut |e| {
@@ -237,7 +238,7 @@ fn a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
         step > done && done >= 1,
         "step {step}, last checkpoint {done}"
     );
-    let ck = checkpoint::load(&dir2, &p, AdamWConfig::default()).unwrap();
+    let ck = checkpoint::load(&dir2, &sh, p.clone(), AdamWConfig::default()).unwrap();
     assert_eq!(ck.progress.step, done);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
@@ -251,4 +252,90 @@ fn config_round_trips_through_json() {
     assert_eq!(TrainConfig::from_json(&c.to_json()), Some(c.clone()));
     c.length = Length::Epochs(3);
     assert_eq!(TrainConfig::from_json(&c.to_json()), Some(c));
+}
+
+/// A rank-4 adapter on every projection of the tiny model.
+fn tiny_lora(sh: &Shape, p: &Params<f32>, seed: u64) -> Lora<f32> {
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: Target::ALL.to_vec(),
+    };
+    let mut l = Lora::zeros(sh, p.layers.len(), cfg).unwrap();
+    // Lora::new's initialization, drawn for the tiny shapes: A uniform in ±1/√in.
+    let mut s = seed;
+    for (_, t) in l.tensors_mut() {
+        let n = t.len();
+        let is_a = n > 0;
+        for x in t.iter_mut() {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *x = ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 0.2 * f32::from(is_a);
+        }
+    }
+    for layer in &mut l.layers {
+        for p in layer.iter_mut().flatten() {
+            p.b.fill(0.0);
+        }
+    }
+    l
+}
+
+#[test]
+fn lora_learns_the_pattern_with_the_base_frozen() {
+    let pool = ThreadPool::new(2);
+    let (sh, p) = tiny();
+    let eval = pattern(4, 100);
+    let mut c = config(60);
+    c.lr = 3e-2;
+    let lora = tiny_lora(&sh, &p, 7);
+    let mut t = Trainer::new_lora(c, sh, p.clone(), lora, pattern(12, 0)).unwrap();
+    let before = t.evaluate(&pool, &eval).unwrap();
+    let first = t.step(&pool).unwrap().loss;
+    // B starts at zero: step 0's loss is the base model's, whatever A is.
+    assert!((first - before).abs() < 0.5, "{first} vs {before}");
+    let rest = losses(&mut t, &pool, 59);
+    let last = rest[55..].iter().sum::<f64>() / 4.0;
+    let after = t.evaluate(&pool, &eval).unwrap();
+    eprintln!("lora train loss {first:.4} -> {last:.4}, eval loss {before:.4} -> {after:.4}");
+    assert!(last < first - 1.0, "train loss {first} -> {last}");
+    assert!(after < before - 0.3, "eval loss {before} -> {after}");
+    assert!(t.params == p, "the frozen base changed");
+    let l = t.lora().unwrap();
+    assert!(l.layers[0][0].as_ref().unwrap().b.iter().any(|&x| x != 0.0));
+}
+
+#[test]
+fn lora_resume_repeats_the_uninterrupted_run_bit_for_bit() {
+    let pool = ThreadPool::new(2);
+    let (sh, p) = tiny();
+    let data = pattern(6, 0);
+    let lora = tiny_lora(&sh, &p, 3);
+    let mut straight =
+        Trainer::new_lora(config(8), sh.clone(), p.clone(), lora.clone(), data.clone()).unwrap();
+    let want = losses(&mut straight, &pool, 8);
+
+    let dir = tmpdir("lora-resume");
+    let mut first =
+        Trainer::new_lora(config(8), sh.clone(), p.clone(), lora, data.clone()).unwrap();
+    first.base = Some("tiny".into());
+    let mut got = losses(&mut first, &pool, 3);
+    first.save(&dir).unwrap();
+    drop(first);
+    // Only the adapter and its moments are saved, not the base.
+    let st = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&st).unwrap();
+    let names: Vec<String> = header.tensors().keys().cloned().collect();
+    assert_eq!(names.len(), 3 * 2 * 7 * 2, "{names:?}");
+    assert!(names.iter().all(|n| n.contains(".lora_")), "{names:?}");
+    let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
+    assert_eq!(ck.base.as_deref(), Some("tiny"));
+    assert_eq!(ck.tuned.method(), "lora");
+    let mut resumed = Trainer::resume(ck, sh, data).unwrap();
+    got.extend(losses(&mut resumed, &pool, 5));
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want), "{got:?} vs {want:?}");
+    assert!(resumed.lora() == straight.lora(), "final adapters differ");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,6 @@
-//! `ferrollama finetune`: full fine-tuning of a model on a JSONL file, with checkpoints,
-//! resume, evaluation, and the result written as a GGUF the engine loads.
+//! `ferrollama finetune`: full or LoRA fine-tuning of a model on a JSONL file, with
+//! checkpoints, resume, evaluation, and the result written as a GGUF the engine loads (full)
+//! or as adapters in PEFT's and llama.cpp's formats (LoRA).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,25 +9,32 @@ use anyhow::{Context, Result, bail};
 use ferrollama_model::ModelTokenizer;
 use ferrollama_model::export::{ModelParts, Target, write_gguf};
 use ferrollama_tensor::ThreadPool;
+use ferrollama_train::adapter::{save_gguf, save_peft};
 use ferrollama_train::checkpoint::{self, CHECKPOINT_FILE};
 use ferrollama_train::data::{
     self, ChatRenderer, LengthPolicy, Llama31Renderer, RecordKind, SequenceOptions, TrainingData,
 };
 use ferrollama_train::vocab::{TextOnlyRenderer, llama3_tokenizer};
 use ferrollama_train::weights::params_from_weights;
-use ferrollama_train::{AdamWConfig, Event, Length, Sequence, Shape, TrainConfig, Trainer};
+use ferrollama_train::{
+    AdamWConfig, Event, Length, Lora, LoraConfig, Sequence, Shape, TrainConfig, Trainer,
+};
 use indicatif::ProgressStyle;
 use serde_json::json;
 
 use super::at_least_one;
 use super::source::open_source;
+use super::template_renderer::TemplateRenderer;
 
-/// Fine-tune a model on a JSONL file and write the result as OUT/model.gguf.
+/// Fine-tune a model on a JSONL file: every weight (--method full, written as
+/// OUT/model.gguf) or a LoRA adapter over the frozen model (--method lora, written as
+/// OUT/adapter/ for PEFT and OUT/adapter.gguf for llama.cpp and `--lora`).
 ///
 /// Data, one record a line: {"messages": [...]} chats (OpenAI's format) or
-/// {"prompt": ..., "completion": ...} pairs, trained on the assistant's tokens in the Llama
-/// 3.1 format (models with Llama 3's vocabulary only, for now); or {"text": ...} documents,
-/// packed into --seq-len windows (continued pretraining, any model). Every bad line is
+/// {"prompt": ..., "completion": ...} pairs, trained on the assistant's tokens in the
+/// model's prompt format (Llama 3.1's for a Llama 3 vocabulary, else the model's own chat
+/// template); or {"text": ...} documents, packed into --seq-len windows (continued
+/// pretraining). Every bad line is
 /// reported with its number.
 ///
 /// Each optimizer step reads --grad-accum micro-batches of --batch-size sequences; the loss
@@ -47,18 +55,28 @@ pub struct FinetuneArgs {
     /// Training data (JSONL).
     #[arg(long, value_name = "FILE.jsonl")]
     data: PathBuf,
-    /// What to train: full (every weight). lora, dpo and distill are not implemented yet.
+    /// What to train: full (every weight, f32 master weights) or lora (a low-rank adapter
+    /// on --targets, the model frozen). dpo and distill are not implemented yet.
     #[arg(long, value_enum, default_value = "full")]
     method: Method,
+    /// LoRA rank r: each adapted projection learns B (out × r) · A (r × in).
+    #[arg(long, default_value_t = 16, value_parser = at_least_one, value_name = "R")]
+    rank: usize,
+    /// LoRA alpha: the update is scaled by alpha / rank.
+    #[arg(long, default_value_t = 32.0, value_name = "A")]
+    alpha: f64,
+    /// LoRA target projections, comma-separated: q, k, v, o, gate, up, down, or all.
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    targets: String,
     /// Optimizer steps to run (default: one epoch).
     #[arg(long, value_name = "N", conflicts_with = "epochs")]
     steps: Option<u64>,
     /// Passes over the data, rounded up to whole steps (default 1).
     #[arg(long, value_name = "N")]
     epochs: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-5, value_name = "LR")]
-    lr: f64,
+    /// Peak learning rate (default 1e-5 for full, 2e-4 for lora).
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
     /// Sequences per micro-batch.
     #[arg(long, default_value_t = 1, value_parser = at_least_one, value_name = "B")]
     batch_size: usize,
@@ -105,10 +123,11 @@ pub struct FinetuneArgs {
     /// for about a third more compute.
     #[arg(long)]
     recompute: bool,
-    /// Tensor type of OUT/model.gguf.
+    /// Tensor type of OUT/model.gguf (full fine-tuning).
     #[arg(long, value_enum, default_value = "f32")]
     out_type: OutType,
-    /// Output folder: checkpoint.safetensors, checkpoint.json, model.gguf.
+    /// Output folder: checkpoint.safetensors, checkpoint.json, and model.gguf (full) or
+    /// adapter/ + adapter.gguf (lora).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// One JSON object per line on stdout (every step, evaluation and checkpoint, then a
@@ -149,9 +168,9 @@ fn sequences(
              (lora/dpo/distill come next)"
         ),
         RecordKind::Chat | RecordKind::Completion if !chat_ok => bail!(
-            "{shown}: {} records are trained in the Llama 3.1 chat format, and this model's \
-             vocabulary is not Llama 3's; only {{\"text\": ...}} records can be trained on it \
-             for now",
+            "{shown}: {} records are trained in the model's chat format, and this model has \
+             neither Llama 3's vocabulary nor a chat template (tokenizer.chat_template); only \
+             {{\"text\": ...}} records can be trained on it",
             records.kind.describe()
         ),
         _ => {}
@@ -177,33 +196,54 @@ fn sequences(
 
 pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
     let method = match a.method {
-        Method::Full => None,
-        Method::Lora => Some("lora"),
+        Method::Full | Method::Lora => None,
         Method::Dpo => Some("dpo"),
         Method::Distill => Some("distill"),
     };
     if let Some(m) = method {
         bail!(
-            "--method {m} is not implemented yet (lora/dpo/distill come next); --method full \
-             trains every weight"
+            "--method {m} is not implemented yet; --method full trains every weight, --method \
+             lora an adapter"
         );
     }
+    let lora_config = match a.method {
+        Method::Lora => {
+            let c = LoraConfig {
+                rank: a.rank,
+                alpha: a.alpha,
+                targets: ferrollama_train::Target::parse_list(&a.targets)?,
+            };
+            Some(c)
+        }
+        _ => None,
+    };
     let path = ferrollama_store::Store::open_default().resolve_arg(&a.model)?;
     let src = open_source(&path)?;
     let vocab = ModelTokenizer::from_keys(&src.tokenizer)
         .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
+    // The prompt format chats are trained in: Llama 3.1's (Meta's exact encoding) for a
+    // Llama 3 vocabulary, else the model's own Jinja template, else none (text only).
     let llama3 = llama3_tokenizer(&vocab);
-    let (l31, text_only);
+    let (l31, jinja, text_only);
+    let mut chat_ok = true;
     let renderer: &dyn ChatRenderer = match &llama3 {
         Some(t) => {
             l31 = Llama31Renderer::new(t);
             &l31
         }
-        None => {
-            text_only = TextOnlyRenderer::new(&vocab)
-                .context("the model's vocabulary has no end-of-text token to separate documents")?;
-            &text_only
-        }
+        None => match TemplateRenderer::new(&vocab) {
+            Some(r) => {
+                jinja = r;
+                &jinja
+            }
+            None => {
+                chat_ok = false;
+                text_only = TextOnlyRenderer::new(&vocab).context(
+                    "the model's vocabulary has no end-of-text token to separate documents",
+                )?;
+                &text_only
+            }
+        },
     };
     let opts = SequenceOptions {
         seq_len: a.seq_len,
@@ -213,7 +253,6 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
             LengthPolicy::Refuse
         },
     };
-    let chat_ok = llama3.is_some();
     let train = sequences(&a.data, renderer, opts, chat_ok, a.json)?;
     let eval = match &a.eval {
         Some(p) => sequences(p, renderer, opts, chat_ok, a.json)?,
@@ -233,10 +272,27 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
         ..AdamWConfig::default()
     };
     let ck_path = a.out.join(CHECKPOINT_FILE);
+    // Which base a checkpoint was trained on: a LoRA checkpoint holds only the adapter.
+    let base_desc = format!(
+        "{} ({} bytes)",
+        src.name.as_deref().unwrap_or("model"),
+        std::fs::metadata(&path).map_or(0, |m| m.len())
+    );
     let mut trainer = if a.resume {
-        let ck = checkpoint::load(&a.out, &params, adamw)
+        let ck = checkpoint::load(&a.out, &shape, params, adamw)
             .with_context(|| format!("cannot resume from {}", ck_path.display()))?;
-        Trainer::resume(ck, shape, train)?
+        if let Some(was) = &ck.base
+            && *was != base_desc
+        {
+            bail!(
+                "{} was trained on {was}, and -m gives {base_desc}: resume with the same base \
+                 model",
+                ck_path.display()
+            );
+        }
+        let mut t = Trainer::resume(ck, shape, train)?;
+        t.base = Some(base_desc);
+        t
     } else {
         if ck_path.exists() {
             bail!(
@@ -250,7 +306,9 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
                 (Some(n), _) => Length::Steps(n),
                 (None, e) => Length::Epochs(e.unwrap_or(1)),
             },
-            lr: a.lr,
+            lr: a
+                .lr
+                .unwrap_or(if lora_config.is_some() { 2e-4 } else { 1e-5 }),
             warmup: a.warmup,
             batch_size: a.batch_size,
             grad_accum: a.grad_accum,
@@ -261,7 +319,15 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
             checkpoint_every: a.checkpoint_every,
             recompute: a.recompute,
         };
-        Trainer::new(config, shape, params, train)?
+        let mut t = match lora_config {
+            Some(lc) => {
+                let lora = Lora::new(&src.config, lc, a.seed)?;
+                Trainer::new_lora(config, shape, params, lora, train)?
+            }
+            None => Trainer::new(config, shape, params, train)?,
+        };
+        t.base = Some(base_desc);
+        t
     };
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -322,6 +388,30 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
         })?;
     bar.finish_and_clear();
 
+    if let Some(lora) = trainer.lora() {
+        let peft_dir = a.out.join("adapter");
+        let base_name = src.name.as_deref().unwrap_or("model");
+        save_peft(&peft_dir, lora, &src.config, base_name)
+            .with_context(|| format!("cannot write {}", peft_dir.display()))?;
+        let gguf_path = a.out.join("adapter.gguf");
+        save_gguf(&gguf_path, lora, &src.config, "llama")
+            .with_context(|| format!("cannot write {}", gguf_path.display()))?;
+        if json {
+            println!(
+                "{}",
+                json!({"event": "done", "method": "lora", "steps": trainer.progress.step,
+                       "adapter": peft_dir, "adapter_gguf": gguf_path, "checkpoint": ck_path})
+            );
+        } else {
+            eprintln!(
+                "trained {} steps; wrote the adapter as {} (PEFT) and {} (llama.cpp)",
+                trainer.progress.step,
+                peft_dir.display(),
+                gguf_path.display(),
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let model_path = a.out.join("model.gguf");
     let weights = ferrollama_train::export::to_weights(
         &trainer.params,
@@ -345,7 +435,8 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
     if json {
         println!(
             "{}",
-            json!({"event": "done", "steps": trainer.progress.step, "model": model_path,
+            json!({"event": "done", "method": "full", "steps": trainer.progress.step,
+                   "model": model_path,
                    "checkpoint": ck_path})
         );
     } else {
