@@ -18,7 +18,8 @@ pub mod paged;
 pub mod sampler;
 pub mod scheduler;
 pub mod stop;
-pub mod template;
+/// Chat templates live in the model crate (training renders data with them too).
+pub use ferrollama_model::template;
 
 pub use embedding::{Embedder, Embeddings};
 pub use error::{EngineError, Result};

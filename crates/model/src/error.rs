@@ -35,6 +35,9 @@ pub enum ModelError {
     Kernel(#[from] ferrollama_tensor::TensorError),
     #[error("{0}")]
     Invalid(String),
+    /// A chat template that does not parse or fails to render a dialog.
+    #[error("chat template: {0}")]
+    Template(String),
     /// A PyTorch zip archive that cannot be read (missing records, bad zip structure).
     #[error("PyTorch archive: {0}")]
     Archive(String),

@@ -26,6 +26,7 @@ pub mod meta;
 pub mod names;
 pub mod pth;
 pub mod safetensors;
+pub mod template;
 pub mod vocab;
 pub mod vocab_keys;
 pub mod weights;

@@ -18,6 +18,12 @@ pub enum TrainError {
         "the loss became {loss} at step {step}: lower the learning rate; the last good checkpoint is kept"
     )]
     NotFinite { step: u64, loss: f64 },
+    /// The run was asked to stop (a cancelled job); its checkpoint is at `step`.
+    #[error("cancelled at step {step}; the checkpoint of that step is kept")]
+    Cancelled { step: u64 },
+    /// The base model cannot be read or written.
+    #[error(transparent)]
+    Model(#[from] ferrollama_model::ModelError),
     /// A weights file that does not fit the model.
     #[error("{path}: {what}")]
     Weights { path: String, what: String },

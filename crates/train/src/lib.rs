@@ -15,8 +15,10 @@
 //! [`trainer`] is full fine-tuning: micro-batches, accumulation, clipping, AdamW, the
 //! schedule, seeded data order, evaluation and atomic [`checkpoint`]s that resume bit for
 //! bit; [`export`] hands the trained weights back to the model crate's GGUF writer, and
-//! [`vocab`] picks the prompt format a model's vocabulary can be trained in. LoRA, DPO and
-//! distillation build on the same pieces.
+//! [`vocab`] picks the prompt format a model's vocabulary can be trained in. LoRA trains an
+//! adapter ([`lora`], written by [`adapter`] for PEFT and llama.cpp) over the frozen model
+//! with the same loop. [`job`] is a whole run from files to files, as `ferrollama finetune`
+//! and the server's fine-tuning APIs start it.
 
 pub mod adapter;
 pub mod checkpoint;
@@ -24,6 +26,7 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod float;
+pub mod job;
 pub mod lora;
 pub mod model;
 pub mod ops;

@@ -444,9 +444,33 @@ impl Trainer {
         out: Option<&Path>,
         on: &mut dyn FnMut(&Event),
     ) -> Result<()> {
+        self.run_controlled(pool, eval, out, &crate::job::NoControl, on)
+    }
+
+    /// [`Trainer::run`], asking `control` before every step; when it says stop, the run
+    /// checkpoints (into `out`) and returns [`TrainError::Cancelled`].
+    pub fn run_controlled(
+        &mut self,
+        pool: &ThreadPool,
+        eval: &[Sequence],
+        out: Option<&Path>,
+        control: &dyn crate::job::Control,
+        on: &mut dyn FnMut(&Event),
+    ) -> Result<()> {
         let total = self.total_steps();
         let every = |k: u64, s: u64| k > 0 && s.is_multiple_of(k) && s < total;
         while !self.is_done() {
+            if !control.proceed() {
+                if let Some(dir) = out {
+                    self.save(dir)?;
+                    on(&Event::Checkpoint {
+                        step: self.progress.step,
+                    });
+                }
+                return Err(TrainError::Cancelled {
+                    step: self.progress.step,
+                });
+            }
             let r = self.step(pool)?;
             on(&Event::Step(r));
             if !eval.is_empty() && every(self.config.eval_every, r.step) {

@@ -2,29 +2,19 @@
 //! checkpoints, resume, evaluation, and the result written as a GGUF the engine loads (full)
 //! or as adapters in PEFT's and llama.cpp's formats (LoRA).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use ferrollama_model::ModelTokenizer;
-use ferrollama_model::export::{ModelParts, Target, write_gguf};
 use ferrollama_tensor::ThreadPool;
-use ferrollama_train::adapter::{save_gguf, save_peft};
-use ferrollama_train::checkpoint::{self, CHECKPOINT_FILE};
-use ferrollama_train::data::{
-    self, ChatRenderer, LengthPolicy, Llama31Renderer, RecordKind, SequenceOptions, TrainingData,
-};
-use ferrollama_train::vocab::{TextOnlyRenderer, llama3_tokenizer};
-use ferrollama_train::weights::params_from_weights;
-use ferrollama_train::{
-    AdamWConfig, Event, Length, Lora, LoraConfig, Sequence, Shape, TrainConfig, Trainer,
-};
+use ferrollama_train::checkpoint::CHECKPOINT_FILE;
+use ferrollama_train::data::{LengthPolicy, SequenceOptions};
+use ferrollama_train::job::{self, Job, JobSpec, NoControl, Output};
+use ferrollama_train::{AdamWConfig, Event, Length, LoraConfig, Target, TrainConfig};
 use indicatif::ProgressStyle;
 use serde_json::json;
 
 use super::at_least_one;
-use super::source::open_source;
-use super::template_renderer::TemplateRenderer;
 
 /// Fine-tune a model on a JSONL file: every weight (--method full, written as
 /// OUT/model.gguf) or a LoRA adapter over the frozen model (--method lora, written as
@@ -151,194 +141,91 @@ enum OutType {
     Bf16,
 }
 
-/// Reads a JSONL file into training sequences for `r`. `chat_ok`: whether the model's
-/// vocabulary can be trained in the chat format.
-fn sequences(
-    path: &Path,
-    r: &dyn ChatRenderer,
-    opts: SequenceOptions,
-    chat_ok: bool,
-    quiet: bool,
-) -> Result<Vec<Sequence>> {
-    let records = data::read_jsonl(path)?;
-    let shown = path.display().to_string();
-    match records.kind {
-        RecordKind::Preference => bail!(
-            "{shown}: preference pairs are DPO data, and --method dpo is not implemented yet \
-             (lora/dpo/distill come next)"
-        ),
-        RecordKind::Chat | RecordKind::Completion if !chat_ok => bail!(
-            "{shown}: {} records are trained in the model's chat format, and this model has \
-             neither Llama 3's vocabulary nor a chat template (tokenizer.chat_template); only \
-             {{\"text\": ...}} records can be trained on it",
-            records.kind.describe()
-        ),
-        _ => {}
-    }
-    Ok(match data::build(&shown, &records, r, opts)? {
-        TrainingData::Sft(b) => {
-            if !quiet && !b.truncated.is_empty() {
-                eprintln!("{shown}: {} records cut to --seq-len", b.truncated.len());
-            }
-            if !quiet && !b.skipped.is_empty() {
-                eprintln!(
-                    "{shown}: {} records left out (nothing to train on after the cut), lines {:?}",
-                    b.skipped.len(),
-                    b.skipped
-                );
-            }
-            b.items
-        }
-        TrainingData::Pretraining(p) => p.sequences,
-        TrainingData::Preference(_) => bail!("{shown}: preference pairs need --method dpo"),
-    })
-}
-
 pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
     let method = match a.method {
-        Method::Full | Method::Lora => None,
-        Method::Dpo => Some("dpo"),
-        Method::Distill => Some("distill"),
-    };
-    if let Some(m) = method {
-        bail!(
-            "--method {m} is not implemented yet; --method full trains every weight, --method \
-             lora an adapter"
-        );
-    }
-    let lora_config = match a.method {
-        Method::Lora => {
-            let c = LoraConfig {
-                rank: a.rank,
-                alpha: a.alpha,
-                targets: ferrollama_train::Target::parse_list(&a.targets)?,
-            };
-            Some(c)
-        }
-        _ => None,
+        Method::Full => job::Method::Full,
+        Method::Lora => job::Method::Lora(LoraConfig {
+            rank: a.rank,
+            alpha: a.alpha,
+            targets: Target::parse_list(&a.targets)?,
+        }),
+        Method::Dpo | Method::Distill => bail!(
+            "--method {} is not implemented yet; --method full trains every weight, --method \
+             lora an adapter",
+            if a.method == Method::Dpo {
+                "dpo"
+            } else {
+                "distill"
+            }
+        ),
     };
     let path = ferrollama_store::Store::open_default().resolve_arg(&a.model)?;
-    let src = open_source(&path)?;
-    let vocab = ModelTokenizer::from_keys(&src.tokenizer)
-        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
-    // The prompt format chats are trained in: Llama 3.1's (Meta's exact encoding) for a
-    // Llama 3 vocabulary, else the model's own Jinja template, else none (text only).
-    let llama3 = llama3_tokenizer(&vocab);
-    let (l31, jinja, text_only);
-    let mut chat_ok = true;
-    let renderer: &dyn ChatRenderer = match &llama3 {
-        Some(t) => {
-            l31 = Llama31Renderer::new(t);
-            &l31
-        }
-        None => match TemplateRenderer::new(&vocab) {
-            Some(r) => {
-                jinja = r;
-                &jinja
-            }
-            None => {
-                chat_ok = false;
-                text_only = TextOnlyRenderer::new(&vocab).context(
-                    "the model's vocabulary has no end-of-text token to separate documents",
-                )?;
-                &text_only
-            }
+    let lr = a.lr.unwrap_or(match method {
+        job::Method::Lora(_) => 2e-4,
+        _ => 1e-5,
+    });
+    let config = TrainConfig {
+        length: match (a.steps, a.epochs) {
+            (Some(n), _) => Length::Steps(n),
+            (None, e) => Length::Epochs(e.unwrap_or(1)),
         },
-    };
-    let opts = SequenceOptions {
-        seq_len: a.seq_len,
-        policy: if a.truncate {
-            LengthPolicy::Truncate
-        } else {
-            LengthPolicy::Refuse
+        lr,
+        warmup: a.warmup,
+        batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
+        max_grad_norm: a.max_grad_norm,
+        adamw: AdamWConfig {
+            weight_decay: a.weight_decay,
+            ..AdamWConfig::default()
         },
+        seed: a.seed,
+        eval_every: a.eval_every,
+        checkpoint_every: a.checkpoint_every,
+        recompute: a.recompute,
     };
-    let train = sequences(&a.data, renderer, opts, chat_ok, a.json)?;
-    let eval = match &a.eval {
-        Some(p) => sequences(p, renderer, opts, chat_ok, a.json)?,
-        None => Vec::new(),
-    };
-    if a.seq_len > src.config.max_seq_len {
-        eprintln!(
-            "warning: --seq-len {} is beyond the model's context of {} tokens",
-            a.seq_len, src.config.max_seq_len
-        );
-    }
-    let (params, divisors) = params_from_weights(&src.weights, &src.config)?;
-    let mut shape = Shape::of(&src.config);
-    shape.rope_divisors = divisors;
-    let adamw = AdamWConfig {
-        weight_decay: a.weight_decay,
-        ..AdamWConfig::default()
+    let spec = JobSpec {
+        model: path.clone(),
+        data: a.data.clone(),
+        eval: a.eval.clone(),
+        method,
+        config,
+        sequences: SequenceOptions {
+            seq_len: a.seq_len,
+            policy: if a.truncate {
+                LengthPolicy::Truncate
+            } else {
+                LengthPolicy::Refuse
+            },
+        },
+        out: a.out.clone(),
+        resume: a.resume,
+        out_type: match a.out_type {
+            OutType::F32 => job::OutType::F32,
+            OutType::F16 => job::OutType::F16,
+            OutType::Bf16 => job::OutType::Bf16,
+        },
     };
     let ck_path = a.out.join(CHECKPOINT_FILE);
-    // Which base a checkpoint was trained on: a LoRA checkpoint holds only the adapter.
-    let base_desc = format!(
-        "{} ({} bytes)",
-        src.name.as_deref().unwrap_or("model"),
-        std::fs::metadata(&path).map_or(0, |m| m.len())
-    );
-    let mut trainer = if a.resume {
-        let ck = checkpoint::load(&a.out, &shape, params, adamw)
-            .with_context(|| format!("cannot resume from {}", ck_path.display()))?;
-        if let Some(was) = &ck.base
-            && *was != base_desc
-        {
-            bail!(
-                "{} was trained on {was}, and -m gives {base_desc}: resume with the same base \
-                 model",
-                ck_path.display()
-            );
+    let mut job = Job::prepare(spec).with_context(|| {
+        if a.resume {
+            format!("cannot resume from {}", ck_path.display())
+        } else {
+            format!("cannot start fine-tuning {}", path.display())
         }
-        let mut t = Trainer::resume(ck, shape, train)?;
-        t.base = Some(base_desc);
-        t
-    } else {
-        if ck_path.exists() {
-            bail!(
-                "{} holds a checkpoint already: pass --resume to continue it, or choose \
-                 another --out",
-                a.out.display()
-            );
+    })?;
+    if !a.json {
+        for n in &job.notes {
+            eprintln!("{n}");
         }
-        let config = TrainConfig {
-            length: match (a.steps, a.epochs) {
-                (Some(n), _) => Length::Steps(n),
-                (None, e) => Length::Epochs(e.unwrap_or(1)),
-            },
-            lr: a
-                .lr
-                .unwrap_or(if lora_config.is_some() { 2e-4 } else { 1e-5 }),
-            warmup: a.warmup,
-            batch_size: a.batch_size,
-            grad_accum: a.grad_accum,
-            max_grad_norm: a.max_grad_norm,
-            adamw,
-            seed: a.seed,
-            eval_every: a.eval_every,
-            checkpoint_every: a.checkpoint_every,
-            recompute: a.recompute,
-        };
-        let mut t = match lora_config {
-            Some(lc) => {
-                let lora = Lora::new(&src.config, lc, a.seed)?;
-                Trainer::new_lora(config, shape, params, lora, train)?
-            }
-            None => Trainer::new(config, shape, params, train)?,
-        };
-        t.base = Some(base_desc);
-        t
-    };
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    }
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = ThreadPool::new(threads);
 
     let bar = super::progress_bar(a.json);
-    bar.set_length(trainer.total_steps());
-    bar.set_position(trainer.progress.step);
+    bar.set_length(job.trainer.total_steps());
+    bar.set_position(job.trainer.progress.step);
     bar.set_style(
         ProgressStyle::with_template("finetune [{bar:30}] step {pos}/{len} {msg} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -378,74 +265,45 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
             }
         }
     };
-    trainer
-        .run(&pool, &eval, Some(&a.out), &mut on)
-        .with_context(|| {
-            format!(
-                "training stopped; the last good checkpoint is in {}",
-                a.out.display()
-            )
-        })?;
+    let output = job.run(&pool, &NoControl, &mut on).with_context(|| {
+        format!(
+            "training stopped; the last good checkpoint is in {}",
+            a.out.display()
+        )
+    })?;
     bar.finish_and_clear();
-
-    if let Some(lora) = trainer.lora() {
-        let peft_dir = a.out.join("adapter");
-        let base_name = src.name.as_deref().unwrap_or("model");
-        save_peft(&peft_dir, lora, &src.config, base_name)
-            .with_context(|| format!("cannot write {}", peft_dir.display()))?;
-        let gguf_path = a.out.join("adapter.gguf");
-        save_gguf(&gguf_path, lora, &src.config, "llama")
-            .with_context(|| format!("cannot write {}", gguf_path.display()))?;
-        if json {
-            println!(
-                "{}",
-                json!({"event": "done", "method": "lora", "steps": trainer.progress.step,
-                       "adapter": peft_dir, "adapter_gguf": gguf_path, "checkpoint": ck_path})
-            );
-        } else {
-            eprintln!(
-                "trained {} steps; wrote the adapter as {} (PEFT) and {} (llama.cpp)",
-                trainer.progress.step,
-                peft_dir.display(),
-                gguf_path.display(),
-            );
+    let steps = job.trainer.progress.step;
+    match output {
+        Output::Adapter { peft, gguf } => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "done", "method": "lora", "steps": steps, "adapter": peft,
+                           "adapter_gguf": gguf, "checkpoint": ck_path})
+                );
+            } else {
+                eprintln!(
+                    "trained {steps} steps; wrote the adapter as {} (PEFT) and {} (llama.cpp)",
+                    peft.display(),
+                    gguf.display(),
+                );
+            }
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let model_path = a.out.join("model.gguf");
-    let weights = ferrollama_train::export::to_weights(
-        &trainer.params,
-        &src.config,
-        src.weights.rope_freqs.clone(),
-    )?;
-    let target = match a.out_type {
-        OutType::F32 => Target::F32,
-        OutType::F16 => Target::F16,
-        OutType::Bf16 => Target::BF16,
-    };
-    let name = src.name.as_deref().map(|n| format!("{n} (fine-tuned)"));
-    let parts = ModelParts {
-        config: &src.config,
-        weights: &weights,
-        tokenizer: &src.tokenizer,
-        name: name.as_deref(),
-    };
-    write_gguf(&parts, target, &model_path, threads, &|_, _| {})
-        .with_context(|| format!("cannot write {}", model_path.display()))?;
-    if json {
-        println!(
-            "{}",
-            json!({"event": "done", "method": "full", "steps": trainer.progress.step,
-                   "model": model_path,
-                   "checkpoint": ck_path})
-        );
-    } else {
-        eprintln!(
-            "trained {} steps; wrote {} (run it: ferrollama run -m {})",
-            trainer.progress.step,
-            model_path.display(),
-            model_path.display()
-        );
+        Output::Model(model) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"event": "done", "method": "full", "steps": steps, "model": model,
+                           "checkpoint": ck_path})
+                );
+            } else {
+                eprintln!(
+                    "trained {steps} steps; wrote {} (run it: ferrollama run -m {})",
+                    model.display(),
+                    model.display()
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,6 @@ pub mod quantize;
 pub mod run;
 pub mod serve;
 pub mod source;
-pub mod template_renderer;
 pub mod tokenize;
 pub mod tool;
 

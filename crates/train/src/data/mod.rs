@@ -24,6 +24,7 @@ pub mod problems;
 pub mod record;
 pub mod render;
 pub mod sequences;
+pub mod template;
 
 pub use jsonl::{Records, parse_jsonl, read_jsonl};
 pub use llama31::Llama31Renderer;
@@ -34,6 +35,7 @@ pub use render::{ChatRenderer, Masked};
 pub use sequences::{
     Built, LengthPolicy, PreferencePair, SequenceOptions, preference_pairs, sft_sequences,
 };
+pub use template::TemplateRenderer;
 
 use crate::error::Result;
 use crate::model::Sequence;

@@ -1,8 +1,8 @@
 //! The seam between training data and a model's prompt format: [`ChatRenderer`] turns a
 //! dialog into the exact tokens inference would see, each marked as counted in the loss
-//! or not. The Llama 3.1 format ([`crate::data::llama31`]) is the one implementation
-//! today; a GGUF model's Jinja template (the engine's) plugs in here later, and the rest of
-//! the data pipeline does not change.
+//! or not: the Llama 3.1 format ([`crate::data::llama31`]) for Llama 3 vocabularies, a
+//! model's own Jinja template ([`crate::data::template`]) for the others; the rest of the
+//! data pipeline does not depend on which.
 
 use crate::data::openai::Check;
 use crate::data::record::Chat;

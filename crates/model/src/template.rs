@@ -13,7 +13,7 @@ use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value, context};
 use serde::Serialize;
 
-use crate::error::{EngineError, Result};
+use crate::error::{ModelError, Result};
 
 /// A chat message as templates see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,10 +149,10 @@ impl ChatTemplate {
         });
         env.add_filter("tojson", tojson);
         env.add_template("chat", source)
-            .map_err(|e| EngineError::Template(format!("the chat template does not parse: {e}")))?;
+            .map_err(|e| ModelError::Template(format!("the chat template does not parse: {e}")))?;
         let tmpl = env
             .get_template("chat")
-            .map_err(|e| EngineError::Template(e.to_string()))?;
+            .map_err(|e| ModelError::Template(e.to_string()))?;
         let tools = (!tools.is_empty()).then_some(tools);
         tmpl.render(context! {
             messages => messages,
@@ -161,7 +161,7 @@ impl ChatTemplate {
             bos_token => bos_token,
             eos_token => eos_token,
         })
-        .map_err(|e| EngineError::Template(format!("rendering the chat template failed: {e}")))
+        .map_err(|e| ModelError::Template(format!("rendering the chat template failed: {e}")))
     }
 }
 

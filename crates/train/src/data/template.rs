@@ -14,14 +14,17 @@
 //! old replies) has no such prefixes; it is refused with that reason rather than trained on
 //! text that inference would never show.
 
-use ferrollama_engine::{ChatMessage, ChatTemplate, TemplateToolCall};
 use ferrollama_model::ModelTokenizer;
+use ferrollama_model::template::{ChatMessage, ChatTemplate, TemplateToolCall};
 use ferrollama_tokenizer::chat::{Message, Role};
-use ferrollama_train::data::openai::Check;
-use ferrollama_train::data::{Chat, ChatRenderer, Masked, ToolSpec};
 use serde_json::{Value, json};
 
+use crate::data::openai::Check;
+use crate::data::record::{Chat, ToolSpec};
+use crate::data::render::{ChatRenderer, Masked};
+
 /// A model's Jinja template and tokenizer as training data's [`ChatRenderer`].
+#[derive(Debug)]
 pub struct TemplateRenderer<'a> {
     tok: &'a ModelTokenizer,
     source: String,
@@ -177,7 +180,8 @@ mod tests {
 
     use ferrollama_model::gguf::GgufFile;
     use ferrollama_tokenizer::chat::Content;
-    use ferrollama_train::data::Turn;
+
+    use crate::data::record::Turn;
 
     use super::*;
 
