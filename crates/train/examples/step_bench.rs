@@ -122,11 +122,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Steps after the first (which pays first-touch page faults), best of the rest.
     let best = times.iter().skip(1).copied().fold(f64::INFINITY, f64::min);
     let best = if best.is_finite() { best } else { times[0] };
+    // Sections the pool ran on its caller alone because other processes took our cores
+    // (see `ThreadPool`): a high share means the 2-thread number is really 1 thread's.
+    let ps = pool.stats();
     println!(
-        "{{\"method\": \"{}\", \"threads\": {threads}, \"seq\": {seq}, \"losses\": {losses:?}, \"step_s\": {times:?}, \"tokens_per_s\": {:.3}, \"peak_rss_mib\": {:.1}}}",
+        "{{\"method\": \"{}\", \"threads\": {threads}, \"seq\": {seq}, \"losses\": {losses:?}, \"step_s\": {times:?}, \"tokens_per_s\": {:.3}, \"peak_rss_mib\": {:.1}, \"pool_parallel_runs\": {}, \"pool_solo_runs\": {}, \"pool_backoffs\": {}}}",
         rank.map_or("full".to_string(), |r| format!("lora{r}")),
         seq as f64 / best,
-        peak_rss_mib()
+        peak_rss_mib(),
+        ps.parallel_runs,
+        ps.solo_runs,
+        ps.backoffs
     );
     Ok(())
 }

@@ -22,7 +22,9 @@ use crate::float::Layout;
 use crate::lora::{Lora, LoraPair, Target};
 use crate::ops::attention::Heads;
 use crate::ops::rope::RopeTables;
-use crate::ops::{add_into, attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
+use crate::ops::{
+    add_into_par, attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu,
+};
 use crate::params::{LayerParams, Params};
 
 /// One training sequence: `inputs[t]` predicts `targets[t]`, counted in the loss where
@@ -223,16 +225,16 @@ fn layer_forward<F: Float>(
     let xa = &mut s.xa;
     resize(&mut s.xn, t * d);
     resize(&mut s.rstd1, t);
-    rmsnorm::forward(&mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
     let mut tmp = vec![F::ZERO; t * qw.max(kw)];
     resize(&mut s.q, t * qw);
     let q = pick(lora, Target::Q);
     proj_forward(pool, &mut tmp[..t * qw], &s.xn, &l.wq, q, &mut xa[0], d, qw); // (T, q_width)
-    rope::forward(&mut s.q, &tmp[..t * qw], qw, hd, tab);
+    rope::forward(pool, &mut s.q, &tmp[..t * qw], qw, hd, tab);
     resize(&mut s.k, t * kw);
     let k = pick(lora, Target::K);
     proj_forward(pool, &mut tmp[..t * kw], &s.xn, &l.wk, k, &mut xa[1], d, kw); // (T, kv_width)
-    rope::forward(&mut s.k, &tmp[..t * kw], kw, hd, tab);
+    rope::forward(pool, &mut s.k, &tmp[..t * kw], kw, hd, tab);
     resize(&mut s.v, t * kw);
     let v = pick(lora, Target::V);
     proj_forward(pool, &mut s.v, &s.xn, &l.wv, v, &mut xa[2], d, kw); // (T, kv_width)
@@ -242,10 +244,10 @@ fn layer_forward<F: Float>(
     resize(&mut s.h, t * d);
     let o = pick(lora, Target::O);
     proj_forward(pool, &mut s.h, &s.att, &l.wo, o, &mut xa[3], qw, d); // (T, dim)
-    add_into(&mut s.h, x);
+    add_into_par(pool, &mut s.h, x);
     resize(&mut s.hn, t * d);
     resize(&mut s.rstd2, t);
-    rmsnorm::forward(&mut s.hn, &mut s.rstd2, &s.h, &l.ffn_norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut s.hn, &mut s.rstd2, &s.h, &l.ffn_norm, eps); // (T, dim)
     resize(&mut s.a, t * ff);
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
@@ -253,10 +255,10 @@ fn layer_forward<F: Float>(
     proj_forward(pool, &mut s.a, &s.hn, &l.w1, gate, &mut xa[4], d, ff); // (T, ffn)
     let up = pick(lora, Target::Up);
     proj_forward(pool, &mut s.b, &s.hn, &l.w3, up, &mut xa[5], d, ff); // (T, ffn)
-    swiglu::forward(&mut s.g, &s.a, &s.b); // (T, ffn)
+    swiglu::forward(pool, &mut s.g, &s.a, &s.b); // (T, ffn)
     let down = pick(lora, Target::Down);
     proj_forward(pool, x_out, &s.g, &l.w2, down, &mut xa[6], ff, d); // (T, dim)
-    add_into(x_out, &s.h);
+    add_into_par(pool, x_out, &s.h);
 }
 
 /// Where a layer's gradients go: the base's tensors (full fine-tuning), the adapter's,
@@ -284,7 +286,6 @@ fn layer_backward<F: Float>(
     let (d, qw, kw, ff) = (sh.dim, sh.q_width(), sh.kv_width(), sh.ffn_dim);
     let t = x.len() / d;
     let hd = sh.heads.head_dim;
-    let mut norm_scratch = Vec::new();
     // x' = h + w2 · g
     let mut dh = dout.to_vec(); // (T, dim)
     let mut dg = vec![F::ZERO; t * ff];
@@ -295,7 +296,7 @@ fn layer_backward<F: Float>(
     );
     let mut da = vec![F::ZERO; t * ff];
     let mut db = vec![F::ZERO; t * ff];
-    swiglu::backward(&mut da, &mut db, &dg, &s.a, &s.b);
+    swiglu::backward(pool, &mut da, &mut db, &dg, &s.a, &s.b);
     let mut dhn = vec![F::ZERO; t * d];
     for (tg, dy, i, w) in [(Target::Gate, &da, 4, &l.w1), (Target::Up, &db, 5, &l.w3)] {
         let (dw, dl) = grads_of(g, tg);
@@ -313,11 +314,9 @@ fn layer_backward<F: Float>(
             ff,
         );
     }
-    let dnorm = match g.base.as_deref_mut() {
-        Some(b) => &mut b.ffn_norm,
-        None => scratch(&mut norm_scratch, d),
-    };
-    rmsnorm::backward(&mut dh, dnorm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
+    // A frozen norm (LoRA) gets no gradient at all.
+    let dnorm = g.base.as_deref_mut().map(|b| b.ffn_norm.as_mut_slice());
+    rmsnorm::backward(pool, &mut dh, dnorm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
     // h = x + wo · att
     dx.copy_from_slice(&dh);
     let mut datt = vec![F::ZERO; t * qw];
@@ -343,8 +342,8 @@ fn layer_backward<F: Float>(
     );
     let mut dq0 = vec![F::ZERO; t * qw];
     let mut dk0 = vec![F::ZERO; t * kw];
-    rope::backward(&mut dq0, &dq, qw, hd, tab);
-    rope::backward(&mut dk0, &dk, kw, hd, tab);
+    rope::backward(pool, &mut dq0, &dq, qw, hd, tab);
+    rope::backward(pool, &mut dk0, &dk, kw, hd, tab);
     let mut dxn = vec![F::ZERO; t * d];
     for (tg, dy, i, w, oc) in [
         (Target::Q, &dq0, 0, &l.wq, qw),
@@ -366,11 +365,11 @@ fn layer_backward<F: Float>(
             oc,
         );
     }
-    let dnorm = match g.base.as_deref_mut() {
-        Some(b) => &mut b.attention_norm,
-        None => scratch(&mut norm_scratch, d),
-    };
-    rmsnorm::backward(dx, dnorm, &dxn, x, &l.attention_norm, &s.rstd1);
+    let dnorm = g
+        .base
+        .as_deref_mut()
+        .map(|b| b.attention_norm.as_mut_slice());
+    rmsnorm::backward(pool, dx, dnorm, &dxn, x, &l.attention_norm, &s.rstd1);
 }
 
 /// The base weight's and the adapter's gradient of target `t`, borrowed together.
@@ -390,12 +389,6 @@ fn grads_of<'g, F>(
     });
     let dl = lora.as_deref_mut().and_then(|l| l[t as usize].as_mut());
     (dw, dl)
-}
-
-/// A zeroed buffer for a gradient nobody keeps (a frozen norm's).
-fn scratch<F: Float>(v: &mut Vec<F>, n: usize) -> &mut Vec<F> {
-    resize(v, n);
-    v
 }
 
 /// Checks a sequence against the model's vocabulary and context.
@@ -620,17 +613,15 @@ fn sequence_pass<F: Float>(
     let mut xf = vec![F::ZERO; t * d];
     let mut rstd = vec![F::ZERO; t];
     let eps = F::from_f64(sh.eps);
-    rmsnorm::forward(&mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
     let mut logits = vec![F::ZERO; t * v];
     matmul::forward(pool, &mut logits, &xf, out_w, d, v); // (T, vocab)
-    let loss = cross_entropy::forward(&logits, &s.targets, &s.counted, v);
     if !backward {
-        return loss;
+        return cross_entropy::forward(pool, &logits, &s.targets, &s.counted, v);
     }
-
-    let mut dlogits = vec![F::ZERO; t * v];
-    cross_entropy::backward(&mut dlogits, &logits, &s.targets, &s.counted, v, scale);
-    drop(logits);
+    // The logits become their gradient in place.
+    let loss = cross_entropy::forward_backward(pool, &mut logits, &s.targets, &s.counted, v, scale);
+    let dlogits = logits;
     let mut dxf = vec![F::ZERO; t * d];
     let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
         Some(go) => go.as_mut_slice(),
@@ -639,12 +630,8 @@ fn sequence_pass<F: Float>(
     matmul::backward(pool, Some(&mut dxf), d_out_w, &dlogits, &xf, out_w, d, v);
     drop(dlogits);
     let mut dx = vec![F::ZERO; t * d];
-    let mut norm_scratch = vec![F::ZERO; d];
-    let dnorm = match grads.base.as_deref_mut() {
-        Some(g) => &mut g.norm,
-        None => &mut norm_scratch,
-    };
-    rmsnorm::backward(&mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
+    let dnorm = grads.base.as_deref_mut().map(|g| g.norm.as_mut_slice());
+    rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
     let mut dprev = vec![F::ZERO; t * d];
     for i in (0..n_layers).rev() {
         let l = &p.layers[i];
@@ -684,7 +671,7 @@ fn sequence_pass<F: Float>(
         std::mem::swap(&mut dx, &mut dprev);
     }
     if let Some(g) = grads.base {
-        embedding::backward(&mut g.tok_embeddings, &dx, &s.inputs, d);
+        embedding::backward(pool, &mut g.tok_embeddings, &dx, &s.inputs, d);
     }
     loss
 }

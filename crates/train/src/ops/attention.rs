@@ -170,6 +170,26 @@ fn gather<F: Float>(out: &mut [F], x: &[F], width: usize, h: usize, hd: usize) {
     }
 }
 
+/// Copies head `h`'s columns of `x (T, width)` transposed into `out (hd, T)`.
+fn gather_t<F: Float>(out: &mut [F], x: &[F], width: usize, h: usize, hd: usize) {
+    let t_len = out.len() / hd.max(1);
+    for (t, row) in x.chunks_exact(width).enumerate().take(t_len) {
+        for (d, &v) in row[h * hd..(h + 1) * hd].iter().enumerate() {
+            out[d * t_len + t] = v;
+        }
+    }
+}
+
+/// Adds `src (hd, T)` transposed into head `h`'s columns of `x (T, width)`.
+fn scatter_add_t<F: Float>(x: &mut [F], src: &[F], width: usize, h: usize, hd: usize) {
+    let t_len = src.len() / hd.max(1);
+    for (t, row) in x.chunks_exact_mut(width).enumerate().take(t_len) {
+        for (d, v) in row[h * hd..(h + 1) * hd].iter_mut().enumerate() {
+            *v += src[d * t_len + t];
+        }
+    }
+}
+
 /// Adds `src (T, hd)` into head `h`'s columns of `x (T, width)`.
 fn scatter_add<F: Float>(x: &mut [F], src: &[F], width: usize, h: usize, hd: usize) {
     for (row, s) in x.chunks_exact_mut(width).zip(src.chunks_exact(hd)) {
@@ -178,7 +198,8 @@ fn scatter_add<F: Float>(x: &mut [F], src: &[F], width: usize, h: usize, hd: usi
 }
 
 /// [`forward_loops`] as matrix products per head:
-/// `S = Q_h K_gᵀ · scale`, causal softmax per row, `O_h = P V_g`.
+/// `S = Q_h K_gᵀ · scale`, causal softmax per row, `O_h = P V_g`. The products are
+/// threaded inside the GEMM, the softmax by rows.
 pub fn forward<F: Float>(
     pool: &ThreadPool,
     out: &mut [F],
@@ -207,21 +228,26 @@ pub fn forward<F: Float>(
         gather(&mut qh, q, qw, h, hd);
         let p = &mut probs[h * t_len * t_len..(h + 1) * t_len * t_len];
         F::gemm(pool, p, &qh, &kg, Layout::Rows, hd, t_len, false); // (T, T) q · k
-        for (t, row) in p.chunks_exact_mut(t_len).enumerate() {
-            let mut max = F::from_f64(f64::NEG_INFINITY);
-            for x in &mut row[..=t] {
-                *x *= scale;
-                max = max.max(*x);
+        let ps = SyncSlice::new(p);
+        super::par_ranges(pool, t_len, t_len * t_len, &|rows| {
+            for t in rows {
+                // SAFETY: each row is written by the one thread that has it.
+                let row = unsafe { ps.slice_mut(t * t_len, t_len) };
+                let mut max = F::from_f64(f64::NEG_INFINITY);
+                for x in &mut row[..=t] {
+                    *x *= scale;
+                    max = max.max(*x);
+                }
+                let mut sum = F::ZERO;
+                for x in &mut row[..=t] {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = F::ONE / sum;
+                row[..=t].iter_mut().for_each(|x| *x *= inv);
+                row[t + 1..].fill(F::ZERO);
             }
-            let mut sum = F::ZERO;
-            for x in &mut row[..=t] {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = F::ONE / sum;
-            row[..=t].iter_mut().for_each(|x| *x *= inv);
-            row[t + 1..].fill(F::ZERO);
-        }
+        });
         // O_h (T, hd) = P (T, T) · V_g (T, hd): the matrix V_gᵀ (hd, T) is stored as V_g.
         F::gemm(pool, &mut oh, p, &vg, Layout::Transposed, t_len, hd, false);
         for (row, o) in out.chunks_exact_mut(qw).zip(oh.chunks_exact(hd)) {
@@ -232,7 +258,9 @@ pub fn forward<F: Float>(
 
 /// [`backward_loops`] as matrix products per head: `dP = dO_h V_gᵀ`,
 /// `dV_g += Pᵀ dO_h`, `dS = P ⊙ (dP - rowsum(P ⊙ dP)) · scale`, `dQ_h += dS K_g`,
-/// `dK_g += dSᵀ Q_h`.
+/// `dK_g += dSᵀ Q_h`. The two products with a transposed `(T, T)` matrix are computed
+/// transposed (`dV_gᵀ += dO_hᵀ P`, `dK_gᵀ += Q_hᵀ dS`), so the square is read as stored
+/// and only the small `(T, hd)` operands are transposed.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: Float>(
     pool: &ThreadPool,
@@ -251,52 +279,55 @@ pub fn backward<F: Float>(
     let t_len = q.len() / qw;
     let scale = F::ONE / F::from_f64(hd as f64).sqrt();
     let n = t_len * hd;
-    let (mut qh, mut kg, mut vg, mut doh) = (
+    let (mut qh_t, mut kg, mut vg, mut doh, mut doh_t) = (
+        vec![F::ZERO; n],
         vec![F::ZERO; n],
         vec![F::ZERO; n],
         vec![F::ZERO; n],
         vec![F::ZERO; n],
     );
-    let (mut dqh, mut dkg, mut dvg) = (vec![F::ZERO; n], vec![F::ZERO; n], vec![F::ZERO; n]);
+    let (mut dqh, mut dkg_t, mut dvg_t) = (vec![F::ZERO; n], vec![F::ZERO; n], vec![F::ZERO; n]);
     let mut ds = vec![F::ZERO; t_len * t_len];
     let n_rep = hs.n_heads / hs.n_kv_heads;
     for g in 0..hs.n_kv_heads {
         gather(&mut kg, k, kw, g, hd);
         gather(&mut vg, v, kw, g, hd);
-        dkg.fill(F::ZERO);
-        dvg.fill(F::ZERO);
+        dkg_t.fill(F::ZERO);
+        dvg_t.fill(F::ZERO);
         for h in g * n_rep..(g + 1) * n_rep {
-            gather(&mut qh, q, qw, h, hd);
+            gather_t(&mut qh_t, q, qw, h, hd);
             gather(&mut doh, dout, qw, h, hd);
+            gather_t(&mut doh_t, dout, qw, h, hd);
             let p = &probs[h * t_len * t_len..(h + 1) * t_len * t_len];
-            // dV_g (T, hd) += Pᵀ (T, T) · dO_h: the matrix dO_hᵀ (hd, T) is stored as dO_h.
-            let pt = super::matmul::transpose(p, t_len, t_len);
+            // dV_gᵀ (hd, T) += dO_hᵀ (hd, T) · P (T, T): the matrix Pᵀ is stored as P.
             F::gemm(
                 pool,
-                &mut dvg,
-                &pt,
-                &doh,
+                &mut dvg_t,
+                &doh_t,
+                p,
                 Layout::Transposed,
                 t_len,
-                hd,
+                t_len,
                 true,
             );
             // dP (T, T) = dO_h (T, hd) · V_gᵀ.
             F::gemm(pool, &mut ds, &doh, &vg, Layout::Rows, hd, t_len, false);
-            for (t, (drow, prow)) in ds
-                .chunks_exact_mut(t_len)
-                .zip(p.chunks_exact(t_len))
-                .enumerate()
-            {
-                let mut pdp = F::ZERO;
-                for u in 0..=t {
-                    pdp += prow[u] * drow[u];
+            let dss = SyncSlice::new(&mut ds);
+            super::par_ranges(pool, t_len, t_len * t_len, &|rows| {
+                for t in rows {
+                    // SAFETY: each row is written by the one thread that has it.
+                    let drow = unsafe { dss.slice_mut(t * t_len, t_len) };
+                    let prow = &p[t * t_len..(t + 1) * t_len];
+                    let mut pdp = F::ZERO;
+                    for u in 0..=t {
+                        pdp += prow[u] * drow[u];
+                    }
+                    for u in 0..=t {
+                        drow[u] = prow[u] * (drow[u] - pdp) * scale;
+                    }
+                    drow[t + 1..].fill(F::ZERO);
                 }
-                for u in 0..=t {
-                    drow[u] = prow[u] * (drow[u] - pdp) * scale;
-                }
-                drow[t + 1..].fill(F::ZERO);
-            }
+            });
             // dQ_h (T, hd) = dS (T, T) · K_g: the matrix K_gᵀ (hd, T) is stored as K_g.
             F::gemm(
                 pool,
@@ -309,21 +340,20 @@ pub fn backward<F: Float>(
                 false,
             );
             scatter_add(dq, &dqh, qw, h, hd);
-            // dK_g (T, hd) += dSᵀ · Q_h.
-            let dst = super::matmul::transpose(&ds, t_len, t_len);
+            // dK_gᵀ (hd, T) += Q_hᵀ (hd, T) · dS (T, T): the matrix dSᵀ is stored as dS.
             F::gemm(
                 pool,
-                &mut dkg,
-                &dst,
-                &qh,
+                &mut dkg_t,
+                &qh_t,
+                &ds,
                 Layout::Transposed,
                 t_len,
-                hd,
+                t_len,
                 true,
             );
         }
-        scatter_add(dk, &dkg, kw, g, hd);
-        scatter_add(dv, &dvg, kw, g, hd);
+        scatter_add_t(dk, &dkg_t, kw, g, hd);
+        scatter_add_t(dv, &dvg_t, kw, g, hd);
     }
 }
 
