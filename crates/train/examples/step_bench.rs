@@ -38,6 +38,12 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn zero<P: ParamSet<f32>>(g: &mut P) {
+    for (_, t) in g.tensors_mut() {
+        t.fill(0.0);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args.first().ok_or("usage: step_bench MODEL.gguf [--seq N] [--threads N] [--steps N] [--lora RANK] [--recompute] [--tokens FILE]")?;
@@ -91,23 +97,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let mut lora = Lora::<f32>::new(&cfg, lc, 7)?;
             let mut opt = AdamW::new(adamw, &lora);
+            // The gradients live across steps and are zeroed in place, as in `Trainer`.
+            let mut g = lora.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                let mut g = lora.zeros_like();
+                zero(&mut g);
                 let loss =
                     forward_backward_lora(&pool, &sh, &p, &lora, &mut g, &batch, scale, opts)?;
-                opt.update(&mut lora, &g, lr);
+                opt.update_on(&pool, &mut lora, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
             }
         }
         None => {
             let mut opt = AdamW::new(adamw, &p);
+            let mut g = p.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                let mut g = p.zeros_like();
+                zero(&mut g);
                 let loss = forward_backward(&pool, &sh, &p, &mut g, &batch, scale, opts)?;
-                opt.update(&mut p, &g, lr);
+                opt.update_on(&pool, &mut p, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
             }

@@ -102,7 +102,7 @@ struct LayerActs<F> {
     q: Vec<F>,     // (T, q_width) after RoPE
     k: Vec<F>,     // (T, kv_width) after RoPE
     v: Vec<F>,     // (T, kv_width)
-    probs: Vec<F>, // (n_heads, T, T)
+    probs: Vec<F>, // (n_heads, causal row blocks): attention::probs_len
     att: Vec<F>,   // (T, q_width) attention output
     h: Vec<F>,     // (T, dim) x + wo · att
     hn: Vec<F>,    // (T, dim) ffn_norm(h)
@@ -114,9 +114,50 @@ struct LayerActs<F> {
     xa: [Vec<F>; 7],
 }
 
+/// Makes `v` `n` long. A buffer kept from an earlier pass with that length keeps its
+/// contents instead of being zeroed again: every user of `resize` overwrites it (the
+/// ops' `forward(out, ..)` convention).
 fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
-    v.clear();
-    v.resize(n, F::ZERO);
+    if v.len() != n {
+        v.clear();
+        v.resize(n, F::ZERO);
+    }
+}
+
+/// What a pass allocates in proportion to the model (layer inputs, saved activations,
+/// the logits), kept on the thread for its next pass: a training step then touches
+/// memory it already owns instead of faulting in ~1 GiB of fresh pages (SmolLM2-135M
+/// with LoRA at 512 tokens), which the kernel zeroes on one core. The memory held is
+/// the peak the pass reached anyway; [`release_pass_buffers`] gives it back.
+#[derive(Debug, Default)]
+struct PassBuffers<F> {
+    xs: Vec<Vec<F>>,
+    acts: Vec<LayerActs<F>>,
+    scratch: LayerActs<F>,
+    logits: Vec<F>,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn take_buffers<F: Float>() -> PassBuffers<F> {
+    SPARE
+        .with_borrow_mut(|s| s.take())
+        .and_then(|b| b.downcast::<PassBuffers<F>>().ok())
+        .map(|b| *b)
+        .unwrap_or_default()
+}
+
+fn keep_buffers<F: Float>(b: PassBuffers<F>) {
+    SPARE.with_borrow_mut(|s| *s = Some(Box::new(b)));
+}
+
+/// Frees the buffers the last training pass on this thread kept for the next one (a
+/// long-running process that is done training).
+pub fn release_pass_buffers() {
+    SPARE.with_borrow_mut(|s| *s = None);
 }
 
 /// One layer's LoRA matrices (by [`Target`] index) and the update's scale.
@@ -238,7 +279,7 @@ fn layer_forward<F: Float>(
     resize(&mut s.v, t * kw);
     let v = pick(lora, Target::V);
     proj_forward(pool, &mut s.v, &s.xn, &l.wv, v, &mut xa[2], d, kw); // (T, kv_width)
-    resize(&mut s.probs, sh.heads.n_heads * t * t);
+    resize(&mut s.probs, attention::probs_len(t, sh.heads));
     resize(&mut s.att, t * qw);
     attention::forward(pool, &mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
     resize(&mut s.h, t * d);
@@ -521,9 +562,21 @@ fn run_batch<F: Float>(
         check_sequence(sh, s)?;
     }
     let mut total = F::ZERO;
+    let mut bufs = take_buffers::<F>();
     for s in batch {
-        total += sequence_pass(pool, sh, p, lora, grads.reborrow(), s, scale, opts);
+        total += sequence_pass(
+            pool,
+            sh,
+            p,
+            lora,
+            grads.reborrow(),
+            s,
+            scale,
+            opts,
+            &mut bufs,
+        );
     }
+    keep_buffers(bufs);
     Ok(total)
 }
 
@@ -573,6 +626,7 @@ fn sequence_pass<F: Float>(
     s: &Sequence,
     scale: F,
     opts: PassOptions,
+    bufs: &mut PassBuffers<F>,
 ) -> F {
     let (d, v) = (sh.dim, sh.vocab);
     let t = s.inputs.len();
@@ -588,16 +642,29 @@ fn sequence_pass<F: Float>(
         })
     };
     // xs[l] is layer l's input; xs[n_layers] the last block's output.
-    let mut xs: Vec<Vec<F>> = vec![vec![F::ZERO; t * d]; n_layers + 1];
+    let PassBuffers {
+        xs,
+        acts,
+        scratch,
+        logits,
+    } = bufs;
+    if xs.len() < n_layers + 1 {
+        xs.resize_with(n_layers + 1, Vec::new);
+    }
+    for x in xs.iter_mut() {
+        resize(x, t * d);
+    }
     embedding::forward(&mut xs[0], &s.inputs, &p.tok_embeddings, d); // (T, dim)
-    let mut acts: Vec<LayerActs<F>> = Vec::new();
-    let mut scratch = LayerActs::default();
+    if keep_all && acts.len() < n_layers {
+        acts.resize_with(n_layers, LayerActs::default);
+    }
     for (i, l) in p.layers.iter().enumerate() {
         let (before, after) = xs.split_at_mut(i + 1);
-        if keep_all {
-            acts.push(LayerActs::default());
-        }
-        let sa = if keep_all { &mut acts[i] } else { &mut scratch };
+        let sa = if keep_all {
+            &mut acts[i]
+        } else {
+            &mut *scratch
+        };
         layer_forward(
             pool,
             sh,
@@ -614,21 +681,20 @@ fn sequence_pass<F: Float>(
     let mut rstd = vec![F::ZERO; t];
     let eps = F::from_f64(sh.eps);
     rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
-    let mut logits = vec![F::ZERO; t * v];
-    matmul::forward(pool, &mut logits, &xf, out_w, d, v); // (T, vocab)
+    resize(logits, t * v);
+    matmul::forward(pool, logits, &xf, out_w, d, v); // (T, vocab)
     if !backward {
-        return cross_entropy::forward(pool, &logits, &s.targets, &s.counted, v);
+        return cross_entropy::forward(pool, logits, &s.targets, &s.counted, v);
     }
     // The logits become their gradient in place.
-    let loss = cross_entropy::forward_backward(pool, &mut logits, &s.targets, &s.counted, v, scale);
-    let dlogits = logits;
+    let loss = cross_entropy::forward_backward(pool, logits, &s.targets, &s.counted, v, scale);
+    let dlogits = &*logits;
     let mut dxf = vec![F::ZERO; t * d];
     let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
         Some(go) => go.as_mut_slice(),
         None => g.tok_embeddings.as_mut_slice(),
     });
-    matmul::backward(pool, Some(&mut dxf), d_out_w, &dlogits, &xf, out_w, d, v);
-    drop(dlogits);
+    matmul::backward(pool, Some(&mut dxf), d_out_w, dlogits, &xf, out_w, d, v);
     let mut dx = vec![F::ZERO; t * d];
     let dnorm = grads.base.as_deref_mut().map(|g| g.norm.as_mut_slice());
     rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
@@ -640,17 +706,8 @@ fn sequence_pass<F: Float>(
         } else {
             // Recompute this layer's activations from its saved input.
             let mut out = vec![F::ZERO; t * d];
-            layer_forward(
-                pool,
-                sh,
-                l,
-                layer_lora(i),
-                &tab,
-                &xs[i],
-                &mut scratch,
-                &mut out,
-            );
-            &scratch
+            layer_forward(pool, sh, l, layer_lora(i), &tab, &xs[i], scratch, &mut out);
+            &*scratch
         };
         let mut lg = LayerGrads {
             base: grads.base.as_deref_mut().map(|g| &mut g.layers[i]),

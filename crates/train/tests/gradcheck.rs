@@ -173,7 +173,7 @@ fn attention_backward_matches_finite_differences() {
     let r = rng.vec(t * 12, 1.0);
     let run = |q: &[f64], k: &[f64], v: &[f64]| {
         let mut out = vec![0.0; t * 12];
-        let mut probs = vec![0.0; 4 * t * t];
+        let mut probs = vec![0.0; attention::probs_len(t, hs)];
         attention::forward(&pool, &mut out, &mut probs, q, k, v, hs);
         (dot(&out, &r), probs)
     };
