@@ -42,6 +42,7 @@ pub use float::Float;
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
     PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
+    release_pass_buffers,
 };
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 pub use params::{LayerParams, ParamSet, Params};
