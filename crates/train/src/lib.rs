@@ -21,11 +21,14 @@
 //! and the server's fine-tuning APIs start it.
 
 pub mod adapter;
+pub mod base;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod export;
 pub mod float;
+pub mod frozen;
+pub mod frozen_base;
 pub mod job;
 pub mod lora;
 pub mod model;
@@ -37,8 +40,11 @@ pub mod trainer;
 pub mod vocab;
 pub mod weights;
 
+pub use base::{Base, BaseLayer, Projection};
 pub use error::{Result, TrainError};
 pub use float::Float;
+pub use frozen::FrozenMatrix;
+pub use frozen_base::{FrozenBase, FrozenLayer};
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
     PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
