@@ -258,89 +258,98 @@ fn matmul_isa(
 /// Rows per panel of [`PackedF32`] and of [`matmul_f32_panels`].
 pub const PANEL_ROWS: usize = NR;
 
-/// Activations `x (n_tokens, cols)` packed once for any number of [`matmul_f32_panels`]
-/// calls (each thread's share of a matrix's panels reads the same copy): the columns in
-/// chunks of `kc` (the caller's split of the reduction), each chunk's tokens in the
-/// layout this CPU's micro-kernel reads: micro-tiles of 6 tokens, `[kc][6]`, on AVX2
-/// (see `pack_block`), rows `[6][kc]` elsewhere. Keep one and [`PackedActs::pack`] into
-/// it again: the allocation is reused.
+/// Activations packed once for any number of [`matmul_f32_panels`] calls (each thread's
+/// share of a matrix's panels reads the same copy): a column range `k0..k0 + cols` of
+/// `x (n_tokens, ·)`, one chunk of the caller's split of the reduction, in the layout
+/// this CPU's micro-kernel reads: micro-tiles of 6 tokens, `[cols][6]`, on AVX2 (see
+/// `pack_block`), rows `[6][cols]` elsewhere. Keep one and [`PackedActs::pack`] into it
+/// again: the allocation is reused.
 #[derive(Debug, Clone, Default)]
 pub struct PackedActs {
     isa: Option<Isa>,
     n_tokens: usize,
     cols: usize,
-    kc: usize,
     data: Vec<f32>,
 }
 
 impl PackedActs {
-    /// Packs row-major `x` (`n_tokens * cols` values) in column chunks of `kc`.
+    /// Packs columns `k0..k0 + cols` of `x`, `n_tokens` rows `ld_x` apart, the tiles
+    /// split across `pool`.
     pub fn pack(
         &mut self,
+        pool: &ThreadPool,
         x: &[f32],
         n_tokens: usize,
+        ld_x: usize,
+        k0: usize,
         cols: usize,
-        kc: usize,
     ) -> Result<(), TensorError> {
-        self.pack_isa(best_isa(), x, n_tokens, cols, kc)
+        self.pack_isa(best_isa(), pool, x, n_tokens, ld_x, k0, cols)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn pack_isa(
         &mut self,
         isa: Isa,
+        pool: &ThreadPool,
         x: &[f32],
         n_tokens: usize,
+        ld_x: usize,
+        k0: usize,
         cols: usize,
-        kc: usize,
     ) -> Result<(), TensorError> {
         const OP: &str = "PackedActs::pack";
         let tiles = n_tokens.div_ceil(MR);
+        let ovf = || TensorError::Overflow {
+            op: OP,
+            what: "activation size",
+        };
         let size = tiles
             .checked_mul(MR)
             .and_then(|n| n.checked_mul(cols))
-            .ok_or(TensorError::Overflow {
-                op: OP,
-                what: "activation size",
-            })?;
-        if kc == 0 || x.len() != n_tokens * cols {
+            .ok_or_else(ovf)?;
+        let need = match n_tokens.checked_sub(1) {
+            None => 0,
+            Some(last) => last
+                .checked_mul(ld_x)
+                .and_then(|n| n.checked_add(k0 + cols))
+                .ok_or_else(ovf)?,
+        };
+        if cols == 0 || k0 + cols > ld_x || x.len() < need {
             return Err(TensorError::len(
                 OP,
                 crate::DType::F32,
                 "activations",
                 "elements",
-                n_tokens * cols,
+                need.max(k0 + cols),
                 x.len(),
             ));
         }
         self.data.clear();
         self.data.resize(size, 0.0);
-        let mut off = 0;
-        for k0 in (0..cols).step_by(kc) {
-            let kl = (k0 + kc).min(cols) - k0;
-            let chunk = &mut self.data[off..off + tiles * MR * kl];
-            for (ti, dst) in chunk.chunks_exact_mut(MR * kl).enumerate() {
-                let m = (n_tokens - ti * MR).min(MR);
+        self.isa = Some(isa);
+        self.n_tokens = n_tokens;
+        self.cols = cols;
+        let data = SyncSlice::new(&mut self.data);
+        pool.run(&|ti, nt| {
+            for tile in tiles * ti / nt..tiles * (ti + 1) / nt {
+                // SAFETY: tiles are split between threads, and tile `tile` is the
+                // `MR * cols` values from `tile * MR * cols`, so no two threads share one.
+                let dst = unsafe { data.slice_mut(tile * MR * cols, MR * cols) };
+                let m = (n_tokens - tile * MR).min(MR);
                 for i in 0..m {
-                    let t = ti * MR + i;
-                    let row = &x[t * cols + k0..t * cols + k0 + kl];
+                    let t = tile * MR + i;
+                    let row = &x[t * ld_x + k0..t * ld_x + k0 + cols];
                     if isa == Isa::Avx2 {
                         for (k, &v) in row.iter().enumerate() {
                             dst[k * MR + i] = v;
                         }
                     } else {
-                        dst[i * kl..(i + 1) * kl].copy_from_slice(row);
+                        dst[i * cols..(i + 1) * cols].copy_from_slice(row);
                     }
                 }
             }
-            off += tiles * MR * kl;
-        }
-        *self = PackedActs {
-            isa: Some(isa),
-            n_tokens,
-            cols,
-            kc,
-            data: std::mem::take(&mut self.data),
-        };
+        });
         Ok(())
     }
 
@@ -348,15 +357,9 @@ impl PackedActs {
         self.n_tokens
     }
 
-    /// Column chunks: `cols.div_ceil(kc)`.
-    pub fn n_chunks(&self) -> usize {
-        self.cols.div_ceil(self.kc.max(1))
-    }
-
-    /// Columns `k0..k0 + kl` of chunk `c`, or `None` past the last.
-    pub fn chunk_cols(&self, c: usize) -> Option<(usize, usize)> {
-        let k0 = c.checked_mul(self.kc)?;
-        (k0 < self.cols).then(|| (k0, (k0 + self.kc).min(self.cols) - k0))
+    /// Columns packed (the reduction's length in [`matmul_f32_panels`]).
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 }
 
@@ -365,42 +368,31 @@ impl PackedActs {
 /// time into a small buffer), the caller splits its panels across threads and calls this
 /// on each thread's share, all reading one [`PackedActs`].
 ///
-/// `out[t * ld_out + r] (+)= Σ_{k < kl} M[r][k0 + k] · x[t][k0 + k]` for every token `t`
-/// of `x`, `r < rows`, where `(k0, kl)` is `x`'s column chunk `chunk` and `panels` holds
-/// `rows.div_ceil(PANEL_ROWS)` panels of that chunk one after the other, each
-/// `[kl][PANEL_ROWS]` (step `k` of panel `p` is `M[p · 32 + j][k0 + k]`, `j < 32`; rows
-/// past `rows` are read and never stored), the layout of a [`PackedF32`] panel. `ld_out`
-/// lets `out` be a column range of a wider output; only `rows` columns of each token
-/// row are written. `accumulate` adds to `out` (the later chunks of a split reduction).
+/// `out[t * ld_out + r] (+)= Σ_{k < cols} M[r][k] · x[t][k]` for every token `t` of `x`
+/// and `r < rows`, where `x` holds `cols` columns (a chunk of a longer reduction, whose
+/// chunks the caller sums with `accumulate`) and `panels` holds `rows.div_ceil(PANEL_ROWS)`
+/// panels one after the other, each `[cols][PANEL_ROWS]` (step `k` of panel `p` is
+/// `M[p · 32 + j][k]`, `j < 32`; rows past `rows` are read and never stored), the layout
+/// of a [`PackedF32`] panel. `ld_out` lets `out` be a column range of a wider output;
+/// only `rows` columns of each token row are written.
 pub fn matmul_f32_panels(
     panels: &[f32],
     rows: usize,
     x: &PackedActs,
-    chunk: usize,
     out: &mut [f32],
     ld_out: usize,
     accumulate: bool,
 ) -> Result<(), TensorError> {
     const OP: &str = "matmul_f32_panels";
     let f32s = crate::DType::F32;
-    let n_tokens = x.n_tokens;
-    let (Some(isa), Some((k0, cols))) = (x.isa, x.chunk_cols(chunk)) else {
-        return Err(TensorError::len(
-            OP,
-            f32s,
-            "activation chunks",
-            "chunks",
-            chunk + 1,
-            x.n_chunks(),
-        ));
+    let (n_tokens, cols) = (x.n_tokens, x.cols);
+    let Some(isa) = x.isa else {
+        return Err(TensorError::len(OP, f32s, "activations", "packs", 1, 0));
     };
     if n_tokens == 0 || rows == 0 {
         return Ok(());
     }
     let n_panels = rows.div_ceil(NR);
-    let tiles = n_tokens.div_ceil(MR);
-    // Chunks before this one are all kc wide.
-    let xs_all = &x.data[tiles * MR * k0..tiles * MR * (k0 + cols)];
     let need_w = n_panels * cols * NR;
     let need_out = (n_tokens - 1)
         .checked_mul(ld_out)
@@ -439,7 +431,7 @@ pub fn matmul_f32_panels(
             for tok in (start..end).step_by(MR) {
                 let m = (end - tok).min(MR);
                 // TOKEN_BLOCK is a multiple of MR, so `tok` starts a micro-tile.
-                let xs = &xs_all[tok * cols..(tok + MR) * cols];
+                let xs = &x.data[tok * cols..(tok + MR) * cols];
                 tile(isa, panel, xs, cols, m, valid, &mut acc);
                 for (i, a) in acc.iter().take(m).enumerate() {
                     let o = (tok + i) * ld_out + r0;
@@ -821,7 +813,7 @@ mod tests {
     /// Every tier against the f64 reference: panels of each column chunk of the
     /// reduction, summed into a column range of a wider output (the frozen-weight GEMM's
     /// use).
-    fn check_panels(rows: usize, cols: usize, n: usize, kc: usize, seed: u64) {
+    fn check_panels(rows: usize, cols: usize, n: usize, kc: usize, seed: u64, threads: usize) {
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut rnd = || {
             s ^= s << 13;
@@ -833,21 +825,22 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
         let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
         let want = reference(&w, &x, rows, cols, n);
+        let pool = ThreadPool::new(threads);
         for isa in available_isas() {
             let mut xp = PackedActs::default();
-            xp.pack_isa(isa, &x, n, cols, kc).expect("pack");
             let mut out = vec![0.25f32; n * ld_out];
-            for c in 0..xp.n_chunks() {
-                let (k0, kl) = xp.chunk_cols(c).expect("chunk");
+            for k0 in (0..cols).step_by(kc) {
+                let kl = (k0 + kc).min(cols) - k0;
+                xp.pack_isa(isa, &pool, &x, n, cols, k0, kl).expect("pack");
+                assert_eq!((xp.n_tokens(), xp.cols()), (n, kl));
                 let cw: Vec<f32> = w
                     .chunks_exact(cols)
                     .flat_map(|r| r[k0..k0 + kl].to_vec())
                     .collect();
                 let p = PackedF32::pack(&cw, rows, kl).expect("pack");
-                matmul_f32_panels(&p.data, rows, &xp, c, &mut out[1..], ld_out, c > 0)
+                matmul_f32_panels(&p.data, rows, &xp, &mut out[1..], ld_out, k0 > 0)
                     .expect("panels");
             }
-            assert!(xp.chunk_cols(xp.n_chunks()).is_none());
             for t in 0..n {
                 for c in 0..ld_out {
                     let got = out[t * ld_out + c];
@@ -876,17 +869,19 @@ mod tests {
             (64, 96, 9, 96),
             (70, 130, 53, 64),
         ] {
-            check_panels(rows, cols, n, kc, 11);
+            check_panels(rows, cols, n, kc, 11, 2);
         }
+        let pool = ThreadPool::new(1);
         let mut xp = PackedActs::default();
-        assert!(xp.pack(&[1.0; 3], 2, 2, 2).is_err());
-        assert!(xp.pack(&[1.0; 4], 2, 2, 0).is_err());
-        xp.pack(&[1.0; 4], 2, 2, 2).expect("pack");
         let mut out = [0.0; 4];
-        assert!(matmul_f32_panels(&[0.0; 63], 1, &xp, 0, &mut out, 1, false).is_err());
-        assert!(matmul_f32_panels(&[0.0; 64], 1, &xp, 1, &mut out, 1, false).is_err());
-        assert!(matmul_f32_panels(&[0.0; 64], 2, &xp, 0, &mut out, 1, false).is_err());
-        assert!(matmul_f32_panels(&[0.0; 64], 1, &xp, 0, &mut out[..1], 1, false).is_err());
+        assert!(matmul_f32_panels(&[0.0; 64], 1, &xp, &mut out, 1, false).is_err());
+        assert!(xp.pack(&pool, &[1.0; 3], 2, 2, 0, 2).is_err());
+        assert!(xp.pack(&pool, &[1.0; 4], 2, 2, 1, 2).is_err());
+        assert!(xp.pack(&pool, &[1.0; 4], 2, 2, 0, 0).is_err());
+        xp.pack(&pool, &[1.0; 4], 2, 2, 0, 2).expect("pack");
+        assert!(matmul_f32_panels(&[0.0; 63], 1, &xp, &mut out, 1, false).is_err());
+        assert!(matmul_f32_panels(&[0.0; 64], 2, &xp, &mut out, 1, false).is_err());
+        assert!(matmul_f32_panels(&[0.0; 64], 1, &xp, &mut out[..1], 1, false).is_err());
     }
 
     proptest! {
@@ -894,8 +889,8 @@ mod tests {
         #[test]
         fn caller_built_panels_match_reference(rows in 1usize..80, cols in 1usize..70,
                                                n in 1usize..110, kc in 1usize..80,
-                                               seed in any::<u64>()) {
-            check_panels(rows, cols, n, kc, seed);
+                                               seed in any::<u64>(), threads in 1usize..4) {
+            check_panels(rows, cols, n, kc, seed, threads);
         }
     }
 

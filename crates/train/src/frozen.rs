@@ -63,11 +63,23 @@ const _: () = assert!(SPAN == PANEL_ROWS && KC_MAX.is_multiple_of(SPAN));
 type Decode = fn(row: &[u8], k0: usize, out: &mut [f32]);
 
 /// A weight matrix kept in its stored type, multiplied by f32 activations.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FrozenMatrix {
     tensor: Tensor,
     row_bytes: usize,
     decode: Decode,
+}
+
+/// The shape and type, not the bytes (an owned tensor's `Debug` prints all of them).
+impl std::fmt::Debug for FrozenMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenMatrix")
+            .field("dtype", &self.dtype())
+            .field("rows", &self.rows())
+            .field("cols", &self.cols())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
 }
 
 impl FrozenMatrix {
@@ -196,17 +208,21 @@ impl FrozenMatrix {
         // (a forward chunk is a column range of W's rows, which decode in spans).
         let kc = k.div_ceil(k.div_ceil(KC_MAX)).div_ceil(SPAN) * SPAN;
         ACTS.with(|acts| match acts.try_borrow_mut() {
-            Ok(mut xp) => self.gemm_packed(pool, side, out, x, t, n, k, kc, accumulate, &mut xp),
+            Ok(mut xp) => self.gemm_chunks(pool, side, out, x, t, n, k, kc, accumulate, &mut xp),
             // Re-entered on this thread (a pass inside a pass): a fresh copy.
             Err(_) => {
                 let mut xp = PackedActs::default();
-                self.gemm_packed(pool, side, out, x, t, n, k, kc, accumulate, &mut xp)
+                self.gemm_chunks(pool, side, out, x, t, n, k, kc, accumulate, &mut xp)
             }
         })
     }
 
+    /// [`FrozenMatrix::gemm`] one chunk of the reduction at a time: the chunk of `x` is
+    /// packed once (`T · kc` floats, not all of `x`: the output matrix's `dlogits` are
+    /// `T · vocab`), then every thread decodes its panels of the chunk and adds their
+    /// product into its columns of `out`.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_packed(
+    fn gemm_chunks(
         &self,
         pool: &ThreadPool,
         side: Side,
@@ -219,57 +235,55 @@ impl FrozenMatrix {
         accumulate: bool,
         xp: &mut PackedActs,
     ) -> Result<()> {
-        // Packed once, read by every thread for each of its panels.
-        xp.pack(x, t, k, kc).map_err(kernel_error)?;
-        let xp = &*xp;
         let panels = n.div_ceil(SPAN);
         let group = (PANEL_BUDGET / (kc.min(k) * SPAN)).clamp(1, 8);
         let failed: Mutex<Option<TensorError>> = Mutex::new(None);
         let out = SyncSlice::new(out);
-        pool.run(&|ti, nt| {
-            BUFFERS.with_borrow_mut(|(wbuf, obuf)| {
-                let (p0, p1) = (panels * ti / nt, panels * (ti + 1) / nt);
-                for g0 in (p0..p1).step_by(group) {
-                    let g1 = (g0 + group).min(p1);
-                    let (r0, r1) = (g0 * SPAN, (g1 * SPAN).min(n));
-                    let width = r1 - r0;
-                    obuf.clear();
-                    obuf.resize(t * width, 0.0);
-                    for c in 0..xp.n_chunks() {
-                        let Some((k0, kl)) = xp.chunk_cols(c) else {
-                            break;
-                        };
+        for k0 in (0..k).step_by(kc) {
+            let kl = (k0 + kc).min(k) - k0;
+            xp.pack(pool, x, t, k, k0, kl).map_err(kernel_error)?;
+            let xp = &*xp;
+            let add = accumulate || k0 > 0;
+            pool.run(&|ti, nt| {
+                BUFFERS.with_borrow_mut(|(wbuf, obuf)| {
+                    let (p0, p1) = (panels * ti / nt, panels * (ti + 1) / nt);
+                    for g0 in (p0..p1).step_by(group) {
+                        let g1 = (g0 + group).min(p1);
+                        let (r0, r1) = (g0 * SPAN, (g1 * SPAN).min(n));
+                        let width = r1 - r0;
                         wbuf.clear();
                         wbuf.resize((g1 - g0) * kl * SPAN, 0.0);
                         match side {
                             Side::Rows => self.fill_row_panels(r0..r1, k0, kl, wbuf),
                             Side::Columns => self.fill_column_panels(r0..r1, k0, kl, wbuf),
                         }
-                        let r = matmul_f32_panels(wbuf, width, xp, c, obuf, width, c > 0);
+                        // Every token's `width` values are written: no need to zero.
+                        obuf.resize(t * width, 0.0);
+                        let r = matmul_f32_panels(wbuf, width, xp, obuf, width, false);
                         if let Err(e) = r {
                             *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                             return;
                         }
-                    }
-                    for (tt, src) in obuf.chunks_exact(width).enumerate() {
-                        // SAFETY: this thread alone owns output columns r0..r1 (panels
-                        // p0..p1 are its share), so the slices never overlap another's.
-                        let dst = unsafe { out.slice_mut(tt * n + r0, width) };
-                        if accumulate {
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d += s;
+                        for (tt, src) in obuf[..t * width].chunks_exact(width).enumerate() {
+                            // SAFETY: this thread alone owns output columns r0..r1 (panels
+                            // p0..p1 are its share), so the slices never overlap another's.
+                            let dst = unsafe { out.slice_mut(tt * n + r0, width) };
+                            if add {
+                                for (d, &s) in dst.iter_mut().zip(src) {
+                                    *d += s;
+                                }
+                            } else {
+                                dst.copy_from_slice(src);
                             }
-                        } else {
-                            dst.copy_from_slice(src);
                         }
                     }
-                }
+                });
             });
-        });
-        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(kernel_error(e)),
-            None => Ok(()),
+            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(kernel_error(e));
+            }
         }
+        Ok(())
     }
 
     /// Panels of `M = W` for rows `rows` (whole panels from a multiple of 32) and

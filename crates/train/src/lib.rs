@@ -19,6 +19,11 @@
 //! adapter ([`lora`], written by [`adapter`] for PEFT and llama.cpp) over the frozen model
 //! with the same loop. [`job`] is a whole run from files to files, as `ferrollama finetune`
 //! and the server's fine-tuning APIs start it.
+//!
+//! The pass reads its model through [`base::Base`]: f32/f64 [`Params`] (full fine-tuning,
+//! gradient checks) or, for LoRA, a [`FrozenBase`] that keeps every projection in the
+//! type the file stores ([`frozen`]: F16, BF16, Q8_0, Q4_K, ...; QLoRA-style, decoded a
+//! few panels at a time inside the products, never whole).
 
 pub mod adapter;
 pub mod base;
