@@ -216,7 +216,7 @@ fn policy(target: Target, role: Role, layer: Option<usize>, n_layers: usize, tie
 /// fallback table in `llama-quant.cpp`), then F16 if that type's 32-element blocks do not
 /// fit either. A 32-element type (Q8_0, Q5_0, ...) only misses when 32 does not divide
 /// the row, so it ends in F16 too, as in llama.cpp.
-fn fallback(want: DType, cols: usize) -> DType {
+pub fn fallback(want: DType, cols: usize) -> DType {
     let fb = match want {
         DType::Q4_K => DType::Q5_0,
         _ => DType::Q8_0,

@@ -327,6 +327,203 @@ fn matmul_isa(
     Ok(())
 }
 
+/// Rows per panel of [`PackedF32`] and of [`matmul_f32_panels`].
+pub const PANEL_ROWS: usize = NR;
+
+/// Activations packed once for any number of [`matmul_f32_panels`] calls (each thread's
+/// share of a matrix's panels reads the same copy): a column range `k0..k0 + cols` of
+/// `x (n_tokens, ·)`, one chunk of the caller's split of the reduction, in the layout
+/// this CPU's micro-kernel reads: micro-tiles of 6 tokens, `[cols][6]`, on AVX2 (see
+/// `pack_block`), rows `[6][cols]` elsewhere. Keep one and [`PackedActs::pack`] into it
+/// again: the allocation is reused.
+#[derive(Debug, Clone, Default)]
+pub struct PackedActs {
+    isa: Option<Isa>,
+    n_tokens: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl PackedActs {
+    /// Packs columns `k0..k0 + cols` of `x`, `n_tokens` rows `ld_x` apart, the tiles
+    /// split across `pool`.
+    pub fn pack(
+        &mut self,
+        pool: &ThreadPool,
+        x: &[f32],
+        n_tokens: usize,
+        ld_x: usize,
+        k0: usize,
+        cols: usize,
+    ) -> Result<(), TensorError> {
+        self.pack_isa(best_isa(), pool, x, n_tokens, ld_x, k0, cols)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pack_isa(
+        &mut self,
+        isa: Isa,
+        pool: &ThreadPool,
+        x: &[f32],
+        n_tokens: usize,
+        ld_x: usize,
+        k0: usize,
+        cols: usize,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "PackedActs::pack";
+        let tiles = n_tokens.div_ceil(MR);
+        let ovf = || TensorError::Overflow {
+            op: OP,
+            what: "activation size",
+        };
+        let size = tiles
+            .checked_mul(MR)
+            .and_then(|n| n.checked_mul(cols))
+            .ok_or_else(ovf)?;
+        let need = match n_tokens.checked_sub(1) {
+            None => 0,
+            Some(last) => last
+                .checked_mul(ld_x)
+                .and_then(|n| n.checked_add(k0 + cols))
+                .ok_or_else(ovf)?,
+        };
+        if cols == 0 || k0 + cols > ld_x || x.len() < need {
+            return Err(TensorError::len(
+                OP,
+                crate::DType::F32,
+                "activations",
+                "elements",
+                need.max(k0 + cols),
+                x.len(),
+            ));
+        }
+        self.data.clear();
+        self.data.resize(size, 0.0);
+        self.isa = Some(isa);
+        self.n_tokens = n_tokens;
+        self.cols = cols;
+        let data = SyncSlice::new(&mut self.data);
+        pool.run(&|ti, nt| {
+            for tile in tiles * ti / nt..tiles * (ti + 1) / nt {
+                // SAFETY: tiles are split between threads, and tile `tile` is the
+                // `MR * cols` values from `tile * MR * cols`, so no two threads share one.
+                let dst = unsafe { data.slice_mut(tile * MR * cols, MR * cols) };
+                let m = (n_tokens - tile * MR).min(MR);
+                for i in 0..m {
+                    let t = tile * MR + i;
+                    let row = &x[t * ld_x + k0..t * ld_x + k0 + cols];
+                    if isa == Isa::Avx2 {
+                        for (k, &v) in row.iter().enumerate() {
+                            dst[k * MR + i] = v;
+                        }
+                    } else {
+                        dst[i * cols..(i + 1) * cols].copy_from_slice(row);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    /// Columns packed (the reduction's length in [`matmul_f32_panels`]).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// The GEMM of [`matmul_f32_packed`] on panels the caller builds, single-threaded: for a
+/// matrix that is never held whole in f32 (a quantized weight decoded a few panels at a
+/// time into a small buffer), the caller splits its panels across threads and calls this
+/// on each thread's share, all reading one [`PackedActs`].
+///
+/// `out[t * ld_out + r] (+)= Σ_{k < cols} M[r][k] · x[t][k]` for every token `t` of `x`
+/// and `r < rows`, where `x` holds `cols` columns (a chunk of a longer reduction, whose
+/// chunks the caller sums with `accumulate`) and `panels` holds `rows.div_ceil(PANEL_ROWS)`
+/// panels one after the other, each `[cols][PANEL_ROWS]` (step `k` of panel `p` is
+/// `M[p · 32 + j][k]`, `j < 32`; rows past `rows` are read and never stored), the layout
+/// of a [`PackedF32`] panel. `ld_out` lets `out` be a column range of a wider output;
+/// only `rows` columns of each token row are written.
+pub fn matmul_f32_panels(
+    panels: &[f32],
+    rows: usize,
+    x: &PackedActs,
+    out: &mut [f32],
+    ld_out: usize,
+    accumulate: bool,
+) -> Result<(), TensorError> {
+    const OP: &str = "matmul_f32_panels";
+    let f32s = crate::DType::F32;
+    let (n_tokens, cols) = (x.n_tokens, x.cols);
+    let Some(isa) = x.isa else {
+        return Err(TensorError::len(OP, f32s, "activations", "packs", 1, 0));
+    };
+    if n_tokens == 0 || rows == 0 {
+        return Ok(());
+    }
+    let n_panels = rows.div_ceil(NR);
+    let need_w = n_panels * cols * NR;
+    let need_out = (n_tokens - 1)
+        .checked_mul(ld_out)
+        .and_then(|n| n.checked_add(rows))
+        .ok_or(TensorError::Overflow {
+            op: OP,
+            what: "output size",
+        })?;
+    if panels.len() < need_w {
+        return Err(TensorError::len(
+            OP,
+            f32s,
+            "panels",
+            "elements",
+            need_w,
+            panels.len(),
+        ));
+    }
+    if ld_out < rows || out.len() < need_out {
+        return Err(TensorError::len(
+            OP,
+            f32s,
+            "output",
+            "elements",
+            need_out,
+            out.len(),
+        ));
+    }
+    let mut acc = [[0f32; NR]; MR];
+    // Token blocks outermost: a block of activations stays in L2 while the panels pass.
+    for start in (0..n_tokens).step_by(TOKEN_BLOCK) {
+        let end = (start + TOKEN_BLOCK).min(n_tokens);
+        for (p, panel) in panels.chunks_exact(cols * NR).take(n_panels).enumerate() {
+            let r0 = p * NR;
+            let valid = (rows - r0).min(NR);
+            for tok in (start..end).step_by(MR) {
+                let m = (end - tok).min(MR);
+                // TOKEN_BLOCK is a multiple of MR, so `tok` starts a micro-tile.
+                let xs = &x.data[tok * cols..(tok + MR) * cols];
+                tile(isa, panel, xs, cols, m, valid, &mut acc);
+                for (i, a) in acc.iter().take(m).enumerate() {
+                    let o = (tok + i) * ld_out + r0;
+                    let dst = &mut out[o..o + valid];
+                    if accumulate {
+                        for (d, &v) in dst.iter_mut().zip(a) {
+                            *d += v;
+                        }
+                    } else {
+                        dst.copy_from_slice(&a[..valid]);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+const _: () = assert!(TOKEN_BLOCK.is_multiple_of(MR));
+
 std::thread_local! {
     /// A pool thread's packed activation block, kept between calls so the GEMM does not
     /// allocate once warm.
@@ -690,6 +887,90 @@ mod tests {
         fn tiers_match_reference(rows in 1usize..80, cols in 1usize..70, n in 1usize..110,
                                  seed in any::<u64>(), threads in 1usize..4) {
             check(rows, cols, n, seed, threads);
+        }
+    }
+
+    /// Every tier against the f64 reference: panels of each column chunk of the
+    /// reduction, summed into a column range of a wider output (the frozen-weight GEMM's
+    /// use).
+    fn check_panels(rows: usize, cols: usize, n: usize, kc: usize, seed: u64, threads: usize) {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        };
+        let ld_out = rows + 3;
+        let w: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+        let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
+        let want = reference(&w, &x, rows, cols, n);
+        let pool = ThreadPool::new(threads);
+        for isa in available_isas() {
+            let mut xp = PackedActs::default();
+            let mut out = vec![0.25f32; n * ld_out];
+            for k0 in (0..cols).step_by(kc) {
+                let kl = (k0 + kc).min(cols) - k0;
+                xp.pack_isa(isa, &pool, &x, n, cols, k0, kl).expect("pack");
+                assert_eq!((xp.n_tokens(), xp.cols()), (n, kl));
+                let cw: Vec<f32> = w
+                    .chunks_exact(cols)
+                    .flat_map(|r| r[k0..k0 + kl].to_vec())
+                    .collect();
+                let p = PackedF32::pack(&cw, rows, kl).expect("pack");
+                matmul_f32_panels(&p.data, rows, &xp, &mut out[1..], ld_out, k0 > 0)
+                    .expect("panels");
+            }
+            for t in 0..n {
+                for c in 0..ld_out {
+                    let got = out[t * ld_out + c];
+                    let r = c.wrapping_sub(1);
+                    if r >= rows {
+                        assert_eq!(got, 0.25, "{} wrote outside its columns", isa.name());
+                        continue;
+                    }
+                    let y = want[t * rows + r];
+                    let tol = 1e-5 * (cols as f64).sqrt() * (1.0 + y.abs());
+                    assert!(
+                        (f64::from(got) - y).abs() < tol,
+                        "{} {rows}x{cols} n{n} kc{kc} [{t}, {r}] = {got}, want {y}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn caller_built_panels_match_plain_dot_products() {
+        for (rows, cols, n, kc) in [
+            (1, 1, 1, 1),
+            (33, 7, 5, 3),
+            (64, 96, 9, 96),
+            (70, 130, 53, 64),
+        ] {
+            check_panels(rows, cols, n, kc, 11, 2);
+        }
+        let pool = ThreadPool::new(1);
+        let mut xp = PackedActs::default();
+        let mut out = [0.0; 4];
+        assert!(matmul_f32_panels(&[0.0; 64], 1, &xp, &mut out, 1, false).is_err());
+        assert!(xp.pack(&pool, &[1.0; 3], 2, 2, 0, 2).is_err());
+        assert!(xp.pack(&pool, &[1.0; 4], 2, 2, 1, 2).is_err());
+        assert!(xp.pack(&pool, &[1.0; 4], 2, 2, 0, 0).is_err());
+        xp.pack(&pool, &[1.0; 4], 2, 2, 0, 2).expect("pack");
+        assert!(matmul_f32_panels(&[0.0; 63], 1, &xp, &mut out, 1, false).is_err());
+        assert!(matmul_f32_panels(&[0.0; 64], 2, &xp, &mut out, 1, false).is_err());
+        assert!(matmul_f32_panels(&[0.0; 64], 1, &xp, &mut out[..1], 1, false).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn caller_built_panels_match_reference(rows in 1usize..80, cols in 1usize..70,
+                                               n in 1usize..110, kc in 1usize..80,
+                                               seed in any::<u64>(), threads in 1usize..4) {
+            check_panels(rows, cols, n, kc, seed, threads);
         }
     }
 

@@ -49,7 +49,10 @@ pub use f32ops::{
     axpy_f16_f32, axpy_f16_f32_scalar, axpy_f32, axpy_f32_scalar, dot_f16_f32, dot_f16_f32_scalar,
     dot_f32, dot_f32_scalar, f32_to_f16_slice,
 };
-pub use gemm_f32::{Epilogue, PackedF32, matmul_f32_packed, matmul_f32_packed_with};
+pub use gemm_f32::{
+    Epilogue, PANEL_ROWS, PackedActs, PackedF32, matmul_f32_packed, matmul_f32_packed_with,
+    matmul_f32_panels,
+};
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};
 pub use packed::{PackedMatrix, matmul_packed};

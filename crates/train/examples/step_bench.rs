@@ -4,25 +4,43 @@
 //!
 //!     cargo build --release -p ferrollama-train --example step_bench
 //!     target/release/examples/step_bench MODEL.gguf [--seq 512] [--threads 2] [--steps 3]
-//!         [--lora RANK] [--recompute] [--tokens FILE]
+//!         [--lora RANK] [--base params|stored|f32|f16|bf16|q8_0|q4_k] [--recompute]
+//!         [--tokens FILE]
 //!
 //! `--tokens FILE`: whitespace-separated token ids (at least seq + 1), else seeded random
-//! ones. `--lora RANK`: alpha = 2 · rank, frozen base.
+//! ones. `--lora RANK`: alpha = 2 · rank, frozen base. `--base` (LoRA only) picks what the
+//! frozen base is: `params` (default) widens it to f32 `Params`; `stored` keeps the file's
+//! matrices as they are (a `FrozenBase`); a type converts every matrix to it first
+//! (llama.cpp's fallback where rows are not whole blocks, e.g. Q4_K → Q5_0 for rows of
+//! 576), then keeps it in that type. Peak RSS is reset after loading, so it is the
+//! training's (with the base's resident pages), not the conversion's.
 
 use std::time::Instant;
 
 use ferrollama_model::gguf::GgufFile;
 use ferrollama_model::{LlamaConfig, Weights};
-use ferrollama_tensor::ThreadPool;
-use ferrollama_train::weights::params_from_weights;
+use ferrollama_tensor::{DType, ThreadPool};
+use ferrollama_train::weights::{convert_weights, params_from_weights};
 use ferrollama_train::{
-    AdamW, AdamWConfig, Lora, LoraConfig, ParamSet, PassOptions, Sequence, Shape, Target,
-    forward_backward, forward_backward_lora,
+    AdamW, AdamWConfig, FrozenBase, Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence,
+    Shape, Target, forward_backward, forward_backward_lora,
 };
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     let i = args.iter().position(|a| a == name)?;
     args.get(i + 1)?.parse().ok()
+}
+
+/// The frozen base of a LoRA run.
+enum BaseKind {
+    Params(Params<f32>),
+    Frozen(FrozenBase),
+}
+
+/// Starts the peak-RSS count afresh (`clear_refs` 5, Linux 4.0+), so loading and
+/// converting the model do not count.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident memory of this process (VmHWM), MiB.
@@ -46,18 +64,46 @@ fn zero<P: ParamSet<f32>>(g: &mut P) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().ok_or("usage: step_bench MODEL.gguf [--seq N] [--threads N] [--steps N] [--lora RANK] [--recompute] [--tokens FILE]")?;
+    let path = args.first().ok_or("usage: step_bench MODEL.gguf [--seq N] [--threads N] [--steps N] [--lora RANK] [--base params|stored|f32|f16|bf16|q8_0|q4_k] [--recompute] [--tokens FILE]")?;
     let seq: usize = arg(&args, "--seq").unwrap_or(512);
     let threads: usize = arg(&args, "--threads").unwrap_or(2);
     let steps: usize = arg(&args, "--steps").unwrap_or(3);
     let rank: Option<usize> = arg(&args, "--lora");
     let recompute = args.iter().any(|a| a == "--recompute");
+    let base_name: String = arg(&args, "--base").unwrap_or_else(|| "params".to_string());
+    let pool = ThreadPool::new(threads);
     let f = GgufFile::open(std::path::Path::new(path))?;
     let cfg = LlamaConfig::from_gguf(&f)?;
     let w = Weights::from_gguf(&f, &cfg)?;
-    let (mut p, divisors) = params_from_weights(&w, &cfg)?;
+    let (base, divisors, base_type) = match base_name.as_str() {
+        "params" => {
+            let (p, d) = params_from_weights(&w, &cfg)?;
+            (BaseKind::Params(p), d, "f32 params".to_string())
+        }
+        "stored" => {
+            let (b, d) = FrozenBase::from_weights(&w, &cfg)?;
+            let t = format!("stored {}", b.layers[0].w2.dtype());
+            (BaseKind::Frozen(b), d, t)
+        }
+        name => {
+            let dtype = DType::ALL
+                .into_iter()
+                .find(|t| t.name() == name)
+                .ok_or_else(|| format!("unknown --base {name}"))?;
+            let wq = convert_weights(&w, dtype, &pool)?;
+            let (b, d) = FrozenBase::from_weights(&wq, &cfg)?;
+            (BaseKind::Frozen(b), d, dtype.name().to_string())
+        }
+    };
+    // Nothing but the base is kept: the stored base still maps the file, whose pages
+    // count as resident once the pass reads them.
     drop(w);
     drop(f);
+    let base_bytes = match &base {
+        BaseKind::Params(p) => 4 * p.len(),
+        BaseKind::Frozen(b) => b.bytes(),
+    };
+    reset_peak_rss();
     let mut sh = Shape::of(&cfg);
     sh.rope_divisors = divisors;
     let tokens: Vec<u32> = match arg::<String>(&args, "--tokens") {
@@ -81,7 +127,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{} tokens given, {} needed", tokens.len(), seq + 1).into());
     }
     let batch = [Sequence::causal(&tokens[..=seq])];
-    let pool = ThreadPool::new(threads);
     let opts = PassOptions { recompute };
     let scale = 1.0 / seq as f32;
     let adamw = AdamWConfig::default();
@@ -102,14 +147,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..steps {
                 let t = Instant::now();
                 zero(&mut g);
-                let loss =
-                    forward_backward_lora(&pool, &sh, &p, &lora, &mut g, &batch, scale, opts)?;
+                let loss = match &base {
+                    BaseKind::Params(p) => {
+                        forward_backward_lora(&pool, &sh, p, &lora, &mut g, &batch, scale, opts)?
+                    }
+                    BaseKind::Frozen(b) => {
+                        forward_backward_lora(&pool, &sh, b, &lora, &mut g, &batch, scale, opts)?
+                    }
+                };
                 opt.update_on(&pool, &mut lora, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
             }
         }
         None => {
+            let BaseKind::Params(mut p) = base else {
+                return Err("full fine-tuning needs --base params".into());
+            };
             let mut opt = AdamW::new(adamw, &p);
             let mut g = p.zeros_like();
             for _ in 0..steps {
@@ -135,8 +189,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (see `ThreadPool`): a high share means the 2-thread number is really 1 thread's.
     let ps = pool.stats();
     println!(
-        "{{\"method\": \"{}\", \"threads\": {threads}, \"seq\": {seq}, \"losses\": {losses:?}, \"step_s\": {times:?}, \"tokens_per_s\": {:.3}, \"peak_rss_mib\": {:.1}, \"pool_parallel_runs\": {}, \"pool_solo_runs\": {}, \"pool_backoffs\": {}}}",
+        "{{\"method\": \"{}\", \"base\": \"{base_type}\", \"base_mib\": {:.1}, \"threads\": {threads}, \"seq\": {seq}, \"losses\": {losses:?}, \"step_s\": {times:?}, \"tokens_per_s\": {:.3}, \"peak_rss_mib\": {:.1}, \"pool_parallel_runs\": {}, \"pool_solo_runs\": {}, \"pool_backoffs\": {}}}",
         rank.map_or("full".to_string(), |r| format!("lora{r}")),
+        base_bytes as f64 / (1024.0 * 1024.0),
         seq as f64 / best,
         peak_rss_mib(),
         ps.parallel_runs,

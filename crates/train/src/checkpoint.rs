@@ -268,6 +268,43 @@ pub fn save(
     })
 }
 
+/// The method (`full` or `lora`) of the checkpoint in `dir`, from its header alone (a
+/// full checkpoint is three times the model: not read to learn this).
+pub fn method(dir: &Path) -> Result<String> {
+    use std::io::Read;
+    let path = dir.join(CHECKPOINT_FILE);
+    let shown = path.display().to_string();
+    let io_err = |source| TrainError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let bad = |what: &str| TrainError::Weights {
+        path: shown.clone(),
+        what: what.into(),
+    };
+    let mut f = File::open(&path).map_err(io_err)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io_err)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(bad("not safetensors (a header over 100 MiB)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io_err)?;
+    let v: Value = serde_json::from_slice(&header).map_err(|_| bad("not safetensors"))?;
+    let meta: Value = v
+        .get("__metadata__")
+        .and_then(|m| m.get(META_KEY))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("not a ferrollama checkpoint"))?;
+    Ok(meta
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("full")
+        .to_string())
+}
+
 /// Reads the checkpoint in `dir`. `params` is the base model as loaded (its shapes, tied
 /// or not): a full fine-tuning checkpoint's weights are read into it, a LoRA checkpoint
 /// keeps it as the frozen base. `adamw` gives AdamW's hyperparameters.

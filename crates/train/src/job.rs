@@ -21,8 +21,10 @@ use crate::data::{
     TrainingData,
 };
 use crate::error::{Result, TrainError};
+use crate::frozen_base::FrozenBase;
 use crate::lora::{Lora, LoraConfig};
 use crate::model::{Sequence, Shape};
+use crate::params::Params;
 use crate::trainer::{Event, TrainConfig, Trainer};
 use crate::vocab::{TextOnlyRenderer, llama3_tokenizer};
 use crate::weights::params_from_weights;
@@ -220,7 +222,19 @@ impl Job {
                 spec.sequences.seq_len, src.config.max_seq_len
             ));
         }
-        let (params, divisors) = params_from_weights(&src.weights, &src.config)?;
+        // LoRA keeps the model in its stored type (F16, Q8_0, Q4_K...): no f32 copy.
+        let lora = if spec.resume {
+            checkpoint::method(&spec.out)? == "lora"
+        } else {
+            matches!(spec.method, Method::Lora(_))
+        };
+        let (params, stored, divisors) = if lora {
+            let (b, d) = FrozenBase::from_weights(&src.weights, &src.config)?;
+            (Params::shell(b.layers.len()), Some(b), d)
+        } else {
+            let (p, d) = params_from_weights(&src.weights, &src.config)?;
+            (p, None, d)
+        };
         let mut shape = Shape::of(&src.config);
         shape.rope_divisors = divisors;
         let ck_path = spec.out.join(CHECKPOINT_FILE);
@@ -236,7 +250,11 @@ impl Job {
                     ck_path.display()
                 )));
             }
-            Trainer::resume(ck, shape, train)?
+            let t = Trainer::resume(ck, shape, train)?;
+            match stored {
+                Some(b) => t.with_stored_base(b)?,
+                None => t,
+            }
         } else {
             if ck_path.exists() {
                 return Err(TrainError::Config(format!(
@@ -245,12 +263,12 @@ impl Job {
                     spec.out.display()
                 )));
             }
-            match &spec.method {
-                Method::Lora(lc) => {
+            match (&spec.method, stored) {
+                (Method::Lora(lc), Some(b)) => {
                     let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
-                    Trainer::new_lora(spec.config.clone(), shape, params, lora, train)?
+                    Trainer::new_lora_stored(spec.config.clone(), shape, b, lora, train)?
                 }
-                Method::Full => Trainer::new(spec.config.clone(), shape, params, train)?,
+                _ => Trainer::new(spec.config.clone(), shape, params, train)?,
             }
         };
         trainer.base = Some(base);

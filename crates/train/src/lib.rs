@@ -19,13 +19,21 @@
 //! adapter ([`lora`], written by [`adapter`] for PEFT and llama.cpp) over the frozen model
 //! with the same loop. [`job`] is a whole run from files to files, as `ferrollama finetune`
 //! and the server's fine-tuning APIs start it.
+//!
+//! The pass reads its model through [`base::Base`]: f32/f64 [`Params`] (full fine-tuning,
+//! gradient checks) or, for LoRA, a [`FrozenBase`] that keeps every projection in the
+//! type the file stores ([`frozen`]: F16, BF16, Q8_0, Q4_K, ...; QLoRA-style, decoded a
+//! few panels at a time inside the products, never whole).
 
 pub mod adapter;
+pub mod base;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod export;
 pub mod float;
+pub mod frozen;
+pub mod frozen_base;
 pub mod job;
 pub mod lora;
 pub mod model;
@@ -37,8 +45,11 @@ pub mod trainer;
 pub mod vocab;
 pub mod weights;
 
+pub use base::{Base, BaseLayer, Projection};
 pub use error::{Result, TrainError};
 pub use float::Float;
+pub use frozen::FrozenMatrix;
+pub use frozen_base::{FrozenBase, FrozenLayer};
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
     PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,

@@ -17,6 +17,7 @@ use ferrollama_model::LlamaConfig;
 use ferrollama_tensor::ThreadPool;
 
 use crate::Float;
+use crate::base::{Base, BaseLayer, Projection};
 use crate::error::{Result, TrainError};
 use crate::float::Layout;
 use crate::lora::{Lora, LoraPair, Target};
@@ -170,17 +171,17 @@ struct LayerLora<'a, F> {
 /// `out (T, oc) = x (T, c) · wᵀ`, plus `scale · (x Aᵀ) Bᵀ` with an adapter; `xa` keeps
 /// `x Aᵀ (T, r)` for the backward.
 #[allow(clippy::too_many_arguments)]
-fn proj_forward<F: Float>(
+fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
     pool: &ThreadPool,
     out: &mut [F],
     x: &[F],
-    w: &[F],
+    w: &M,
     lora: Option<(&LoraPair<F>, F)>,
     xa: &mut Vec<F>,
     c: usize,
     oc: usize,
 ) {
-    matmul::forward(pool, out, x, w, c, oc);
+    w.forward(pool, out, x, c, oc);
     if let Some((l, scale)) = lora {
         let r = l.a.len() / c;
         let t = x.len() / c;
@@ -194,29 +195,21 @@ fn proj_forward<F: Float>(
 /// The backward of [`proj_forward`]: `dx += dy · w` (+ the adapter's path), `dw += dyᵀ x`
 /// where the base is trained, `dA`, `dB` where an adapter is.
 #[allow(clippy::too_many_arguments)]
-fn proj_backward<F: Float>(
+fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
     pool: &ThreadPool,
     dx: &mut [F],
     dw: Option<&mut Vec<F>>,
     dlora: Option<&mut LoraPair<F>>,
     dout: &[F],
     x: &[F],
-    w: &[F],
+    w: &M,
     lora: Option<(&LoraPair<F>, F)>,
     xa: &[F],
     c: usize,
     oc: usize,
 ) {
-    matmul::backward(
-        pool,
-        Some(&mut *dx),
-        dw.map(|v| v.as_mut_slice()),
-        dout,
-        x,
-        w,
-        c,
-        oc,
-    );
+    w.backward_input(pool, dx, dout, c, oc);
+    weight_grad(pool, dw.map(|v| v.as_mut_slice()), dout, x, c, oc);
     if let (Some((l, scale)), Some(dl)) = (lora, dlora) {
         let r = l.a.len() / c;
         let t = x.len() / c;
@@ -239,6 +232,20 @@ fn proj_backward<F: Float>(
     }
 }
 
+/// `dw (OC, C) += doutᵀ · x` where the weight is trained (it needs no `W`).
+fn weight_grad<F: Float>(
+    pool: &ThreadPool,
+    dw: Option<&mut [F]>,
+    dout: &[F],
+    x: &[F],
+    c: usize,
+    oc: usize,
+) {
+    if let Some(dw) = dw {
+        matmul::backward(pool, None, Some(dw), dout, x, &[], c, oc);
+    }
+}
+
 fn pick<'a, F>(l: Option<LayerLora<'a, F>>, t: Target) -> Option<(&'a LoraPair<F>, F)>
 where
     F: Copy,
@@ -249,10 +256,10 @@ where
 
 /// `x_out = block(x)`, saving the activations into `s`.
 #[allow(clippy::too_many_arguments)]
-fn layer_forward<F: Float>(
+fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    l: &LayerParams<F>,
+    l: &L,
     lora: Option<LayerLora<'_, F>>,
     tab: &RopeTables<F>,
     x: &[F],
@@ -264,41 +271,42 @@ fn layer_forward<F: Float>(
     let hd = sh.heads.head_dim;
     let eps = F::from_f64(sh.eps);
     let xa = &mut s.xa;
+    let [wq, wk, wv, wo, w1, w3, w2] = Target::ALL.map(|tg| l.proj(tg));
     resize(&mut s.xn, t * d);
     resize(&mut s.rstd1, t);
-    rmsnorm::forward(pool, &mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut s.xn, &mut s.rstd1, x, l.attention_norm(), eps); // (T, dim)
     let mut tmp = vec![F::ZERO; t * qw.max(kw)];
     resize(&mut s.q, t * qw);
     let q = pick(lora, Target::Q);
-    proj_forward(pool, &mut tmp[..t * qw], &s.xn, &l.wq, q, &mut xa[0], d, qw); // (T, q_width)
+    proj_forward(pool, &mut tmp[..t * qw], &s.xn, wq, q, &mut xa[0], d, qw); // (T, q_width)
     rope::forward(pool, &mut s.q, &tmp[..t * qw], qw, hd, tab);
     resize(&mut s.k, t * kw);
     let k = pick(lora, Target::K);
-    proj_forward(pool, &mut tmp[..t * kw], &s.xn, &l.wk, k, &mut xa[1], d, kw); // (T, kv_width)
+    proj_forward(pool, &mut tmp[..t * kw], &s.xn, wk, k, &mut xa[1], d, kw); // (T, kv_width)
     rope::forward(pool, &mut s.k, &tmp[..t * kw], kw, hd, tab);
     resize(&mut s.v, t * kw);
     let v = pick(lora, Target::V);
-    proj_forward(pool, &mut s.v, &s.xn, &l.wv, v, &mut xa[2], d, kw); // (T, kv_width)
+    proj_forward(pool, &mut s.v, &s.xn, wv, v, &mut xa[2], d, kw); // (T, kv_width)
     resize(&mut s.probs, attention::probs_len(t, sh.heads));
     resize(&mut s.att, t * qw);
     attention::forward(pool, &mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
     resize(&mut s.h, t * d);
     let o = pick(lora, Target::O);
-    proj_forward(pool, &mut s.h, &s.att, &l.wo, o, &mut xa[3], qw, d); // (T, dim)
+    proj_forward(pool, &mut s.h, &s.att, wo, o, &mut xa[3], qw, d); // (T, dim)
     add_into_par(pool, &mut s.h, x);
     resize(&mut s.hn, t * d);
     resize(&mut s.rstd2, t);
-    rmsnorm::forward(pool, &mut s.hn, &mut s.rstd2, &s.h, &l.ffn_norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut s.hn, &mut s.rstd2, &s.h, l.ffn_norm(), eps); // (T, dim)
     resize(&mut s.a, t * ff);
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
     let gate = pick(lora, Target::Gate);
-    proj_forward(pool, &mut s.a, &s.hn, &l.w1, gate, &mut xa[4], d, ff); // (T, ffn)
+    proj_forward(pool, &mut s.a, &s.hn, w1, gate, &mut xa[4], d, ff); // (T, ffn)
     let up = pick(lora, Target::Up);
-    proj_forward(pool, &mut s.b, &s.hn, &l.w3, up, &mut xa[5], d, ff); // (T, ffn)
+    proj_forward(pool, &mut s.b, &s.hn, w3, up, &mut xa[5], d, ff); // (T, ffn)
     swiglu::forward(pool, &mut s.g, &s.a, &s.b); // (T, ffn)
     let down = pick(lora, Target::Down);
-    proj_forward(pool, x_out, &s.g, &l.w2, down, &mut xa[6], ff, d); // (T, dim)
+    proj_forward(pool, x_out, &s.g, w2, down, &mut xa[6], ff, d); // (T, dim)
     add_into_par(pool, x_out, &s.h);
 }
 
@@ -312,10 +320,10 @@ struct LayerGrads<'a, F> {
 /// Given `dout` (the gradient of the block's output), adds the block's gradients into
 /// `g` and writes the gradient of its input into `dx`.
 #[allow(clippy::too_many_arguments)]
-fn layer_backward<F: Float>(
+fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    l: &LayerParams<F>,
+    l: &L,
     lora: Option<LayerLora<'_, F>>,
     g: &mut LayerGrads<'_, F>,
     tab: &RopeTables<F>,
@@ -327,19 +335,18 @@ fn layer_backward<F: Float>(
     let (d, qw, kw, ff) = (sh.dim, sh.q_width(), sh.kv_width(), sh.ffn_dim);
     let t = x.len() / d;
     let hd = sh.heads.head_dim;
+    let [wq, wk, wv, wo, w1, w3, w2] = Target::ALL.map(|tg| l.proj(tg));
     // x' = h + w2 · g
     let mut dh = dout.to_vec(); // (T, dim)
     let mut dg = vec![F::ZERO; t * ff];
     let (dw, dl) = grads_of(g, Target::Down);
     let down = pick(lora, Target::Down);
-    proj_backward(
-        pool, &mut dg, dw, dl, dout, &s.g, &l.w2, down, &s.xa[6], ff, d,
-    );
+    proj_backward(pool, &mut dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ff, d);
     let mut da = vec![F::ZERO; t * ff];
     let mut db = vec![F::ZERO; t * ff];
     swiglu::backward(pool, &mut da, &mut db, &dg, &s.a, &s.b);
     let mut dhn = vec![F::ZERO; t * d];
-    for (tg, dy, i, w) in [(Target::Gate, &da, 4, &l.w1), (Target::Up, &db, 5, &l.w3)] {
+    for (tg, dy, i, w) in [(Target::Gate, &da, 4, w1), (Target::Up, &db, 5, w3)] {
         let (dw, dl) = grads_of(g, tg);
         proj_backward(
             pool,
@@ -357,7 +364,7 @@ fn layer_backward<F: Float>(
     }
     // A frozen norm (LoRA) gets no gradient at all.
     let dnorm = g.base.as_deref_mut().map(|b| b.ffn_norm.as_mut_slice());
-    rmsnorm::backward(pool, &mut dh, dnorm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
+    rmsnorm::backward(pool, &mut dh, dnorm, &dhn, &s.h, l.ffn_norm(), &s.rstd2);
     // h = x + wo · att
     dx.copy_from_slice(&dh);
     let mut datt = vec![F::ZERO; t * qw];
@@ -369,7 +376,7 @@ fn layer_backward<F: Float>(
         dl,
         &dh,
         &s.att,
-        &l.wo,
+        wo,
         pick(lora, Target::O),
         &s.xa[3],
         qw,
@@ -387,9 +394,9 @@ fn layer_backward<F: Float>(
     rope::backward(pool, &mut dk0, &dk, kw, hd, tab);
     let mut dxn = vec![F::ZERO; t * d];
     for (tg, dy, i, w, oc) in [
-        (Target::Q, &dq0, 0, &l.wq, qw),
-        (Target::K, &dk0, 1, &l.wk, kw),
-        (Target::V, &dv, 2, &l.wv, kw),
+        (Target::Q, &dq0, 0, wq, qw),
+        (Target::K, &dk0, 1, wk, kw),
+        (Target::V, &dv, 2, wv, kw),
     ] {
         let (dw, dl) = grads_of(g, tg);
         proj_backward(
@@ -410,7 +417,7 @@ fn layer_backward<F: Float>(
         .base
         .as_deref_mut()
         .map(|b| b.attention_norm.as_mut_slice());
-    rmsnorm::backward(pool, dx, dnorm, &dxn, x, &l.attention_norm, &s.rstd1);
+    rmsnorm::backward(pool, dx, dnorm, &dxn, x, l.attention_norm(), &s.rstd1);
 }
 
 /// The base weight's and the adapter's gradient of target `t`, borrowed together.
@@ -484,12 +491,12 @@ pub fn forward_backward<F: Float>(
 
 /// [`forward_backward`] for LoRA: the base `p` is frozen (no gradient is computed for
 /// it), `lora` is applied on its targets, and `scale · ∂(Σ loss)/∂(A, B)` is added into
-/// `grads`.
+/// `grads`. The base is f32/f64 [`Params`] or a [`crate::FrozenBase`] in its stored types.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_backward_lora<F: Float>(
+pub fn forward_backward_lora<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: &Lora<F>,
     grads: &mut Lora<F>,
     batch: &[Sequence],
@@ -504,10 +511,10 @@ pub fn forward_backward_lora<F: Float>(
 }
 
 /// The summed loss of the counted tokens of `batch`, forward only.
-pub fn loss<F: Float>(
+pub fn loss<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     batch: &[Sequence],
 ) -> Result<F> {
     run_batch(
@@ -523,10 +530,10 @@ pub fn loss<F: Float>(
 }
 
 /// The summed loss of the counted tokens of `batch` with `lora` applied, forward only.
-pub fn loss_lora<F: Float>(
+pub fn loss_lora<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: &Lora<F>,
     batch: &[Sequence],
 ) -> Result<F> {
@@ -545,16 +552,17 @@ pub fn loss_lora<F: Float>(
 /// Checks the whole batch (and the adapter) before any gradient is touched, then runs
 /// every sequence, its gradients going where `grads` says.
 #[allow(clippy::too_many_arguments)]
-fn run_batch<F: Float>(
+fn run_batch<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     mut grads: Grads<'_, F>,
     batch: &[Sequence],
     scale: F,
     opts: PassOptions,
 ) -> Result<F> {
+    p.check(sh)?;
     if let Some(l) = lora {
         check_lora(p, l)?;
     }
@@ -580,12 +588,12 @@ fn run_batch<F: Float>(
     Ok(total)
 }
 
-fn check_lora<F: Float>(p: &Params<F>, lora: &Lora<F>) -> Result<()> {
-    if lora.layers.len() != p.layers.len() {
+fn check_lora<F: Float, B: Base<F> + ?Sized>(p: &B, lora: &Lora<F>) -> Result<()> {
+    if lora.layers.len() != p.layers().len() {
         return Err(TrainError::Config(format!(
             "the adapter has {} layers, the model {}",
             lora.layers.len(),
-            p.layers.len()
+            p.layers().len()
         )));
     }
     Ok(())
@@ -617,10 +625,10 @@ impl<F> Grads<'_, F> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sequence_pass<F: Float>(
+fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     mut grads: Grads<'_, F>,
     s: &Sequence,
@@ -630,7 +638,7 @@ fn sequence_pass<F: Float>(
 ) -> F {
     let (d, v) = (sh.dim, sh.vocab);
     let t = s.inputs.len();
-    let n_layers = p.layers.len();
+    let n_layers = p.layers().len();
     let tab = RopeTables::<F>::new(t, sh.rope_dims, sh.theta, &sh.rope_divisors);
     let backward = grads.base.is_some() || grads.lora.is_some();
     let keep_all = backward && !opts.recompute;
@@ -654,11 +662,11 @@ fn sequence_pass<F: Float>(
     for x in xs.iter_mut() {
         resize(x, t * d);
     }
-    embedding::forward(&mut xs[0], &s.inputs, &p.tok_embeddings, d); // (T, dim)
+    p.embed(&mut xs[0], &s.inputs, d); // (T, dim)
     if keep_all && acts.len() < n_layers {
         acts.resize_with(n_layers, LayerActs::default);
     }
-    for (i, l) in p.layers.iter().enumerate() {
+    for (i, l) in p.layers().iter().enumerate() {
         let (before, after) = xs.split_at_mut(i + 1);
         let sa = if keep_all {
             &mut acts[i]
@@ -676,13 +684,13 @@ fn sequence_pass<F: Float>(
             &mut after[0],
         );
     }
-    let out_w = p.output.as_ref().unwrap_or(&p.tok_embeddings);
+    let out_w = p.output();
     let mut xf = vec![F::ZERO; t * d];
     let mut rstd = vec![F::ZERO; t];
     let eps = F::from_f64(sh.eps);
-    rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], p.norm(), eps); // (T, dim)
     resize(logits, t * v);
-    matmul::forward(pool, logits, &xf, out_w, d, v); // (T, vocab)
+    out_w.forward(pool, logits, &xf, d, v); // (T, vocab)
     if !backward {
         return cross_entropy::forward(pool, logits, &s.targets, &s.counted, v);
     }
@@ -694,13 +702,14 @@ fn sequence_pass<F: Float>(
         Some(go) => go.as_mut_slice(),
         None => g.tok_embeddings.as_mut_slice(),
     });
-    matmul::backward(pool, Some(&mut dxf), d_out_w, dlogits, &xf, out_w, d, v);
+    out_w.backward_input(pool, &mut dxf, dlogits, d, v);
+    weight_grad(pool, d_out_w, dlogits, &xf, d, v);
     let mut dx = vec![F::ZERO; t * d];
     let dnorm = grads.base.as_deref_mut().map(|g| g.norm.as_mut_slice());
-    rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
+    rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], p.norm(), &rstd);
     let mut dprev = vec![F::ZERO; t * d];
     for i in (0..n_layers).rev() {
-        let l = &p.layers[i];
+        let l = &p.layers()[i];
         let sa = if keep_all {
             &acts[i]
         } else {

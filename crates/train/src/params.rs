@@ -83,6 +83,28 @@ impl<F: Float> Params<F> {
         }
     }
 
+    /// No tensors, only `n_layers` empty layers: what a LoRA run over a base held in its
+    /// stored type ([`crate::FrozenBase`]) keeps in place of f32 parameters.
+    pub fn shell(n_layers: usize) -> Params<F> {
+        let layer = || LayerParams {
+            attention_norm: Vec::new(),
+            wq: Vec::new(),
+            wk: Vec::new(),
+            wv: Vec::new(),
+            wo: Vec::new(),
+            ffn_norm: Vec::new(),
+            w1: Vec::new(),
+            w3: Vec::new(),
+            w2: Vec::new(),
+        };
+        Params {
+            tok_embeddings: Vec::new(),
+            layers: (0..n_layers).map(|_| layer()).collect(),
+            norm: Vec::new(),
+            output: None,
+        }
+    }
+
     /// A zeroed copy with the same shapes.
     pub fn zeros_like(&self) -> Params<F> {
         let mut p = self.clone();

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::checkpoint::{self, Checkpoint, Progress, Tuned};
 use crate::error::{Result, TrainError};
+use crate::frozen_base::FrozenBase;
 use crate::lora::Lora;
 use crate::model::{
     PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
@@ -176,8 +177,11 @@ enum GradBuf {
 pub struct Trainer {
     pub config: TrainConfig,
     pub shape: Shape,
-    /// The model: trained (full fine-tuning) or frozen (LoRA).
+    /// The model: trained (full fine-tuning) or frozen (LoRA over f32 parameters); an
+    /// empty [`Params::shell`] when LoRA runs over `stored`.
     pub params: Params<f32>,
+    /// The frozen base in its stored type (F16, Q8_0, Q4_K...), for LoRA.
+    pub stored: Option<FrozenBase>,
     pub tuned: Tuned,
     /// A description of the base model, saved in checkpoints (a resumed LoRA run is
     /// checked against it).
@@ -223,6 +227,32 @@ impl Trainer {
         let opt = AdamW::new(config.adamw, &lora);
         let tuned = Tuned::Lora { lora, opt };
         Trainer::assemble(config, shape, base, tuned, progress, data)
+    }
+
+    /// A fresh LoRA run over a base kept in its stored type: no f32 copy of the model.
+    pub fn new_lora_stored(
+        config: TrainConfig,
+        shape: Shape,
+        base: FrozenBase,
+        lora: Lora<f32>,
+        data: Vec<Sequence>,
+    ) -> Result<Trainer> {
+        let shell = Params::shell(base.layers.len());
+        let mut t = Trainer::new_lora(config, shape, shell, lora, data)?;
+        t.stored = Some(base);
+        Ok(t)
+    }
+
+    /// Runs the (LoRA) passes over `base` in its stored type, e.g. after
+    /// [`Trainer::resume`] from a checkpoint loaded with a [`Params::shell`].
+    pub fn with_stored_base(mut self, base: FrozenBase) -> Result<Trainer> {
+        if !matches!(self.tuned, Tuned::Lora { .. }) {
+            return Err(TrainError::Config(
+                "only a LoRA run trains over a base in its stored type".into(),
+            ));
+        }
+        self.stored = Some(base);
+        Ok(self)
     }
 
     /// Continues the run saved in `ck` over the same `data`.
@@ -275,6 +305,7 @@ impl Trainer {
             config,
             shape,
             params,
+            stored: None,
             tuned,
             base: None,
             progress,
@@ -357,16 +388,21 @@ impl Trainer {
             }
             let scale = 1.0 / (count * accum) as f32;
             let sum = match (&self.tuned, &mut self.grads) {
-                (Tuned::Lora { lora, .. }, GradBuf::Lora(g)) => forward_backward_lora(
-                    pool,
-                    &self.shape,
-                    &self.params,
-                    lora,
-                    g,
-                    &batch,
-                    scale,
-                    opts,
-                )?,
+                (Tuned::Lora { lora, .. }, GradBuf::Lora(g)) => match &self.stored {
+                    Some(b) => {
+                        forward_backward_lora(pool, &self.shape, b, lora, g, &batch, scale, opts)?
+                    }
+                    None => forward_backward_lora(
+                        pool,
+                        &self.shape,
+                        &self.params,
+                        lora,
+                        g,
+                        &batch,
+                        scale,
+                        opts,
+                    )?,
+                },
                 (_, GradBuf::Full(g)) => {
                     forward_backward(pool, &self.shape, &self.params, g, &batch, scale, opts)?
                 }
@@ -387,8 +423,8 @@ impl Trainer {
             return Err(TrainError::NotFinite { step, loss: bad });
         }
         match (&mut self.tuned, &self.grads) {
-            (Tuned::Full(opt), GradBuf::Full(g)) => opt.update(&mut self.params, g, lr),
-            (Tuned::Lora { lora, opt }, GradBuf::Lora(g)) => opt.update(lora, g, lr),
+            (Tuned::Full(opt), GradBuf::Full(g)) => opt.update_on(pool, &mut self.params, g, lr),
+            (Tuned::Lora { lora, opt }, GradBuf::Lora(g)) => opt.update_on(pool, lora, g, lr),
             _ => return Err(TrainError::Config("gradients of the wrong method".into())),
         }
         self.progress.step = step;
@@ -413,7 +449,10 @@ impl Trainer {
             let one = std::slice::from_ref(s);
             let l = match &self.tuned {
                 Tuned::Full(_) => loss(pool, &self.shape, &self.params, one)?,
-                Tuned::Lora { lora, .. } => loss_lora(pool, &self.shape, &self.params, lora, one)?,
+                Tuned::Lora { lora, .. } => match &self.stored {
+                    Some(b) => loss_lora(pool, &self.shape, b, lora, one)?,
+                    None => loss_lora(pool, &self.shape, &self.params, lora, one)?,
+                },
             };
             sum += f64::from(l);
             count += s.n_counted();

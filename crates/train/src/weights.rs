@@ -133,3 +133,78 @@ pub fn params_from_weights(w: &Weights, cfg: &LlamaConfig) -> Result<(Params<f32
     };
     Ok((p, divisors))
 }
+
+/// `w` with every matrix (embeddings, output, projections) stored as `dtype`, each
+/// dequantized row by row and quantized again with the ggml reference quantizers
+/// (`quantize_row`), rows split across `pool`: a model in another base type without
+/// writing a file (the frozen-base tests and benchmarks; `ferrollama quantize` writes
+/// the mixtures llama.cpp uses). A matrix whose rows are not whole blocks of `dtype`
+/// takes llama.cpp's fallback type instead (`export::fallback`: Q4_K → Q5_0 for
+/// SmolLM2's 576-wide rows). A tied output stays tied. Norms are unchanged.
+pub fn convert_weights(
+    w: &Weights,
+    dtype: ferrollama_tensor::DType,
+    pool: &ferrollama_tensor::ThreadPool,
+) -> Result<Weights> {
+    use ferrollama_model::Tensor;
+    use ferrollama_tensor::{SyncSlice, quantize_row};
+    let err = |what: String| TrainError::Weights {
+        path: "model".into(),
+        what,
+    };
+    let convert = |t: &Tensor| -> Result<Tensor> {
+        // Rows that are not whole blocks of `dtype` fall back as llama.cpp's quantizer does.
+        let dtype = match dtype.row_bytes(t.cols) {
+            Some(_) => dtype,
+            None => ferrollama_model::export::fallback(dtype, t.cols),
+        };
+        let rb = dtype.row_bytes(t.cols).ok_or_else(|| {
+            err(format!(
+                "rows of {} values are not a whole number of {dtype} blocks",
+                t.cols
+            ))
+        })?;
+        let mut data = vec![0u8; rb * t.rows];
+        let failed = std::sync::Mutex::new(None);
+        {
+            let out = SyncSlice::new(&mut data);
+            pool.run(&|i, n| {
+                let mut row = vec![0f32; t.cols];
+                for r in t.rows * i / n..t.rows * (i + 1) / n {
+                    // SAFETY: rows t.rows·i/n .. t.rows·(i+1)/n are this thread's alone.
+                    let dst = unsafe { out.slice_mut(r * rb, rb) };
+                    let done = t
+                        .row_f32(r, &mut row)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| quantize_row(dtype, &row, dst).map_err(|e| e.to_string()));
+                    if let Err(e) = done {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
+                    }
+                }
+            });
+        }
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(err(format!("converting to {dtype}: {e}")));
+        }
+        Tensor::owned(dtype, t.rows, t.cols, data).map_err(|e| err(e.to_string()))
+    };
+    let tied = w.output.same_data(&w.tok_embeddings);
+    let mut out = w.clone();
+    out.tok_embeddings = convert(&w.tok_embeddings)?;
+    out.output = if tied {
+        out.tok_embeddings.clone()
+    } else {
+        convert(&w.output)?
+    };
+    for (dst, l) in out.layers.iter_mut().zip(&w.layers) {
+        dst.wq = convert(&l.wq)?;
+        dst.wk = convert(&l.wk)?;
+        dst.wv = convert(&l.wv)?;
+        dst.wo = convert(&l.wo)?;
+        dst.w1 = convert(&l.w1)?;
+        dst.w2 = convert(&l.w2)?;
+        dst.w3 = convert(&l.w3)?;
+    }
+    Ok(out)
+}
