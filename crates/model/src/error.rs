@@ -35,6 +35,9 @@ pub enum ModelError {
     Kernel(#[from] ferrollama_tensor::TensorError),
     #[error("{0}")]
     Invalid(String),
+    /// A LoRA adapter that cannot be used with this model (format, shape, unsupported kind).
+    #[error("LoRA adapter {}: {what}", path.display())]
+    Adapter { path: PathBuf, what: String },
     /// A PyTorch zip archive that cannot be read (missing records, bad zip structure).
     #[error("PyTorch archive: {0}")]
     Archive(String),
