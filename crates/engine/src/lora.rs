@@ -46,7 +46,6 @@ impl Lora {
 
     /// The first name of this adapter's prefix-cache chain (the base model's is 0).
     pub fn chain_seed(&self) -> u64 {
-        crate::paged::chain_hash(0x4c6f_5241 ^ self.id.rotate_left(17), &[self.id as u32])
-            | 1
+        crate::paged::chain_hash(0x4c6f_5241 ^ self.id.rotate_left(17), &[self.id as u32]) | 1
     }
 }

@@ -233,7 +233,10 @@ mod tests {
         let h = p.name(a, 0, &t[..16]); // the base's block
         let mut got = Vec::new();
         assert_eq!(p.lookup_from(77, &t, 2, &mut got), 77);
-        assert!(got.is_empty(), "an adapter's chain does not find the base's block");
+        assert!(
+            got.is_empty(),
+            "an adapter's chain does not find the base's block"
+        );
         let b = p.alloc().expect("b");
         let hb = p.name(b, 77, &t[..16]);
         assert_ne!(h, hb);

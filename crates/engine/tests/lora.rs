@@ -42,7 +42,13 @@ fn model() -> Arc<Model> {
 
 /// A seeded random adapter on `targets`: A and B uniform in ±1/√fan-in (splitmix64), so
 /// `(x Aᵀ) Bᵀ` has about the size of `x`; `alpha` sets how strongly it moves the logits.
-pub fn random_adapter(cfg: &LlamaConfig, rank: usize, alpha: f64, targets: &[Proj], seed: u64) -> Adapter {
+pub fn random_adapter(
+    cfg: &LlamaConfig,
+    rank: usize,
+    alpha: f64,
+    targets: &[Proj],
+    seed: u64,
+) -> Adapter {
     let mut s = seed;
     let mut uniform = move || {
         s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -120,7 +126,10 @@ fn logits(llama: &Llama, tokens: &[u32], adapter: Option<&Adapter>) -> Vec<f32> 
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn argmax_rows(l: &[f32], vocab: usize) -> Vec<usize> {
@@ -128,7 +137,10 @@ fn argmax_rows(l: &[f32], vocab: usize) -> Vec<usize> {
         .map(|r| {
             r.iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                )
                 .0
         })
         .collect()
@@ -207,7 +219,11 @@ fn adapter_on_the_side_equals_merged_weights() {
         },
     };
     let merged32 = merge_f32(&cfg, &base, &adapter);
-    let tokens = m.encode("The capital of France is Paris, and the capital of", true, false);
+    let tokens = m.encode(
+        "The capital of France is Paris, and the capital of",
+        true,
+        false,
+    );
     let vocab = cfg.vocab_size;
     let side = logits(&base, &tokens, Some(&adapter));
     let folded = logits(&merged, &tokens, None);
@@ -222,9 +238,15 @@ fn adapter_on_the_side_equals_merged_weights() {
     eprintln!(
         "lora vs merged: max |Δlogit| = {diff:e} (tolerance {tol:e}; rounding floor {floor:e}; largest |logit| {size}); adapter effect {effect}"
     );
-    assert!(effect > 1.0, "the adapter must change the logits (moved {effect})");
+    assert!(
+        effect > 1.0,
+        "the adapter must change the logits (moved {effect})"
+    );
     assert!(floor > 0.0, "the two merges must differ in rounding");
-    assert!(diff <= tol, "adapter vs merged logits differ by {diff} > {tol}");
+    assert!(
+        diff <= tol,
+        "adapter vs merged logits differ by {diff} > {tol}"
+    );
     assert_eq!(argmax_rows(&side, vocab), argmax_rows(&folded, vocab));
 }
 
@@ -257,7 +279,9 @@ fn mixed_batch_rows_equal_their_runs_alone() {
     let pool = ThreadPool::new(2);
     let mut kv = KvCache::with_blocks(&cfg, 12, KvType::F16).expect("kv");
     let mut st = llama.new_state(64, 256, 2);
-    let blocks: Vec<Vec<u32>> = (0..3u32).map(|i| vec![4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3]).collect();
+    let blocks: Vec<Vec<u32>> = (0..3u32)
+        .map(|i| vec![4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3])
+        .collect();
     let seqs: Vec<ferrollama_model::SeqChunk<'_>> = prompts
         .iter()
         .zip(&blocks)
@@ -276,13 +300,19 @@ fn mixed_batch_rows_equal_their_runs_alone() {
         let got = &together[i * vocab..(i + 1) * vocab];
         let d = max_abs_diff(got, want);
         eprintln!("sequence {i}: batched vs alone max |Δlogit| = {d:e}");
-        assert!(d <= 1e-4, "sequence {i}: batched logits differ from alone by {d}");
+        assert!(
+            d <= 1e-4,
+            "sequence {i}: batched logits differ from alone by {d}"
+        );
         assert_eq!(argmax_rows(got, vocab), argmax_rows(want, vocab));
     }
     // The adapter really changes this row (else the comparison above proves little).
     let with_a1 = logits(llama, &prompts[0], Some(&a1));
     let moved = max_abs_diff(&alone[0], &with_a1[with_a1.len() - vocab..]);
-    assert!(moved > 0.5, "adapter one moved the base's logits by only {moved}");
+    assert!(
+        moved > 0.5,
+        "adapter one moved the base's logits by only {moved}"
+    );
 }
 
 /// Through the batching engine: base and two adapters running at once produce each the
@@ -293,8 +323,16 @@ fn mixed_batch_rows_equal_their_runs_alone() {
 fn engine_batches_base_and_adapters_like_alone() {
     let m = model();
     let cfg = m.llama.config.clone();
-    let l1 = Arc::new(Lora::new("one", "mem", random_adapter(&cfg, 8, 16.0, &Proj::ALL, 7)));
-    let l2 = Arc::new(Lora::new("two", "mem", random_adapter(&cfg, 4, 8.0, &[Proj::Q, Proj::K, Proj::Down], 8)));
+    let l1 = Arc::new(Lora::new(
+        "one",
+        "mem",
+        random_adapter(&cfg, 8, 16.0, &Proj::ALL, 7),
+    ));
+    let l2 = Arc::new(Lora::new(
+        "two",
+        "mem",
+        random_adapter(&cfg, 4, 8.0, &[Proj::Q, Proj::K, Proj::Down], 8),
+    ));
     // 40 tokens: two full 16-token blocks that the prefix cache would name.
     let shared = m.encode(
         "In a small village by the sea there lived an old fisherman who every morning, long \
@@ -308,7 +346,10 @@ fn engine_batches_base_and_adapters_like_alone() {
         (shared.clone(), None),
         (shared.clone(), Some(l1.clone())),
         (shared.clone(), Some(l2.clone())),
-        (m.encode("My favourite colour is", true, false), Some(l1.clone())),
+        (
+            m.encode("My favourite colour is", true, false),
+            Some(l1.clone()),
+        ),
     ];
     let n_gen = 12;
     let want: Vec<Vec<u32>> = cases

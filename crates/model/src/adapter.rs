@@ -262,7 +262,10 @@ impl Adapter {
         {
             return Err(bad(dir, "per-module ranks or alphas are not supported"));
         }
-        if c["modules_to_save"].as_array().is_some_and(|m| !m.is_empty()) {
+        if c["modules_to_save"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+        {
             return Err(bad(
                 dir,
                 "modules_to_save (fully trained extra modules) are not supported",
@@ -659,7 +662,9 @@ mod tests {
             None
         );
         assert_eq!(
-            parse_peft_name("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"),
+            parse_peft_name(
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"
+            ),
             None
         );
         assert_eq!(
@@ -671,8 +676,8 @@ mod tests {
 
     #[test]
     fn bt_is_the_transpose() {
-        let p = LoraPair::new(vec![0.0; 6], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, 3)
-            .expect("pair");
+        let p =
+            LoraPair::new(vec![0.0; 6], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, 3).expect("pair");
         // B (3, 2) = [[1,2],[3,4],[5,6]] → Bᵀ (2, 3) = [[1,3,5],[2,4,6]].
         assert_eq!(p.bt(), &[1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
     }

@@ -88,7 +88,7 @@ pub struct State {
     rows: Vec<(usize, usize)>, // per sequence of a call: first row, tokens
     items: Vec<(usize, usize)>, // attention work: (sequence, first token of a block)
     identity: Vec<u32>, // one-to-one block table for single-sequence calls
-    lora: Vec<f32>,     // (threads, rank) LoRA `x Aᵀ` rows; grown to the largest rank seen
+    lora: Vec<f32>,   // (threads, rank) LoRA `x Aᵀ` rows; grown to the largest rank seen
     ctx: usize,
     threads: usize,
 }

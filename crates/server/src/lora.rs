@@ -66,7 +66,10 @@ pub async fn load(
         ));
     }
     if req.lora_path.trim().is_empty() {
-        return Err(bad("lora_path", "lora_path must name an adapter folder or .gguf file"));
+        return Err(bad(
+            "lora_path",
+            "lora_path must name an adapter folder or .gguf file",
+        ));
     }
     if app.models.contains(&name) {
         return Err(bad(
@@ -132,7 +135,9 @@ pub async fn unload(
         )),
         Some(r) if r.lora.is_none() => Err(bad(
             "lora_name",
-            format!("'{name}' is a model, not a LoRA adapter; DELETE /v1/models/{name} removes a model id"),
+            format!(
+                "'{name}' is a model, not a LoRA adapter; DELETE /v1/models/{name} removes a model id"
+            ),
         )),
         Some(_) => {
             app.models.remove(name);

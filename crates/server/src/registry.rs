@@ -60,7 +60,10 @@ pub fn model_json(app: &AppState, r: &Registered) -> Value {
             .map_or_else(String::new, |m| m.name.clone());
         o.insert("parent".into(), json!(parent));
         o.insert("root".into(), json!(l.path.display().to_string()));
-        o.insert("lora".into(), json!({"rank": l.adapter.rank, "alpha": l.adapter.alpha}));
+        o.insert(
+            "lora".into(),
+            json!({"rank": l.adapter.rank, "alpha": l.adapter.alpha}),
+        );
     }
     v
 }

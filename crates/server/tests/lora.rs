@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 use common::{MODEL, json_call, tiny_app};
-use ferrollama_model::gguf::{GgufWriter, Value as GValue};
 use ferrollama_model::Proj;
+use ferrollama_model::gguf::{GgufWriter, Value as GValue};
 use ferrollama_tensor::DType;
 use serde_json::{Value, json};
 
@@ -66,13 +66,18 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-async fn complete(app: &std::sync::Arc<ferrollama_server::AppState>, model: &str) -> (StatusCode, Value) {
+async fn complete(
+    app: &std::sync::Arc<ferrollama_server::AppState>,
+    model: &str,
+) -> (StatusCode, Value) {
     json_call(
         app,
         "POST",
         "/v1/completions",
-        Some(json!({"model": model, "prompt": "Once upon a time", "max_tokens": 16,
-                    "temperature": 0, "ignore_eos": true})),
+        Some(
+            json!({"model": model, "prompt": "Once upon a time", "max_tokens": 16,
+                    "temperature": 0, "ignore_eos": true}),
+        ),
     )
     .await
 }
@@ -114,7 +119,13 @@ async fn hot_load_request_unload_then_404_and_base_still_served() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v.to_string().contains("already in use"), "{v}");
-    let (s, _) = json_call(&app, "POST", "/v1/load_lora_adapter", Some(json!({"lora_path": "x"}))).await;
+    let (s, _) = json_call(
+        &app,
+        "POST",
+        "/v1/load_lora_adapter",
+        Some(json!({"lora_path": "x"})),
+    )
+    .await;
     assert!(s.is_client_error(), "{s}");
 
     // Load: listed with its base as parent; requests naming it use it.
@@ -128,13 +139,21 @@ async fn hot_load_request_unload_then_404_and_base_still_served() {
     assert_eq!(s, StatusCode::OK);
     let (_, list) = json_call(&app, "GET", "/v1/models", None).await;
     assert!(ids(&list).contains(&"ad".to_string()), "{list}");
-    let entry = list["data"].as_array().unwrap().iter().find(|m| m["id"] == "ad").unwrap();
+    let entry = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "ad")
+        .unwrap();
     assert_eq!(entry["parent"], MODEL);
     assert_eq!(entry["lora"]["rank"], 4);
     let (s, v) = complete(&app, "ad").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let ad_text = v["choices"][0]["text"].as_str().unwrap().to_string();
-    assert_ne!(ad_text, base_text, "the adapter changes the greedy continuation");
+    assert_ne!(
+        ad_text, base_text,
+        "the adapter changes the greedy continuation"
+    );
     assert_eq!(v["model"], "ad");
 
     // Base and adapter at once (one batch): each the same as alone.
@@ -153,16 +172,34 @@ async fn hot_load_request_unload_then_404_and_base_still_served() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // Unload: 200; then the name is unknown (404) and the base is unchanged.
-    let (s, _) = common::call(&app, "POST", "/v1/unload_lora_adapter", Some(json!({"lora_name": "ad"}))).await;
+    let (s, _) = common::call(
+        &app,
+        "POST",
+        "/v1/unload_lora_adapter",
+        Some(json!({"lora_name": "ad"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = complete(&app, "ad").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (s, v) = complete(&app, MODEL).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["choices"][0]["text"], base_text.as_str());
-    let (s, v) = json_call(&app, "POST", "/v1/unload_lora_adapter", Some(json!({"lora_name": "ad"}))).await;
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/v1/unload_lora_adapter",
+        Some(json!({"lora_name": "ad"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    let (s, v) = json_call(&app, "POST", "/v1/unload_lora_adapter", Some(json!({"lora_name": MODEL}))).await;
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/v1/unload_lora_adapter",
+        Some(json!({"lora_name": MODEL})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (_, list) = json_call(&app, "GET", "/v1/models", None).await;
     assert!(!ids(&list).contains(&"ad".to_string()), "{list}");
@@ -191,15 +228,23 @@ async fn unloading_an_adapter_in_use_lets_its_requests_finish() {
                     &app,
                     "POST",
                     "/v1/completions",
-                    Some(json!({"model": "busy", "prompt": "Once upon a time", "max_tokens": 200,
-                                "temperature": 0, "ignore_eos": true})),
+                    Some(
+                        json!({"model": "busy", "prompt": "Once upon a time", "max_tokens": 200,
+                                "temperature": 0, "ignore_eos": true}),
+                    ),
                 )
                 .await
             })
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let (s, _) = common::call(&app, "POST", "/v1/unload_lora_adapter", Some(json!({"lora_name": "busy"}))).await;
+    let (s, _) = common::call(
+        &app,
+        "POST",
+        "/v1/unload_lora_adapter",
+        Some(json!({"lora_name": "busy"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     for r in running {
         let (s, v) = r.await.unwrap();

@@ -147,14 +147,7 @@ pub fn from_adapter(a: Adapter) -> Lora<f32> {
     let layers = a
         .layers
         .into_iter()
-        .map(|l| {
-            l.map(|p| {
-                p.map(|p| LoraPair {
-                    a: p.a,
-                    b: p.b,
-                })
-            })
-        })
+        .map(|l| l.map(|p| p.map(|p| LoraPair { a: p.a, b: p.b })))
         .collect();
     Lora {
         config: LoraConfig {

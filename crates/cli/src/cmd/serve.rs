@@ -272,8 +272,14 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         if registered.iter().any(|r| r.id == *name) {
             bail!("--lora {name}={path}: the id {name} is already taken");
         }
-        let lora = ferrollama_engine::Lora::load(name.clone(), std::path::Path::new(path), &models[0])
-            .with_context(|| format!("--lora {name}={path}: cannot use the adapter with {}", models[0].name))?;
+        let lora =
+            ferrollama_engine::Lora::load(name.clone(), std::path::Path::new(path), &models[0])
+                .with_context(|| {
+                    format!(
+                        "--lora {name}={path}: cannot use the adapter with {}",
+                        models[0].name
+                    )
+                })?;
         registered.push(Registered {
             id: name.clone(),
             model: 0,
