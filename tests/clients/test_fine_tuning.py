@@ -86,6 +86,13 @@ def test_openai_job_trains_reports_and_lists(oa, model2):
     listed = [j.id for j in oa.fine_tuning.jobs.list(limit=100).data]
     assert job.id in listed
 
+    # The result is served at once under its name: listed, and answering requests.
+    assert done.fine_tuned_model in [m.id for m in oa.models.list().data]
+    r = oa.completions.create(model=done.fine_tuned_model, prompt="Record 3: the cat", max_tokens=4,
+                              temperature=0)
+    assert r.model == done.fine_tuned_model
+    assert r.usage.completion_tokens >= 1
+
     # A finished job cannot be cancelled.
     with pytest.raises(openai.BadRequestError):
         oa.fine_tuning.jobs.cancel(job.id)

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ferrollama_model::{KvCache, KvType, State};
+use ferrollama_model::{Adapter, KvCache, KvType, State};
 use ferrollama_tensor::ThreadPool;
 use ferrollama_tokenizer::StreamDecoder;
 
@@ -54,6 +54,9 @@ pub struct Session {
     pub n_batch: usize,
     /// The ids whose keys and values are in the cache, in order.
     pub tokens: Vec<u32>,
+    /// A LoRA adapter applied on top of the model (`run`/`chat --lora`). Changing it
+    /// invalidates the cache: call [`Session::set_adapter`], which resets it.
+    adapter: Option<std::sync::Arc<Adapter>>,
 }
 
 impl Session {
@@ -73,7 +76,20 @@ impl Session {
             state,
             n_batch,
             tokens: Vec::new(),
+            adapter: None,
         })
+    }
+
+    /// Runs the model with `adapter` from now on (`None`: the base). The cache was computed
+    /// with the previous weights, so it is forgotten.
+    pub fn set_adapter(&mut self, adapter: Option<std::sync::Arc<Adapter>>) {
+        self.adapter = adapter;
+        self.reset();
+    }
+
+    /// The adapter in use.
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_deref()
     }
 
     /// Forgets the conversation.
@@ -103,17 +119,24 @@ impl Session {
         self.tokens.extend_from_slice(tokens);
         let chunks: Vec<&[u32]> = tokens.chunks(self.n_batch).collect();
         let last = chunks.len() - 1;
+        let adapter = self.adapter.as_deref();
         for chunk in &chunks[..last] {
-            model
-                .llama
-                .forward(&self.pool, chunk, &mut self.kv, &mut self.state, false)?;
+            model.llama.forward_lora(
+                &self.pool,
+                chunk,
+                &mut self.kv,
+                &mut self.state,
+                false,
+                adapter,
+            )?;
         }
-        Ok(model.llama.forward(
+        Ok(model.llama.forward_lora(
             &self.pool,
             chunks[last],
             &mut self.kv,
             &mut self.state,
             false,
+            adapter,
         )?)
     }
 }
@@ -174,12 +197,13 @@ pub fn generate(
             break FinishReason::ContextFull;
         }
         session.tokens.push(next);
-        let logits = model.llama.forward(
+        let logits = model.llama.forward_lora(
             &session.pool,
             &[next],
             &mut session.kv,
             &mut session.state,
             false,
+            session.adapter.as_deref(),
         )?;
         next = sampler.sample(logits, &history);
     };

@@ -129,7 +129,21 @@ impl BlockPool {
     /// (at most `max_blocks`), adding a reference to each. Returns the blocks and the name
     /// of the last one (0 when none).
     pub fn lookup(&mut self, tokens: &[u32], max_blocks: usize, out: &mut Vec<u32>) -> u64 {
-        let mut prev = 0u64;
+        self.lookup_from(0, tokens, max_blocks, out)
+    }
+
+    /// [`BlockPool::lookup`] for a chain that starts at `seed` instead of 0: keys and values
+    /// computed with a LoRA adapter differ from the base model's for the same tokens, so
+    /// each adapter names its blocks in its own chain (its seed) and never shares them with
+    /// the base or another adapter. With no block found, returns `seed`.
+    pub fn lookup_from(
+        &mut self,
+        seed: u64,
+        tokens: &[u32],
+        max_blocks: usize,
+        out: &mut Vec<u32>,
+    ) -> u64 {
+        let mut prev = seed;
         for chunk in tokens.chunks_exact(KV_BLOCK).take(max_blocks) {
             let hash = chain_hash(prev, chunk);
             let Some(&b) = self.by_hash.get(&hash) else {
@@ -209,6 +223,29 @@ mod tests {
         p.lookup(&t, 2, &mut got);
         assert_eq!(got, vec![a], "b's prefix was evicted, a's remains");
         assert_eq!(p.alloc(), None, "everything is in use");
+    }
+
+    #[test]
+    fn adapter_chains_never_share_blocks_with_the_base() {
+        let mut p = BlockPool::new(4);
+        let t = toks(9, 32);
+        let a = p.alloc().expect("a");
+        let h = p.name(a, 0, &t[..16]); // the base's block
+        let mut got = Vec::new();
+        assert_eq!(p.lookup_from(77, &t, 2, &mut got), 77);
+        assert!(
+            got.is_empty(),
+            "an adapter's chain does not find the base's block"
+        );
+        let b = p.alloc().expect("b");
+        let hb = p.name(b, 77, &t[..16]);
+        assert_ne!(h, hb);
+        let mut got = Vec::new();
+        p.lookup_from(77, &t, 2, &mut got);
+        assert_eq!(got, vec![b]);
+        let mut got = Vec::new();
+        p.lookup(&t, 2, &mut got);
+        assert_eq!(got, vec![a]);
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> SeqRequest {
         constraint: None,
         watch: Vec::new(),
         deadline: None,
+        lora: None,
     }
 }
 

@@ -38,6 +38,9 @@ pub enum ModelError {
     /// A chat template that does not parse or fails to render a dialog.
     #[error("chat template: {0}")]
     Template(String),
+    /// A LoRA adapter that cannot be used with this model (format, shape, unsupported kind).
+    #[error("LoRA adapter {}: {what}", path.display())]
+    Adapter { path: PathBuf, what: String },
     /// A PyTorch zip archive that cannot be read (missing records, bad zip structure).
     #[error("PyTorch archive: {0}")]
     Archive(String),

@@ -12,6 +12,7 @@
 //! DeBERTa-v3 sequence classifier behind Prompt Guard ([`deberta`]): an encoder, not a
 //! decoder, so it has its own small forward pass under transformers' names.
 
+pub mod adapter;
 pub mod bert;
 pub mod config;
 pub mod deberta;
@@ -31,6 +32,7 @@ pub mod vocab;
 pub mod vocab_keys;
 pub mod weights;
 
+pub use adapter::{Adapter, LoraPair, Proj};
 pub use config::{Arch, LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use kv_cache::KV_BLOCK;

@@ -16,11 +16,18 @@
 //! frequency divisors. A call processes a run of tokens of one sequence at consecutive
 //! positions, appending their keys and values to the cache; all buffers live in [`State`],
 //! allocated once, so the hot path does not allocate.
+//!
+//! LoRA adapters ride along per sequence ([`Llama::forward_batch_lora`]): after each adapted
+//! projection, the rows of a sequence with an adapter get `scale · (x Aᵀ) Bᵀ` added. The
+//! base weights are read once for the whole batch whatever the adapters, so sequences of
+//! different adapters and of the base share one step.
 
 use ferrollama_tensor::{
-    ATT_TILE, SyncSlice, ThreadPool, matmul, matmul_packed, pv_rows_f16, pv_tile, qk_rows_f16,
-    qk_tile, quantize_acts,
+    ATT_TILE, SyncSlice, ThreadPool, axpy_f32, dot_rows_f32, matmul, matmul_packed, pv_rows_f16,
+    pv_tile, qk_rows_f16, qk_tile, quantize_acts,
 };
+
+use crate::adapter::{Adapter, Proj};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -81,6 +88,7 @@ pub struct State {
     rows: Vec<(usize, usize)>, // per sequence of a call: first row, tokens
     items: Vec<(usize, usize)>, // attention work: (sequence, first token of a block)
     identity: Vec<u32>, // one-to-one block table for single-sequence calls
+    lora: Vec<f32>,   // (threads, rank) LoRA `x Aᵀ` rows; grown to the largest rank seen
     ctx: usize,
     threads: usize,
 }
@@ -130,6 +138,7 @@ impl Llama {
             rows: Vec::with_capacity(n),
             items: Vec::with_capacity(n),
             identity: Vec::new(),
+            lora: Vec::new(),
             ctx,
             threads: t,
         }
@@ -145,6 +154,19 @@ impl Llama {
         kv: &mut KvCache,
         st: &'s mut State,
         all_logits: bool,
+    ) -> Result<&'s [f32]> {
+        self.forward_lora(pool, tokens, kv, st, all_logits, None)
+    }
+
+    /// [`Llama::forward`] with an optional LoRA adapter on the sequence.
+    pub fn forward_lora<'s>(
+        &self,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        kv: &mut KvCache,
+        st: &'s mut State,
+        all_logits: bool,
+        adapter: Option<&Adapter>,
     ) -> Result<&'s [f32]> {
         let n_blocks = kv.n_blocks();
         if st.identity.len() < n_blocks {
@@ -172,7 +194,7 @@ impl Llama {
             },
         };
         let r = self
-            .forward_batch(pool, std::slice::from_ref(&seq), kv, st)
+            .forward_batch_lora(pool, std::slice::from_ref(&seq), &[adapter], kv, st)
             .map(|_| ());
         st.identity = identity;
         r?;
@@ -193,7 +215,40 @@ impl Llama {
         kv: &mut KvCache,
         st: &'s mut State,
     ) -> Result<&'s [f32]> {
+        self.forward_batch_lora(pool, seqs, &[], kv, st)
+    }
+
+    /// [`Llama::forward_batch`] where sequence `i` runs with adapter `adapters[i]` (`None`:
+    /// the base model). `adapters` is empty (no adapter anywhere) or one per sequence. Each
+    /// row's update depends only on its own input and adapter, so a sequence gets the same
+    /// logits batched with any others as alone.
+    pub fn forward_batch_lora<'s>(
+        &self,
+        pool: &ThreadPool,
+        seqs: &[SeqChunk<'_>],
+        adapters: &[Option<&Adapter>],
+        kv: &mut KvCache,
+        st: &'s mut State,
+    ) -> Result<&'s [f32]> {
         let c = &self.config;
+        if !adapters.is_empty() && adapters.len() != seqs.len() {
+            return Err(ModelError::Invalid(format!(
+                "{} adapters for {} sequences",
+                adapters.len(),
+                seqs.len()
+            )));
+        }
+        if let Some(a) = adapters
+            .iter()
+            .flatten()
+            .find(|a| a.layers.len() != c.n_layers)
+        {
+            return Err(ModelError::Invalid(format!(
+                "an adapter of {} layers on a model of {}",
+                a.layers.len(),
+                c.n_layers
+            )));
+        }
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if seqs.is_empty() || n == 0 || n > st.n_max {
             return Err(ModelError::Invalid(format!(
@@ -269,6 +324,17 @@ impl Llama {
             linear(pool, &layer.wq, &st.xb, n, &mut st.q, &mut st.acts)?; // (n, n_heads * head_dim)
             linear(pool, &layer.wk, &st.xb, n, &mut st.k, &mut st.acts)?; // (n, n_kv_heads * head_dim)
             linear(pool, &layer.wv, &st.xb, n, &mut st.v, &mut st.acts)?; // (n, n_kv_heads * head_dim)
+            if !adapters.is_empty() {
+                let lo = Lora {
+                    pool,
+                    l,
+                    adapters,
+                    rows: &st.rows,
+                };
+                lo.apply(Proj::Q, &st.xb, dim, &mut st.q, qd, &mut st.lora)?; // (n, n_heads * head_dim)
+                lo.apply(Proj::K, &st.xb, dim, &mut st.k, kvd, &mut st.lora)?; // (n, n_kv_heads * head_dim)
+                lo.apply(Proj::V, &st.xb, dim, &mut st.v, kvd, &mut st.lora)?; // (n, n_kv_heads * head_dim)
+            }
             add_bias(&mut st.q[..n * qd], layer.bq.as_deref()); // (n, n_heads * head_dim)
             add_bias(&mut st.k[..n * kvd], layer.bk.as_deref()); // (n, n_kv_heads * head_dim)
             add_bias(&mut st.v[..n * kvd], layer.bv.as_deref()); // (n, n_kv_heads * head_dim)
@@ -298,6 +364,15 @@ impl Llama {
             }
             self.attention(pool, l, seqs, kv, st); // (n, n_heads * head_dim)
             linear(pool, &layer.wo, &st.att, n, &mut st.xb, &mut st.acts)?; // (n, dim)
+            if !adapters.is_empty() {
+                let lo = Lora {
+                    pool,
+                    l,
+                    adapters,
+                    rows: &st.rows,
+                };
+                lo.apply(Proj::O, &st.att, qd, &mut st.xb, dim, &mut st.lora)?; // (n, dim)
+            }
             add(&mut st.x[..n * dim], &st.xb[..n * dim]); // (n, dim)
 
             rmsnorm(
@@ -308,8 +383,27 @@ impl Llama {
             ); // (n, dim)
             linear(pool, &layer.w1, &st.xb, n, &mut st.hb, &mut st.acts)?; // (n, ffn_dim)
             linear(pool, &layer.w3, &st.xb, n, &mut st.hb2, &mut st.acts)?; // (n, ffn_dim)
+            if !adapters.is_empty() {
+                let lo = Lora {
+                    pool,
+                    l,
+                    adapters,
+                    rows: &st.rows,
+                };
+                lo.apply(Proj::Gate, &st.xb, dim, &mut st.hb, ffn, &mut st.lora)?; // (n, ffn_dim)
+                lo.apply(Proj::Up, &st.xb, dim, &mut st.hb2, ffn, &mut st.lora)?; // (n, ffn_dim)
+            }
             swiglu(&mut st.hb[..n * ffn], &st.hb2[..n * ffn]); // (n, ffn_dim)
             linear(pool, &layer.w2, &st.hb, n, &mut st.xb, &mut st.acts)?; // (n, dim)
+            if !adapters.is_empty() {
+                let lo = Lora {
+                    pool,
+                    l,
+                    adapters,
+                    rows: &st.rows,
+                };
+                lo.apply(Proj::Down, &st.hb, ffn, &mut st.xb, dim, &mut st.lora)?; // (n, dim)
+            }
             add(&mut st.x[..n * dim], &st.xb[..n * dim]); // (n, dim)
         }
 
@@ -533,6 +627,87 @@ fn att_scratch_len(rows: usize, hd: usize) -> usize {
 /// New tokens per attention work item: each key/value row converted to f32 serves this
 /// many tokens' queries (times the query heads per KV head).
 const ATT_BLOCK: usize = 16;
+
+/// The per-sequence adapters of one layer of a batched call.
+struct Lora<'a> {
+    pool: &'a ThreadPool,
+    l: usize,
+    adapters: &'a [Option<&'a Adapter>],
+    /// Per sequence: first row, tokens.
+    rows: &'a [(usize, usize)],
+}
+
+impl Lora<'_> {
+    /// `out[r] += scale · (x[r] Aᵀ) Bᵀ` for every row `r` of a sequence whose adapter adapts
+    /// projection `p` of this layer (`x` is `(n, inp)`, `out` is `(n, outd)`). Rows are
+    /// spread over the pool; each row's result depends only on its row and adapter (same
+    /// kernels, same summation order), never on what else is in the batch. `scratch` holds
+    /// one `x Aᵀ` row per thread and grows only when a larger rank first appears.
+    fn apply(
+        &self,
+        p: Proj,
+        x: &[f32],
+        inp: usize,
+        out: &mut [f32],
+        outd: usize,
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (l, adapters, rows) = (self.l, self.adapters, self.rows);
+        let mut n_rows = 0;
+        let mut rank = 0;
+        for (si, a) in adapters.iter().enumerate() {
+            let Some((a, pair)) = a.and_then(|a| Some((a, a.pair(l, p)?))) else {
+                continue;
+            };
+            if pair.a.len() != a.rank * inp || pair.bt().len() != a.rank * outd {
+                return Err(ModelError::Invalid(format!(
+                    "layer {l} {}: the adapter's matrices do not fit this model",
+                    p.hf_name()
+                )));
+            }
+            n_rows += rows[si].1;
+            rank = rank.max(a.rank);
+        }
+        if n_rows == 0 {
+            return Ok(());
+        }
+        let nt = self.pool.n_threads().max(1);
+        if scratch.len() < nt * rank {
+            scratch.resize(nt * rank, 0.0);
+        }
+        let outs = SyncSlice::new(out);
+        let tmp = SyncSlice::new(&mut scratch[..]);
+        let work = |ti: usize, nt: usize| {
+            // SAFETY: thread `ti` alone uses its `rank` floats of scratch, and row `r` (taken
+            // by exactly one thread: the `k % nt == ti` one) alone writes out[r].
+            let t = unsafe { tmp.slice_mut(ti * rank, rank) };
+            let mut k = 0;
+            for (si, a) in adapters.iter().enumerate() {
+                let Some((a, pair)) = a.and_then(|a| Some((a, a.pair(l, p)?))) else {
+                    continue;
+                };
+                let (row0, len) = rows[si];
+                for r in row0..row0 + len {
+                    if k % nt == ti {
+                        let t = &mut t[..a.rank];
+                        dot_rows_f32(&x[r * inp..(r + 1) * inp], &pair.a, inp, t); // (rank)
+                        let o = unsafe { outs.slice_mut(r * outd, outd) };
+                        for (j, &tj) in t.iter().enumerate() {
+                            axpy_f32(a.scale * tj, &pair.bt()[j * outd..(j + 1) * outd], o); // (outd)
+                        }
+                    }
+                    k += 1;
+                }
+            }
+        };
+        if n_rows > 1 && nt > 1 {
+            self.pool.run(&work);
+        } else {
+            work(0, 1);
+        }
+        Ok(())
+    }
+}
 
 /// `out (n, rows) = x (n, cols) · wᵀ`, activations quantized to the weight's dot format.
 fn linear(

@@ -115,6 +115,7 @@ fn the_unsafe_branch_of_the_grammar_parses_too() {
                 constraint: Some(Constraint::Pattern(Arc::new(pattern.clone()))),
                 watch: vec![],
                 deadline: None,
+                lora: None,
             })
             .expect("submit");
         let out = rt.block_on(async {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ferrollama_engine::constrain::{Constraint, Schema};
 use ferrollama_engine::scheduler::{Done, Event, Finish, SeqRequest, SubmitError, TokenLogprob};
 use ferrollama_engine::{
-    ChatMessage, ChatTemplate, FinishReason, Model, SamplerConfig, TemplateToolCall,
+    ChatMessage, ChatTemplate, FinishReason, Lora, Model, SamplerConfig, TemplateToolCall,
 };
 use ferrollama_tokenizer::chat::{
     BuiltinTool, Date, StopReason, SystemPrompt, ToolDefinition, ToolName, ToolParam,
@@ -237,11 +237,11 @@ pub fn loaded_model(app: &AppState, mi: usize) -> Result<Arc<ferrollama_engine::
         .ok_or_else(|| ApiError::internal(format!("model index {mi} is not loaded")))
 }
 
-/// Finds a model by id.
-pub fn resolve_model(app: &AppState, id: &str) -> Result<usize, ApiError> {
+/// Finds a model by id, with the LoRA adapter the id runs it with (if any).
+pub fn resolve_model(app: &AppState, id: &str) -> Result<(usize, Option<Arc<Lora>>), ApiError> {
     let i = app
         .models
-        .resolve(id)
+        .resolve_lora(id)
         .ok_or_else(|| ApiError::model_not_found(id, &app.models.ids()))?;
     crate::reqlog::set_model(id);
     Ok(i)
@@ -318,7 +318,7 @@ pub fn prepare(
     tool_choice: ToolChoice,
     settings: Settings,
 ) -> Result<Job, ApiError> {
-    let mi = resolve_model(app, model_id)?;
+    let (mi, lora) = resolve_model(app, model_id)?;
     let model = &loaded_model(app, mi)?;
     if turns.is_empty() {
         return Err(ApiError::invalid_param(
@@ -354,7 +354,7 @@ pub fn prepare(
         Some(only) => Some(Arc::new(call_schema(&tools, only)?)),
         None => settings.response_format.clone(),
     };
-    let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
+    let seq = seq_request(app, mi, lora, prompt.clone(), &settings, constraint)?;
     Ok(Job {
         loaded: model.clone(),
         model: mi,
@@ -376,14 +376,14 @@ pub fn prepare_completion(
     text: &str,
     settings: Settings,
 ) -> Result<Job, ApiError> {
-    let mi = resolve_model(app, model_id)?;
+    let (mi, lora) = resolve_model(app, model_id)?;
     let model = &loaded_model(app, mi)?;
     let prompt = model.encode(text, true, false);
     if prompt.is_empty() {
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
     }
     let constraint = settings.response_format.clone();
-    let seq = seq_request(app, mi, prompt.clone(), &settings, constraint)?;
+    let seq = seq_request(app, mi, lora, prompt.clone(), &settings, constraint)?;
     Ok(Job {
         loaded: model.clone(),
         model: mi,
@@ -401,6 +401,7 @@ pub fn prepare_completion(
 fn seq_request(
     app: &AppState,
     mi: usize,
+    lora: Option<Arc<Lora>>,
     prompt: Vec<u32>,
     s: &Settings,
     constraint: Option<Arc<Schema>>,
@@ -450,6 +451,7 @@ fn seq_request(
         constraint: constraint.map(Constraint::Json),
         watch: Vec::new(),
         deadline: Some(Instant::now() + app.limits.request_timeout),
+        lora,
     })
 }
 

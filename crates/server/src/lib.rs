@@ -21,6 +21,7 @@ pub mod files;
 pub mod fine_tuning;
 pub mod job;
 pub mod llama_stack;
+pub mod lora;
 pub mod ollama;
 pub mod openai;
 pub mod ops;
@@ -160,6 +161,22 @@ pub fn routes() -> Vec<Route> {
             api: "models",
             body: None,
             handler: || delete(registry::unregister),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/load_lora_adapter",
+            summary: "Load a LoRA adapter (PEFT folder or GGUF) and serve it as a model id (vLLM's shape)",
+            api: "models",
+            body: Some(schema::<lora::LoadLoraRequest>),
+            handler: || post(lora::load),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/unload_lora_adapter",
+            summary: "Stop serving a LoRA adapter (running requests finish with it; vLLM's shape)",
+            api: "models",
+            body: Some(schema::<lora::UnloadLoraRequest>),
+            handler: || post(lora::unload),
         },
         Route {
             method: "POST",

@@ -50,7 +50,25 @@ pub struct RegisterRequest {
 }
 
 /// One model in a body both clients parse (OpenAI's and Llama Stack's fields together).
+/// An adapter also carries vLLM's `parent` (the base model's id) and `root` (its path).
 pub fn model_json(app: &AppState, r: &Registered) -> Value {
+    let mut v = model_json_plain(app, r);
+    if let (Some(l), Some(o)) = (&r.lora, v.as_object_mut()) {
+        let parent = app
+            .engine
+            .model(r.model)
+            .map_or_else(String::new, |m| m.name.clone());
+        o.insert("parent".into(), json!(parent));
+        o.insert("root".into(), json!(l.path.display().to_string()));
+        o.insert(
+            "lora".into(),
+            json!({"rank": l.adapter.rank, "alpha": l.adapter.alpha}),
+        );
+    }
+    v
+}
+
+fn model_json_plain(app: &AppState, r: &Registered) -> Value {
     json!({
         "id": r.id,
         "object": "model",
@@ -151,11 +169,14 @@ pub async fn register(
         Some(i) => i,
         None => load_on_demand(&app, &target).await?,
     };
+    // An alias of an adapter's id serves the same adapter.
+    let lora = app.models.get(&target).and_then(|r| r.lora);
     let r = Registered {
         id: req.model_id,
         model,
         provider_model_id: target,
         metadata,
+        lora,
     };
     app.models.insert(r.clone()).map_err(conflict)?;
     tracing::info!(id = %r.id, model, target = %r.provider_model_id, "model registered");

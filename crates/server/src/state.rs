@@ -141,6 +141,10 @@ pub struct Registered {
     pub provider_model_id: String,
     /// The caller's metadata, returned as given.
     pub metadata: serde_json::Value,
+    /// A LoRA adapter on the model (`serve --lora`, `POST /v1/load_lora_adapter`): requests
+    /// naming this id run the model with it. Requests hold their own `Arc`, so removing the
+    /// id never pulls the adapter from under a running request.
+    pub lora: Option<std::sync::Arc<ferrollama_engine::Lora>>,
 }
 
 /// Model ids → engine model indexes, shared by every handler.
@@ -183,6 +187,7 @@ impl ModelRegistry {
                 id,
                 model,
                 metadata: serde_json::Value::Object(Default::default()),
+                lora: None,
             })
             .collect();
         ModelRegistry {
@@ -220,6 +225,18 @@ impl ModelRegistry {
             .iter()
             .find(|e| e.id == id)
             .map(|e| e.model)
+    }
+
+    /// The model index of `id` and the adapter it runs with, if any.
+    pub fn resolve_lora(
+        &self,
+        id: &str,
+    ) -> Option<(usize, Option<std::sync::Arc<ferrollama_engine::Lora>>)> {
+        self.read()
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| (e.model, e.lora.clone()))
     }
 
     /// The registration of `id`.

@@ -12,59 +12,35 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ferrollama_model::LlamaConfig;
 use ferrollama_model::gguf::{GgufWriter, Value};
+use ferrollama_model::{Adapter, LlamaConfig, Proj};
 use ferrollama_tensor::DType;
+use safetensors::Dtype;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Result, TrainError};
 use crate::lora::{Lora, LoraConfig, LoraPair, Target};
-use crate::weights::tensor_f32;
 
-/// PEFT's module name of a target (under `self_attn.` or `mlp.`).
+/// The model crate's name for a target (the two enums list the projections in one order).
+fn proj(t: Target) -> Proj {
+    Proj::ALL[t as usize]
+}
+
 fn hf_module(t: Target) -> &'static str {
-    match t {
-        Target::Q => "self_attn.q_proj",
-        Target::K => "self_attn.k_proj",
-        Target::V => "self_attn.v_proj",
-        Target::O => "self_attn.o_proj",
-        Target::Gate => "mlp.gate_proj",
-        Target::Up => "mlp.up_proj",
-        Target::Down => "mlp.down_proj",
-    }
+    proj(t).hf_module()
 }
 
-/// llama.cpp's tensor name of a target's weight.
 fn gguf_name(t: Target) -> &'static str {
-    match t {
-        Target::Q => "attn_q",
-        Target::K => "attn_k",
-        Target::V => "attn_v",
-        Target::O => "attn_output",
-        Target::Gate => "ffn_gate",
-        Target::Up => "ffn_up",
-        Target::Down => "ffn_down",
-    }
+    proj(t).gguf_name()
 }
 
-/// Rows of a `(heads · hd, cols)` matrix from Meta's pair order to Hugging Face's half
-/// order (`to_hf`), or back: HF row `h·hd + c·hd/2 + i` is Meta row `h·hd + 2i + c`.
+/// Meta's row order to Hugging Face's (`to_hf`) or back; the model crate's permutation.
 fn permute_rows(m: &[f32], heads: usize, cols: usize, to_hf: bool) -> Vec<f32> {
-    let rows = m.len() / cols.max(1);
-    let hd = rows / heads.max(1);
-    let mut out = vec![0.0; m.len()];
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for c in 0..2 {
-                let meta = h * hd + 2 * i + c;
-                let hf = h * hd + c * (hd / 2) + i;
-                let (src, dst) = if to_hf { (meta, hf) } else { (hf, meta) };
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&m[src * cols..(src + 1) * cols]);
-            }
-        }
+    if to_hf {
+        ferrollama_model::adapter::permute_rows(m, heads, cols)
+    } else {
+        ferrollama_model::adapter::unpermute_rows(m, heads, cols)
     }
-    out
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -149,114 +125,38 @@ pub fn save_peft(dir: &Path, lora: &Lora<f32>, cfg: &LlamaConfig, base: &str) ->
     write_atomic(&dir.join("adapter_config.json"), text.as_bytes())
 }
 
-/// Reads a PEFT LoRA adapter for a model shaped by `cfg` (F32, F16 or BF16 tensors).
-/// Anything PEFT can express that this model cannot run is an error: another PEFT type,
-/// DoRA, rsLoRA, biases, per-module ranks, unknown modules, wrong shapes.
+/// Reads a PEFT LoRA adapter for a model shaped by `cfg` (F32, F16 or BF16 tensors), with
+/// the model crate's reader ([`Adapter::read_peft`], the one the engine serves adapters
+/// with). Anything PEFT can express that this model cannot run is an error: another PEFT
+/// type, DoRA, rsLoRA, biases, per-module ranks, unknown modules, wrong shapes.
 pub fn load_peft(dir: &Path, cfg: &LlamaConfig) -> Result<Lora<f32>> {
-    let cpath = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&cpath).map_err(io(&cpath))?;
-    let bad = |what: String| TrainError::Weights {
+    let a = Adapter::read_peft(dir, cfg).map_err(|e| TrainError::Weights {
         path: dir.display().to_string(),
-        what,
-    };
-    let c: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
-    if c["peft_type"].as_str() != Some("LORA") {
-        return Err(bad(format!("peft_type {} is not LORA", c["peft_type"])));
-    }
-    for flag in ["use_dora", "use_rslora"] {
-        if c[flag].as_bool() == Some(true) {
-            return Err(bad(format!("{flag} adapters are not supported")));
-        }
-    }
-    if c["bias"].as_str().is_some_and(|b| b != "none") {
-        return Err(bad("adapters with biases are not supported".into()));
-    }
-    if c["rank_pattern"].as_object().is_some_and(|m| !m.is_empty())
-        || c["alpha_pattern"]
-            .as_object()
-            .is_some_and(|m| !m.is_empty())
-    {
-        return Err(bad("per-module ranks or alphas are not supported".into()));
-    }
-    let rank = c["r"].as_u64().ok_or_else(|| bad("no rank r".into()))? as usize;
-    let alpha = c["lora_alpha"]
-        .as_f64()
-        .ok_or_else(|| bad("no lora_alpha".into()))?;
-    let wpath = dir.join("adapter_model.safetensors");
-    let bytes = std::fs::read(&wpath).map_err(io(&wpath))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
-    let mut targets = Vec::new();
-    for t in Target::ALL {
-        let m = hf_module(t);
-        if st
-            .names()
-            .iter()
-            .any(|n| n.contains(&format!(".{m}.lora_A")))
-        {
-            targets.push(t);
-        }
-    }
-    let mut lora = Lora::<f32>::new(
-        cfg,
-        LoraConfig {
-            rank,
-            alpha,
-            targets: targets.clone(),
+        what: e.to_string(),
+    })?;
+    Ok(from_adapter(a))
+}
+
+/// An inference adapter as trainable LoRA matrices.
+pub fn from_adapter(a: Adapter) -> Lora<f32> {
+    let targets = a
+        .targets()
+        .into_iter()
+        .map(|p| Target::ALL[p.index()])
+        .collect();
+    let layers = a
+        .layers
+        .into_iter()
+        .map(|l| l.map(|p| p.map(|p| LoraPair { a: p.a, b: p.b })))
+        .collect();
+    Lora {
+        config: LoraConfig {
+            rank: a.rank,
+            alpha: a.alpha,
+            targets,
         },
-        0,
-    )?;
-    let mut used = 0;
-    for (i, layer) in lora.layers.iter_mut().enumerate() {
-        for t in Target::ALL {
-            let Some(p) = layer[t as usize].as_mut() else {
-                continue;
-            };
-            let (inp, out) = t.dims(cfg);
-            let name = |ab: &str| {
-                format!(
-                    "base_model.model.model.layers.{i}.{}.lora_{ab}.weight",
-                    hf_module(t)
-                )
-            };
-            let a = tensor_f32(&st, &name("A"), rank * inp).map_err(&bad)?;
-            let b = tensor_f32(&st, &name("B"), out * rank).map_err(&bad)?;
-            used += 2;
-            *p = LoraPair {
-                a,
-                b: match t {
-                    Target::Q => permute_rows(&b, cfg.n_heads, rank, false),
-                    Target::K => permute_rows(&b, cfg.n_kv_heads, rank, false),
-                    _ => b,
-                },
-            };
-        }
+        layers,
     }
-    if used != st.names().len() {
-        let known: Vec<String> = (0..cfg.n_layers)
-            .flat_map(|i| {
-                targets.iter().flat_map(move |&t| {
-                    ["A", "B"].map(|ab| {
-                        format!(
-                            "base_model.model.model.layers.{i}.{}.lora_{ab}.weight",
-                            hf_module(t)
-                        )
-                    })
-                })
-            })
-            .collect();
-        let extra = st
-            .names()
-            .into_iter()
-            .find(|n| !known.iter().any(|k| k == *n))
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        return Err(bad(format!(
-            "tensor {extra} is not a LoRA matrix of this model"
-        )));
-    }
-    Ok(lora)
 }
 
 /// Writes a llama.cpp LoRA adapter (f32 tensors) for a base of architecture `arch`.
@@ -311,22 +211,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permutation_matches_hf_conversion_by_hand() {
-        // One head of 4 rows, 1 column: Meta rows (pair 0: r0 r1, pair 1: r2 r3) become
-        // HF rows [r0 r2 r1 r3] (real parts, then imaginary parts).
-        let m = [0.0, 1.0, 2.0, 3.0];
-        assert_eq!(permute_rows(&m, 1, 1, true), [0.0, 2.0, 1.0, 3.0]);
-        // Two heads of 4 rows, 2 columns; and back again.
-        let m: Vec<f32> = (0..16).map(|x| x as f32).collect();
-        let hf = permute_rows(&m, 2, 2, true);
-        assert_eq!(&hf[..8], &[0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]);
-        assert_eq!(permute_rows(&hf, 2, 2, false), m);
-    }
 }

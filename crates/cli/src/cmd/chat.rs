@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use ferrollama_engine::{ChatMessage, GenerateParams, generate};
 
-use super::model_args::{ModelArgs, SamplingArgs};
+use super::model_args::{LoraArgs, ModelArgs, SamplingArgs};
 
 /// Chat with a model in the terminal, using its chat template; replies stream as they are
 /// generated. Earlier turns stay in the KV cache, so each turn only computes what is new.
@@ -17,6 +17,8 @@ use super::model_args::{ModelArgs, SamplingArgs};
 pub struct ChatArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) lora: LoraArgs,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
     /// Stop when the output contains this text (repeatable); the text itself is not
@@ -43,11 +45,18 @@ pub struct ChatArgs {
 
 pub fn chat(a: ChatArgs) -> Result<ExitCode> {
     if !a.tools.is_empty() {
+        if a.lora.lora.is_some() {
+            anyhow::bail!(
+                "--lora cannot be combined with --tools yet; serve the adapter instead \
+                 (ferrollama serve --lora NAME=ADAPTER) and use it as the model NAME"
+            );
+        }
         return super::chat_agent::chat_with_tools(a);
     }
     let sampler = a.sampling.config()?;
     let model = a.model.load()?;
     let mut session = a.model.session(&model)?;
+    a.lora.apply(&model, &mut session)?;
     let mut system = a.system.clone();
     let mut dialog: Vec<ChatMessage> = Vec::new();
     let stdin = std::io::stdin();

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod finetune;
 pub mod guard;
 pub mod import;
+pub mod merge;
 pub mod model_args;
 pub mod models;
 pub mod perplexity;

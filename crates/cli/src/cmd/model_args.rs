@@ -32,6 +32,31 @@ pub struct ModelArgs {
     pub batch_size: usize,
 }
 
+/// A LoRA adapter on the model (`run`, `chat`).
+#[derive(Debug, clap::Args)]
+pub struct LoraArgs {
+    /// Run the model with this LoRA adapter: a PEFT folder (adapter_config.json +
+    /// adapter_model.safetensors, as `finetune --method lora` or Hugging Face PEFT write
+    /// it) or a llama.cpp GGUF adapter. It must be made for this model (same shapes). The
+    /// base keeps its stored type (F16, quantized, ...); the adapter's low-rank update is
+    /// added at run time. `ferrollama merge` folds it into a new model file instead.
+    #[arg(long = "lora", value_name = "ADAPTER")]
+    pub lora: Option<PathBuf>,
+}
+
+impl LoraArgs {
+    /// Puts the adapter (if any) on `session`.
+    pub fn apply(&self, model: &Model, session: &mut Session) -> Result<()> {
+        if let Some(p) = &self.lora {
+            let a = ferrollama_model::Adapter::load(p, &model.llama.config)
+                .with_context(|| format!("--lora {}", p.display()))?;
+            tracing::info!(path = %p.display(), rank = a.rank, alpha = a.alpha, "LoRA adapter");
+            session.set_adapter(Some(std::sync::Arc::new(a)));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KvTypeArg {
     F16,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use ferrollama_engine::{GenerateParams, generate};
 
-use super::model_args::{ModelArgs, SamplingArgs};
+use super::model_args::{LoraArgs, ModelArgs, SamplingArgs};
 
 /// Complete a prompt (no chat template), streaming the text to stdout.
 ///
@@ -15,6 +15,8 @@ use super::model_args::{ModelArgs, SamplingArgs};
 pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Stop when the output contains this text (repeatable); the text itself is not
@@ -39,6 +41,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let sampler = a.sampling.config()?;
     let model = a.model.load()?;
     let mut session = a.model.session(&model)?;
+    a.lora.apply(&model, &mut session)?;
     let prompt = model.encode(&a.prompt, true, a.special);
     if a.n_predict == 0 {
         return prompt_only(&model, &mut session, &prompt, a.verbose);

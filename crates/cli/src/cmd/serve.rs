@@ -42,6 +42,15 @@ pub struct ServeArgs {
     /// same and `DELETE /v1/models/ID` undoes it.
     #[arg(long = "alias", value_name = "ID=MODEL", value_parser = parse_alias)]
     aliases: Vec<(String, String)>,
+    /// Serve a LoRA adapter of the first model as its own model id: NAME=ADAPTER, where
+    /// ADAPTER is a PEFT folder (adapter_config.json + adapter_model.safetensors, as
+    /// `finetune --method lora` or Hugging Face PEFT write it) or a llama.cpp GGUF adapter.
+    /// A request whose `model` is NAME runs the base with the adapter; requests of different
+    /// adapters and of the base share each batched step. Repeatable. At runtime,
+    /// `POST /v1/load_lora_adapter {"lora_name", "lora_path"}` and
+    /// `POST /v1/unload_lora_adapter {"lora_name"}` do the same (vLLM's API).
+    #[arg(long = "lora", value_name = "NAME=ADAPTER", value_parser = parse_lora)]
+    loras: Vec<(String, String)>,
     /// Address or host name to listen on (e.g. 0.0.0.0 for every interface, localhost).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -223,6 +232,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             model: i,
             provider_model_id: id.clone(),
             metadata: serde_json::json!({}),
+            lora: None,
         })
         .collect();
     let mut paths = paths;
@@ -255,6 +265,28 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             model,
             provider_model_id: target.clone(),
             metadata: serde_json::json!({}),
+            lora: None,
+        });
+    }
+    // LoRA adapters, on the first model.
+    for (name, path) in &a.loras {
+        if registered.iter().any(|r| r.id == *name) {
+            bail!("--lora {name}={path}: the id {name} is already taken");
+        }
+        let lora =
+            ferrollama_engine::Lora::load(name.clone(), std::path::Path::new(path), &models[0])
+                .with_context(|| {
+                    format!(
+                        "--lora {name}={path}: cannot use the adapter with {}",
+                        models[0].name
+                    )
+                })?;
+        registered.push(Registered {
+            id: name.clone(),
+            model: 0,
+            provider_model_id: path.clone(),
+            metadata: serde_json::json!({}),
+            lora: Some(Arc::new(lora)),
         });
     }
     // Guard models: a served id, else a file or store name loaded and served here.
@@ -303,6 +335,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
                     model: models.len(),
                     provider_model_id: m.name.clone(),
                     metadata: serde_json::json!({}),
+                    lora: None,
                 });
                 let id = m.name.clone();
                 models.push(Arc::new(m));
@@ -474,6 +507,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     for (i, p) in paths.iter().enumerate() {
         app.models.note_loaded(p.clone(), i);
     }
+    ferrollama_server::fine_tuning::serve_results(&app);
     app.fine_tuning.start_worker(app.engine.clone(), threads);
     let addr = resolve_host(&a.host, a.port)?;
     let grace = Duration::from_secs_f64(a.shutdown_grace);
@@ -511,6 +545,15 @@ fn parse_alias(s: &str) -> Result<(String, String), String> {
             Ok((id.trim().to_string(), m.trim().to_string()))
         }
         _ => Err("expected ID=MODEL, e.g. --alias gpt-4o=SmolLM2-135M-Instruct.Q4_1".into()),
+    }
+}
+
+fn parse_lora(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((id, m)) if !id.trim().is_empty() && !m.trim().is_empty() => {
+            Ok((id.trim().to_string(), m.trim().to_string()))
+        }
+        _ => Err("expected NAME=ADAPTER, e.g. --lora pirate=./pirate-adapter (a PEFT folder or a GGUF adapter)".into()),
     }
 }
 

@@ -19,13 +19,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use ferrollama_model::{KvCache, KvType, Logits, SeqChunk, State};
+use ferrollama_model::{Adapter, KvCache, KvType, Logits, SeqChunk, State};
 use ferrollama_tensor::ThreadPool;
 use ferrollama_tokenizer::StreamDecoder;
 use tokio::sync::mpsc as tmpsc;
 
 use crate::constrain::{Constraint, Progress, TokenTrie};
 use crate::generate::FinishReason;
+use crate::lora::Lora;
 use crate::metrics::EngineStats;
 use crate::model::Model;
 use crate::paged::{BlockPool, KV_BLOCK};
@@ -86,6 +87,9 @@ pub struct SeqRequest {
     pub watch: Vec<u32>,
     /// Give up (finish with `Timeout`) after this instant.
     pub deadline: Option<Instant>,
+    /// A LoRA adapter of this model to run the sequence with (`None`: the base). The
+    /// request holds it, so unloading the adapter meanwhile does not affect the sequence.
+    pub lora: Option<Arc<Lora>>,
 }
 
 /// Log-probability of a generated token and its strongest alternatives.
@@ -225,6 +229,7 @@ impl Engine {
             next_id: 0,
             scratch_seqs: Vec::new(),
             chunk_buf: Vec::new(),
+            adapter_buf: Vec::new(),
             drained: Vec::new(),
         };
         std::thread::Builder::new()
@@ -309,6 +314,12 @@ impl Engine {
             )));
         }
         req.sampler.validate().map_err(SubmitError::Invalid)?;
+        if let Some(l) = &req.lora {
+            // Checked here, not in the step: a misfit adapter there would fail the whole batch.
+            l.adapter
+                .check(&model.llama.config)
+                .map_err(|e| SubmitError::Invalid(format!("adapter {}: {e}", l.name)))?;
+        }
         let queued = self.stats.queue_depth.load(Relaxed) as usize;
         if queued >= self.config.max_queue {
             return Err(SubmitError::QueueFull {
@@ -466,12 +477,22 @@ struct Actor {
     scratch_seqs: Vec<(usize, usize, usize, Logits)>,
     /// The batch's chunk list, kept between steps so stepping does not allocate.
     chunk_buf: Vec<SeqChunk<'static>>,
+    /// The batch's adapters, one per chunk, kept likewise.
+    adapter_buf: Vec<Option<&'static Adapter>>,
     drained: Vec<mpsc::Sender<()>>,
 }
 
 /// An emptied vector of chunks with another borrow lifetime, same allocation (in-place
 /// collection reuses the buffer when the element layout is the same, as here).
 fn recycle<'b>(mut v: Vec<SeqChunk<'_>>) -> Vec<SeqChunk<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
+
+/// [`recycle`] for the adapter list.
+fn recycle_adapters<'b>(mut v: Vec<Option<&'_ Adapter>>) -> Vec<Option<&'b Adapter>> {
     v.clear();
     v.into_iter()
         .map(|_| unreachable!("the vector is empty"))
@@ -644,7 +665,10 @@ impl Actor {
             // Reuse a cached prefix; the last token is always computed to get its logits.
             let max_blocks = (seq.tokens.len() - 1) / KV_BLOCK;
             seq.blocks.clear();
-            seq.chain = slot.pool.lookup(&seq.tokens, max_blocks, &mut seq.blocks);
+            let seed = seq.req.lora.as_ref().map_or(0, |l| l.chain_seed());
+            seq.chain = slot
+                .pool
+                .lookup_from(seed, &seq.tokens, max_blocks, &mut seq.blocks);
             seq.named = seq.blocks.len();
             seq.computed = seq.blocks.len() * KV_BLOCK;
             if seq.generated == 0 {
@@ -712,7 +736,7 @@ impl Actor {
             v.blocks.clear();
             v.computed = 0;
             v.named = 0;
-            v.chain = 0;
+            v.chain = v.req.lora.as_ref().map_or(0, |l| l.chain_seed());
             v.chunk = 0;
             self.stats.preemptions.fetch_add(1, Relaxed);
             if slot.running.is_empty() && victim == i {
@@ -743,6 +767,20 @@ impl Actor {
                 self.scratch_seqs.push((k, s.computed, s.chunk, logits));
             }
         }
+        // Rows of one adapter next to each other (the base's first), so its matrices stay
+        // in cache while its rows are updated; unstable sort: no allocation.
+        let key = |s: &Seq| s.req.lora.as_ref().map_or(0, |l| Arc::as_ptr(l) as usize);
+        self.scratch_seqs
+            .sort_unstable_by_key(|&(k, ..)| (key(&slot.running[k]), k));
+        let mut adapters = recycle_adapters(std::mem::take(&mut self.adapter_buf));
+        adapters.extend(
+            self.scratch_seqs
+                .iter()
+                .map(|&(k, ..)| slot.running[k].req.lora.as_deref().map(|l| &l.adapter)),
+        );
+        if adapters.iter().all(Option::is_none) {
+            adapters.clear();
+        }
         let mut chunks = recycle(std::mem::take(&mut self.chunk_buf));
         chunks.extend(self.scratch_seqs.iter().map(|&(k, pos0, n, logits)| {
             let s = &slot.running[k];
@@ -753,11 +791,15 @@ impl Actor {
                 logits,
             }
         }));
-        let result =
-            slot.model
-                .llama
-                .forward_batch(&self.pool, &chunks, &mut slot.kv, &mut slot.state);
+        let result = slot.model.llama.forward_batch_lora(
+            &self.pool,
+            &chunks,
+            &adapters,
+            &mut slot.kv,
+            &mut slot.state,
+        );
         self.chunk_buf = recycle(chunks);
+        self.adapter_buf = recycle_adapters(adapters);
         self.stats.steps.fetch_add(1, Relaxed);
         let logits = match result {
             Ok(l) => l,

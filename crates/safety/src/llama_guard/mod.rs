@@ -172,6 +172,7 @@ impl LlamaGuard {
             constraint: Some(self.constraint.clone()),
             watch: vec![self.unsafe_token],
             deadline: Some(Instant::now() + CHECK_TIMEOUT),
+            lora: None,
         };
         let mut rx = engine
             .submit(req)

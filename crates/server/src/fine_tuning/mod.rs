@@ -665,3 +665,41 @@ pub async fn fetch_file(
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .map_err(|e| ApiError::unavailable(format!("cannot store {source}: {e}")))
 }
+
+/// Serves every succeeded job's result under its `fine_tuned_model` name: an adapter on
+/// its base model (as `POST /v1/load_lora_adapter` would), a fully fine-tuned model loaded
+/// into the engine beside the others. Jobs that succeeded before a restart are served
+/// again at once.
+pub fn serve_results(app: &Arc<crate::state::AppState>) {
+    let weak = Arc::downgrade(app);
+    let hook: OnComplete = Arc::new(move |name, path, base, is_adapter| {
+        let app = weak.upgrade().ok_or("the server is stopping")?;
+        if app.models.contains(name) {
+            return Err(format!("the name {name} is already in use"));
+        }
+        let (model, lora) = if is_adapter {
+            let m = app
+                .engine
+                .model(base)
+                .ok_or_else(|| format!("base model index {base} is not loaded"))?;
+            let lora = ferrollama_engine::Lora::load(name.to_string(), path, &m)
+                .map_err(|e| e.to_string())?;
+            (base, Some(Arc::new(lora)))
+        } else {
+            let m = ferrollama_engine::Model::load(path).map_err(|e| e.to_string())?;
+            let i = app.engine.load(Arc::new(m)).map_err(|e| e.to_string())?;
+            app.models.note_loaded(path.to_path_buf(), i);
+            (i, None)
+        };
+        app.models
+            .insert(crate::state::Registered {
+                id: name.to_string(),
+                model,
+                provider_model_id: path.display().to_string(),
+                metadata: json!({"fine_tuned": true}),
+                lora,
+            })
+            .map_err(|e| e.to_string())
+    });
+    app.fine_tuning.set_on_complete(hook);
+}
