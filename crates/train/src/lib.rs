@@ -19,10 +19,15 @@
 //! adapter ([`lora`], written by [`adapter`] for PEFT and llama.cpp) over the frozen model
 //! with the same loop. [`job`] is a whole run from files to files, as `ferrollama finetune`
 //! and the server's fine-tuning APIs start it.
+//! DPO and distillation change only the loss end: [`dpo`] weighs each sequence's
+//! cross-entropy backward, [`distill`] swaps it for a teacher's soft targets
+//! ([`model::Objective`]).
 
 pub mod adapter;
 pub mod checkpoint;
 pub mod data;
+pub mod distill;
+pub mod dpo;
 pub mod error;
 pub mod export;
 pub mod float;
@@ -41,7 +46,8 @@ pub use error::{Result, TrainError};
 pub use float::Float;
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
-    PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
+    Grads, Item, Objective, PassOptions, Sequence, Shape, forward_backward, forward_backward_lora,
+    loss, loss_lora, pass,
 };
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 pub use params::{LayerParams, ParamSet, Params};

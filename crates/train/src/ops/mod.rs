@@ -13,6 +13,7 @@ pub mod embedding;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+pub mod soft_target;
 pub mod swiglu;
 
 use crate::Float;
