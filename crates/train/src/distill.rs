@@ -14,7 +14,11 @@
 use ferrollama_model::{KvCache, KvType, Llama, State};
 use ferrollama_tensor::ThreadPool;
 
+use crate::Float;
 use crate::error::{Result, TrainError};
+use crate::lora::Lora;
+use crate::model::{Grads, Item, Objective, PassOptions, Sequence, Shape, pass};
+use crate::params::Params;
 
 /// A teacher's distribution over each of `T` positions, cut to its top `k` ids: `ids` and
 /// `probs` are `(T, k)`, the probabilities renormalized over the k, best first.
@@ -171,6 +175,46 @@ impl Teacher {
         }
         Ok(out)
     }
+}
+
+/// One distillation micro-batch: the teacher's targets for `batch`, computed now, then
+/// the student's pass adding `scale · ∂(Σ loss)/∂θ` into `grads`. Returns the summed
+/// `τ² · KL` over the counted positions.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward<F: Float>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<F>,
+    lora: Option<&Lora<F>>,
+    grads: Grads<'_, F>,
+    teacher: &mut Teacher,
+    batch: &[Sequence],
+    scale: F,
+    opts: PassOptions,
+) -> Result<F> {
+    teacher.check_student(sh.vocab)?;
+    let targets = batch
+        .iter()
+        .map(|s| teacher.targets(pool, &s.inputs))
+        .collect::<Result<Vec<_>>>()?;
+    let temperature = teacher.temperature;
+    let items: Vec<Item<'_, F>> = batch
+        .iter()
+        .zip(&targets)
+        .map(|(seq, t)| Item {
+            seq,
+            objective: Objective::Distill {
+                teacher: t,
+                temperature,
+            },
+            scale,
+        })
+        .collect();
+    let mut total = F::ZERO;
+    for l in pass(pool, sh, p, lora, grads, &items, opts)? {
+        total += l;
+    }
+    Ok(total)
 }
 
 fn model_err(e: ferrollama_model::ModelError) -> TrainError {

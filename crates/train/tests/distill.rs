@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ferrollama_model::{Llama, LlamaConfig, RopeScaling};
 use ferrollama_tensor::ThreadPool;
-use ferrollama_train::distill::{SoftTargets, Teacher};
+use ferrollama_train::distill::{self, SoftTargets, Teacher};
 use ferrollama_train::export::to_weights;
 use ferrollama_train::weights::load_params;
 use ferrollama_train::{
@@ -197,13 +197,16 @@ fn distillation_lowers_the_kl_to_the_teacher() {
     let mut opt = AdamW::new(AdamWConfig::default(), &student);
     for _ in 0..30 {
         let mut g = student.zeros_like();
-        pass(
+        // The teacher's targets on the fly, as a training run computes them.
+        distill::forward_backward(
             &pool,
             &sh,
             &student,
             None,
             Grads::full(&mut g),
-            &items(1.0 / count as f32),
+            &mut teacher,
+            data,
+            1.0 / count as f32,
             PassOptions::default(),
         )
         .unwrap();
@@ -281,4 +284,48 @@ fn a_teacher_with_another_vocabulary_is_refused() {
     assert!(Teacher::new(engine_model(&cfg, &p), 32, 1, 4, 0.0).is_err());
     let long = vec![1u32; 40];
     assert!(teacher.targets(&pool, &long).is_err());
+}
+
+#[test]
+fn sequence_distillation_prompts_come_from_every_prompted_shape() {
+    use ferrollama_train::data::{Prompt, parse_jsonl, prompts};
+    let raw = parse_jsonl(
+        "c.jsonl",
+        "{\"prompt\": \"2+2=\", \"completion\": \"4\"}\n{\"prompt\": \"3+3=\", \"completion\": \"6\"}\n",
+    )
+    .unwrap();
+    let got = prompts("c.jsonl", &raw.records).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (1, Prompt::Raw("2+2=".into())),
+            (2, Prompt::Raw("3+3=".into()))
+        ]
+    );
+    let pref = parse_jsonl(
+        "p.jsonl",
+        "{\"prompt\": \"Say hi\", \"chosen\": \"hi\", \"rejected\": \"no\"}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        prompts("p.jsonl", &pref.records).unwrap(),
+        vec![(1, Prompt::Raw("Say hi".into()))]
+    );
+    // A chat loses its final assistant reply: the teacher writes that one.
+    let chat = parse_jsonl(
+        "m.jsonl",
+        "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello\"}]}\n",
+    )
+    .unwrap();
+    let got = prompts("m.jsonl", &chat.records).unwrap();
+    let Prompt::Chat(c) = &got[0].1 else {
+        panic!("{got:?}")
+    };
+    assert_eq!(c.messages.len(), 2);
+    let text = parse_jsonl("t.jsonl", "{\"text\": \"a document\"}\n").unwrap();
+    let e = prompts("t.jsonl", &text.records).unwrap_err().to_string();
+    assert!(
+        e.contains("no prompt") && e.contains("--distill-mode logits"),
+        "{e}"
+    );
 }
