@@ -270,3 +270,31 @@ pub fn evaluate<F: Float>(
     }
     Ok(m)
 }
+
+/// A DPO run's data: the pairs, each pair's reference log-probabilities, and `β`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpoData {
+    pub pairs: Vec<PreferencePair>,
+    pub refs: Vec<PairLogps>,
+    pub beta: f64,
+}
+
+impl DpoData {
+    /// `pairs` with their reference log-probabilities under `reference` (the starting
+    /// weights; for LoRA, the base without the adapter), computed here, once.
+    pub fn new(
+        pool: &ThreadPool,
+        sh: &Shape,
+        reference: &Params<f32>,
+        pairs: Vec<PreferencePair>,
+        beta: f64,
+    ) -> Result<DpoData> {
+        check_beta(beta)?;
+        if pairs.is_empty() {
+            return Err(TrainError::Data("there are no preference pairs".into()));
+        }
+        let refs = logps(pool, sh, reference, None, &pairs)?;
+        check_pairs(&pairs, &refs)?;
+        Ok(DpoData { pairs, refs, beta })
+    }
+}

@@ -51,4 +51,4 @@ pub use model::{
 };
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 pub use params::{LayerParams, ParamSet, Params};
-pub use trainer::{Event, Length, StepRecord, TrainConfig, Trainer};
+pub use trainer::{Event, Examples, Length, StepRecord, TrainConfig, Trainer};
