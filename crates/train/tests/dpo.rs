@@ -11,12 +11,13 @@ use std::path::PathBuf;
 
 use ferrollama_model::{LlamaConfig, RopeScaling};
 use ferrollama_tensor::ThreadPool;
+use ferrollama_train::checkpoint;
 use ferrollama_train::data::PreferencePair;
-use ferrollama_train::dpo::{self, PairLogps};
+use ferrollama_train::dpo::{self, DpoData, PairLogps};
 use ferrollama_train::weights::load_params;
 use ferrollama_train::{
-    AdamW, AdamWConfig, Grads, Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence, Shape,
-    Target, clip_grad_norm, cosine_lr,
+    AdamW, AdamWConfig, Grads, Length, Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence,
+    Shape, StepRecord, Target, TrainConfig, Trainer, clip_grad_norm, cosine_lr,
 };
 use serde_json::Value;
 
@@ -387,4 +388,84 @@ fn dpo_bad_inputs_are_errors() {
         g.tensors().iter().all(|t| t.1.iter().all(|&x| x == 0.0)),
         "a refused batch adds no gradient"
     );
+}
+
+fn trainer_config(steps: u64) -> TrainConfig {
+    TrainConfig {
+        length: Length::Steps(steps),
+        lr: 1e-2,
+        warmup: 1,
+        batch_size: 2,
+        grad_accum: 2,
+        max_grad_norm: 1.0,
+        adamw: AdamWConfig::default(),
+        seed: 7,
+        eval_every: 0,
+        checkpoint_every: 0,
+        recompute: false,
+    }
+}
+
+/// A DPO run through the [`Trainer`], full fine-tuning and LoRA, stopped after 3 steps
+/// and resumed from its checkpoint: the reference log-probabilities are computed again
+/// from the base, and the loss curve and TRL metrics repeat the uninterrupted run's.
+#[test]
+fn a_resumed_dpo_run_repeats_the_uninterrupted_one() {
+    let pool = ThreadPool::new(2);
+    let (cfg, sh, p) = tiny();
+    // 6 pairs, 4 a step: the order crosses epochs.
+    let pairs: Vec<PreferencePair> = small_set()
+        .into_iter()
+        .chain(small_set().into_iter().take(2))
+        .collect();
+    let data = || DpoData::new(&pool, &sh, &p, pairs.clone(), 0.1).unwrap();
+    let lora = || {
+        Lora::<f32>::new(
+            &cfg,
+            LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                targets: Target::ALL.to_vec(),
+            },
+            3,
+        )
+        .unwrap()
+    };
+    for use_lora in [false, true] {
+        let make = || {
+            if use_lora {
+                Trainer::new_lora(trainer_config(6), sh.clone(), p.clone(), lora(), data()).unwrap()
+            } else {
+                Trainer::new(trainer_config(6), sh.clone(), p.clone(), data()).unwrap()
+            }
+        };
+        let mut straight = make();
+        let want: Vec<StepRecord> = (0..6).map(|_| straight.step(&pool).unwrap()).collect();
+        let m = want[5].dpo.unwrap();
+        eprintln!(
+            "lora {use_lora}: loss {:.4} -> {:.4}, {}",
+            want[0].loss,
+            want[5].loss,
+            m.to_json()
+        );
+        assert!((want[0].loss - std::f64::consts::LN_2).abs() < 1e-6);
+        assert!(want[5].loss < want[0].loss, "the DPO loss did not fall");
+        let dir = std::env::temp_dir().join(format!(
+            "ferrollama-dpo-resume-{}-{use_lora}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut first = make();
+        let mut got: Vec<StepRecord> = (0..3).map(|_| first.step(&pool).unwrap()).collect();
+        first.save(&dir).unwrap();
+        drop(first);
+        let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
+        let mut resumed = Trainer::resume(ck, sh.clone(), data()).unwrap();
+        got.extend((0..3).map(|_| resumed.step(&pool).unwrap()));
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.loss.to_bits(), w.loss.to_bits(), "step {}", w.step);
+            assert_eq!(g.dpo, w.dpo, "step {}", w.step);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
