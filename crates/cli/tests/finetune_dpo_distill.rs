@@ -1,7 +1,7 @@
 //! `ferrollama finetune --method dpo|distill` end to end on the tiny GGUF models
 //! (`testdata/tiny`: F16, and Q4_K_M as a quantized student): DPO's JSON lines with TRL's
 //! metrics and its loss falling, distillation from logits (the F16 model teaching the Q4_K_M
-//! one's adapter) and from generated answers, and the errors for data of the wrong shape,
+//! one's adapter: recovering quantization loss) and from generated answers, and the errors for data of the wrong shape,
 //! a missing teacher, and a teacher with another vocabulary.
 
 #![allow(clippy::unwrap_used)]
@@ -148,12 +148,13 @@ fn finetune_distill_from_logits_teaches_a_quantized_student() {
             "8",
             "--distill-temperature",
             "2",
+            "--distill-tail",
             "--steps",
             "6",
             "--batch-size",
             "2",
             "--lr",
-            "1e-2",
+            "1e-3",
             "--json",
         ],
     );
@@ -166,7 +167,10 @@ fn finetune_distill_from_logits_teaches_a_quantized_student() {
     eprintln!("distillation τ² KL per step: {losses:?}");
     assert_eq!(losses.len(), 6);
     assert!(losses.iter().all(|l| l.is_finite() && *l >= 0.0));
-    assert!(losses[5] < losses[0], "{losses:?}");
+    // The Q4_K_M model starts close to the F16 one (τ² KL ≈ 3e-4 a token); its adapter
+    // takes most of the rest away (seen: 2.8e-4 -> 2.1e-5).
+    assert!(losses[0] > 1e-5, "{losses:?}");
+    assert!(losses[5] < losses[0] / 5.0, "{losses:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

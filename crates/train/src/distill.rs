@@ -21,22 +21,38 @@ use crate::model::{Grads, Item, Objective, PassOptions, Sequence, Shape, pass};
 use crate::params::Params;
 
 /// A teacher's distribution over each of `T` positions, cut to its top `k` ids: `ids` and
-/// `probs` are `(T, k)`, the probabilities renormalized over the k, best first.
+/// `probs` are `(T, k)`, best first. Without a tail (`rest` empty) the probabilities are
+/// renormalized over the k; with one, `probs` are the teacher's own and `rest` `(T)` is
+/// its mass outside the k, trained as one more class (see [`crate::ops::soft_target`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SoftTargets {
     pub k: usize,
     pub ids: Vec<u32>,
     pub probs: Vec<f32>,
+    pub rest: Vec<f32>,
 }
 
 impl SoftTargets {
     /// Top `k` of each row of `logits (T, vocab)` at `temperature`: `p_i ∝ exp(z_i / τ)`
     /// over the k largest logits (ties to the lower id).
     pub fn from_logits(logits: &[f32], vocab: usize, k: usize, temperature: f64) -> SoftTargets {
+        SoftTargets::from_logits_with(logits, vocab, k, temperature, false)
+    }
+
+    /// [`SoftTargets::from_logits`], or with `tail` the teacher's own probabilities on the
+    /// top `k` (`softmax(z / τ)` over the whole vocabulary) and the mass outside them.
+    pub fn from_logits_with(
+        logits: &[f32],
+        vocab: usize,
+        k: usize,
+        temperature: f64,
+        tail: bool,
+    ) -> SoftTargets {
         let k = k.min(vocab).max(1);
         let rows = logits.len() / vocab.max(1);
         let mut ids = Vec::with_capacity(rows * k);
         let mut probs = Vec::with_capacity(rows * k);
+        let mut rest = Vec::with_capacity(if tail { rows } else { 0 });
         let mut order: Vec<u32> = Vec::with_capacity(vocab);
         for row in logits.chunks_exact(vocab) {
             order.clear();
@@ -53,11 +69,28 @@ impl SoftTargets {
                 .iter()
                 .map(|&i| ((f64::from(row[i as usize]) - max) / temperature).exp())
                 .collect();
-            let sum: f64 = e.iter().sum();
+            let top_sum: f64 = e.iter().sum();
+            // With a tail: normalize by the whole vocabulary's sum (in f64) and keep the
+            // mass outside the top k apart.
+            let sum = if tail {
+                row.iter()
+                    .map(|&x| ((f64::from(x) - max) / temperature).exp())
+                    .sum::<f64>()
+            } else {
+                top_sum
+            };
             ids.extend_from_slice(top);
             probs.extend(e.iter().map(|&x| (x / sum) as f32));
+            if tail {
+                rest.push(((sum - top_sum).max(0.0) / sum) as f32);
+            }
         }
-        SoftTargets { k, ids, probs }
+        SoftTargets {
+            k,
+            ids,
+            probs,
+            rest,
+        }
     }
 
     /// Checks the targets fit a sequence of `positions` and a student of `vocab` ids.
@@ -71,13 +104,24 @@ impl SoftTargets {
                 self.k
             )));
         }
+        if !(self.rest.is_empty() || self.rest.len() == positions) {
+            return Err(TrainError::Data(format!(
+                "the teacher's tail covers {} of {positions} positions",
+                self.rest.len()
+            )));
+        }
         if let Some(&bad) = self.ids.iter().find(|&&i| i as usize >= vocab) {
             return Err(TrainError::Config(format!(
                 "the teacher predicts token id {bad}, outside the student's vocabulary of \
                  {vocab}: distillation needs a teacher with the student's tokenizer"
             )));
         }
-        if let Some(bad) = self.probs.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
+        if let Some(bad) = self
+            .probs
+            .iter()
+            .chain(&self.rest)
+            .find(|p| !(p.is_finite() && **p >= 0.0))
+        {
             return Err(TrainError::Data(format!(
                 "the teacher gave a probability of {bad}"
             )));
@@ -96,6 +140,8 @@ pub struct Teacher {
     chunk: usize,
     pub k: usize,
     pub temperature: f64,
+    /// Keep the mass outside the top k as one more class instead of renormalizing.
+    pub tail: bool,
 }
 
 impl Teacher {
@@ -127,6 +173,7 @@ impl Teacher {
             chunk,
             k,
             temperature,
+            tail: false,
         })
     }
 
@@ -163,15 +210,18 @@ impl Teacher {
             k: self.k.min(vocab),
             ids: Vec::with_capacity(inputs.len() * self.k),
             probs: Vec::with_capacity(inputs.len() * self.k),
+            rest: Vec::new(),
         };
         for piece in inputs.chunks(self.chunk) {
             let logits = self
                 .llama
                 .forward(pool, piece, &mut self.kv, &mut self.state, true)
                 .map_err(model_err)?;
-            let t = SoftTargets::from_logits(logits, vocab, self.k, self.temperature);
+            let t =
+                SoftTargets::from_logits_with(logits, vocab, self.k, self.temperature, self.tail);
             out.ids.extend_from_slice(&t.ids);
             out.probs.extend_from_slice(&t.probs);
+            out.rest.extend_from_slice(&t.rest);
         }
         Ok(out)
     }

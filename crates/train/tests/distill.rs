@@ -259,6 +259,38 @@ fn distillation_lowers_the_kl_to_the_teacher() {
     let own = own.iter().map(|&x| f64::from(x)).sum::<f64>() / count as f64;
     eprintln!("the teacher's τ² KL to itself over the whole vocabulary: {own:.2e}");
     assert!(own.abs() < 1e-3, "{own}");
+    // With the mass outside the top k kept as a tail, the teacher is the minimum again.
+    let mut tailed = Teacher::new(engine_model(&cfg, &teacher_p), 32, 2, k, temperature).unwrap();
+    tailed.tail = true;
+    let tails: Vec<SoftTargets> = data
+        .iter()
+        .map(|s| tailed.targets(&pool, &s.inputs).unwrap())
+        .collect();
+    let tail_items: Vec<Item<'_, f32>> = data
+        .iter()
+        .zip(&tails)
+        .map(|(s, t)| Item {
+            seq: s,
+            objective: Objective::Distill {
+                teacher: t,
+                temperature,
+            },
+            scale: 1.0,
+        })
+        .collect();
+    let own_k = pass(
+        &pool,
+        &sh,
+        &teacher_p,
+        None,
+        Grads::none(),
+        &tail_items,
+        PassOptions::default(),
+    )
+    .unwrap();
+    let own_k = own_k.iter().map(|&x| f64::from(x)).sum::<f64>() / count as f64;
+    eprintln!("the teacher's τ² KL to itself over its top {k} and a tail: {own_k:.2e}");
+    assert!(own_k.abs() < 1e-3, "{own_k}");
 }
 
 #[test]

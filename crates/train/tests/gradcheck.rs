@@ -556,6 +556,7 @@ fn soft_target_backward_matches_finite_differences() {
         &logits,
         &ids,
         &probs,
+        &[],
         k,
         &counted,
         v,
@@ -564,7 +565,7 @@ fn soft_target_backward_matches_finite_differences() {
     );
     assert!(d[v..2 * v].iter().all(|&x| x == 0.0));
     check("soft_target dlogits", &mut logits, &d, &mut |l| {
-        soft_target::forward(l, &ids, &probs, k, &counted, v, temperature)
+        soft_target::forward(l, &ids, &probs, &[], k, &counted, v, temperature)
     });
     // The loss is τ² KL: zero where the student's tempered softmax is the teacher's.
     let row: Vec<f64> = vec![1.0, 2.0, 0.5];
@@ -574,7 +575,7 @@ fn soft_target_backward_matches_finite_differences() {
         3,
         temperature,
     );
-    let zero = soft_target::forward(&row, &p.ids, &p.probs, 3, &[true], 3, temperature);
+    let zero = soft_target::forward(&row, &p.ids, &p.probs, &[], 3, &[true], 3, temperature);
     assert!(zero.abs() < 1e-6, "{zero}");
 }
 
@@ -794,4 +795,58 @@ fn logits_of(pool: &ThreadPool, sh: &Shape, p: &Params<f64>, s: &Sequence) -> Ve
         }
     }
     out
+}
+
+#[test]
+fn soft_target_with_a_tail_backward_matches_finite_differences() {
+    let mut rng = Rng(32);
+    let (t, v, k) = (3, 9, 3);
+    let mut logits = rng.vec(t * v, 3.0);
+    let ids: Vec<u32> = vec![2, 0, 5, 6, 1, 3, 8, 4, 7];
+    // The teacher's own probabilities on its top 3, and the mass on the other 6.
+    let probs: Vec<f32> = vec![0.5, 0.2, 0.1, 0.3, 0.25, 0.05, 0.7, 0.1, 0.1];
+    let rest: Vec<f32> = vec![0.2, 0.4, 0.1];
+    let counted = [true, true, true];
+    let temperature = 1.5;
+    let mut d = vec![0.0; t * v];
+    soft_target::backward(
+        &mut d,
+        &logits,
+        &ids,
+        &probs,
+        &rest,
+        k,
+        &counted,
+        v,
+        temperature,
+        1.0,
+    );
+    check("soft_target tail dlogits", &mut logits, &d, &mut |l| {
+        soft_target::forward(l, &ids, &probs, &rest, k, &counted, v, temperature)
+    });
+    // With the tail the minimum is the teacher itself: 0 there, and no gradient.
+    let row: Vec<f64> = vec![1.0, 2.0, 0.5, -1.0, 0.3];
+    let row32: Vec<f32> = row.iter().map(|&x| x as f32).collect();
+    let p = SoftTargets::from_logits_with(&row32, 5, 2, temperature, true);
+    assert_eq!(p.rest.len(), 1);
+    let zero = soft_target::forward(&row, &p.ids, &p.probs, &p.rest, 2, &[true], 5, temperature);
+    assert!(zero.abs() < 1e-6, "{zero}");
+    let mut g = vec![0.0; 5];
+    soft_target::backward(
+        &mut g,
+        &row,
+        &p.ids,
+        &p.probs,
+        &p.rest,
+        2,
+        &[true],
+        5,
+        temperature,
+        1.0,
+    );
+    assert!(g.iter().all(|x| x.abs() < 1e-6), "{g:?}");
+    // Renormalized over the top 2, the teacher is not the minimum.
+    let q = SoftTargets::from_logits(&row32, 5, 2, temperature);
+    let off = soft_target::forward(&row, &q.ids, &q.probs, &q.rest, 2, &[true], 5, temperature);
+    assert!(off > 0.1, "{off}");
 }

@@ -11,7 +11,18 @@
 //! ```
 //!
 //! `S` is 1 for a renormalized teacher; keeping it makes the gradient exact for whatever
-//! `p` is stored (f32 probabilities sum to 1 only within rounding). The `τ²` keeps the
+//! `p` is stored (f32 probabilities sum to 1 only within rounding).
+//!
+//! Renormalizing over the top k moves the loss's minimum off the teacher: the targets ask
+//! for all the mass on the k ids, so even the teacher itself scores `-τ² ln Σ_k q` and a
+//! student is pushed to sharpen. With a tail (`rest[t]`, the teacher's mass outside its
+//! top k, `p` then its true probabilities) the rest of the vocabulary is one more class,
+//! `q_r = Σ_{j∉K} q_j`, and the minimum is the teacher exactly:
+//!
+//! ```text
+//! loss += τ² · p_r (ln p_r − ln q_r)
+//! ∂/∂z_j += τ · p_r · q_j · (1 − [j ∉ K] / q_r)
+//! ``` The `τ²` keeps the
 //! gradient's size independent of the temperature, as Hinton recommends. The entropy term
 //! `Σ p ln p` does not depend on the student: the gradient is that of the soft-target
 //! cross-entropy, and the loss reads 0 when the student matches the teacher on the top k.
@@ -19,12 +30,14 @@
 use crate::Float;
 
 /// `Σ_t counted · τ² · KL(p_t ‖ softmax(logits[t] / τ))` over rows `(T, V)`; `ids` and
-/// `probs` are `(T, k)`: the teacher's top-k ids and probabilities of each position.
+/// `probs` are `(T, k)`: the teacher's top-k ids and probabilities of each position;
+/// `rest` is `(T)`, the teacher's mass outside them, or empty for renormalized targets.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<F: Float>(
     logits: &[F],
     ids: &[u32],
     probs: &[f32],
+    rest: &[f32],
     k: usize,
     counted: &[bool],
     v: usize,
@@ -36,12 +49,19 @@ pub fn forward<F: Float>(
         .zip(ids.chunks_exact(k))
         .zip(probs.chunks_exact(k))
         .zip(counted);
-    for (((row, ids), ps), &c) in rows {
+    for (t, (((row, ids), ps), &c)) in rows.enumerate() {
         if !c {
             continue;
         }
         let lse = log_sum_exp_scaled(row, temperature);
         let mut kl = F::ZERO;
+        if let Some(&pr) = rest.get(t)
+            && pr > 0.0
+        {
+            let pr = F::from_f64(f64::from(pr));
+            let qr = tail_mass(row, ids, temperature, lse);
+            kl += pr * (pr.ln() - qr.ln());
+        }
         for (&id, &p) in ids.iter().zip(ps) {
             if p > 0.0 {
                 let p = F::from_f64(f64::from(p));
@@ -54,14 +74,15 @@ pub fn forward<F: Float>(
     loss
 }
 
-/// `dlogits[t] += scale · τ · (S·softmax(logits[t] / τ) − p_t)` for counted rows (the
-/// gradient of [`forward`] times `scale`).
+/// `dlogits[t] += scale · τ · (S·softmax(logits[t] / τ) − p_t)` for counted rows, plus the
+/// tail's term with `rest` (the gradient of [`forward`] times `scale`).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: Float>(
     dlogits: &mut [F],
     logits: &[F],
     ids: &[u32],
     probs: &[f32],
+    rest: &[f32],
     k: usize,
     counted: &[bool],
     v: usize,
@@ -74,7 +95,7 @@ pub fn backward<F: Float>(
         .zip(ids.chunks_exact(k))
         .zip(probs.chunks_exact(k))
         .zip(counted);
-    for ((((d, row), ids), ps), &c) in rows {
+    for (t, ((((d, row), ids), ps), &c)) in rows.enumerate() {
         if !c {
             continue;
         }
@@ -84,13 +105,42 @@ pub fn backward<F: Float>(
             s += F::from_f64(f64::from(p));
         }
         let f = scale * temperature;
-        for (d, &x) in d.iter_mut().zip(row) {
-            *d += f * s * (x / temperature - lse).exp();
+        let pr = rest.get(t).map_or(F::ZERO, |&r| F::from_f64(f64::from(r)));
+        if pr > F::ZERO {
+            // Every j gets p_r q_j; those outside the top k also −p_r q_j / q_r.
+            let qr = tail_mass(row, ids, temperature, lse);
+            let outside = pr / qr;
+            for (d, &x) in d.iter_mut().zip(row) {
+                let q = (x / temperature - lse).exp();
+                *d += f * (s + pr - outside) * q;
+            }
+            for &id in ids {
+                let q = (row[id as usize] / temperature - lse).exp();
+                d[id as usize] += f * outside * q;
+            }
+        } else {
+            for (d, &x) in d.iter_mut().zip(row) {
+                *d += f * s * (x / temperature - lse).exp();
+            }
         }
         for (&id, &p) in ids.iter().zip(ps) {
             d[id as usize] -= f * F::from_f64(f64::from(p));
         }
     }
+}
+
+/// `q_r = Σ_{j ∉ ids} softmax(row / τ)_j`, summed directly (not `1 − Σ_ids q`, which loses
+/// every digit when the top k hold nearly all the mass). `ids` are distinct.
+fn tail_mass<F: Float>(row: &[F], ids: &[u32], temperature: F, lse: F) -> F {
+    let mut top = ids.to_vec();
+    top.sort_unstable();
+    let mut total = F::ZERO;
+    for (j, &x) in row.iter().enumerate() {
+        if top.binary_search(&(j as u32)).is_err() {
+            total += (x / temperature - lse).exp();
+        }
+    }
+    total
 }
 
 /// `log Σ exp(row / τ)`.
