@@ -18,6 +18,7 @@ pub mod calls;
 pub mod embeddings;
 pub mod error;
 pub mod files;
+pub mod fine_tuning;
 pub mod job;
 pub mod llama_stack;
 pub mod ollama;
@@ -844,6 +845,102 @@ pub fn routes() -> Vec<Route> {
             api: "vector-stores",
             body: None,
             handler: || delete(vector_stores::stores::delete),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/fine_tuning/jobs",
+            summary: "Create a fine-tuning job (LoRA by default; training_file from /v1/files)",
+            api: "fine-tuning",
+            body: None,
+            handler: || post(fine_tuning::openai::create),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/fine_tuning/jobs",
+            summary: "Fine-tuning jobs, newest first (after, limit)",
+            api: "fine-tuning",
+            body: None,
+            handler: || get(fine_tuning::openai::list),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/fine_tuning/jobs/{job_id}",
+            summary: "A fine-tuning job",
+            api: "fine-tuning",
+            body: None,
+            handler: || get(fine_tuning::openai::get),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/fine_tuning/jobs/{job_id}/cancel",
+            summary: "Cancel a fine-tuning job (a running one stops after its step, with a checkpoint)",
+            api: "fine-tuning",
+            body: None,
+            handler: || post(fine_tuning::openai::cancel),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/fine_tuning/jobs/{job_id}/events",
+            summary: "A fine-tuning job's events, newest first (after, limit)",
+            api: "fine-tuning",
+            body: None,
+            handler: || get(fine_tuning::openai::events),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/fine_tuning/jobs/{job_id}/checkpoints",
+            summary: "A fine-tuning job's checkpoints",
+            api: "fine-tuning",
+            body: None,
+            handler: || get(fine_tuning::openai::checkpoints),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/post-training/supervised-fine-tune",
+            summary: "Start supervised fine-tuning (LoRA with algorithm_config, else full)",
+            api: "post-training",
+            body: None,
+            handler: || post(fine_tuning::llama_stack::supervised_fine_tune),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/post-training/preference-optimize",
+            summary: "Preference optimization (DPO): not available yet (501)",
+            api: "post-training",
+            body: None,
+            handler: || post(fine_tuning::llama_stack::preference_optimize),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/post-training/jobs",
+            summary: "Post-training jobs",
+            api: "post-training",
+            body: None,
+            handler: || get(fine_tuning::llama_stack::jobs),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/post-training/job/status",
+            summary: "A post-training job's status (job_uuid)",
+            api: "post-training",
+            body: None,
+            handler: || get(fine_tuning::llama_stack::status),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/post-training/job/artifacts",
+            summary: "A post-training job's checkpoints (job_uuid)",
+            api: "post-training",
+            body: None,
+            handler: || get(fine_tuning::llama_stack::artifacts),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/post-training/job/cancel",
+            summary: "Cancel a post-training job",
+            api: "post-training",
+            body: None,
+            handler: || post(fine_tuning::llama_stack::cancel),
         },
         Route {
             method: "POST",

@@ -64,6 +64,8 @@ pub struct AppState {
     pub embeddings: crate::embeddings::EmbeddingModels,
     /// Uploaded files (see [`crate::files`]).
     pub files: crate::files::FilesState,
+    /// Fine-tuning jobs (see [`crate::fine_tuning`]).
+    pub fine_tuning: std::sync::Arc<crate::fine_tuning::FineTuning>,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

@@ -38,6 +38,26 @@ impl std::fmt::Debug for PackedF32 {
 impl PackedF32 {
     /// Repacks row-major `w` (`rows * cols` values).
     pub fn pack(w: &[f32], rows: usize, cols: usize) -> Result<PackedF32, TensorError> {
+        Self::pack_impl(None, w, rows, cols)
+    }
+
+    /// [`PackedF32::pack`] with the panels spread over `pool`: a training pass repacks
+    /// weights that change every step, and a serial pack is time the other threads wait.
+    pub fn pack_on(
+        pool: &ThreadPool,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<PackedF32, TensorError> {
+        Self::pack_impl(Some(pool), w, rows, cols)
+    }
+
+    fn pack_impl(
+        pool: Option<&ThreadPool>,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<PackedF32, TensorError> {
         let want = rows.checked_mul(cols).ok_or(TensorError::Overflow {
             op: "PackedF32::pack",
             what: "matrix size",
@@ -54,12 +74,16 @@ impl PackedF32 {
         }
         let panels = rows.div_ceil(NR);
         let mut data = vec![0.0; panels * cols * NR];
-        for (r, row) in w.chunks_exact(cols).enumerate() {
-            let base = (r / NR) * cols * NR + r % NR;
-            for (k, &v) in row.iter().enumerate() {
-                data[base + k * NR] = v;
+        by_panels(pool, &mut data, panels, cols, &|p0, dst| {
+            let r_end = (dst.len() / (cols * NR) + p0) * NR;
+            for r in p0 * NR..r_end.min(rows) {
+                let row = &w[r * cols..(r + 1) * cols];
+                let base = (r / NR - p0) * cols * NR + r % NR;
+                for (k, &v) in row.iter().enumerate() {
+                    dst[base + k * NR] = v;
+                }
             }
-        }
+        });
         Ok(PackedF32 { rows, cols, data })
     }
 
@@ -68,6 +92,25 @@ impl PackedF32 {
     /// (a backward pass's `dY · W`, `dYᵀ · X`) need no separate transposed copy: a panel's
     /// step `k` is 32 consecutive values of `a`'s row `k`.
     pub fn pack_transposed(
+        a: &[f32],
+        a_rows: usize,
+        a_cols: usize,
+    ) -> Result<PackedF32, TensorError> {
+        Self::pack_transposed_impl(None, a, a_rows, a_cols)
+    }
+
+    /// [`PackedF32::pack_transposed`] with the panels spread over `pool`.
+    pub fn pack_transposed_on(
+        pool: &ThreadPool,
+        a: &[f32],
+        a_rows: usize,
+        a_cols: usize,
+    ) -> Result<PackedF32, TensorError> {
+        Self::pack_transposed_impl(Some(pool), a, a_rows, a_cols)
+    }
+
+    fn pack_transposed_impl(
+        pool: Option<&ThreadPool>,
         a: &[f32],
         a_rows: usize,
         a_cols: usize,
@@ -89,12 +132,16 @@ impl PackedF32 {
         let (rows, cols) = (a_cols, a_rows);
         let panels = rows.div_ceil(NR);
         let mut data = vec![0.0; panels * cols * NR];
-        for (k, arow) in a.chunks_exact(a_cols).enumerate() {
-            for (p, src) in arow.chunks(NR).enumerate() {
-                let base = p * cols * NR + k * NR;
-                data[base..base + src.len()].copy_from_slice(src);
+        by_panels(pool, &mut data, panels, cols, &|p0, dst| {
+            let p1 = p0 + dst.len() / (cols * NR);
+            for (k, arow) in a.chunks_exact(a_cols).enumerate() {
+                for p in p0..p1 {
+                    let src = &arow[p * NR..((p + 1) * NR).min(a_cols)];
+                    let base = (p - p0) * cols * NR + k * NR;
+                    dst[base..base + src.len()].copy_from_slice(src);
+                }
             }
-        }
+        });
         Ok(PackedF32 { rows, cols, data })
     }
 
@@ -105,6 +152,31 @@ impl PackedF32 {
     pub fn cols(&self) -> usize {
         self.cols
     }
+}
+
+/// Runs `f(first_panel, panels' data)` on contiguous ranges of the `panels` panels of
+/// `data` (each `cols * NR` values), one range per pool thread, or all on the caller
+/// without a pool. Panels are independent, so the result does not depend on the split.
+fn by_panels(
+    pool: Option<&ThreadPool>,
+    data: &mut [f32],
+    panels: usize,
+    cols: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let Some(pool) = pool else {
+        f(0, data);
+        return;
+    };
+    let ds = SyncSlice::new(data);
+    pool.run(&|t, nt| {
+        let (p0, p1) = (panels * t / nt, panels * (t + 1) / nt);
+        if p0 < p1 {
+            // SAFETY: the panel ranges of different threads are disjoint.
+            let dst = unsafe { ds.slice_mut(p0 * cols * NR, (p1 - p0) * cols * NR) };
+            f(p0, dst);
+        }
+    });
 }
 
 /// What [`matmul_f32_packed_with`] does to each output before storing it.
@@ -589,7 +661,7 @@ mod tests {
 
     #[test]
     fn transposed_packing_is_packing_the_transpose() {
-        for (a_rows, a_cols) in [(1, 1), (3, 70), (40, 33), (7, 64)] {
+        for (a_rows, a_cols) in [(1, 1), (3, 70), (40, 33), (7, 64), (100, 200)] {
             let a: Vec<f32> = (0..a_rows * a_cols).map(|i| i as f32 * 0.5 - 3.0).collect();
             let mut t = vec![0.0; a.len()];
             for r in 0..a_rows {
@@ -601,6 +673,14 @@ mod tests {
             let got = PackedF32::pack_transposed(&a, a_rows, a_cols).expect("pack_transposed");
             assert_eq!((got.rows, got.cols), (want.rows, want.cols));
             assert_eq!(got.data, want.data, "{a_rows}x{a_cols}");
+            // Packing on a pool gives the same panels.
+            for threads in [2, 3] {
+                let pool = ThreadPool::new(threads);
+                let on = PackedF32::pack_transposed_on(&pool, &a, a_rows, a_cols).expect("on");
+                assert_eq!(on.data, want.data, "{a_rows}x{a_cols}, {threads} threads");
+                let on = PackedF32::pack_on(&pool, &t, a_cols, a_rows).expect("on");
+                assert_eq!(on.data, want.data, "{a_rows}x{a_cols}, {threads} threads");
+            }
         }
     }
 

@@ -38,6 +38,12 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn zero<P: ParamSet<f32>>(g: &mut P) {
+    for (_, t) in g.tensors_mut() {
+        t.fill(0.0);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args.first().ok_or("usage: step_bench MODEL.gguf [--seq N] [--threads N] [--steps N] [--lora RANK] [--recompute] [--tokens FILE]")?;
@@ -91,23 +97,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let mut lora = Lora::<f32>::new(&cfg, lc, 7)?;
             let mut opt = AdamW::new(adamw, &lora);
+            // The gradients live across steps and are zeroed in place, as in `Trainer`.
+            let mut g = lora.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                let mut g = lora.zeros_like();
+                zero(&mut g);
                 let loss =
                     forward_backward_lora(&pool, &sh, &p, &lora, &mut g, &batch, scale, opts)?;
-                opt.update(&mut lora, &g, lr);
+                opt.update_on(&pool, &mut lora, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
             }
         }
         None => {
             let mut opt = AdamW::new(adamw, &p);
+            let mut g = p.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                let mut g = p.zeros_like();
+                zero(&mut g);
                 let loss = forward_backward(&pool, &sh, &p, &mut g, &batch, scale, opts)?;
-                opt.update(&mut p, &g, lr);
+                opt.update_on(&pool, &mut p, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
             }
@@ -122,11 +131,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Steps after the first (which pays first-touch page faults), best of the rest.
     let best = times.iter().skip(1).copied().fold(f64::INFINITY, f64::min);
     let best = if best.is_finite() { best } else { times[0] };
+    // Sections the pool ran on its caller alone because other processes took our cores
+    // (see `ThreadPool`): a high share means the 2-thread number is really 1 thread's.
+    let ps = pool.stats();
     println!(
-        "{{\"method\": \"{}\", \"threads\": {threads}, \"seq\": {seq}, \"losses\": {losses:?}, \"step_s\": {times:?}, \"tokens_per_s\": {:.3}, \"peak_rss_mib\": {:.1}}}",
+        "{{\"method\": \"{}\", \"threads\": {threads}, \"seq\": {seq}, \"losses\": {losses:?}, \"step_s\": {times:?}, \"tokens_per_s\": {:.3}, \"peak_rss_mib\": {:.1}, \"pool_parallel_runs\": {}, \"pool_solo_runs\": {}, \"pool_backoffs\": {}}}",
         rank.map_or("full".to_string(), |r| format!("lora{r}")),
         seq as f64 / best,
-        peak_rss_mib()
+        peak_rss_mib(),
+        ps.parallel_runs,
+        ps.solo_runs,
+        ps.backoffs
     );
     Ok(())
 }

@@ -147,8 +147,10 @@ impl Float for f64 {
 impl Float for f32 {
     float_ops!(f32);
 
-    /// The matrix is repacked into the GEMM's panels on every call: weights change every
-    /// step, and packing is O(oc · c) against the product's O(t · oc · c).
+    /// The matrix is repacked into the GEMM's panels on every call (on the pool's
+    /// threads): weights change every step, and packing is O(oc · c) against the
+    /// product's O(t · oc · c). Keeping packed copies of a frozen base instead would cost
+    /// its size again in memory (twice: the backward reads it transposed).
     fn gemm(
         pool: &ThreadPool,
         out: &mut [f32],
@@ -161,8 +163,8 @@ impl Float for f32 {
     ) {
         let t = x.len() / c.max(1);
         let packed = match layout {
-            Layout::Rows => PackedF32::pack(w, oc, c),
-            Layout::Transposed => PackedF32::pack_transposed(w, c, oc),
+            Layout::Rows => PackedF32::pack_on(pool, w, oc, c),
+            Layout::Transposed => PackedF32::pack_transposed_on(pool, w, c, oc),
         };
         let epi = Epilogue {
             accumulate,

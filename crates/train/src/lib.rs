@@ -47,7 +47,7 @@ pub use float::Float;
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
     Grads, Item, Objective, PassOptions, Sequence, Shape, forward_backward, forward_backward_lora,
-    loss, loss_lora, pass,
+    loss, loss_lora, pass, release_pass_buffers,
 };
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 pub use params::{LayerParams, ParamSet, Params};

@@ -24,7 +24,7 @@ use crate::lora::{Lora, LoraPair, Target};
 use crate::ops::attention::Heads;
 use crate::ops::rope::RopeTables;
 use crate::ops::{
-    add_into, attention, cross_entropy, embedding, matmul, rmsnorm, rope, soft_target, swiglu,
+    add_into_par, attention, cross_entropy, embedding, matmul, rmsnorm, rope, soft_target, swiglu,
 };
 use crate::params::{LayerParams, Params};
 
@@ -103,7 +103,7 @@ struct LayerActs<F> {
     q: Vec<F>,     // (T, q_width) after RoPE
     k: Vec<F>,     // (T, kv_width) after RoPE
     v: Vec<F>,     // (T, kv_width)
-    probs: Vec<F>, // (n_heads, T, T)
+    probs: Vec<F>, // (n_heads, causal row blocks): attention::probs_len
     att: Vec<F>,   // (T, q_width) attention output
     h: Vec<F>,     // (T, dim) x + wo · att
     hn: Vec<F>,    // (T, dim) ffn_norm(h)
@@ -115,9 +115,50 @@ struct LayerActs<F> {
     xa: [Vec<F>; 7],
 }
 
+/// Makes `v` `n` long. A buffer kept from an earlier pass with that length keeps its
+/// contents instead of being zeroed again: every user of `resize` overwrites it (the
+/// ops' `forward(out, ..)` convention).
 fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
-    v.clear();
-    v.resize(n, F::ZERO);
+    if v.len() != n {
+        v.clear();
+        v.resize(n, F::ZERO);
+    }
+}
+
+/// What a pass allocates in proportion to the model (layer inputs, saved activations,
+/// the logits), kept on the thread for its next pass: a training step then touches
+/// memory it already owns instead of faulting in ~1 GiB of fresh pages (SmolLM2-135M
+/// with LoRA at 512 tokens), which the kernel zeroes on one core. The memory held is
+/// the peak the pass reached anyway; [`release_pass_buffers`] gives it back.
+#[derive(Debug, Default)]
+struct PassBuffers<F> {
+    xs: Vec<Vec<F>>,
+    acts: Vec<LayerActs<F>>,
+    scratch: LayerActs<F>,
+    logits: Vec<F>,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn take_buffers<F: Float>() -> PassBuffers<F> {
+    SPARE
+        .with_borrow_mut(|s| s.take())
+        .and_then(|b| b.downcast::<PassBuffers<F>>().ok())
+        .map(|b| *b)
+        .unwrap_or_default()
+}
+
+fn keep_buffers<F: Float>(b: PassBuffers<F>) {
+    SPARE.with_borrow_mut(|s| *s = Some(Box::new(b)));
+}
+
+/// Frees the buffers the last training pass on this thread kept for the next one (a
+/// long-running process that is done training).
+pub fn release_pass_buffers() {
+    SPARE.with_borrow_mut(|s| *s = None);
 }
 
 /// One layer's LoRA matrices (by [`Target`] index) and the update's scale.
@@ -226,29 +267,29 @@ fn layer_forward<F: Float>(
     let xa = &mut s.xa;
     resize(&mut s.xn, t * d);
     resize(&mut s.rstd1, t);
-    rmsnorm::forward(&mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut s.xn, &mut s.rstd1, x, &l.attention_norm, eps); // (T, dim)
     let mut tmp = vec![F::ZERO; t * qw.max(kw)];
     resize(&mut s.q, t * qw);
     let q = pick(lora, Target::Q);
     proj_forward(pool, &mut tmp[..t * qw], &s.xn, &l.wq, q, &mut xa[0], d, qw); // (T, q_width)
-    rope::forward(&mut s.q, &tmp[..t * qw], qw, hd, tab);
+    rope::forward(pool, &mut s.q, &tmp[..t * qw], qw, hd, tab);
     resize(&mut s.k, t * kw);
     let k = pick(lora, Target::K);
     proj_forward(pool, &mut tmp[..t * kw], &s.xn, &l.wk, k, &mut xa[1], d, kw); // (T, kv_width)
-    rope::forward(&mut s.k, &tmp[..t * kw], kw, hd, tab);
+    rope::forward(pool, &mut s.k, &tmp[..t * kw], kw, hd, tab);
     resize(&mut s.v, t * kw);
     let v = pick(lora, Target::V);
     proj_forward(pool, &mut s.v, &s.xn, &l.wv, v, &mut xa[2], d, kw); // (T, kv_width)
-    resize(&mut s.probs, sh.heads.n_heads * t * t);
+    resize(&mut s.probs, attention::probs_len(t, sh.heads));
     resize(&mut s.att, t * qw);
     attention::forward(pool, &mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
     resize(&mut s.h, t * d);
     let o = pick(lora, Target::O);
     proj_forward(pool, &mut s.h, &s.att, &l.wo, o, &mut xa[3], qw, d); // (T, dim)
-    add_into(&mut s.h, x);
+    add_into_par(pool, &mut s.h, x);
     resize(&mut s.hn, t * d);
     resize(&mut s.rstd2, t);
-    rmsnorm::forward(&mut s.hn, &mut s.rstd2, &s.h, &l.ffn_norm, eps); // (T, dim)
+    rmsnorm::forward(pool, &mut s.hn, &mut s.rstd2, &s.h, &l.ffn_norm, eps); // (T, dim)
     resize(&mut s.a, t * ff);
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
@@ -256,10 +297,10 @@ fn layer_forward<F: Float>(
     proj_forward(pool, &mut s.a, &s.hn, &l.w1, gate, &mut xa[4], d, ff); // (T, ffn)
     let up = pick(lora, Target::Up);
     proj_forward(pool, &mut s.b, &s.hn, &l.w3, up, &mut xa[5], d, ff); // (T, ffn)
-    swiglu::forward(&mut s.g, &s.a, &s.b); // (T, ffn)
+    swiglu::forward(pool, &mut s.g, &s.a, &s.b); // (T, ffn)
     let down = pick(lora, Target::Down);
     proj_forward(pool, x_out, &s.g, &l.w2, down, &mut xa[6], ff, d); // (T, dim)
-    add_into(x_out, &s.h);
+    add_into_par(pool, x_out, &s.h);
 }
 
 /// Where a layer's gradients go: the base's tensors (full fine-tuning), the adapter's,
@@ -287,7 +328,6 @@ fn layer_backward<F: Float>(
     let (d, qw, kw, ff) = (sh.dim, sh.q_width(), sh.kv_width(), sh.ffn_dim);
     let t = x.len() / d;
     let hd = sh.heads.head_dim;
-    let mut norm_scratch = Vec::new();
     // x' = h + w2 · g
     let mut dh = dout.to_vec(); // (T, dim)
     let mut dg = vec![F::ZERO; t * ff];
@@ -298,7 +338,7 @@ fn layer_backward<F: Float>(
     );
     let mut da = vec![F::ZERO; t * ff];
     let mut db = vec![F::ZERO; t * ff];
-    swiglu::backward(&mut da, &mut db, &dg, &s.a, &s.b);
+    swiglu::backward(pool, &mut da, &mut db, &dg, &s.a, &s.b);
     let mut dhn = vec![F::ZERO; t * d];
     for (tg, dy, i, w) in [(Target::Gate, &da, 4, &l.w1), (Target::Up, &db, 5, &l.w3)] {
         let (dw, dl) = grads_of(g, tg);
@@ -316,11 +356,9 @@ fn layer_backward<F: Float>(
             ff,
         );
     }
-    let dnorm = match g.base.as_deref_mut() {
-        Some(b) => &mut b.ffn_norm,
-        None => scratch(&mut norm_scratch, d),
-    };
-    rmsnorm::backward(&mut dh, dnorm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
+    // A frozen norm (LoRA) gets no gradient at all.
+    let dnorm = g.base.as_deref_mut().map(|b| b.ffn_norm.as_mut_slice());
+    rmsnorm::backward(pool, &mut dh, dnorm, &dhn, &s.h, &l.ffn_norm, &s.rstd2);
     // h = x + wo · att
     dx.copy_from_slice(&dh);
     let mut datt = vec![F::ZERO; t * qw];
@@ -346,8 +384,8 @@ fn layer_backward<F: Float>(
     );
     let mut dq0 = vec![F::ZERO; t * qw];
     let mut dk0 = vec![F::ZERO; t * kw];
-    rope::backward(&mut dq0, &dq, qw, hd, tab);
-    rope::backward(&mut dk0, &dk, kw, hd, tab);
+    rope::backward(pool, &mut dq0, &dq, qw, hd, tab);
+    rope::backward(pool, &mut dk0, &dk, kw, hd, tab);
     let mut dxn = vec![F::ZERO; t * d];
     for (tg, dy, i, w, oc) in [
         (Target::Q, &dq0, 0, &l.wq, qw),
@@ -369,11 +407,11 @@ fn layer_backward<F: Float>(
             oc,
         );
     }
-    let dnorm = match g.base.as_deref_mut() {
-        Some(b) => &mut b.attention_norm,
-        None => scratch(&mut norm_scratch, d),
-    };
-    rmsnorm::backward(dx, dnorm, &dxn, x, &l.attention_norm, &s.rstd1);
+    let dnorm = g
+        .base
+        .as_deref_mut()
+        .map(|b| b.attention_norm.as_mut_slice());
+    rmsnorm::backward(pool, dx, dnorm, &dxn, x, &l.attention_norm, &s.rstd1);
 }
 
 /// The base weight's and the adapter's gradient of target `t`, borrowed together.
@@ -393,12 +431,6 @@ fn grads_of<'g, F>(
     });
     let dl = lora.as_deref_mut().and_then(|l| l[t as usize].as_mut());
     (dw, dl)
-}
-
-/// A zeroed buffer for a gradient nobody keeps (a frozen norm's).
-fn scratch<F: Float>(v: &mut Vec<F>, n: usize) -> &mut Vec<F> {
-    resize(v, n);
-    v
 }
 
 /// Checks a sequence against the model's vocabulary and context.
@@ -608,10 +640,13 @@ pub fn pass<F: Float>(
     for it in items {
         check_item(sh, it)?;
     }
-    Ok(items
+    let mut bufs = take_buffers::<F>();
+    let out = items
         .iter()
-        .map(|it| sequence_pass(pool, sh, p, lora, grads.reborrow(), it, opts))
-        .collect())
+        .map(|it| sequence_pass(pool, sh, p, lora, grads.reborrow(), it, opts, &mut bufs))
+        .collect();
+    keep_buffers(bufs);
+    Ok(out)
 }
 
 fn check_lora<F: Float>(p: &Params<F>, lora: &Lora<F>) -> Result<()> {
@@ -676,6 +711,7 @@ fn sequence_pass<F: Float>(
     mut grads: Grads<'_, F>,
     item: &Item<'_, F>,
     opts: PassOptions,
+    bufs: &mut PassBuffers<F>,
 ) -> F {
     let s = item.seq;
     let (d, v) = (sh.dim, sh.vocab);
@@ -692,16 +728,29 @@ fn sequence_pass<F: Float>(
         })
     };
     // xs[l] is layer l's input; xs[n_layers] the last block's output.
-    let mut xs: Vec<Vec<F>> = vec![vec![F::ZERO; t * d]; n_layers + 1];
+    let PassBuffers {
+        xs,
+        acts,
+        scratch,
+        logits,
+    } = bufs;
+    if xs.len() < n_layers + 1 {
+        xs.resize_with(n_layers + 1, Vec::new);
+    }
+    for x in xs.iter_mut() {
+        resize(x, t * d);
+    }
     embedding::forward(&mut xs[0], &s.inputs, &p.tok_embeddings, d); // (T, dim)
-    let mut acts: Vec<LayerActs<F>> = Vec::new();
-    let mut scratch = LayerActs::default();
+    if keep_all && acts.len() < n_layers {
+        acts.resize_with(n_layers, LayerActs::default);
+    }
     for (i, l) in p.layers.iter().enumerate() {
         let (before, after) = xs.split_at_mut(i + 1);
-        if keep_all {
-            acts.push(LayerActs::default());
-        }
-        let sa = if keep_all { &mut acts[i] } else { &mut scratch };
+        let sa = if keep_all {
+            &mut acts[i]
+        } else {
+            &mut *scratch
+        };
         layer_forward(
             pool,
             sh,
@@ -717,31 +766,24 @@ fn sequence_pass<F: Float>(
     let mut xf = vec![F::ZERO; t * d];
     let mut rstd = vec![F::ZERO; t];
     let eps = F::from_f64(sh.eps);
-    rmsnorm::forward(&mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
-    let mut logits = vec![F::ZERO; t * v];
-    matmul::forward(pool, &mut logits, &xf, out_w, d, v); // (T, vocab)
-    let loss = loss_forward(&logits, item, v);
+    rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], &p.norm, eps); // (T, dim)
+    resize(logits, t * v);
+    matmul::forward(pool, logits, &xf, out_w, d, v); // (T, vocab)
     if !backward {
-        return loss;
+        return loss_forward(pool, logits, item, v);
     }
-
-    let mut dlogits = vec![F::ZERO; t * v];
-    loss_backward(&mut dlogits, &logits, item, v);
-    drop(logits);
+    // The logits become their gradient in place.
+    let loss = loss_forward_backward(pool, logits, item, v);
+    let dlogits = &*logits;
     let mut dxf = vec![F::ZERO; t * d];
     let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
         Some(go) => go.as_mut_slice(),
         None => g.tok_embeddings.as_mut_slice(),
     });
-    matmul::backward(pool, Some(&mut dxf), d_out_w, &dlogits, &xf, out_w, d, v);
-    drop(dlogits);
+    matmul::backward(pool, Some(&mut dxf), d_out_w, dlogits, &xf, out_w, d, v);
     let mut dx = vec![F::ZERO; t * d];
-    let mut norm_scratch = vec![F::ZERO; d];
-    let dnorm = match grads.base.as_deref_mut() {
-        Some(g) => &mut g.norm,
-        None => &mut norm_scratch,
-    };
-    rmsnorm::backward(&mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
+    let dnorm = grads.base.as_deref_mut().map(|g| g.norm.as_mut_slice());
+    rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], &p.norm, &rstd);
     let mut dprev = vec![F::ZERO; t * d];
     for i in (0..n_layers).rev() {
         let l = &p.layers[i];
@@ -750,17 +792,8 @@ fn sequence_pass<F: Float>(
         } else {
             // Recompute this layer's activations from its saved input.
             let mut out = vec![F::ZERO; t * d];
-            layer_forward(
-                pool,
-                sh,
-                l,
-                layer_lora(i),
-                &tab,
-                &xs[i],
-                &mut scratch,
-                &mut out,
-            );
-            &scratch
+            layer_forward(pool, sh, l, layer_lora(i), &tab, &xs[i], scratch, &mut out);
+            &*scratch
         };
         let mut lg = LayerGrads {
             base: grads.base.as_deref_mut().map(|g| &mut g.layers[i]),
@@ -781,16 +814,16 @@ fn sequence_pass<F: Float>(
         std::mem::swap(&mut dx, &mut dprev);
     }
     if let Some(g) = grads.base {
-        embedding::backward(&mut g.tok_embeddings, &dx, &s.inputs, d);
+        embedding::backward(pool, &mut g.tok_embeddings, &dx, &s.inputs, d);
     }
     loss
 }
 
 /// The item's loss from its logits `(T, vocab)`.
-fn loss_forward<F: Float>(logits: &[F], it: &Item<'_, F>, v: usize) -> F {
+fn loss_forward<F: Float>(pool: &ThreadPool, logits: &[F], it: &Item<'_, F>, v: usize) -> F {
     let s = it.seq;
     match it.objective {
-        Objective::CrossEntropy => cross_entropy::forward(logits, &s.targets, &s.counted, v),
+        Objective::CrossEntropy => cross_entropy::forward(pool, logits, &s.targets, &s.counted, v),
         Objective::Distill {
             teacher: t,
             temperature,
@@ -807,27 +840,31 @@ fn loss_forward<F: Float>(logits: &[F], it: &Item<'_, F>, v: usize) -> F {
     }
 }
 
-/// `dlogits += item.scale · ∂loss/∂logits`.
-fn loss_backward<F: Float>(dlogits: &mut [F], logits: &[F], it: &Item<'_, F>, v: usize) {
+/// The item's loss, and its logits replaced by `item.scale · ∂loss/∂logits`.
+fn loss_forward_backward<F: Float>(
+    pool: &ThreadPool,
+    logits: &mut [F],
+    it: &Item<'_, F>,
+    v: usize,
+) -> F {
     let s = it.seq;
     match it.objective {
         Objective::CrossEntropy => {
-            cross_entropy::backward(dlogits, logits, &s.targets, &s.counted, v, it.scale);
+            cross_entropy::forward_backward(pool, logits, &s.targets, &s.counted, v, it.scale)
         }
         Objective::Distill {
             teacher: t,
             temperature,
-        } => soft_target::backward(
-            dlogits,
-            logits,
-            &t.ids,
-            &t.probs,
-            &t.rest,
-            t.k,
-            &s.counted,
-            v,
-            F::from_f64(temperature),
-            it.scale,
-        ),
+        } => {
+            let tau = F::from_f64(temperature);
+            let loss =
+                soft_target::forward(logits, &t.ids, &t.probs, &t.rest, t.k, &s.counted, v, tau);
+            let mut d = vec![F::ZERO; logits.len()];
+            soft_target::backward(
+                &mut d, logits, &t.ids, &t.probs, &t.rest, t.k, &s.counted, v, tau, it.scale,
+            );
+            logits.copy_from_slice(&d);
+            loss
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! (`torch.optim.AdamW`, `clip_grad_norm_`, torchtune's
 //! `get_cosine_schedule_with_warmup`), so runs can be pinned to PyTorch's losses.
 
+use ferrollama_tensor::{SyncSlice, ThreadPool};
+
 use crate::Float;
 use crate::params::{ParamSet, Params};
 
@@ -53,6 +55,17 @@ impl<F: Float, P: ParamSet<F>> AdamW<F, P> {
     /// `θ ← θ(1 - lr·λ)`, `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`,
     /// `θ ← θ - lr/(1-β₁ᵗ) · m / (sqrt(v)/sqrt(1-β₂ᵗ) + ε)`.
     pub fn update(&mut self, params: &mut P, grads: &P, lr: f64) {
+        self.update_impl(None, params, grads, lr);
+    }
+
+    /// [`AdamW::update`] with every tensor's elements spread over `pool` (element-wise:
+    /// the same bits as `update`). Full fine-tuning updates every weight of the model
+    /// each step; on one thread that is time the other threads wait.
+    pub fn update_on(&mut self, pool: &ThreadPool, params: &mut P, grads: &P, lr: f64) {
+        self.update_impl(Some(pool), params, grads, lr);
+    }
+
+    fn update_impl(&mut self, pool: Option<&ThreadPool>, params: &mut P, grads: &P, lr: f64) {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
@@ -65,18 +78,43 @@ impl<F: Float, P: ParamSet<F>> AdamW<F, P> {
             F::from_f64(c.eps),
         );
         let (one_b1, one_b2) = (F::from_f64(1.0 - c.beta1), F::from_f64(1.0 - c.beta2));
+        let update = |p: &mut [F], g: &[F], m: &mut [F], v: &mut [F]| {
+            for i in 0..p.len() {
+                let gi = g[i];
+                p[i] *= decay;
+                m[i] = b1 * m[i] + one_b1 * gi;
+                v[i] = b2 * v[i] + one_b2 * gi * gi;
+                let denom = v[i].sqrt() / bc2_sqrt + eps;
+                p[i] -= step_size * m[i] / denom;
+            }
+        };
         let ps = params.tensors_mut();
         let gs = grads.tensors();
         let ms = self.m.tensors_mut();
         let vs = self.v.tensors_mut();
         for (((p, g), m), v) in ps.into_iter().zip(gs).zip(ms).zip(vs) {
-            for i in 0..p.1.len() {
-                let gi = g.1[i];
-                p.1[i] *= decay;
-                m.1[i] = b1 * m.1[i] + one_b1 * gi;
-                v.1[i] = b2 * v.1[i] + one_b2 * gi * gi;
-                let denom = v.1[i].sqrt() / bc2_sqrt + eps;
-                p.1[i] -= step_size * m.1[i] / denom;
+            let n = p.1.len().min(g.1.len()).min(m.1.len()).min(v.1.len());
+            match pool {
+                None => update(&mut p.1[..n], &g.1[..n], &mut m.1[..n], &mut v.1[..n]),
+                Some(pool) => {
+                    let (pp, mm, vv) = (
+                        SyncSlice::new(p.1.as_mut_slice()),
+                        SyncSlice::new(m.1.as_mut_slice()),
+                        SyncSlice::new(v.1.as_mut_slice()),
+                    );
+                    let g = g.1.as_slice();
+                    crate::ops::par_ranges(pool, n, n, &|r| {
+                        // SAFETY: the ranges of different threads are disjoint.
+                        let (p, m, v) = unsafe {
+                            (
+                                pp.slice_mut(r.start, r.len()),
+                                mm.slice_mut(r.start, r.len()),
+                                vv.slice_mut(r.start, r.len()),
+                            )
+                        };
+                        update(p, &g[r], m, v);
+                    });
+                }
             }
         }
     }
@@ -130,5 +168,50 @@ mod tests {
         assert_eq!(cosine_lr(1.0, 4, 4, 20), 1.0);
         assert!((cosine_lr(1.0, 12, 4, 20) - 0.5).abs() < 1e-12);
         assert!(cosine_lr(1.0, 20, 4, 20).abs() < 1e-12);
+    }
+
+    /// The pool's update is the serial one, bit for bit, over several steps.
+    #[test]
+    fn update_on_a_pool_matches_the_serial_update() {
+        use crate::{Lora, LoraConfig, Target};
+        let cfg = ferrollama_model::LlamaConfig {
+            dim: 64,
+            n_layers: 1,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            rope_dims: 16,
+            ffn_dim: 128,
+            vocab_size: 10,
+            norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_seq_len: 16,
+            rope_scaling: None,
+        };
+        let lc = LoraConfig {
+            rank: 80,
+            alpha: 8.0,
+            targets: Target::ALL.to_vec(),
+        };
+        let Ok(mut a) = Lora::<f32>::new(&cfg, lc, 5) else {
+            panic!("adapter");
+        };
+        let mut b = a.clone();
+        let mut g = a.zeros_like();
+        for (_, t) in g.tensors_mut() {
+            for (i, x) in t.iter_mut().enumerate() {
+                *x = ((i * 7919) % 201) as f32 * 1e-3 - 0.1;
+            }
+        }
+        let mut oa = AdamW::new(AdamWConfig::default(), &a);
+        let mut ob = AdamW::new(AdamWConfig::default(), &b);
+        let pool = ThreadPool::new(3);
+        for _ in 0..3 {
+            oa.update(&mut a, &g, 1e-2);
+            ob.update_on(&pool, &mut b, &g, 1e-2);
+        }
+        for ((_, x), (_, y)) in a.tensors().into_iter().zip(b.tensors()) {
+            assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
     }
 }

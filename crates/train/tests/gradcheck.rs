@@ -78,7 +78,7 @@ fn embedding_backward_matches_finite_differences() {
     let mut wte = rng.vec(v * c, 1.0);
     let r = rng.vec(tokens.len() * c, 1.0);
     let mut g = vec![0.0; v * c];
-    embedding::backward(&mut g, &r, &tokens, c);
+    embedding::backward(&ThreadPool::new(2), &mut g, &r, &tokens, c);
     check("embedding dwte", &mut wte, &g, &mut |w| {
         let mut y = vec![0.0; tokens.len() * c];
         embedding::forward(&mut y, &tokens, w, c);
@@ -94,15 +94,16 @@ fn rmsnorm_backward_matches_finite_differences() {
     let mut w = rng.vec(c, 1.0);
     let r = rng.vec(t * c, 1.0);
     let eps = 1e-5;
+    let pool = ThreadPool::new(2);
     let run = |x: &[f64], w: &[f64]| {
         let mut y = vec![0.0; t * c];
         let mut rstd = vec![0.0; t];
-        rmsnorm::forward(&mut y, &mut rstd, x, w, eps);
+        rmsnorm::forward(&pool, &mut y, &mut rstd, x, w, eps);
         (y, rstd)
     };
     let (_, rstd) = run(&x, &w);
     let (mut dx, mut dw) = (vec![0.0; t * c], vec![0.0; c]);
-    rmsnorm::backward(&mut dx, &mut dw, &r, &x, &w, &rstd);
+    rmsnorm::backward(&pool, &mut dx, Some(&mut dw), &r, &x, &w, &rstd);
     let w0 = w.clone();
     check("rmsnorm dx", &mut x, &dx, &mut |x| dot(&run(x, &w0).0, &r));
     let x0 = x.clone();
@@ -153,10 +154,11 @@ fn rope_backward_matches_finite_differences() {
     let mut x = rng.vec(t * heads * hd, 1.0);
     let r = rng.vec(t * heads * hd, 1.0);
     let mut dx = vec![0.0; x.len()];
-    rope::backward(&mut dx, &r, heads * hd, hd, &tab);
+    let pool = ThreadPool::new(2);
+    rope::backward(&pool, &mut dx, &r, heads * hd, hd, &tab);
     check("rope dx", &mut x, &dx, &mut |x| {
         let mut y = vec![0.0; x.len()];
-        rope::forward(&mut y, x, heads * hd, hd, &tab);
+        rope::forward(&pool, &mut y, x, heads * hd, hd, &tab);
         dot(&y, &r)
     });
 }
@@ -177,7 +179,7 @@ fn attention_backward_matches_finite_differences() {
     let r = rng.vec(t * 12, 1.0);
     let run = |q: &[f64], k: &[f64], v: &[f64]| {
         let mut out = vec![0.0; t * 12];
-        let mut probs = vec![0.0; 4 * t * t];
+        let mut probs = vec![0.0; attention::probs_len(t, hs)];
         attention::forward(&pool, &mut out, &mut probs, q, k, v, hs);
         (dot(&out, &r), probs)
     };
@@ -198,13 +200,14 @@ fn swiglu_backward_matches_finite_differences() {
     let mut a = rng.vec(n, 3.0);
     let mut b = rng.vec(n, 1.0);
     let r = rng.vec(n, 1.0);
+    let pool = ThreadPool::new(2);
     let run = |a: &[f64], b: &[f64]| {
         let mut y = vec![0.0; n];
-        swiglu::forward(&mut y, a, b);
+        swiglu::forward(&pool, &mut y, a, b);
         dot(&y, &r)
     };
     let (mut da, mut db) = (vec![0.0; n], vec![0.0; n]);
-    swiglu::backward(&mut da, &mut db, &r, &a, &b);
+    swiglu::backward(&pool, &mut da, &mut db, &r, &a, &b);
     let b0 = b.clone();
     check("swiglu da", &mut a, &da, &mut |a| run(a, &b0));
     let a0 = a.clone();
@@ -218,13 +221,25 @@ fn cross_entropy_backward_matches_finite_differences() {
     let mut logits = rng.vec(t * v, 3.0);
     let targets = [2u32, 0, 5, 5];
     let counted = [true, false, true, true];
+    let pool = ThreadPool::new(2);
     let mut d = vec![0.0; t * v];
-    cross_entropy::backward(&mut d, &logits, &targets, &counted, v, 1.0);
+    cross_entropy::backward(&pool, &mut d, &logits, &targets, &counted, v, 1.0);
     // The uncounted token gets no gradient at all.
     assert!(d[v..2 * v].iter().all(|&x| x == 0.0));
     check("cross_entropy dlogits", &mut logits, &d, &mut |l| {
-        cross_entropy::forward(l, &targets, &counted, v)
+        cross_entropy::forward(&pool, l, &targets, &counted, v)
     });
+    // The fused pass (what the model runs) overwrites the logits with the same gradient.
+    let mut fused = logits.clone();
+    let loss = cross_entropy::forward_backward(&pool, &mut fused, &targets, &counted, v, 1.0);
+    check(
+        "cross_entropy fused dlogits",
+        &mut logits,
+        &fused,
+        &mut |l| cross_entropy::forward(&pool, l, &targets, &counted, v),
+    );
+    let want = cross_entropy::forward(&pool, &logits, &targets, &counted, v);
+    assert!((loss - want).abs() < 1e-12, "fused loss {loss} vs {want}");
 }
 
 fn tiny_config(vocab: usize) -> LlamaConfig {

@@ -12,6 +12,7 @@ use ferrollama_engine::scheduler::{Engine, EngineConfig};
 use ferrollama_model::KvType;
 use ferrollama_server::agents::AgentsState;
 use ferrollama_server::files::FilesState;
+use ferrollama_server::fine_tuning::FineTuning;
 use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{
     AppState, Limits, ModelRegistry, Registered, RequestCounters, ServeConfig,
@@ -415,6 +416,19 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         }
         .map_err(|e| anyhow::anyhow!("cannot open the file store: {e} (choose another --data-dir, or `--data-dir :memory:` to keep files in a temporary folder)"))?,
     };
+    let fine_tuning = match a
+        .data_dir
+        .clone()
+        .unwrap_or_else(ferrollama_store::paths::data_dir)
+    {
+        d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => FineTuning::temporary(),
+        d => FineTuning::open(&d.join("fine-tuning")).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the fine-tuning jobs in {}: {e} (choose another --data-dir)",
+                d.display()
+            )
+        })?,
+    };
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);
@@ -454,7 +468,13 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             paths.iter().cloned().map(Some).collect(),
         ),
         embeddings,
+        fine_tuning: Arc::new(fine_tuning),
     });
+    // Every model's file, so fine-tuning jobs can read their base model.
+    for (i, p) in paths.iter().enumerate() {
+        app.models.note_loaded(p.clone(), i);
+    }
+    app.fine_tuning.start_worker(app.engine.clone(), threads);
     let addr = resolve_host(&a.host, a.port)?;
     let grace = Duration::from_secs_f64(a.shutdown_grace);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -67,6 +67,7 @@ pub fn tiny_app_full(
         agents,
         embeddings: Default::default(),
         files,
+        fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
     })
 }
 

@@ -2,7 +2,7 @@
 //! All three products (forward, input gradient, weight gradient) are the one kernel
 //! [`Float::gemm`] with operands read transposed, so f32 runs all of them on the SIMD GEMM.
 
-use ferrollama_tensor::ThreadPool;
+use ferrollama_tensor::{SyncSlice, ThreadPool};
 
 use crate::Float;
 use crate::float::Layout;
@@ -40,25 +40,61 @@ pub fn backward<F: Float>(
     // dw += doutᵀ (OC, T) · (inpᵀ (C, T))ᵀ: inpᵀ is stored as inp; doutᵀ is the GEMM's
     // row operand and must be row-major.
     if let Some(dw) = dw {
-        let dout_t = transpose(dout, t, oc); // (OC, T)
-        F::gemm(pool, dw, &dout_t, inp, Layout::Transposed, t, c, true);
+        if c * (t + oc) < t * oc {
+            // A narrow input (a LoRA B's `x Aᵀ`, C = rank): transposing it and the small
+            // result is cheaper than transposing dout. dWᵀ (C, OC) = inpᵀ (C, T) · dout
+            // (T, OC): the matrix doutᵀ (OC, T) is stored as dout.
+            let inp_t = transpose(pool, inp, t, c); // (C, T)
+            let mut dw_t = vec![F::ZERO; c * oc];
+            F::gemm(
+                pool,
+                &mut dw_t,
+                &inp_t,
+                dout,
+                Layout::Transposed,
+                t,
+                oc,
+                false,
+            );
+            let dws = SyncSlice::new(dw);
+            super::par_ranges(pool, oc, c * oc, &|rows| {
+                // SAFETY: the row ranges of different threads are disjoint.
+                let dw = unsafe { dws.slice_mut(rows.start * c, rows.len() * c) };
+                for (o, row) in rows.zip(dw.chunks_exact_mut(c)) {
+                    for (j, d) in row.iter_mut().enumerate() {
+                        *d += dw_t[j * oc + o];
+                    }
+                }
+            });
+        } else {
+            let dout_t = transpose(pool, dout, t, oc); // (OC, T)
+            F::gemm(pool, dw, &dout_t, inp, Layout::Transposed, t, c, true);
+        }
     }
 }
 
 /// `(rows, cols)` row-major into `(cols, rows)`, in 16 x 16 tiles so that both the reads
-/// and the writes stay within a few cache lines at a time.
-pub fn transpose<F: Float>(a: &[F], rows: usize, cols: usize) -> Vec<F> {
+/// and the writes stay within a few cache lines at a time. The output's rows are spread
+/// over the pool.
+pub fn transpose<F: Float>(pool: &ThreadPool, a: &[F], rows: usize, cols: usize) -> Vec<F> {
     const B: usize = 16;
     let mut out = vec![F::ZERO; rows * cols];
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    out[c * rows + r] = a[r * cols + c];
+    let os = SyncSlice::new(&mut out);
+    // Ranges of 16-column tiles of `a`, i.e. of 16-row bands of the output.
+    super::par_ranges(pool, cols.div_ceil(B), rows * cols, &|tiles| {
+        let (c_lo, c_hi) = (tiles.start * B, (tiles.end * B).min(cols));
+        // SAFETY: output rows c_lo..c_hi belong to this thread alone.
+        let out = unsafe { os.slice_mut(c_lo * rows, (c_hi - c_lo) * rows) };
+        for r0 in (0..rows).step_by(B) {
+            for c0 in (c_lo..c_hi).step_by(B) {
+                for r in r0..(r0 + B).min(rows) {
+                    for c in c0..(c0 + B).min(c_hi) {
+                        out[(c - c_lo) * rows + r] = a[r * cols + c];
+                    }
                 }
             }
         }
-    }
+    });
     out
 }
 
@@ -117,11 +153,15 @@ mod tests {
 
     #[test]
     fn transpose_matches_the_definition() {
-        let a: Vec<f64> = (0..37 * 19).map(f64::from).collect();
-        let t = transpose(&a, 37, 19);
-        for r in 0..37 {
-            for c in 0..19 {
-                assert_eq!(t[c * 37 + r], a[r * 19 + c]);
+        for (rows, cols) in [(37, 19), (19, 37), (300, 70)] {
+            let a: Vec<f64> = (0..rows * cols).map(|i| i as f64).collect();
+            for threads in [1, 2, 3] {
+                let t = transpose(&ThreadPool::new(threads), &a, rows, cols);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(t[c * rows + r], a[r * cols + c]);
+                    }
+                }
             }
         }
     }
@@ -129,6 +169,9 @@ mod tests {
     #[test]
     fn odd_shapes_match_the_loops() {
         check(1, 1, 1, 1, 1);
+        // A narrow input (LoRA's B): the weight gradient is computed transposed.
+        check(64, 4, 200, 4, 2);
+        check(9, 2, 300, 5, 1);
         check(7, 33, 65, 2, 2);
         check(50, 64, 96, 3, 2);
     }

@@ -2,6 +2,9 @@
 //! `2i, 2i + 1` of a head are one complex number), with Llama 3.1's frequency scaling.
 //! A rotation is linear and orthogonal, so the backward is the inverse rotation.
 
+use ferrollama_tensor::{SyncSlice, ThreadPool};
+
+use super::par_ranges;
 use crate::Float;
 
 /// cos and sin of every (position, pair) angle.
@@ -42,18 +45,32 @@ impl<F: Float> RopeTables<F> {
 
 /// `out (T, heads · hd) = rotate(x (T, heads · hd))`: each head's first `2 · pairs`
 /// dimensions rotated by its position's angles, the rest copied. `tab` covers at least T
-/// positions.
-pub fn forward<F: Float>(out: &mut [F], x: &[F], width: usize, hd: usize, tab: &RopeTables<F>) {
-    rotate(out, x, width, hd, tab, false);
+/// positions. Rows are spread over the pool.
+pub fn forward<F: Float>(
+    pool: &ThreadPool,
+    out: &mut [F],
+    x: &[F],
+    width: usize,
+    hd: usize,
+    tab: &RopeTables<F>,
+) {
+    rotate_par(pool, out, x, width, hd, tab, false);
 }
 
 /// `dx += rotate⁻¹(dout)` (the transpose of a rotation is its inverse).
-pub fn backward<F: Float>(dx: &mut [F], dout: &[F], width: usize, hd: usize, tab: &RopeTables<F>) {
-    rotate(dx, dout, width, hd, tab, true);
+pub fn backward<F: Float>(
+    pool: &ThreadPool,
+    dx: &mut [F],
+    dout: &[F],
+    width: usize,
+    hd: usize,
+    tab: &RopeTables<F>,
+) {
+    rotate_par(pool, dx, dout, width, hd, tab, true);
 }
 
-/// `backward` false: `out = R x`; true: `out += Rᵀ x`.
-fn rotate<F: Float>(
+fn rotate_par<F: Float>(
+    pool: &ThreadPool,
     out: &mut [F],
     x: &[F],
     width: usize,
@@ -61,12 +78,34 @@ fn rotate<F: Float>(
     tab: &RopeTables<F>,
     backward: bool,
 ) {
+    let t = out.len().min(x.len()) / width.max(1);
+    let os = SyncSlice::new(out);
+    par_ranges(pool, t, t * width, &|rows| {
+        let (a, b) = (rows.start * width, rows.end * width);
+        // SAFETY: the row ranges of different threads are disjoint.
+        let o = unsafe { os.slice_mut(a, b - a) };
+        rotate(o, &x[a..b], rows.start, width, hd, tab, backward);
+    });
+}
+
+/// `backward` false: `out = R x`; true: `out += Rᵀ x`, for the rows from position
+/// `first` on.
+fn rotate<F: Float>(
+    out: &mut [F],
+    x: &[F],
+    first: usize,
+    width: usize,
+    hd: usize,
+    tab: &RopeTables<F>,
+    backward: bool,
+) {
     let p = tab.pairs;
-    for (t, (orow, xrow)) in out
+    for (i, (orow, xrow)) in out
         .chunks_exact_mut(width)
         .zip(x.chunks_exact(width))
         .enumerate()
     {
+        let t = first + i;
         let cos = &tab.cos[t * p..(t + 1) * p];
         let sin = &tab.sin[t * p..(t + 1) * p];
         for (oh, xh) in orow.chunks_exact_mut(hd).zip(xrow.chunks_exact(hd)) {
