@@ -17,9 +17,11 @@ use ferrollama_tensor::ThreadPool;
 use crate::adapter::{save_gguf, save_peft};
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::data::{
-    self, ChatRenderer, Llama31Renderer, RecordKind, SequenceOptions, TemplateRenderer,
-    TrainingData,
+    self, ChatRenderer, Llama31Renderer, PreferencePair, RecordKind, SequenceOptions,
+    TemplateRenderer, TrainingData,
 };
+use crate::distill::Teacher;
+use crate::dpo::DpoData;
 use crate::error::{Result, TrainError};
 use crate::frozen_base::FrozenBase;
 use crate::lora::{Lora, LoraConfig};
@@ -36,6 +38,30 @@ pub enum Method {
     Full,
     /// A LoRA adapter over the frozen model.
     Lora(LoraConfig),
+}
+
+/// What the run's loss is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loss {
+    /// Cross-entropy of the trained tokens: supervised fine-tuning, continued pretraining
+    /// (and sequence-level distillation, once the teacher's answers are the data).
+    CrossEntropy,
+    /// DPO over `{"prompt", "chosen", "rejected"}` pairs; the reference is the base model.
+    Dpo { beta: f64 },
+    /// Distillation from a teacher's logits.
+    Distill(DistillSpec),
+}
+
+/// The teacher of a distillation from logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillSpec {
+    /// A .gguf file or a folder, with the student's tokenizer.
+    pub teacher: PathBuf,
+    /// The teacher's most probable ids kept per position.
+    pub top_k: usize,
+    pub temperature: f64,
+    /// Keep the mass outside the top k as one more class (see [`crate::ops::soft_target`]).
+    pub tail: bool,
 }
 
 /// Tensor type of a fully fine-tuned model's GGUF.
@@ -56,6 +82,7 @@ pub struct JobSpec {
     /// Held-out data whose loss is reported.
     pub eval: Option<PathBuf>,
     pub method: Method,
+    pub loss: Loss,
     /// Ignored when resuming: a run keeps the settings it started with.
     pub config: TrainConfig,
     pub sequences: SequenceOptions,
@@ -134,11 +161,13 @@ fn sequences(
     match records.kind {
         RecordKind::Preference => {
             return Err(TrainError::Data(format!(
-                "{shown}: preference pairs are DPO data, and --method dpo is not implemented \
-                 yet"
+                "{shown}: preference pairs (prompt/chosen/rejected) are DPO data: train them \
+                 with --method dpo"
             )));
         }
-        RecordKind::Chat | RecordKind::Completion if matches!(r, Renderer::TextOnly(_)) => {
+        // Raw prompt/completion text needs no chat format (a conversational prompt in such
+        // a file is refused line by line by the renderer).
+        RecordKind::Chat if matches!(r, Renderer::TextOnly(_)) => {
             return Err(TrainError::Data(format!(
                 "{shown}: {} records are trained in the model's chat format, and this model \
                  has neither Llama 3's vocabulary nor a chat template (tokenizer.chat_template); \
@@ -173,6 +202,74 @@ fn sequences(
             )));
         }
     })
+}
+
+/// Reads a JSONL file of preference records into DPO pairs for `r`.
+fn preference_pairs(
+    path: &Path,
+    r: &Renderer<'_>,
+    opts: SequenceOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<PreferencePair>> {
+    let records = data::read_jsonl(path)?;
+    let shown = path.display().to_string();
+    if records.kind != RecordKind::Preference {
+        return Err(TrainError::Data(format!(
+            "{shown}: --method dpo trains on {{\"prompt\", \"chosen\", \"rejected\"}} \
+             preference pairs, and this file has {} records",
+            records.kind.describe()
+        )));
+    }
+    match data::build(&shown, &records, r.get(), opts)? {
+        TrainingData::Preference(b) => {
+            if !b.truncated.is_empty() {
+                notes.push(format!(
+                    "{shown}: {} pairs cut to the sequence length, lines {:?}",
+                    b.truncated.len(),
+                    b.truncated
+                ));
+            }
+            if !b.skipped.is_empty() {
+                notes.push(format!(
+                    "{shown}: {} pairs left out (nothing to train on after the cut), lines {:?}",
+                    b.skipped.len(),
+                    b.skipped
+                ));
+            }
+            Ok(b.items)
+        }
+        _ => Err(TrainError::Data(format!("{shown}: not preference pairs"))),
+    }
+}
+
+/// Loads a distillation teacher, refusing one whose tokenizer is not the student's
+/// (distillation from logits compares distributions id by id).
+fn load_teacher(d: &DistillSpec, student: &ModelTokenizer, max_len: usize) -> Result<Teacher> {
+    let t = ferrollama_model::import::open(&d.teacher)?;
+    let tv = ModelTokenizer::from_keys(&t.tokenizer)?;
+    let (s, tb) = (&student.bpe, &tv.bpe);
+    let same = s.n_tokens() == tb.n_tokens()
+        && (0..s.n_tokens() as u32)
+            .all(|i| s.token_bytes(i, true).ok() == tb.token_bytes(i, true).ok());
+    if !same {
+        return Err(TrainError::Config(format!(
+            "the teacher's vocabulary ({} tokens) is not the student's ({} tokens): \
+             distillation from logits needs the same tokenizer; --distill-mode sequences \
+             distills through the teacher's generated text instead",
+            tb.n_tokens(),
+            s.n_tokens()
+        )));
+    }
+    let mut weights = t.weights;
+    weights.pack()?;
+    let llama = ferrollama_model::Llama {
+        config: t.config,
+        weights,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut teacher = Teacher::new(llama, max_len, threads, d.top_k, d.temperature)?;
+    teacher.tail = d.tail;
+    Ok(teacher)
 }
 
 /// How a checkpoint names its base model: a LoRA checkpoint holds only the adapter, so a
@@ -211,10 +308,28 @@ impl Job {
             },
         };
         let mut notes = Vec::new();
-        let train = sequences(&spec.data, &renderer, spec.sequences, &mut notes)?;
-        let eval = match &spec.eval {
-            Some(p) => sequences(p, &renderer, spec.sequences, &mut notes)?,
-            None => Vec::new(),
+        let (mut train, mut eval) = (Vec::new(), Vec::new());
+        let (mut dpo_train, mut dpo_eval) = (None, None);
+        if let Loss::Dpo { beta } = spec.loss {
+            crate::dpo::check_beta(beta)?;
+            dpo_train = Some(preference_pairs(
+                &spec.data,
+                &renderer,
+                spec.sequences,
+                &mut notes,
+            )?);
+            if let Some(p) = &spec.eval {
+                dpo_eval = Some(preference_pairs(p, &renderer, spec.sequences, &mut notes)?);
+            }
+        } else {
+            train = sequences(&spec.data, &renderer, spec.sequences, &mut notes)?;
+            if let Some(p) = &spec.eval {
+                eval = sequences(p, &renderer, spec.sequences, &mut notes)?;
+            }
+        }
+        let teacher = match &spec.loss {
+            Loss::Distill(d) => Some(load_teacher(d, &vocab, spec.sequences.seq_len)?),
+            _ => None,
         };
         if spec.sequences.seq_len > src.config.max_seq_len {
             notes.push(format!(
@@ -222,12 +337,14 @@ impl Job {
                 spec.sequences.seq_len, src.config.max_seq_len
             ));
         }
-        // LoRA keeps the model in its stored type (F16, Q8_0, Q4_K...): no f32 copy.
-        let lora = if spec.resume {
-            checkpoint::method(&spec.out)? == "lora"
-        } else {
-            matches!(spec.method, Method::Lora(_))
-        };
+        // LoRA with the cross-entropy loss keeps the model in its stored type (F16, Q8_0,
+        // Q4_K...): no f32 copy. DPO and distillation still run over f32 parameters.
+        let lora = matches!(spec.loss, Loss::CrossEntropy)
+            && if spec.resume {
+                checkpoint::method(&spec.out)? == "lora"
+            } else {
+                matches!(spec.method, Method::Lora(_))
+            };
         let (params, stored, divisors) = if lora {
             let (b, d) = FrozenBase::from_weights(&src.weights, &src.config)?;
             (Params::shell(b.layers.len()), Some(b), d)
@@ -237,6 +354,18 @@ impl Job {
         };
         let mut shape = Shape::of(&src.config);
         shape.rope_divisors = divisors;
+        // DPO's reference: the base model (without an adapter), log-probabilities computed
+        // once here; a resumed run computes the same numbers again from the same base.
+        let (mut dpo, mut dpo_eval_data) = (None, None);
+        if let Loss::Dpo { beta } = spec.loss {
+            let pool = ThreadPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if let Some(pairs) = dpo_train {
+                dpo = Some(DpoData::new(&pool, &shape, &params, pairs, beta)?);
+            }
+            if let Some(pairs) = dpo_eval {
+                dpo_eval_data = Some(DpoData::new(&pool, &shape, &params, pairs, beta)?);
+            }
+        }
         let ck_path = spec.out.join(CHECKPOINT_FILE);
         let base = describe_base(&src, &spec.model);
         let mut trainer = if spec.resume {
@@ -250,7 +379,10 @@ impl Job {
                     ck_path.display()
                 )));
             }
-            let t = Trainer::resume(ck, shape, train)?;
+            let t = match dpo {
+                Some(d) => Trainer::resume(ck, shape, d)?,
+                None => Trainer::resume(ck, shape, train)?,
+            };
             match stored {
                 Some(b) => t.with_stored_base(b)?,
                 None => t,
@@ -263,14 +395,30 @@ impl Job {
                     spec.out.display()
                 )));
             }
-            match (&spec.method, stored) {
-                (Method::Lora(lc), Some(b)) => {
+            let c = spec.config.clone();
+            match (&spec.method, dpo, stored) {
+                (Method::Lora(lc), None, Some(b)) => {
                     let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
-                    Trainer::new_lora_stored(spec.config.clone(), shape, b, lora, train)?
+                    Trainer::new_lora_stored(c, shape, b, lora, train)?
                 }
-                _ => Trainer::new(spec.config.clone(), shape, params, train)?,
+                (Method::Lora(lc), Some(d), _) => {
+                    let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
+                    Trainer::new_lora(c, shape, params, lora, d)?
+                }
+                (Method::Lora(lc), None, None) => {
+                    let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
+                    Trainer::new_lora(c, shape, params, lora, train)?
+                }
+                (Method::Full, Some(d), _) => Trainer::new(c, shape, params, d)?,
+                (Method::Full, None, _) => Trainer::new(c, shape, params, train)?,
             }
         };
+        if let Some(d) = dpo_eval_data {
+            trainer = trainer.with_dpo_eval(d)?;
+        }
+        if let Some(t) = teacher {
+            trainer = trainer.with_teacher(t)?;
+        }
         trainer.base = Some(base);
         Ok(Job {
             spec,

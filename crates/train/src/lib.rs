@@ -24,11 +24,17 @@
 //! gradient checks) or, for LoRA, a [`FrozenBase`] that keeps every projection in the
 //! type the file stores ([`frozen`]: F16, BF16, Q8_0, Q4_K, ...; QLoRA-style, decoded a
 //! few panels at a time inside the products, never whole).
+//!
+//! DPO and distillation change only the loss end: [`dpo`] weighs each sequence's
+//! cross-entropy backward, [`distill`] swaps it for a teacher's soft targets
+//! ([`model::Objective`]).
 
 pub mod adapter;
 pub mod base;
 pub mod checkpoint;
 pub mod data;
+pub mod distill;
+pub mod dpo;
 pub mod error;
 pub mod export;
 pub mod float;
@@ -52,9 +58,9 @@ pub use frozen::FrozenMatrix;
 pub use frozen_base::{FrozenBase, FrozenLayer};
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
-    PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
-    release_pass_buffers,
+    Grads, Item, Objective, PassOptions, Sequence, Shape, forward_backward, forward_backward_lora,
+    loss, loss_lora, pass, release_pass_buffers,
 };
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 pub use params::{LayerParams, ParamSet, Params};
-pub use trainer::{Event, Length, StepRecord, TrainConfig, Trainer};
+pub use trainer::{Event, Examples, Length, StepRecord, TrainConfig, Trainer};

@@ -18,13 +18,14 @@ use ferrollama_tensor::ThreadPool;
 
 use crate::Float;
 use crate::base::{Base, BaseLayer, Projection};
+use crate::distill::SoftTargets;
 use crate::error::{Result, TrainError};
 use crate::float::Layout;
 use crate::lora::{Lora, LoraPair, Target};
 use crate::ops::attention::Heads;
 use crate::ops::rope::RopeTables;
 use crate::ops::{
-    add_into_par, attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu,
+    add_into_par, attention, cross_entropy, embedding, matmul, rmsnorm, rope, soft_target, swiglu,
 };
 use crate::params::{LayerParams, Params};
 
@@ -463,6 +464,59 @@ pub fn check_sequence(sh: &Shape, s: &Sequence) -> Result<()> {
     Ok(())
 }
 
+/// What the loss end of a pass computes for one sequence, summed over its counted
+/// positions.
+#[derive(Debug, Clone, Copy)]
+pub enum Objective<'a> {
+    /// `-log softmax(logits)[target]`: SFT, pretraining, and DPO's log-probabilities
+    /// (`log π(y|x) = -Σ cross-entropy` over the completion).
+    CrossEntropy,
+    /// `τ² · KL(teacher ‖ softmax(logits / τ))` against the teacher's top-k at each position
+    /// ([`crate::ops::soft_target`]).
+    Distill {
+        teacher: &'a SoftTargets,
+        temperature: f64,
+    },
+}
+
+/// One sequence of a [`pass`]: its loss and the factor its gradient is added with (DPO
+/// weighs each sequence of a pair by its own, signed, factor).
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a, F> {
+    pub seq: &'a Sequence,
+    pub objective: Objective<'a>,
+    pub scale: F,
+}
+
+impl<'a, F> Item<'a, F> {
+    /// Cross-entropy of `seq` with gradient factor `scale`.
+    pub fn cross_entropy(seq: &'a Sequence, scale: F) -> Self {
+        Item {
+            seq,
+            objective: Objective::CrossEntropy,
+            scale,
+        }
+    }
+}
+
+/// Checks an item's teacher targets against its sequence and the vocabulary.
+fn check_item<F>(sh: &Shape, it: &Item<'_, F>) -> Result<()> {
+    check_sequence(sh, it.seq)?;
+    if let Objective::Distill {
+        teacher,
+        temperature,
+    } = it.objective
+    {
+        teacher.check(it.seq.inputs.len(), sh.vocab)?;
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(TrainError::Config(format!(
+                "the distillation temperature must be a positive number, not {temperature}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Options of one forward and backward.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
@@ -557,35 +611,50 @@ fn run_batch<F: Float, B: Base<F> + ?Sized>(
     sh: &Shape,
     p: &B,
     lora: Option<&Lora<F>>,
-    mut grads: Grads<'_, F>,
+    grads: Grads<'_, F>,
     batch: &[Sequence],
     scale: F,
     opts: PassOptions,
 ) -> Result<F> {
+    let items: Vec<Item<'_, F>> = batch
+        .iter()
+        .map(|s| Item::cross_entropy(s, scale))
+        .collect();
+    let mut total = F::ZERO;
+    for l in pass(pool, sh, p, lora, grads, &items, opts)? {
+        total += l;
+    }
+    Ok(total)
+}
+
+/// The general pass: returns each item's loss (summed over its counted positions) and
+/// adds `Σ_i scale_i · ∂loss_i/∂θ` into `grads` (nothing with [`Grads::none`]). `lora`
+/// is applied on the frozen `p` when given. The base's shapes, the whole batch and the
+/// adapter are checked before any gradient is touched.
+#[allow(clippy::too_many_arguments)]
+pub fn pass<F: Float, B: Base<F> + ?Sized>(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &B,
+    lora: Option<&Lora<F>>,
+    mut grads: Grads<'_, F>,
+    items: &[Item<'_, F>],
+    opts: PassOptions,
+) -> Result<Vec<F>> {
     p.check(sh)?;
     if let Some(l) = lora {
         check_lora(p, l)?;
     }
-    for s in batch {
-        check_sequence(sh, s)?;
+    for it in items {
+        check_item(sh, it)?;
     }
-    let mut total = F::ZERO;
     let mut bufs = take_buffers::<F>();
-    for s in batch {
-        total += sequence_pass(
-            pool,
-            sh,
-            p,
-            lora,
-            grads.reborrow(),
-            s,
-            scale,
-            opts,
-            &mut bufs,
-        );
-    }
+    let out = items
+        .iter()
+        .map(|it| sequence_pass(pool, sh, p, lora, grads.reborrow(), it, opts, &mut bufs))
+        .collect();
     keep_buffers(bufs);
-    Ok(total)
+    Ok(out)
 }
 
 fn check_lora<F: Float, B: Base<F> + ?Sized>(p: &B, lora: &Lora<F>) -> Result<()> {
@@ -601,12 +670,29 @@ fn check_lora<F: Float, B: Base<F> + ?Sized>(p: &B, lora: &Lora<F>) -> Result<()
 
 /// Where the pass's gradients go: the base model's tensors (full fine-tuning) and/or an
 /// adapter's. With neither it is forward only.
-struct Grads<'a, F> {
+#[derive(Debug)]
+pub struct Grads<'a, F> {
     base: Option<&'a mut Params<F>>,
     lora: Option<&'a mut Lora<F>>,
 }
 
-impl<F> Grads<'_, F> {
+impl<'a, F> Grads<'a, F> {
+    /// Full fine-tuning: gradients of every base tensor.
+    pub fn full(g: &'a mut Params<F>) -> Self {
+        Grads {
+            base: Some(g),
+            lora: None,
+        }
+    }
+
+    /// LoRA: gradients of the adapter only, the base frozen.
+    pub fn lora(g: &'a mut Lora<F>) -> Self {
+        Grads {
+            base: None,
+            lora: Some(g),
+        }
+    }
+
     /// The same destinations, borrowed for one sequence.
     fn reborrow(&mut self) -> Grads<'_, F> {
         Grads {
@@ -616,7 +702,7 @@ impl<F> Grads<'_, F> {
     }
 
     /// Forward only.
-    fn none() -> Self {
+    pub fn none() -> Self {
         Grads {
             base: None,
             lora: None,
@@ -631,11 +717,11 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     p: &B,
     lora: Option<&Lora<F>>,
     mut grads: Grads<'_, F>,
-    s: &Sequence,
-    scale: F,
+    item: &Item<'_, F>,
     opts: PassOptions,
     bufs: &mut PassBuffers<F>,
 ) -> F {
+    let s = item.seq;
     let (d, v) = (sh.dim, sh.vocab);
     let t = s.inputs.len();
     let n_layers = p.layers().len();
@@ -692,10 +778,10 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     resize(logits, t * v);
     out_w.forward(pool, logits, &xf, d, v); // (T, vocab)
     if !backward {
-        return cross_entropy::forward(pool, logits, &s.targets, &s.counted, v);
+        return loss_forward(pool, logits, item, v);
     }
     // The logits become their gradient in place.
-    let loss = cross_entropy::forward_backward(pool, logits, &s.targets, &s.counted, v, scale);
+    let loss = loss_forward_backward(pool, logits, item, v);
     let dlogits = &*logits;
     let mut dxf = vec![F::ZERO; t * d];
     let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
@@ -740,4 +826,54 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
         embedding::backward(pool, &mut g.tok_embeddings, &dx, &s.inputs, d);
     }
     loss
+}
+
+/// The item's loss from its logits `(T, vocab)`.
+fn loss_forward<F: Float>(pool: &ThreadPool, logits: &[F], it: &Item<'_, F>, v: usize) -> F {
+    let s = it.seq;
+    match it.objective {
+        Objective::CrossEntropy => cross_entropy::forward(pool, logits, &s.targets, &s.counted, v),
+        Objective::Distill {
+            teacher: t,
+            temperature,
+        } => soft_target::forward(
+            logits,
+            &t.ids,
+            &t.probs,
+            &t.rest,
+            t.k,
+            &s.counted,
+            v,
+            F::from_f64(temperature),
+        ),
+    }
+}
+
+/// The item's loss, and its logits replaced by `item.scale · ∂loss/∂logits`.
+fn loss_forward_backward<F: Float>(
+    pool: &ThreadPool,
+    logits: &mut [F],
+    it: &Item<'_, F>,
+    v: usize,
+) -> F {
+    let s = it.seq;
+    match it.objective {
+        Objective::CrossEntropy => {
+            cross_entropy::forward_backward(pool, logits, &s.targets, &s.counted, v, it.scale)
+        }
+        Objective::Distill {
+            teacher: t,
+            temperature,
+        } => {
+            let tau = F::from_f64(temperature);
+            let loss =
+                soft_target::forward(logits, &t.ids, &t.probs, &t.rest, t.k, &s.counted, v, tau);
+            let mut d = vec![F::ZERO; logits.len()];
+            soft_target::backward(
+                &mut d, logits, &t.ids, &t.probs, &t.rest, t.k, &s.counted, v, tau, it.scale,
+            );
+            logits.copy_from_slice(&d);
+            loss
+        }
+    }
 }

@@ -1,6 +1,12 @@
 //! The training loop: full fine-tuning around [`forward_backward`] (which
 //! `tests/pytorch_pin.rs` pins to PyTorch) or LoRA around [`forward_backward_lora`] (pinned
-//! to PEFT by `tests/peft_pin.rs`), with data order, checkpoints and evaluation.
+//! to PEFT by `tests/peft_pin.rs`), with data order, checkpoints and evaluation. The loss
+//! is the cross-entropy of the counted tokens, or DPO's over preference pairs
+//! ([`Examples::Preference`], [`crate::dpo`]), or distillation's from a teacher's logits
+//! ([`Trainer::with_teacher`], [`crate::distill`]).
+//!
+//! [`forward_backward`]: crate::model::forward_backward
+//! [`forward_backward_lora`]: crate::model::forward_backward_lora
 //!
 //! One optimizer step reads `grad_accum` micro-batches of `batch_size` sequences. Each
 //! micro-batch's gradient is scaled by `1 / (counted tokens · grad_accum)`, so the step's
@@ -20,12 +26,13 @@ use ferrollama_tensor::ThreadPool;
 use serde_json::{Value, json};
 
 use crate::checkpoint::{self, Checkpoint, Progress, Tuned};
+use crate::data::PreferencePair;
+use crate::distill::{self, Teacher};
+use crate::dpo::{self, DpoData, DpoMetrics, PairLogps};
 use crate::error::{Result, TrainError};
 use crate::frozen_base::FrozenBase;
 use crate::lora::Lora;
-use crate::model::{
-    PassOptions, Sequence, Shape, forward_backward, forward_backward_lora, loss, loss_lora,
-};
+use crate::model::{Grads, Item, PassOptions, Sequence, Shape, loss, loss_lora, pass};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 use crate::params::{ParamSet, Params};
 use crate::rng::SplitMix64;
@@ -148,6 +155,8 @@ pub struct StepRecord {
     pub tokens: usize,
     pub tokens_per_s: f64,
     pub seconds: f64,
+    /// DPO's metrics over the step's pairs (TRL's rewards, accuracy, margins).
+    pub dpo: Option<DpoMetrics>,
 }
 
 /// What [`Trainer::run`] reports as it goes.
@@ -162,6 +171,47 @@ pub enum Event {
     Checkpoint {
         step: u64,
     },
+    /// DPO's metrics on the evaluation pairs after `step` steps.
+    EvalDpo {
+        step: u64,
+        metrics: DpoMetrics,
+    },
+}
+
+/// What a run trains on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Examples {
+    /// Sequences with loss masks: supervised fine-tuning, continued pretraining, and
+    /// distillation (with [`Trainer::with_teacher`]).
+    Sequences(Vec<Sequence>),
+    /// Preference pairs: DPO.
+    Preference(DpoData),
+}
+
+impl Examples {
+    /// Sequences or pairs: what an epoch counts.
+    pub fn len(&self) -> usize {
+        match self {
+            Examples::Sequences(s) => s.len(),
+            Examples::Preference(d) => d.pairs.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<Sequence>> for Examples {
+    fn from(s: Vec<Sequence>) -> Examples {
+        Examples::Sequences(s)
+    }
+}
+
+impl From<DpoData> for Examples {
+    fn from(d: DpoData) -> Examples {
+        Examples::Preference(d)
+    }
 }
 
 /// Gradient buffers of what is trained.
@@ -187,7 +237,11 @@ pub struct Trainer {
     /// checked against it).
     pub base: Option<String>,
     pub progress: Progress,
-    data: Vec<Sequence>,
+    data: Examples,
+    /// Distillation from logits: the teacher whose top-k the student learns.
+    teacher: Option<Teacher>,
+    /// DPO: held-out pairs and their reference log-probabilities.
+    eval_pairs: Option<(Vec<PreferencePair>, Vec<PairLogps>)>,
     /// The current epoch's permutation of `data`.
     order: Vec<usize>,
     /// The RNG after shuffling the current epoch.
@@ -201,8 +255,9 @@ impl Trainer {
         config: TrainConfig,
         shape: Shape,
         params: Params<f32>,
-        data: Vec<Sequence>,
+        data: impl Into<Examples>,
     ) -> Result<Trainer> {
+        let data = data.into();
         let progress = Progress::start(config.seed, data.len());
         let tuned = Tuned::Full(AdamW::new(config.adamw, &params));
         Trainer::assemble(config, shape, params, tuned, progress, data)
@@ -214,8 +269,9 @@ impl Trainer {
         shape: Shape,
         base: Params<f32>,
         lora: Lora<f32>,
-        data: Vec<Sequence>,
+        data: impl Into<Examples>,
     ) -> Result<Trainer> {
+        let data = data.into();
         if lora.layers.len() != base.layers.len() {
             return Err(TrainError::Config(format!(
                 "the adapter has {} layers, the model {}",
@@ -256,7 +312,8 @@ impl Trainer {
     }
 
     /// Continues the run saved in `ck` over the same `data`.
-    pub fn resume(ck: Checkpoint, shape: Shape, data: Vec<Sequence>) -> Result<Trainer> {
+    pub fn resume(ck: Checkpoint, shape: Shape, data: impl Into<Examples>) -> Result<Trainer> {
+        let data = data.into();
         let config = TrainConfig::from_json(&ck.config).ok_or_else(|| {
             TrainError::Data("the checkpoint's training configuration is unreadable".into())
         })?;
@@ -279,15 +336,28 @@ impl Trainer {
         params: Params<f32>,
         tuned: Tuned,
         progress: Progress,
-        data: Vec<Sequence>,
+        data: Examples,
     ) -> Result<Trainer> {
-        if data.is_empty() {
-            return Err(TrainError::Data("there are no training sequences".into()));
-        }
-        if data.iter().all(|s| s.n_counted() == 0) {
-            return Err(TrainError::Data(
-                "no training sequence has a token counted in the loss".into(),
-            ));
+        match &data {
+            Examples::Sequences(seqs) => {
+                if seqs.is_empty() {
+                    return Err(TrainError::Data("there are no training sequences".into()));
+                }
+                if seqs.iter().all(|s| s.n_counted() == 0) {
+                    return Err(TrainError::Data(
+                        "no training sequence has a token counted in the loss".into(),
+                    ));
+                }
+            }
+            Examples::Preference(d) => {
+                if d.pairs.is_empty() || d.pairs.len() != d.refs.len() {
+                    return Err(TrainError::Data(format!(
+                        "{} preference pairs with {} reference log-probabilities",
+                        d.pairs.len(),
+                        d.refs.len()
+                    )));
+                }
+            }
         }
         if config.batch_size == 0 || config.grad_accum == 0 {
             return Err(TrainError::Data(
@@ -310,6 +380,8 @@ impl Trainer {
             base: None,
             progress,
             data,
+            teacher: None,
+            eval_pairs: None,
             order,
             rng,
             grads,
@@ -325,6 +397,32 @@ impl Trainer {
                 (e * self.data.len() as u64).div_ceil(per_step)
             }
         }
+    }
+
+    /// Makes the run distillation from `teacher`'s logits: each micro-batch's sequences get
+    /// the teacher's top-k targets, computed then, and the loss is `τ² · KL` per counted
+    /// token. Evaluation stays the cross-entropy of the held-out data.
+    pub fn with_teacher(mut self, teacher: Teacher) -> Result<Trainer> {
+        if matches!(self.data, Examples::Preference(_)) {
+            return Err(TrainError::Config(
+                "preference pairs train with DPO, not distillation".into(),
+            ));
+        }
+        teacher.check_student(self.shape.vocab)?;
+        self.teacher = Some(teacher);
+        Ok(self)
+    }
+
+    /// Held-out pairs of a DPO run, with their reference log-probabilities
+    /// ([`DpoData::new`]): evaluation reports DPO's metrics on them.
+    pub fn with_dpo_eval(mut self, eval: DpoData) -> Result<Trainer> {
+        if !matches!(self.data, Examples::Preference(_)) {
+            return Err(TrainError::Config(
+                "evaluation pairs are for a DPO run".into(),
+            ));
+        }
+        self.eval_pairs = Some((eval.pairs, eval.refs));
+        Ok(self)
     }
 
     /// The adapter being trained, for a LoRA run.
@@ -373,13 +471,36 @@ impl Trainer {
             GradBuf::Lora(g) => g.tensors_mut().into_iter().for_each(|(_, t)| t.fill(0.0)),
         }
         let (mut loss, mut tokens) = (0.0f64, 0usize);
+        let mut dpo_metrics: Option<DpoMetrics> = None;
         for _ in 0..accum {
-            let batch: Vec<Sequence> = (0..batch_size)
-                .map(|_| {
-                    let i = self.next_index();
-                    self.data[i].clone()
-                })
-                .collect();
+            let idx: Vec<usize> = (0..batch_size).map(|_| self.next_index()).collect();
+            let (lora, grads) = match (&self.tuned, &mut self.grads) {
+                (Tuned::Lora { lora, .. }, GradBuf::Lora(g)) => (Some(lora), Grads::lora(g)),
+                (Tuned::Full(_), GradBuf::Full(g)) => (None, Grads::full(g)),
+                _ => return Err(TrainError::Config("gradients of the wrong method".into())),
+            };
+            let (sh, p) = (&self.shape, &self.params);
+            let seqs = match &self.data {
+                Examples::Preference(d) => {
+                    let pairs: Vec<PreferencePair> =
+                        idx.iter().map(|&i| d.pairs[i].clone()).collect();
+                    let refs: Vec<PairLogps> = idx.iter().map(|&i| d.refs[i]).collect();
+                    tokens += pairs
+                        .iter()
+                        .map(|q| q.chosen.inputs.len() + q.rejected.inputs.len())
+                        .sum::<usize>();
+                    // The loss is the mean over each micro-batch's pairs.
+                    let scale = 1.0 / (pairs.len() * accum) as f32;
+                    let m = dpo::forward_backward(
+                        pool, sh, p, lora, grads, &pairs, &refs, d.beta, scale, opts,
+                    )?;
+                    loss += m.loss() / accum as f64;
+                    dpo_metrics.get_or_insert_default().merge(&m);
+                    continue;
+                }
+                Examples::Sequences(seqs) => seqs,
+            };
+            let batch: Vec<Sequence> = idx.iter().map(|&i| seqs[i].clone()).collect();
             let count: usize = batch.iter().map(Sequence::n_counted).sum();
             tokens += batch.iter().map(|s| s.inputs.len()).sum::<usize>();
             if count == 0 {
@@ -387,27 +508,20 @@ impl Trainer {
                 continue;
             }
             let scale = 1.0 / (count * accum) as f32;
-            let sum = match (&self.tuned, &mut self.grads) {
-                (Tuned::Lora { lora, .. }, GradBuf::Lora(g)) => match &self.stored {
-                    Some(b) => {
-                        forward_backward_lora(pool, &self.shape, b, lora, g, &batch, scale, opts)?
-                    }
-                    None => forward_backward_lora(
-                        pool,
-                        &self.shape,
-                        &self.params,
-                        lora,
-                        g,
-                        &batch,
-                        scale,
-                        opts,
-                    )?,
-                },
-                (_, GradBuf::Full(g)) => {
-                    forward_backward(pool, &self.shape, &self.params, g, &batch, scale, opts)?
+            let sum = match self.teacher.as_mut() {
+                Some(t) => {
+                    distill::forward_backward(pool, sh, p, lora, grads, t, &batch, scale, opts)?
                 }
-                (Tuned::Full(_), GradBuf::Lora(_)) => {
-                    return Err(TrainError::Config("gradients of the wrong method".into()));
+                None => {
+                    let items: Vec<Item<'_, f32>> = batch
+                        .iter()
+                        .map(|s| Item::cross_entropy(s, scale))
+                        .collect();
+                    let losses = match &self.stored {
+                        Some(b) => pass(pool, sh, b, lora, grads, &items, opts)?,
+                        None => pass(pool, sh, p, lora, grads, &items, opts)?,
+                    };
+                    losses.iter().sum::<f32>()
                 }
             };
             loss += f64::from(sum) / count as f64 / accum as f64;
@@ -439,6 +553,7 @@ impl Trainer {
             tokens,
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             seconds,
+            dpo: dpo_metrics,
         })
     }
 
@@ -458,6 +573,30 @@ impl Trainer {
             count += s.n_counted();
         }
         Ok(sum / count.max(1) as f64)
+    }
+
+    /// DPO's metrics on the evaluation pairs ([`Trainer::with_dpo_eval`]) with the current
+    /// weights; `None` without them.
+    pub fn evaluate_dpo(&self, pool: &ThreadPool) -> Result<Option<DpoMetrics>> {
+        let (Some((pairs, refs)), Examples::Preference(d)) = (&self.eval_pairs, &self.data) else {
+            return Ok(None);
+        };
+        let lora = self.lora();
+        let m = dpo::evaluate(pool, &self.shape, &self.params, lora, pairs, refs, d.beta)?;
+        Ok(Some(m))
+    }
+
+    /// The evaluation event after `step`: DPO's metrics on the evaluation pairs, or the
+    /// loss of the evaluation sequences; `None` when there is nothing to evaluate on.
+    fn eval_event(&self, pool: &ThreadPool, eval: &[Sequence], step: u64) -> Result<Option<Event>> {
+        if let Some(metrics) = self.evaluate_dpo(pool)? {
+            return Ok(Some(Event::EvalDpo { step, metrics }));
+        }
+        if eval.is_empty() || matches!(self.data, Examples::Preference(_)) {
+            return Ok(None);
+        }
+        let loss = self.evaluate(pool, eval)?;
+        Ok(Some(Event::Eval { step, loss }))
     }
 
     /// Writes the checkpoint into `dir`.
@@ -512,9 +651,10 @@ impl Trainer {
             }
             let r = self.step(pool)?;
             on(&Event::Step(r));
-            if !eval.is_empty() && every(self.config.eval_every, r.step) {
-                let loss = self.evaluate(pool, eval)?;
-                on(&Event::Eval { step: r.step, loss });
+            if every(self.config.eval_every, r.step)
+                && let Some(e) = self.eval_event(pool, eval, r.step)?
+            {
+                on(&e);
             }
             if let Some(dir) = out
                 && every(self.config.checkpoint_every, r.step)
@@ -523,12 +663,8 @@ impl Trainer {
                 on(&Event::Checkpoint { step: r.step });
             }
         }
-        if !eval.is_empty() {
-            let loss = self.evaluate(pool, eval)?;
-            on(&Event::Eval {
-                step: self.progress.step,
-                loss,
-            });
+        if let Some(e) = self.eval_event(pool, eval, self.progress.step)? {
+            on(&e);
         }
         if let Some(dir) = out {
             self.save(dir)?;

@@ -1,17 +1,23 @@
 //! Every backward against central finite differences in f64: each op on its own, then
 //! the whole tiny model (GQA, Llama 3.1 RoPE scaling, tied and separate output, a loss
-//! mask), with and without activation recomputation.
+//! mask), with and without activation recomputation; then DPO's weighted pass (full and
+//! LoRA) and distillation's soft-target loss.
 
 #![allow(clippy::unwrap_used)]
 
 use ferrollama_model::{LlamaConfig, RopeScaling};
 use ferrollama_tensor::ThreadPool;
+use ferrollama_train::data::PreferencePair;
+use ferrollama_train::distill::SoftTargets;
+use ferrollama_train::dpo::{self, PairLogps};
 use ferrollama_train::ops::attention::Heads;
 use ferrollama_train::ops::rope::RopeTables;
-use ferrollama_train::ops::{attention, cross_entropy, embedding, matmul, rmsnorm, rope, swiglu};
+use ferrollama_train::ops::{
+    attention, cross_entropy, embedding, matmul, rmsnorm, rope, soft_target, swiglu,
+};
 use ferrollama_train::{
-    Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence, Shape, Target, forward_backward,
-    forward_backward_lora, loss, loss_lora,
+    Grads, Item, Lora, LoraConfig, Objective, ParamSet, Params, PassOptions, Sequence, Shape,
+    Target, forward_backward, forward_backward_lora, loss, loss_lora, pass,
 };
 
 struct Rng(u64);
@@ -546,4 +552,316 @@ fn a_fresh_adapter_is_the_base_model() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn soft_target_backward_matches_finite_differences() {
+    let mut rng = Rng(31);
+    let (t, v, k) = (4, 7, 3);
+    let mut logits = rng.vec(t * v, 3.0);
+    let ids: Vec<u32> = vec![2, 0, 5, 6, 1, 3, 4, 4, 0, 1, 2, 3];
+    // Probabilities that do not sum to 1 (one row repeats an id, one has a zero): the
+    // backward must be exact for whatever teacher targets are stored.
+    let probs: Vec<f32> = vec![0.5, 0.3, 0.1, 0.6, 0.3, 0.1, 0.7, 0.2, 0.0, 0.25, 0.25, 0.5];
+    let counted = [true, false, true, true];
+    let temperature = 2.0;
+    let mut d = vec![0.0; t * v];
+    soft_target::backward(
+        &mut d,
+        &logits,
+        &ids,
+        &probs,
+        &[],
+        k,
+        &counted,
+        v,
+        temperature,
+        1.0,
+    );
+    assert!(d[v..2 * v].iter().all(|&x| x == 0.0));
+    check("soft_target dlogits", &mut logits, &d, &mut |l| {
+        soft_target::forward(l, &ids, &probs, &[], k, &counted, v, temperature)
+    });
+    // The loss is τ² KL: zero where the student's tempered softmax is the teacher's.
+    let row: Vec<f64> = vec![1.0, 2.0, 0.5];
+    let p = SoftTargets::from_logits(
+        &row.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+        3,
+        3,
+        temperature,
+    );
+    let zero = soft_target::forward(&row, &p.ids, &p.probs, &[], 3, &[true], 3, temperature);
+    assert!(zero.abs() < 1e-6, "{zero}");
+}
+
+/// `scale · Σ DPO loss` of `pairs` (`refs` fixed) for the finite differences.
+fn dpo_loss(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<f64>,
+    lora: Option<&Lora<f64>>,
+    pairs: &[PreferencePair],
+    refs: &[PairLogps],
+    scale: f64,
+) -> f64 {
+    let m = dpo::evaluate(pool, sh, p, lora, pairs, refs, 0.7).unwrap();
+    m.loss_sum * scale
+}
+
+fn tiny_pairs() -> Vec<PreferencePair> {
+    let mk = |toks: &[u32]| {
+        let mut s = Sequence::causal(toks);
+        s.counted[..2].fill(false); // a prompt of 3 tokens
+        s
+    };
+    vec![
+        PreferencePair {
+            chosen: mk(&[3, 7, 1, 7, 9, 2]),
+            rejected: mk(&[3, 7, 1, 0, 0]),
+        },
+        PreferencePair {
+            chosen: mk(&[4, 4, 11, 6, 1]),
+            rejected: mk(&[4, 4, 11, 2, 8, 10, 5]),
+        },
+    ]
+}
+
+#[test]
+fn dpo_backward_matches_finite_differences() {
+    let pool = ThreadPool::new(2);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let mut p = random_params(&cfg, false, 41);
+    let pairs = tiny_pairs();
+    // A reference other than the policy, so z is not 0 and the two weights differ.
+    let refs = dpo::logps(&pool, &sh, &random_params(&cfg, false, 42), None, &pairs).unwrap();
+    let scale = 0.5;
+    let mut g = p.zeros_like();
+    let m = dpo::forward_backward(
+        &pool,
+        &sh,
+        &p,
+        None,
+        Grads::full(&mut g),
+        &pairs,
+        &refs,
+        0.7,
+        scale,
+        PassOptions::default(),
+    )
+    .unwrap();
+    assert!(m.margin().abs() > 0.1, "the check needs z away from 0");
+    // Every tensor kind once (the weights are the cross-entropy's, checked above).
+    for name in [
+        "tok_embeddings.weight",
+        "layers.0.attention.wk.weight",
+        "layers.1.feed_forward.w2.weight",
+        "layers.1.ffn_norm.weight",
+        "output.weight",
+    ] {
+        let i = p.tensors().iter().position(|t| t.0 == name).unwrap();
+        let mut x = p.tensors()[i].1.clone();
+        let grad = g.tensors()[i].1.clone();
+        check(&format!("dpo {name}"), &mut x, &grad, &mut |x| {
+            let mut q = p.clone();
+            q.tensors_mut()[i].1.copy_from_slice(x);
+            dpo_loss(&pool, &sh, &q, None, &pairs, &refs, scale)
+        });
+        p.tensors_mut()[i].1.copy_from_slice(&x);
+    }
+}
+
+#[test]
+fn dpo_lora_backward_matches_finite_differences() {
+    let pool = ThreadPool::new(2);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, true, 43);
+    let pairs = tiny_pairs();
+    // The reference is the base without the adapter.
+    let refs = dpo::logps(&pool, &sh, &p, None, &pairs).unwrap();
+    let mut lora = random_lora(&cfg, vec![Target::Q, Target::V, Target::Down], 44);
+    let mut g = lora.zeros_like();
+    dpo::forward_backward(
+        &pool,
+        &sh,
+        &p,
+        Some(&lora),
+        Grads::lora(&mut g),
+        &pairs,
+        &refs,
+        0.7,
+        1.0,
+        PassOptions { recompute: true },
+    )
+    .unwrap();
+    let n = lora.tensors().len();
+    for i in 0..n {
+        let name = lora.tensors()[i].0.clone();
+        let mut x = lora.tensors()[i].1.clone();
+        let grad = g.tensors()[i].1.clone();
+        check(&format!("dpo lora {name}"), &mut x, &grad, &mut |x| {
+            let mut l = lora.clone();
+            l.tensors_mut()[i].1.copy_from_slice(x);
+            dpo_loss(&pool, &sh, &p, Some(&l), &pairs, &refs, 1.0)
+        });
+        lora.tensors_mut()[i].1.copy_from_slice(&x);
+    }
+}
+
+#[test]
+fn distillation_backward_matches_finite_differences() {
+    let pool = ThreadPool::new(2);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let mut p = random_params(&cfg, true, 51);
+    let batch = tiny_batch();
+    // Teacher targets from another model's logits: its top 4 of 12 at τ = 2.
+    let teacher = random_params(&cfg, true, 52);
+    let temperature = 2.0;
+    let targets: Vec<SoftTargets> = batch
+        .iter()
+        .map(|s| {
+            let logits = logits_of(&pool, &sh, &teacher, s);
+            SoftTargets::from_logits(&logits, 12, 4, temperature)
+        })
+        .collect();
+    let items = |p: &Params<f64>| -> Vec<f64> {
+        let it: Vec<Item<'_, f64>> = batch
+            .iter()
+            .zip(&targets)
+            .map(|(s, t)| Item {
+                seq: s,
+                objective: Objective::Distill {
+                    teacher: t,
+                    temperature,
+                },
+                scale: 0.1,
+            })
+            .collect();
+        pass(
+            &pool,
+            &sh,
+            p,
+            None,
+            Grads::none(),
+            &it,
+            PassOptions::default(),
+        )
+        .unwrap()
+    };
+    let mut g = p.zeros_like();
+    let it: Vec<Item<'_, f64>> = batch
+        .iter()
+        .zip(&targets)
+        .map(|(s, t)| Item {
+            seq: s,
+            objective: Objective::Distill {
+                teacher: t,
+                temperature,
+            },
+            scale: 0.1,
+        })
+        .collect();
+    let with_grad = pass(
+        &pool,
+        &sh,
+        &p,
+        None,
+        Grads::full(&mut g),
+        &it,
+        PassOptions { recompute: true },
+    )
+    .unwrap();
+    assert_eq!(with_grad, items(&p));
+    for name in [
+        "tok_embeddings.weight",
+        "layers.0.attention.wq.weight",
+        "layers.1.feed_forward.w1.weight",
+        "norm.weight",
+    ] {
+        let i = p.tensors().iter().position(|t| t.0 == name).unwrap();
+        let mut x = p.tensors()[i].1.clone();
+        let grad = g.tensors()[i].1.clone();
+        check(&format!("distill {name}"), &mut x, &grad, &mut |x| {
+            let mut q = p.clone();
+            q.tensors_mut()[i].1.copy_from_slice(x);
+            items(&q).iter().sum::<f64>() * 0.1
+        });
+        p.tensors_mut()[i].1.copy_from_slice(&x);
+    }
+}
+
+/// The model's logits `(T, vocab)` over `s.inputs`, as f32 (what a teacher hands over):
+/// read back through the cross-entropy of every possible target.
+fn logits_of(pool: &ThreadPool, sh: &Shape, p: &Params<f64>, s: &Sequence) -> Vec<f32> {
+    // log softmax is all a teacher's top-k needs (softmax is shift invariant), and the
+    // forward pass gives -log softmax[target] per position: one pass per vocabulary id.
+    let (t, v) = (s.inputs.len(), sh.vocab);
+    let mut out = vec![0.0f32; t * v];
+    for id in 0..v {
+        for pos in 0..t {
+            let one = Sequence {
+                inputs: s.inputs.clone(),
+                targets: vec![id as u32; t],
+                counted: (0..t).map(|i| i == pos).collect(),
+            };
+            out[pos * v + id] = -loss(pool, sh, p, &[one]).unwrap() as f32;
+        }
+    }
+    out
+}
+
+#[test]
+fn soft_target_with_a_tail_backward_matches_finite_differences() {
+    let mut rng = Rng(32);
+    let (t, v, k) = (3, 9, 3);
+    let mut logits = rng.vec(t * v, 3.0);
+    let ids: Vec<u32> = vec![2, 0, 5, 6, 1, 3, 8, 4, 7];
+    // The teacher's own probabilities on its top 3, and the mass on the other 6.
+    let probs: Vec<f32> = vec![0.5, 0.2, 0.1, 0.3, 0.25, 0.05, 0.7, 0.1, 0.1];
+    let rest: Vec<f32> = vec![0.2, 0.4, 0.1];
+    let counted = [true, true, true];
+    let temperature = 1.5;
+    let mut d = vec![0.0; t * v];
+    soft_target::backward(
+        &mut d,
+        &logits,
+        &ids,
+        &probs,
+        &rest,
+        k,
+        &counted,
+        v,
+        temperature,
+        1.0,
+    );
+    check("soft_target tail dlogits", &mut logits, &d, &mut |l| {
+        soft_target::forward(l, &ids, &probs, &rest, k, &counted, v, temperature)
+    });
+    // With the tail the minimum is the teacher itself: 0 there, and no gradient.
+    let row: Vec<f64> = vec![1.0, 2.0, 0.5, -1.0, 0.3];
+    let row32: Vec<f32> = row.iter().map(|&x| x as f32).collect();
+    let p = SoftTargets::from_logits_with(&row32, 5, 2, temperature, true);
+    assert_eq!(p.rest.len(), 1);
+    let zero = soft_target::forward(&row, &p.ids, &p.probs, &p.rest, 2, &[true], 5, temperature);
+    assert!(zero.abs() < 1e-6, "{zero}");
+    let mut g = vec![0.0; 5];
+    soft_target::backward(
+        &mut g,
+        &row,
+        &p.ids,
+        &p.probs,
+        &p.rest,
+        2,
+        &[true],
+        5,
+        temperature,
+        1.0,
+    );
+    assert!(g.iter().all(|x| x.abs() < 1e-6), "{g:?}");
+    // Renormalized over the top 2, the teacher is not the minimum.
+    let q = SoftTargets::from_logits(&row32, 5, 2, temperature);
+    let off = soft_target::forward(&row, &q.ids, &q.probs, &q.rest, 2, &[true], 5, temperature);
+    assert!(off > 0.1, "{off}");
 }

@@ -9,12 +9,14 @@ use anyhow::{Context, Result, bail};
 use ferrollama_tensor::ThreadPool;
 use ferrollama_train::checkpoint::CHECKPOINT_FILE;
 use ferrollama_train::data::{LengthPolicy, SequenceOptions};
-use ferrollama_train::job::{self, Job, JobSpec, NoControl, Output};
+use ferrollama_train::dpo::DpoMetrics;
+use ferrollama_train::job::{self, DistillSpec, Job, JobSpec, Loss, NoControl, Output};
 use ferrollama_train::{AdamWConfig, Event, Length, LoraConfig, Target, TrainConfig};
 use indicatif::ProgressStyle;
 use serde_json::json;
 
 use super::at_least_one;
+use super::teacher_data::{TeacherGen, write_teacher_data};
 
 /// Fine-tune a model on a JSONL file: every weight (--method full, written as
 /// OUT/model.gguf) or a LoRA adapter over the frozen model (--method lora, written as
@@ -33,6 +35,15 @@ use super::at_least_one;
 /// linearly over --warmup steps and then follows a cosine down to 0. The data is shuffled
 /// per epoch with --seed: the same command gives the same run.
 ///
+/// --method dpo trains on {"prompt", "chosen", "rejected"} pairs with DPO's loss (--beta),
+/// the reference being the base model (without the adapter), and reports TRL's metrics
+/// (rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins). --method
+/// distill learns from --teacher: from its top --distill-top-k probabilities at
+/// --distill-temperature on every trained position (--distill-mode logits, same tokenizer,
+/// computed as training goes), or from its greedy answers to the data's prompts, written to
+/// OUT/teacher_data.jsonl and trained on as ordinary fine-tuning data (--distill-mode
+/// sequences, any tokenizer). Both train a LoRA adapter unless --tune full.
+///
 /// OUT/checkpoint.safetensors (weights, optimizer state, progress and settings; replaced
 /// atomically) is written every --checkpoint-every steps and at the end; --resume continues
 /// it exactly as if the run had not stopped. A loss that stops being finite ends the run
@@ -45,10 +56,37 @@ pub struct FinetuneArgs {
     /// Training data (JSONL).
     #[arg(long, value_name = "FILE.jsonl")]
     data: PathBuf,
-    /// What to train: full (every weight, f32 master weights) or lora (a low-rank adapter
-    /// on --targets, the model frozen). dpo and distill are not implemented yet.
+    /// What to train: full (every weight, f32 master weights), lora (a low-rank adapter
+    /// on --targets, the model frozen), dpo (preference pairs) or distill (from --teacher).
     #[arg(long, value_enum, default_value = "full")]
     method: Method,
+    /// What dpo and distill train: a LoRA adapter (default; --rank, --alpha, --targets) or
+    /// every weight (full).
+    #[arg(long, value_enum, value_name = "lora|full")]
+    tune: Option<Tune>,
+    /// DPO's beta: how far the policy may move from the reference (higher: closer).
+    #[arg(long, default_value_t = 0.1, value_name = "B")]
+    beta: f64,
+    /// The teacher for --method distill: a .gguf file, a folder, or a model in the store.
+    #[arg(long, value_name = "MODEL")]
+    teacher: Option<PathBuf>,
+    /// Distillation from the teacher's logits or from its generated answers.
+    #[arg(long, value_enum, default_value = "logits")]
+    distill_mode: DistillMode,
+    /// The teacher's most probable tokens kept per position (logits mode).
+    #[arg(long, default_value_t = 16, value_parser = at_least_one, value_name = "K")]
+    distill_top_k: usize,
+    /// Softmax temperature of teacher and student (logits mode); the loss is scaled by T².
+    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    distill_temperature: f64,
+    /// Keep the teacher's probability outside its top --distill-top-k as one more class
+    /// (logits mode): the loss is then 0 exactly at the teacher. Without it the top k are
+    /// renormalized, which also asks the student to sharpen onto them.
+    #[arg(long)]
+    distill_tail: bool,
+    /// Tokens per teacher answer at most (sequences mode).
+    #[arg(long, default_value_t = 256, value_parser = at_least_one, value_name = "N")]
+    distill_max_tokens: usize,
     /// LoRA rank r: each adapted projection learns B (out × r) · A (r × in).
     #[arg(long, default_value_t = 16, value_parser = at_least_one, value_name = "R")]
     rank: usize,
@@ -134,6 +172,18 @@ enum Method {
     Distill,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tune {
+    Lora,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DistillMode {
+    Logits,
+    Sequences,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum OutType {
     F32,
@@ -142,27 +192,67 @@ enum OutType {
 }
 
 pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
-    let method = match a.method {
-        Method::Full => job::Method::Full,
-        Method::Lora => job::Method::Lora(LoraConfig {
+    let method_name = match a.method {
+        Method::Full => "full",
+        Method::Lora => "lora",
+        Method::Dpo => "dpo",
+        Method::Distill => "distill",
+    };
+    if matches!(a.method, Method::Full | Method::Lora) && a.tune.is_some() {
+        bail!(
+            "--tune is for --method dpo and distill (--method {method_name} says what it trains)"
+        );
+    }
+    if a.method != Method::Distill && a.teacher.is_some() {
+        bail!("--teacher is for --method distill");
+    }
+    let tune_lora = match a.method {
+        Method::Full => false,
+        Method::Lora => true,
+        Method::Dpo | Method::Distill => a.tune != Some(Tune::Full),
+    };
+    let method = if tune_lora {
+        job::Method::Lora(LoraConfig {
             rank: a.rank,
             alpha: a.alpha,
             targets: Target::parse_list(&a.targets)?,
-        }),
-        Method::Dpo | Method::Distill => bail!(
-            "--method {} is not implemented yet; --method full trains every weight, --method \
-             lora an adapter",
-            if a.method == Method::Dpo {
-                "dpo"
-            } else {
-                "distill"
-            }
-        ),
+        })
+    } else {
+        job::Method::Full
     };
-    let path = ferrollama_store::Store::open_default().resolve_arg(&a.model)?;
-    let lr = a.lr.unwrap_or(match method {
-        job::Method::Lora(_) => 2e-4,
-        _ => 1e-5,
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let store = ferrollama_store::Store::open_default();
+    let mut data_path = a.data.clone();
+    let loss = match a.method {
+        Method::Full | Method::Lora => Loss::CrossEntropy,
+        Method::Dpo => Loss::Dpo { beta: a.beta },
+        Method::Distill => {
+            let Some(t) = &a.teacher else {
+                bail!("--method distill needs --teacher MODEL");
+            };
+            let teacher = store.resolve_arg(t)?;
+            match a.distill_mode {
+                DistillMode::Logits => Loss::Distill(DistillSpec {
+                    teacher,
+                    top_k: a.distill_top_k,
+                    temperature: a.distill_temperature,
+                    tail: a.distill_tail,
+                }),
+                DistillMode::Sequences => {
+                    data_path = teacher_answers(&a, &teacher, threads)?;
+                    Loss::CrossEntropy
+                }
+            }
+        }
+    };
+    let path = store.resolve_arg(&a.model)?;
+    let lr = a.lr.unwrap_or(match (a.method, &method) {
+        (Method::Dpo, job::Method::Lora(_)) => 5e-5,
+        (Method::Dpo, job::Method::Full) => 1e-6,
+        (_, job::Method::Lora(_)) => 2e-4,
+        (_, job::Method::Full) => 1e-5,
     });
     let config = TrainConfig {
         length: match (a.steps, a.epochs) {
@@ -185,9 +275,10 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
     };
     let spec = JobSpec {
         model: path.clone(),
-        data: a.data.clone(),
+        data: data_path,
         eval: a.eval.clone(),
         method,
+        loss,
         config,
         sequences: SequenceOptions {
             seq_len: a.seq_len,
@@ -218,9 +309,6 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
             eprintln!("{n}");
         }
     }
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = ThreadPool::new(threads);
 
     let bar = super::progress_bar(a.json);
@@ -235,15 +323,38 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
     let mut on = |e: &Event| match e {
         Event::Step(r) => {
             if json {
-                let v = json!({
+                let mut v = json!({
                     "event": "step", "step": r.step, "total_steps": r.total_steps,
                     "epoch": r.epoch, "loss": r.loss, "grad_norm": r.grad_norm, "lr": r.lr,
                     "tokens": r.tokens, "tokens_per_s": r.tokens_per_s, "seconds": r.seconds,
                 });
+                if let Some(m) = &r.dpo {
+                    add_dpo_fields(&mut v, m, "");
+                }
                 println!("{v}");
             } else {
-                bar.set_message(format!("loss {:.4}, {:.0} tok/s", r.loss, r.tokens_per_s));
+                let extra = r.dpo.map_or(String::new(), |m| {
+                    format!(", acc {:.2}, margin {:.3}", m.accuracy(), m.margin())
+                });
+                bar.set_message(format!(
+                    "loss {:.4}{extra}, {:.0} tok/s",
+                    r.loss, r.tokens_per_s
+                ));
                 bar.set_position(r.step);
+            }
+        }
+        Event::EvalDpo { step, metrics } => {
+            if json {
+                let mut v = json!({"event": "eval", "step": step, "eval_loss": metrics.loss()});
+                add_dpo_fields(&mut v, metrics, "eval_");
+                println!("{v}");
+            } else {
+                bar.println(format!(
+                    "step {step}: eval loss {:.4}, reward accuracy {:.2}, margin {:.3}",
+                    metrics.loss(),
+                    metrics.accuracy(),
+                    metrics.margin()
+                ));
             }
         }
         Event::Eval { step, loss } => {
@@ -278,7 +389,8 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    json!({"event": "done", "method": "lora", "steps": steps, "adapter": peft,
+                    json!({"event": "done", "method": method_name, "tune": "lora", "steps": steps,
+                           "adapter": peft,
                            "adapter_gguf": gguf, "checkpoint": ck_path})
                 );
             } else {
@@ -293,7 +405,8 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    json!({"event": "done", "method": "full", "steps": steps, "model": model,
+                    json!({"event": "done", "method": method_name, "tune": "full", "steps": steps,
+                           "model": model,
                            "checkpoint": ck_path})
                 );
             } else {
@@ -306,4 +419,61 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sequence-level distillation: the teacher's greedy answers to the data's prompts, written
+/// to OUT/teacher_data.jsonl (kept for a resumed run), which then is the training data.
+fn teacher_answers(a: &FinetuneArgs, teacher: &std::path::Path, threads: usize) -> Result<PathBuf> {
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let out = a.out.join("teacher_data.jsonl");
+    if a.resume && out.exists() {
+        if !a.json {
+            eprintln!("reusing the teacher's answers in {}", out.display());
+        }
+        return Ok(out);
+    }
+    let model = ferrollama_engine::Model::load(teacher)
+        .with_context(|| format!("cannot load the teacher {}", teacher.display()))?;
+    let bar = super::progress_bar(a.json);
+    bar.set_style(
+        ProgressStyle::with_template("teacher answers [{bar:30}] {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let g = TeacherGen {
+        max_tokens: a.distill_max_tokens,
+        threads,
+    };
+    let w = write_teacher_data(&model, &a.data, &out, g, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        println!(
+            "{}",
+            json!({"event": "teacher_data", "path": out, "records": w.records,
+                   "cut_at_max_tokens": w.cut})
+        );
+    } else {
+        eprintln!(
+            "the teacher answered {} prompts into {} ({} cut at --distill-max-tokens)",
+            w.records,
+            out.display(),
+            w.cut
+        );
+    }
+    Ok(out)
+}
+
+/// DPO's metrics under TRL's names (`rewards/chosen`, ...), each key prefixed by `prefix`.
+fn add_dpo_fields(v: &mut serde_json::Value, m: &DpoMetrics, prefix: &str) {
+    if let (Some(obj), serde_json::Value::Object(fields)) = (v.as_object_mut(), m.to_json()) {
+        for (k, x) in fields {
+            if k != "loss" {
+                obj.insert(format!("{prefix}{k}"), x);
+            }
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod quantize;
 pub mod run;
 pub mod serve;
 pub mod source;
+pub mod teacher_data;
 pub mod tokenize;
 pub mod tool;
 

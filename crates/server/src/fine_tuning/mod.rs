@@ -408,6 +408,15 @@ impl FineTuning {
                            "tokens_per_s": s.tokens_per_s, "epoch": s.epoch}),
                 );
             }
+            Event::EvalDpo { step, metrics } => {
+                job.event(
+                    "info",
+                    "metrics",
+                    format!("Step {step}: validation DPO loss={:.4}", metrics.loss()),
+                    json!({"step": step, "valid_loss": metrics.loss(),
+                           "valid_reward_accuracy": metrics.accuracy()}),
+                );
+            }
             Event::Eval { step, loss } => {
                 job.event(
                     "info",
@@ -579,6 +588,9 @@ fn spec_of(dir: &Path, r: &JobRecord) -> Result<JobSpec, String> {
             .as_ref()
             .map(|_| dir.join("validation.jsonl")),
         method,
+        // The fine-tuning API trains supervised data; DPO (preference-optimize) is not
+        // wired here yet.
+        loss: ferrollama_train::job::Loss::CrossEntropy,
         config,
         sequences: ferrollama_train::data::SequenceOptions {
             seq_len: u("seq_len").unwrap_or(2048).max(1) as usize,

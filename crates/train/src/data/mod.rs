@@ -21,6 +21,7 @@ pub mod llama31;
 pub mod openai;
 pub mod pack;
 pub mod problems;
+pub mod prompts;
 pub mod record;
 pub mod render;
 pub mod sequences;
@@ -30,6 +31,7 @@ pub use jsonl::{Records, parse_jsonl, read_jsonl};
 pub use llama31::Llama31Renderer;
 pub use pack::{Packed, pack, pack_text};
 pub use problems::{BadRecords, RecordError};
+pub use prompts::{Prompt, prompts};
 pub use record::{Chat, Completion, Numbered, Preference, Record, RecordKind, ToolSpec, Turn};
 pub use render::{ChatRenderer, Masked};
 pub use sequences::{

@@ -18,6 +18,7 @@ pub mod embedding;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+pub mod soft_target;
 pub mod swiglu;
 
 use std::ops::Range;
