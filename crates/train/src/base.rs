@@ -57,19 +57,6 @@ pub trait Base<F> {
     fn check(&self, sh: &Shape) -> Result<()>;
 }
 
-/// `(in, out)` features of projection `t` in a pass shaped by `sh`.
-pub(crate) fn proj_dims(t: Target, sh: &Shape) -> (usize, usize) {
-    let (d, ff) = (sh.dim, sh.ffn_dim);
-    let q = sh.heads.n_heads * sh.heads.head_dim;
-    let kv = sh.heads.n_kv_heads * sh.heads.head_dim;
-    match t {
-        Target::Q => (d, q),
-        Target::K | Target::V => (d, kv),
-        Target::O => (q, d),
-        Target::Gate | Target::Up => (d, ff),
-        Target::Down => (ff, d),
-    }
-}
 
 impl<F: Float> BaseLayer<F> for LayerParams<F> {
     type Matrix = [F];
@@ -118,7 +105,7 @@ impl<F: Float> Base<F> for Params<F> {
             want.push(("attention_norm", l.attention_norm.len(), d));
             want.push(("ffn_norm", l.ffn_norm.len(), d));
             for t in Target::ALL {
-                let (i, o) = proj_dims(t, sh);
+                let (i, o) = t.dims_of(sh);
                 want.push((t.weight(), l.proj(t).len(), i * o));
             }
         }

@@ -230,7 +230,7 @@ impl Base<f32> for FrozenBase {
             want.push(("attention_norm", (1, l.attention_norm.len()), (1, d)));
             want.push(("ffn_norm", (1, l.ffn_norm.len()), (1, d)));
             for t in Target::ALL {
-                let (i, o) = crate::base::proj_dims(t, sh);
+                let (i, o) = t.dims_of(sh);
                 want.push((t.weight(), shape(l.proj(t)), (o, i)));
             }
         }
