@@ -57,7 +57,6 @@ pub trait Base<F> {
     fn check(&self, sh: &Shape) -> Result<()>;
 }
 
-
 impl<F: Float> BaseLayer<F> for LayerParams<F> {
     type Matrix = [F];
     fn attention_norm(&self) -> &[F] {
