@@ -1,8 +1,9 @@
 """Fine-tuning through the real clients: OpenAI's `fine_tuning.jobs` (create from an uploaded
 file, retrieve, list, events, checkpoints, cancel) and Llama Stack's `post_training`
-(supervised-fine-tune, job status / artifacts / list / cancel), on the tiny model
-(FERROLLAMA_MODEL2: its vocabulary is not Llama 3's and it has no chat template, so the
-data is `{"text": ...}` records, continued pretraining).
+(supervised-fine-tune, preference-optimize, job status / artifacts / list / cancel), on the
+tiny model (FERROLLAMA_MODEL2: its vocabulary is not Llama 3's and it has no chat template,
+so the data is `{"text": ...}` records, continued pretraining, and raw-text preference
+pairs for DPO).
 """
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ import pytest
 def text_jsonl(n: int, salt: int = 0) -> bytes:
     lines = [
         json.dumps({"text": f"Record {i + salt}: the cat sat on the mat {(i * 7 + salt) % 13} times."})
+        for i in range(n)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def pref_jsonl(n: int) -> bytes:
+    lines = [
+        json.dumps({"prompt": f"Record {i}: the cat", "chosen": " sat on the mat.",
+                    "rejected": " ran off the roof."})
         for i in range(n)
     ]
     return ("\n".join(lines) + "\n").encode()
@@ -179,3 +189,65 @@ def test_llama_stack_supervised_fine_tune(ls, oa, model2):
                                              "data_format": "instruct"}},
         )
     assert "400" in str(e.value) or "QAT" in str(e.value)
+
+
+def test_openai_dpo_job_trains_an_adapter_that_prefers_the_chosen_reply(oa, model2):
+    train = upload(oa, pref_jsonl(6))
+    job = oa.fine_tuning.jobs.create(
+        model=model2, training_file=train, suffix="dpo", seed=3,
+        method={"type": "dpo", "dpo": {"hyperparameters": {
+            "beta": 0.2, "n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 10.0,
+            "seq_len": 32, "lora_rank": 4}}},
+    )
+    assert job.method.type == "dpo", job.method
+    assert job.method.dpo.hyperparameters.beta == 0.2
+    done = wait_final(lambda: oa.fine_tuning.jobs.retrieve(job.id))
+    assert done.status == "succeeded", done.error
+    events = oa.fine_tuning.jobs.list_events(job.id, limit=100).data
+    losses = [e.data["train_loss"] for e in sorted(
+        (e for e in events if e.type == "metrics" and "train_loss" in (e.data or {})),
+        key=lambda e: e.data["step"])]
+    # DPO's loss starts at log 2 (the adapter starts as the reference) and falls.
+    assert abs(losses[0] - 0.6931) < 1e-3, losses
+    assert losses[-1] < losses[0], losses
+    assert done.fine_tuned_model in [m.id for m in oa.models.list().data]
+
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.fine_tuning.jobs.create(model=model2, training_file=train,
+                                   method={"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}})
+    assert "beta" in str(e.value)
+
+
+def test_llama_stack_preference_optimize(ls, oa, model2):
+    dataset = upload(oa, pref_jsonl(4))
+    job_uuid = f"ls-dpo-{uuid.uuid4().hex[:12]}"
+    training_config = {
+        "n_epochs": 1, "max_steps_per_epoch": 2, "gradient_accumulation_steps": 1,
+        "data_config": {"dataset_id": dataset, "batch_size": 2, "shuffle": True,
+                        "data_format": "instruct", "max_seq_len": 32},
+        "optimizer_config": {"optimizer_type": "adamw", "lr": 1e-3, "weight_decay": 0.0,
+                             "num_warmup_steps": 0},
+    }
+    r = ls.post_training.preference_optimize(
+        job_uuid=job_uuid, finetuned_model=model2, hyperparam_search_config={}, logger_config={},
+        algorithm_config={"reward_scale": 0.1, "reward_clip": 0.0, "epsilon": 0.0, "gamma": 0.0},
+        training_config=training_config,
+    )
+    assert r.job_uuid == job_uuid
+    status = wait_final(lambda: ls.post_training.job.status(job_uuid=job_uuid),
+                        done=("completed", "failed", "cancelled"))
+    assert status.status == "completed", status
+    arts = ls.post_training.job.artifacts(job_uuid=job_uuid)
+    assert len(arts.checkpoints) == 1
+    job = oa.fine_tuning.jobs.retrieve(job_uuid)
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
+
+    # A variant this trainer does not run is refused, not silently replaced by plain DPO.
+    with pytest.raises(Exception) as e:
+        ls.post_training.preference_optimize(
+            job_uuid=f"ls-dpo-{uuid.uuid4().hex[:12]}", finetuned_model=model2,
+            hyperparam_search_config={}, logger_config={},
+            algorithm_config={"reward_scale": 0.1, "reward_clip": 0.0, "epsilon": 0.0, "gamma": 0.5},
+            training_config=training_config,
+        )
+    assert "gamma" in str(e.value)

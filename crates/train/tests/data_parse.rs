@@ -292,3 +292,33 @@ fn an_empty_file_is_an_error() {
         }
     }
 }
+
+/// OpenAI's DPO file shape reads as the same record as its prompt/chosen/rejected twin.
+#[test]
+fn openai_preference_shape_equals_prompt_chosen_rejected() {
+    let openai = ok(
+        r#"{"input": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}]}, "preferred_output": [{"role": "assistant", "content": "good"}], "non_preferred_output": [{"role": "assistant", "content": "bad"}]}"#,
+    );
+    let ours = ok(
+        r#"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}"#,
+    );
+    assert_eq!(openai.kind, RecordKind::Preference);
+    assert_eq!(openai.records, ours.records);
+
+    let b = bad(concat!(
+        r#"{"input": {"messages": [{"role": "user", "content": "Q"}]}, "preferred_output": "good", "non_preferred_output": [{"role": "assistant", "content": "bad"}]}"#,
+        "\n",
+        r#"{"preferred_output": [{"role": "assistant", "content": "good"}], "non_preferred_output": [{"role": "assistant", "content": "bad"}]}"#,
+        "\n",
+        r#"{"input": {"messages": []}, "prompt": "Q", "preferred_output": [], "non_preferred_output": []}"#,
+    ));
+    let p = problems(&b);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert_eq!(
+        (p[0].0, p[0].1.as_str()),
+        (1, "preferred_output must be a list of assistant messages")
+    );
+    assert_eq!((p[1].0, p[1].1.as_str()), (2, "input is missing"));
+    assert_eq!(p[2].0, 3);
+    assert!(p[2].1.starts_with("both preferred_output"), "{}", p[2].1);
+}

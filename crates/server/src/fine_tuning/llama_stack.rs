@@ -8,6 +8,9 @@
 //! `training_config.data_config.dataset_id` is a Files API id or an absolute path (the
 //! datasets API is not served yet); `data_config.max_seq_len` (ours) sets the sequence
 //! length, 2048 by default.
+//!
+//! `preference-optimize` runs DPO (see [`dpo_algorithm`] for how its `algorithm_config`
+//! maps to β), over every weight or, with ferrollama's `lora_rank`, a LoRA adapter.
 
 use std::sync::Arc;
 
@@ -70,10 +73,8 @@ fn int(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u64>, Api
     }
 }
 
-/// The job's settings from `training_config` and `algorithm_config`.
-fn settings(
-    body: &Map<String, Value>,
-) -> Result<(String, Value, String, Option<String>), ApiError> {
+/// The job's settings from `training_config`: (settings, dataset, validation dataset).
+fn training(body: &Map<String, Value>) -> Result<(Value, String, Option<String>), ApiError> {
     let tc = body
         .get("training_config")
         .and_then(Value::as_object)
@@ -149,6 +150,12 @@ fn settings(
     {
         hp["activation_checkpointing"] = json!(true);
     }
+    Ok((hp, dataset, validation))
+}
+
+/// `supervised-fine-tune`'s `algorithm_config`: `LoRA` settings into `hp`, or none for full
+/// fine-tuning; the method's name.
+fn lora_algorithm(body: &Map<String, Value>, hp: &mut Value) -> Result<String, ApiError> {
     let method = match body.get("algorithm_config") {
         None | Some(Value::Null) => "full".to_string(),
         Some(ac) => {
@@ -215,7 +222,93 @@ fn settings(
     if method == "full" && hp.get("learning_rate").is_none() {
         hp["learning_rate"] = json!(1e-5);
     }
-    Ok((method, hp, dataset, validation))
+    Ok(method)
+}
+
+/// `preference-optimize`'s `algorithm_config` into `hp`: DPO's β and, as a ferrollama
+/// extension, LoRA settings (`lora_rank`, `lora_alpha`, `lora_targets`; without them every
+/// weight is trained).
+///
+/// β is `beta` (the later Llama Stack schema, with `loss_type` `sigmoid`, the DPO loss),
+/// else `reward_scale` (llama-stack-client 0.2.12's field: β scales DPO's implicit reward
+/// `β·log(π/π_ref)`), else 0.1. 0.2.12's `epsilon`, `gamma` and `reward_clip` name
+/// variants this trainer does not have (label smoothing, a reward margin, clipping): they
+/// must be 0 or absent, so a request never silently trains something other than it asked.
+fn dpo_algorithm(body: &Map<String, Value>, hp: &mut Value) -> Result<String, ApiError> {
+    let ac = body
+        .get("algorithm_config")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "algorithm_config",
+                "algorithm_config is required: {\"beta\": 0.1} (or reward_scale)",
+            )
+        })?;
+    if let Some(t) = ac.get("loss_type").and_then(Value::as_str)
+        && t != "sigmoid"
+    {
+        return Err(ApiError::invalid_param(
+            "algorithm_config.loss_type",
+            format!("loss_type {t:?} is not available: DPO's sigmoid loss is"),
+        ));
+    }
+    for key in ["epsilon", "gamma", "reward_clip"] {
+        match ac.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_f64() == Some(0.0) => {}
+            Some(v) => {
+                return Err(ApiError::invalid_param(
+                    &format!("algorithm_config.{key}"),
+                    format!(
+                        "{key} = {v} is not available: this trainer runs plain DPO (set {key} \
+                         to 0 and use beta or reward_scale for β)"
+                    ),
+                ));
+            }
+        }
+    }
+    let beta_param = if ac.contains_key("beta") {
+        "algorithm_config.beta"
+    } else {
+        "algorithm_config.reward_scale"
+    };
+    let beta = super::openai::dpo_beta(
+        ac.get("beta").or_else(|| ac.get("reward_scale")),
+        beta_param,
+    )?;
+    hp["dpo_beta"] = json!(beta);
+    if let Some(r) = int(ac, "lora_rank", "algorithm_config")? {
+        hp["lora_rank"] = json!(r.max(1));
+        hp["lora_alpha"] = json!(
+            ac.get("lora_alpha")
+                .and_then(Value::as_f64)
+                .unwrap_or(2.0 * r.max(1) as f64)
+        );
+        let targets = match ac.get("lora_targets") {
+            None | Some(Value::Null) => "all".to_string(),
+            Some(Value::String(t)) => {
+                ferrollama_train::Target::parse_list(t).map_err(|e| {
+                    ApiError::invalid_param("algorithm_config.lora_targets", e.to_string())
+                })?;
+                t.clone()
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    "algorithm_config.lora_targets",
+                    "lora_targets is a comma-separated list: q,k,v,o,gate,up,down or all",
+                ));
+            }
+        };
+        hp["lora_targets"] = json!(targets);
+        if hp.get("learning_rate").is_none() {
+            hp["learning_rate"] = json!(5e-5);
+        }
+        return Ok("lora".into());
+    }
+    if hp.get("learning_rate").is_none() {
+        hp["learning_rate"] = json!(5e-7);
+    }
+    Ok("full".into())
 }
 
 /// `POST /v1/post-training/supervised-fine-tune` → `{"job_uuid"}`.
@@ -226,21 +319,13 @@ pub async fn supervised_fine_tune(
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
-    let id = obj
-        .get("job_uuid")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_param("job_uuid", "job_uuid is required"))?;
-    if !valid_id(id) {
-        return Err(ApiError::invalid_param(
-            "job_uuid",
-            "job_uuid must be 1 to 128 letters, digits, '-', '_' or '.'",
-        ));
-    }
+    let id = job_uuid(obj)?;
     let model = obj
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::invalid_param("model", "model is required"))?;
-    let (method, hp, dataset, validation) = settings(obj)?;
+    let (mut hp, dataset, validation) = training(obj)?;
+    let method = lora_algorithm(obj, &mut hp)?;
     let r = create_job(
         &app,
         "llama_stack",
@@ -258,16 +343,54 @@ pub async fn supervised_fine_tune(
     Ok(axum::Json(json!({"job_uuid": r.id})).into_response())
 }
 
-/// `POST /v1/post-training/preference-optimize`.
+/// `POST /v1/post-training/preference-optimize` → `{"job_uuid"}`: DPO on a dataset of
+/// `{"prompt", "chosen", "rejected"}` records (or OpenAI's preference shape); the reference
+/// model is the base itself, its log-probabilities computed once before training.
 pub async fn preference_optimize(
-    State(_app): State<Arc<AppState>>,
-    JsonBody(_body): JsonBody<Value>,
+    State(app): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    Err(ApiError::new(
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "preference optimization (DPO) is not available yet; supervised-fine-tune is",
-    ))
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
+    let id = job_uuid(obj)?;
+    // Llama Stack names the model to train `finetuned_model` here.
+    let model = obj
+        .get("finetuned_model")
+        .or_else(|| obj.get("model"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_param("finetuned_model", "finetuned_model is required"))?;
+    let (mut hp, dataset, validation) = training(obj)?;
+    let method = dpo_algorithm(obj, &mut hp)?;
+    let r = create_job(
+        &app,
+        "llama_stack",
+        id.to_string(),
+        model,
+        &dataset,
+        validation.as_deref(),
+        method,
+        hp,
+        None,
+        0,
+        obj.get("logger_config").cloned().unwrap_or(Value::Null),
+    )
+    .await?;
+    Ok(axum::Json(json!({"job_uuid": r.id})).into_response())
+}
+
+fn job_uuid(obj: &Map<String, Value>) -> Result<&str, ApiError> {
+    let id = obj
+        .get("job_uuid")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_param("job_uuid", "job_uuid is required"))?;
+    if !valid_id(id) {
+        return Err(ApiError::invalid_param(
+            "job_uuid",
+            "job_uuid must be 1 to 128 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(id)
 }
 
 /// `GET /v1/post-training/jobs` → `{"data": [{"job_uuid"}]}`.

@@ -588,9 +588,12 @@ fn spec_of(dir: &Path, r: &JobRecord) -> Result<JobSpec, String> {
             .as_ref()
             .map(|_| dir.join("validation.jsonl")),
         method,
-        // The fine-tuning API trains supervised data; DPO (preference-optimize) is not
-        // wired here yet.
-        loss: ferrollama_train::job::Loss::CrossEntropy,
+        // A DPO job (OpenAI `method.type = "dpo"`, Llama Stack `preference-optimize`)
+        // records its β; everything else is supervised.
+        loss: match f("dpo_beta") {
+            Some(beta) => ferrollama_train::job::Loss::Dpo { beta },
+            None => ferrollama_train::job::Loss::CrossEntropy,
+        },
         config,
         sequences: ferrollama_train::data::SequenceOptions {
             seq_len: u("seq_len").unwrap_or(2048).max(1) as usize,

@@ -43,11 +43,18 @@ fn status_name(s: Status) -> &'static str {
 /// A job as OpenAI's `fine_tuning.job` object.
 pub fn job_json(r: &JobRecord) -> Value {
     let hp = &r.hyperparameters;
-    let public = json!({
+    let mut public = json!({
         "n_epochs": hp.get("n_epochs"),
         "batch_size": hp.get("batch_size"),
         "learning_rate_multiplier": hp.get("learning_rate_multiplier"),
     });
+    let method = match hp.get("dpo_beta") {
+        Some(beta) => {
+            public["beta"] = beta.clone();
+            json!({"type": "dpo", "dpo": {"hyperparameters": public}})
+        }
+        None => json!({"type": "supervised", "supervised": {"hyperparameters": public}}),
+    };
     json!({
         "id": r.id,
         "object": "fine_tuning.job",
@@ -68,7 +75,7 @@ pub fn job_json(r: &JobRecord) -> Value {
         "integrations": [],
         "metadata": r.metadata,
         "user_provided_suffix": r.suffix,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": public}},
+        "method": method,
     })
 }
 
@@ -93,18 +100,18 @@ fn hyperparameters(body: &Map<String, Value>) -> Result<(String, Value), ApiErro
         .and_then(|m| m.get("type"))
         .and_then(Value::as_str)
         .unwrap_or("supervised");
-    if kind != "supervised" {
+    if kind != "supervised" && kind != "dpo" {
         return Err(ApiError::invalid_param(
             "method.type",
             format!(
-                "method {kind:?} is not available yet: only \"supervised\" fine-tuning (DPO \
-                 comes with --method dpo)"
+                "method {kind:?} is not available: use \"supervised\" or \"dpo\" \
+                 (reinforcement fine-tuning needs a grader and is not served)"
             ),
         ));
     }
     let empty = Map::new();
     let hp = method
-        .and_then(|m| m.get("supervised"))
+        .and_then(|m| m.get(kind))
         .and_then(|s| s.get("hyperparameters"))
         .or_else(|| body.get("hyperparameters"))
         .map(|v| {
@@ -185,7 +192,30 @@ fn hyperparameters(body: &Map<String, Value>) -> Result<(String, Value), ApiErro
     if let Some(v) = hp.get("truncate") {
         out["truncate"] = json!(v.as_bool() == Some(true));
     }
+    if kind == "dpo" {
+        out["dpo_beta"] = json!(dpo_beta(hp.get("beta"), "hyperparameters.beta")?);
+    } else if hp.contains_key("beta") {
+        return Err(ApiError::invalid_param(
+            "hyperparameters.beta",
+            "beta is a DPO setting: use method {\"type\": \"dpo\"}",
+        ));
+    }
     Ok((training.to_string(), out))
+}
+
+/// DPO's β: `"auto"` or absent is 0.1 (the DPO paper's and TRL's default), else a positive
+/// number.
+pub(super) fn dpo_beta(v: Option<&Value>, param: &str) -> Result<f64, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(0.1),
+        Some(Value::String(s)) if s == "auto" => Ok(0.1),
+        Some(v) => v
+            .as_f64()
+            .filter(|b| b.is_finite() && *b > 0.0)
+            .ok_or_else(|| {
+                ApiError::invalid_param(param, format!("beta must be a positive number, not {v}"))
+            }),
+    }
 }
 
 /// Creates a job from the fields both APIs share: the base model id, the files and the

@@ -87,6 +87,11 @@ fn record(line: &str) -> Check<(RecordKind, Parse)> {
         RecordKind::Chat => Box::new(move || openai::chat(&obj).map(Record::Chat)),
         RecordKind::Completion => Box::new(move || completion(&obj).map(Record::Completion)),
         RecordKind::Text => Box::new(move || text_field(&obj, "text").map(Record::Text)),
+        RecordKind::Preference
+            if obj.contains_key("preferred_output") || obj.contains_key("non_preferred_output") =>
+        {
+            Box::new(move || openai_preference(&obj).map(Record::Preference))
+        }
         RecordKind::Preference => Box::new(move || preference(&obj).map(Record::Preference)),
     };
     Ok((kind, parse))
@@ -96,7 +101,18 @@ fn kind_of(obj: &Map<String, Value>) -> Check<RecordKind> {
     let has = |k: &str| obj.contains_key(k);
     let preference = has("chosen") || has("rejected");
     let completion = has("completion");
-    if has("messages") {
+    if has("preferred_output") || has("non_preferred_output") {
+        // OpenAI's DPO shape: {"input": {"messages", "tools"}, "preferred_output": [...],
+        // "non_preferred_output": [...]}.
+        if has("messages") || has("prompt") || completion || preference {
+            return Err(
+                "both preferred_output/non_preferred_output and messages/prompt fields: which \
+                 shape is it?"
+                    .into(),
+            );
+        }
+        Ok(RecordKind::Preference)
+    } else if has("messages") {
         if has("prompt") || has("text") || completion || preference {
             return Err(
                 "both messages and prompt/completion/text fields: which shape is it?".into(),
@@ -170,6 +186,30 @@ fn reply(obj: &Map<String, Value>, key: &str, mut ids: Vec<String>) -> Check<Vec
     };
     openai::require_trained(&turns, key)?;
     Ok(turns)
+}
+
+/// OpenAI's preference record: the prompt is `input.messages` (with `input.tools`), the
+/// answers are lists of assistant messages.
+fn openai_preference(obj: &Map<String, Value>) -> Check<Preference> {
+    let input = match obj.get("input") {
+        Some(Value::Object(o)) => o,
+        None | Some(Value::Null) => return Err("input is missing".into()),
+        Some(_) => return Err("input is not an object with messages".into()),
+    };
+    let mut ids = Vec::new();
+    let mut messages = openai::turns(input.get("messages"), "input.messages", &mut ids)?;
+    messages.iter_mut().for_each(|t| t.trained = false);
+    let tools = openai::tools(input.get("tools"))?;
+    for key in ["preferred_output", "non_preferred_output"] {
+        if !matches!(obj.get(key), Some(Value::Array(_))) {
+            return Err(format!("{key} must be a list of assistant messages"));
+        }
+    }
+    Ok(Preference::Chat {
+        chosen: reply(obj, "preferred_output", ids.clone())?,
+        rejected: reply(obj, "non_preferred_output", ids)?,
+        prompt: Chat { messages, tools },
+    })
 }
 
 /// A text prompt takes a text answer.

@@ -8,7 +8,9 @@
 //! - `{"prompt": ..., "completion": ...}`, raw text, or conversational when the prompt is
 //!   a list of messages;
 //! - `{"text": ...}` for continued pretraining, packed into full sequences;
-//! - `{"prompt": ..., "chosen": ..., "rejected": ...}`, preference pairs for DPO.
+//! - `{"prompt": ..., "chosen": ..., "rejected": ...}`, preference pairs for DPO, or the same
+//!   in OpenAI's DPO shape: `{"input": {"messages": [...], "tools": [...]},
+//!   "preferred_output": [...], "non_preferred_output": [...]}`.
 //!
 //! The pipeline is [`jsonl`] (text to typed [`record`]s, every bad line reported with its
 //! number, see [`problems`]) then [`sequences`] or [`mod@pack`] (records to tokens through a

@@ -16,7 +16,9 @@ pub enum Record {
     Completion(Completion),
     /// `{"text": ...}`: continued pretraining.
     Text(String),
-    /// `{"prompt": ..., "chosen": ..., "rejected": ...}`: a preference pair for DPO.
+    /// `{"prompt": ..., "chosen": ..., "rejected": ...}`, or OpenAI's `{"input":
+    /// {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}`: a
+    /// preference pair for DPO.
     Preference(Preference),
 }
 
