@@ -116,6 +116,20 @@ fn finetune_dpo_reports_trl_metrics_and_lowers_its_loss() {
     assert_eq!(done["method"], "dpo");
     assert_eq!(done["tune"], "lora");
     assert!(dir.join("out/adapter.gguf").exists());
+
+    // Regression (checkpoints did not record DPO's beta): resuming with another beta, or as
+    // supervised training, would have continued a different run silently.
+    let mut other = args.to_vec();
+    other[7] = "0.2";
+    other.push("--resume");
+    let out = finetune(&dir, &tiny("f16"), &other);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(r#"{"loss":"dpo","beta":0.5}"#)
+            && err.contains(r#"{"loss":"dpo","beta":0.2}"#),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

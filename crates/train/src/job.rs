@@ -64,6 +64,27 @@ pub struct DistillSpec {
     pub tail: bool,
 }
 
+impl Loss {
+    /// The objective as checkpoints record it.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Loss::CrossEntropy => serde_json::json!({"loss": "cross_entropy"}),
+            Loss::Dpo { beta } => serde_json::json!({"loss": "dpo", "beta": beta}),
+            Loss::Distill(d) => serde_json::json!({
+                "loss": "distill",
+                // Canonical, so `t.gguf` and `./t.gguf` are the same teacher.
+                "teacher": std::fs::canonicalize(&d.teacher)
+                    .unwrap_or_else(|_| d.teacher.clone())
+                    .display()
+                    .to_string(),
+                "top_k": d.top_k,
+                "temperature": d.temperature,
+                "tail": d.tail,
+            }),
+        }
+    }
+}
+
 /// Tensor type of a fully fine-tuned model's GGUF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutType {
@@ -368,8 +389,19 @@ impl Job {
         }
         let ck_path = spec.out.join(CHECKPOINT_FILE);
         let base = describe_base(&src, &spec.model);
+        let objective = spec.loss.to_json();
         let mut trainer = if spec.resume {
             let ck = checkpoint::load(&spec.out, &shape, params, spec.config.adamw)?;
+            // Checkpoints from before objectives were recorded are cross-entropy or DPO
+            // runs with unknown settings: let them resume.
+            if let Some(was) = ck.config.get("objective")
+                && *was != objective
+            {
+                return Err(TrainError::Config(format!(
+                    "{} was trained with the objective {was}, and this run asks for                      {objective}: resume with the same method and settings (--beta,                      --teacher, --top-k, --temperature, --tail)",
+                    ck_path.display()
+                )));
+            }
             if let Some(was) = &ck.base
                 && *was != base
             {
@@ -420,6 +452,7 @@ impl Job {
             trainer = trainer.with_teacher(t)?;
         }
         trainer.base = Some(base);
+        trainer.objective = Some(objective);
         Ok(Job {
             spec,
             trainer,

@@ -236,6 +236,9 @@ pub struct Trainer {
     /// A description of the base model, saved in checkpoints (a resumed LoRA run is
     /// checked against it).
     pub base: Option<String>,
+    /// What the run minimizes and with which settings (DPO's β, the teacher and its top-k...),
+    /// saved in checkpoints under `config.objective`: a resumed run is checked against it.
+    pub objective: Option<serde_json::Value>,
     pub progress: Progress,
     data: Examples,
     /// Distillation from logits: the teacher whose top-k the student learns.
@@ -327,6 +330,7 @@ impl Trainer {
         }
         let mut t = Trainer::assemble(config, shape, ck.params, ck.tuned, ck.progress, data)?;
         t.base = ck.base;
+        t.objective = ck.config.get("objective").cloned();
         Ok(t)
     }
 
@@ -378,6 +382,7 @@ impl Trainer {
             stored: None,
             tuned,
             base: None,
+            objective: None,
             progress,
             data,
             teacher: None,
@@ -599,6 +604,15 @@ impl Trainer {
         Ok(Some(Event::Eval { step, loss }))
     }
 
+    /// The configuration a checkpoint records: the training settings and the objective.
+    fn saved_config(&self) -> serde_json::Value {
+        let mut c = self.config.to_json();
+        if let (Some(o), Some(m)) = (&self.objective, c.as_object_mut()) {
+            m.insert("objective".into(), o.clone());
+        }
+        c
+    }
+
     /// Writes the checkpoint into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         checkpoint::save(
@@ -607,7 +621,7 @@ impl Trainer {
             &self.params,
             &self.tuned,
             self.progress,
-            &self.config.to_json(),
+            &self.saved_config(),
             self.base.as_deref(),
         )
     }
