@@ -12,13 +12,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use common::server::Server;
+
+use serde_json::json;
 
 const FILES: usize = 40;
 const KILLS: usize = 20;
@@ -33,125 +33,22 @@ fn minilm() -> PathBuf {
     )
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
+/// `serve` on the tiny model with MiniLM embeddings, data in `data`, `store` (a PostgreSQL
+/// URL) or SQLite in `data`.
+fn start(data: &Path, store: Option<&str>) -> Server {
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
+    let mut args: Vec<OsString> = vec![
+        "-m".into(),
+        tiny.into(),
+        "--embedding-model".into(),
+        minilm().into(),
+        "--data-dir".into(),
+        data.into(),
+    ];
+    if let Some(url) = store {
+        args.extend(["--store".into(), url.into()]);
     }
-}
-
-impl Server {
-    fn start(data: &std::path::Path, store: Option<&str>) -> Server {
-        let tiny =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
-        let mut child = common::bin()
-            .args(["serve", "--port", "0", "-m"])
-            .arg(&tiny)
-            .arg("--embedding-model")
-            .arg(minilm())
-            .arg("--data-dir")
-            .arg(data)
-            .args(store.map(|url| ["--store", url]).into_iter().flatten())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let end = Instant::now() + Duration::from_secs(120);
-        let mut seen = Vec::new();
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            let Ok(l) = rx.recv_timeout(left) else { break };
-            if let Some(after) = l
-                .strip_prefix("serving ")
-                .and_then(|r| r.split("http://").nth(1))
-            {
-                let port = after
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                // Keep draining stderr so the server never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return Server { child, port };
-            }
-            seen.push(l);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("serve did not start: {seen:?}");
-    }
-
-    /// SIGKILL (in `Drop`): no shutdown code runs.
-    fn kill9(self) {}
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into()
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let mut r = Self::agent().get(&self.url(path)).call().unwrap();
-        assert_eq!(r.status().as_u16(), 200, "GET {path}");
-        serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Value {
-        let mut r = Self::agent()
-            .post(&self.url(path))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
-        let status = r.status().as_u16();
-        let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
-        assert_eq!(status, 200, "POST {path}: {v}");
-        v
-    }
-
-    fn upload(&self, name: &str, data: &[u8]) -> String {
-        const B: &str = "crash-test-boundary-Zx81";
-        let mut body = format!("--{B}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n").into_bytes();
-        body.extend_from_slice(data);
-        body.extend_from_slice(format!("\r\n--{B}--\r\n").as_bytes());
-        let mut r = Self::agent()
-            .post(&self.url("/v1/files"))
-            .header(
-                "Content-Type",
-                &format!("multipart/form-data; boundary={B}"),
-            )
-            .send(&body[..])
-            .unwrap();
-        let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
-        v["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("upload: {v}"))
-            .to_string()
-    }
+    Server::start(&args)
 }
 
 /// ~1,500 words of file `i`, ending with its marker word.
@@ -235,9 +132,9 @@ fn kill_9_during_ingestion_on_postgres_loses_nothing_and_keeps_no_half_files() {
 fn crash_test(name: &str, store: Option<&str>) {
     let data = std::env::temp_dir().join(format!("ferrollama-crash-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let s = Server::start(&data, store);
+    let s = start(&data, store);
     let ids: Vec<String> = (0..FILES)
-        .map(|i| s.upload(&format!("doc{i}.txt"), document(i).as_bytes()))
+        .map(|i| s.upload(&format!("doc{i}.txt"), "assistants", document(i).as_bytes()))
         .collect();
     let vs = s.post(
         "/v1/vector_stores",
@@ -260,9 +157,9 @@ fn crash_test(name: &str, store: Option<&str>) {
         if before["file_counts"]["in_progress"].as_u64().unwrap() > 0 {
             mid_ingestion += 1;
         }
-        s.kill9();
+        drop(s); // SIGKILL
         kills += 1;
-        let s = Server::start(&data, store);
+        let s = start(&data, store);
         seen.push(check(&s, &vs, &ids));
         server = Some(s);
     }
@@ -298,6 +195,6 @@ fn crash_test(name: &str, store: Option<&str>) {
         mid_ingestion >= KILLS / 2,
         "only {mid_ingestion} of {kills} kills hit ingestion"
     );
-    s.kill9();
+    drop(s); // SIGKILL
     let _ = std::fs::remove_dir_all(&data);
 }

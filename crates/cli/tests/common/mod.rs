@@ -1,5 +1,8 @@
-//! Shared by the CLI integration tests: running the real binary with piped stdin.
+//! Shared by the CLI integration tests: running the real binary with piped stdin, and
+//! `serve` as a child process ([`server`]).
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod server;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -373,18 +373,29 @@ impl FineTuning {
             job.event("warn", "message", n.clone(), json!({}));
         }
         let total = prepared.trainer.total_steps();
+        let at = prepared.trainer.progress.step;
         job.update(|r| {
             r.status = Status::Running;
             r.started_at.get_or_insert(unix_now());
+            if resumed {
+                // Steps after the checkpoint were lost with the process and run again: their
+                // metrics and tokens would otherwise count twice.
+                let lost: u64 = r
+                    .events
+                    .iter()
+                    .filter(|e| e.kind == "metrics" && step_of(e).is_some_and(|s| s > at))
+                    .filter_map(|e| e.data.get("tokens").and_then(Value::as_u64))
+                    .sum();
+                r.trained_tokens = r.trained_tokens.saturating_sub(lost);
+                r.events
+                    .retain(|e| e.kind != "metrics" || step_of(e).is_none_or(|s| s <= at));
+            }
         });
         job.event(
             "info",
             "message",
             if resumed {
-                format!(
-                    "Fine-tuning job resumed at step {} of {total}",
-                    prepared.trainer.progress.step
-                )
+                format!("Fine-tuning job resumed at step {at} of {total}")
             } else {
                 format!("Fine-tuning job started: {total} steps")
             },
@@ -405,7 +416,8 @@ impl FineTuning {
                     ),
                     json!({"step": s.step, "total_steps": s.total_steps, "train_loss": s.loss,
                            "grad_norm": s.grad_norm, "learning_rate": s.lr,
-                           "tokens_per_s": s.tokens_per_s, "epoch": s.epoch}),
+                           "tokens": s.tokens, "tokens_per_s": s.tokens_per_s,
+                           "epoch": s.epoch}),
                 );
             }
             Event::EvalDpo { step, metrics } => {
@@ -526,6 +538,11 @@ fn fail(job: &JobEntry, message: String) {
         format!("Job failed: {message}"),
         json!({}),
     );
+}
+
+/// The step a metrics event reports.
+fn step_of(e: &JobEvent) -> Option<u64> {
+    e.data.get("step").and_then(Value::as_u64)
 }
 
 /// A Llama Stack `max_steps_per_epoch` caps the run at `epochs × cap` steps.
