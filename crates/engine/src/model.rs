@@ -46,16 +46,7 @@ impl Model {
                 llama.config.vocab_size
             )));
         }
-        let text = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.bpe.token_bytes(i, true).ok())
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default()
-        };
-        let template = ChatTemplate::detect(
-            tokenizer.chat_template.as_deref(),
-            &text(tokenizer.bos),
-            &text(tokenizer.eos),
-        );
+        let template = tokenizer.chat_format();
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -123,6 +123,24 @@ impl ModelTokenizer {
 }
 
 impl ModelTokenizer {
+    /// The text of a special token (empty when there is none): what a chat template's
+    /// `bos_token` / `eos_token` are.
+    fn special_text(&self, id: Option<u32>) -> String {
+        id.and_then(|i| self.bpe.token_bytes(i, true).ok())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// How this model's chat prompts are written: its Jinja chat template with its BOS and
+    /// EOS texts, or Meta's Llama 3.1 format when the template is Meta's (or absent).
+    pub fn chat_format(&self) -> crate::template::ChatTemplate {
+        crate::template::ChatTemplate::detect(
+            self.chat_template.as_deref(),
+            &self.special_text(self.bos),
+            &self.special_text(self.eos),
+        )
+    }
+
     /// Builds the tokenizer from GGUF `tokenizer.*` key/values (what importers produce), by
     /// the same code path as a GGUF file's.
     pub fn from_keys(keys: &[(String, Value)]) -> Result<ModelTokenizer> {

@@ -29,6 +29,8 @@ use ferrollama_train::{Event, TrainError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::job::unix_now;
+
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,10 +172,6 @@ impl std::fmt::Debug for FineTuning {
 }
 
 /// Unix seconds now.
-fn unix_now() -> u64 {
-    crate::job::unix_now()
-}
-
 /// 24 random hex digits.
 pub fn short_id() -> String {
     format!(
@@ -511,14 +509,8 @@ impl FineTuning {
 
 /// The name a succeeded job's result is served under: `ft:BASE:SUFFIX:ID`, as OpenAI's.
 fn fine_tuned_name(r: &JobRecord) -> String {
-    let tail: String =
-        r.id.chars()
-            .rev()
-            .take(8)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+    // Ids are ASCII (`valid_id`, or ours); `get` keeps a non-ASCII one from panicking.
+    let tail = r.id.get(r.id.len().saturating_sub(8)..).unwrap_or(&r.id);
     format!(
         "ft:{}:{}:{tail}",
         r.model,

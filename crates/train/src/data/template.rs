@@ -38,13 +38,8 @@ impl<'a> TemplateRenderer<'a> {
     /// `None` when the model has no Jinja chat template or no end-of-text token.
     pub fn new(tok: &'a ModelTokenizer) -> Option<TemplateRenderer<'a>> {
         let eos = tok.eos?;
-        let text = |id: Option<u32>| {
-            id.and_then(|i| tok.bpe.token_bytes(i, true).ok())
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default()
-        };
         // The engine's own choice of template: a Llama 3 template is handled natively.
-        match ChatTemplate::detect(tok.chat_template.as_deref(), &text(tok.bos), &text(tok.eos)) {
+        match tok.chat_format() {
             ChatTemplate::Jinja {
                 source,
                 bos_token,
