@@ -19,31 +19,8 @@ fn tiny(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Reads a little-endian f32 `.npy` file (format 1.0/2.0) into (shape, data).
-fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(tiny(name)).expect("npy");
-    assert_eq!(&b[..6], b"\x93NUMPY");
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&b[start..start + hlen]).expect("header");
-    assert!(header.contains("'descr': '<f4'"), "{header}");
-    assert!(header.contains("'fortran_order': False"), "{header}");
-    let shape_s = &header[header.find("'shape': (").expect("shape") + 10..];
-    let shape: Vec<usize> = shape_s[..shape_s.find(')').expect(")")]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().expect("dim"))
-        .collect();
-    let data: Vec<f32> = b[start + hlen..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
-}
+#[path = "support/npy.rs"]
+mod npy;
 
 fn meta() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(tiny("tiny.json")).expect("tiny.json"))
@@ -98,7 +75,7 @@ fn check(label: &str, file: &GgufFile, budget_short: f32, budget_long: f32) {
         (".long", "prompt_ids_long", budget_long),
     ] {
         let prompt = ids(&m[prompt_key]);
-        let (shape, want) = npy(&format!("tiny-{label}{run}.logits.npy"));
+        let (shape, want) = npy::read(&tiny(&format!("tiny-{label}{run}.logits.npy")));
         let rows = shape[0];
         let mut kv = KvCache::new(&model.config, prompt.len(), KvType::F16).expect("kv");
         let mut st = model.new_state(256, prompt.len(), pool.n_threads());

@@ -38,31 +38,8 @@ fn manifest() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// Reads a little-endian f32 `.npy` file (format 1.0/2.0, C order) into (shape, data).
-fn npy(path: &PathBuf) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..6], b"\x93NUMPY");
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{header}");
-    assert!(header.contains("'fortran_order': False"), "{header}");
-    let s = &header[header.find("'shape': (").unwrap() + 10..];
-    let shape: Vec<usize> = s[..s.find(')').unwrap()]
-        .split(',')
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| d.trim().parse().unwrap())
-        .collect();
-    let data: Vec<f32> = b[start + hlen..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
-}
+#[path = "../../model/tests/support/npy.rs"]
+mod npy;
 
 fn prompt() -> Vec<u32> {
     let m: serde_json::Value =
@@ -109,7 +86,7 @@ fn our_logits(base: &str, with_adapter: bool) -> Vec<f32> {
 /// the KV cache to F16). The adapter's own effect, divided the same way, must be at least
 /// ten times the budget, or agreement would say nothing about the adapter.
 fn check(base: &str, budget: f32) {
-    let (shape, want) = npy(&testdata(&format!(
+    let (shape, want) = npy::read(&testdata(&format!(
         "train/lora_parity/tiny-{base}.lora.logits.npy"
     )));
     assert_eq!(shape, vec![prompt().len(), 512]);

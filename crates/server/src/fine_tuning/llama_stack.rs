@@ -316,31 +316,7 @@ pub async fn supervised_fine_tune(
     State(app): State<Arc<AppState>>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
-    let id = job_uuid(obj)?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_param("model", "model is required"))?;
-    let (mut hp, dataset, validation) = training(obj)?;
-    let method = lora_algorithm(obj, &mut hp)?;
-    let r = create_job(
-        &app,
-        "llama_stack",
-        id.to_string(),
-        model,
-        &dataset,
-        validation.as_deref(),
-        method,
-        hp,
-        None,
-        0,
-        obj.get("logger_config").cloned().unwrap_or(Value::Null),
-    )
-    .await?;
-    Ok(axum::Json(json!({"job_uuid": r.id})).into_response())
+    submit(&app, &body, "model", lora_algorithm).await
 }
 
 /// `POST /v1/post-training/preference-optimize` → `{"job_uuid"}`: DPO on a dataset of
@@ -350,20 +326,30 @@ pub async fn preference_optimize(
     State(app): State<Arc<AppState>>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
+    // Llama Stack names the model to train `finetuned_model` here.
+    submit(&app, &body, "finetuned_model", dpo_algorithm).await
+}
+
+/// Creates the job of a post-training request: the base model under `model_key`, the
+/// training settings, and the method `algorithm` reads from `algorithm_config`.
+async fn submit(
+    app: &AppState,
+    body: &Value,
+    model_key: &str,
+    algorithm: fn(&Map<String, Value>, &mut Value) -> Result<String, ApiError>,
+) -> Result<Response, ApiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::invalid("the body must be a JSON object"))?;
     let id = job_uuid(obj)?;
-    // Llama Stack names the model to train `finetuned_model` here.
     let model = obj
-        .get("finetuned_model")
-        .or_else(|| obj.get("model"))
+        .get(model_key)
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_param("finetuned_model", "finetuned_model is required"))?;
+        .ok_or_else(|| ApiError::invalid_param(model_key, format!("{model_key} is required")))?;
     let (mut hp, dataset, validation) = training(obj)?;
-    let method = dpo_algorithm(obj, &mut hp)?;
+    let method = algorithm(obj, &mut hp)?;
     let r = create_job(
-        &app,
+        app,
         "llama_stack",
         id.to_string(),
         model,
