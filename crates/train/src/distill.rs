@@ -15,10 +15,10 @@ use ferrollama_model::{KvCache, KvType, Llama, State};
 use ferrollama_tensor::ThreadPool;
 
 use crate::Float;
+use crate::base::Base;
 use crate::error::{Result, TrainError};
 use crate::lora::Lora;
 use crate::model::{Grads, Item, Objective, PassOptions, Sequence, Shape, pass};
-use crate::params::Params;
 
 /// A teacher's distribution over each of `T` positions, cut to its top `k` ids: `ids` and
 /// `probs` are `(T, k)`, best first. Without a tail (`rest` empty) the probabilities are
@@ -231,10 +231,10 @@ impl Teacher {
 /// the student's pass adding `scale · ∂(Σ loss)/∂θ` into `grads`. Returns the summed
 /// `τ² · KL` over the counted positions.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_backward<F: Float>(
+pub fn forward_backward<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     grads: Grads<'_, F>,
     teacher: &mut Teacher,

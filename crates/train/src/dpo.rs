@@ -27,11 +27,11 @@ use ferrollama_tensor::ThreadPool;
 use serde_json::{Value, json};
 
 use crate::Float;
+use crate::base::Base;
 use crate::data::PreferencePair;
 use crate::error::{Result, TrainError};
 use crate::lora::Lora;
 use crate::model::{Grads, Item, PassOptions, Shape, pass};
-use crate::params::Params;
 
 /// The log-probabilities of a pair's completions, summed over their counted tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -159,10 +159,10 @@ impl DpoMetrics {
 /// `log π` of each pair's completions under `p` (with `lora` when given), forward only.
 /// On the starting weights (the base without its adapter, for LoRA) these are the
 /// reference log-probabilities of the run.
-pub fn logps<F: Float>(
+pub fn logps<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     pairs: &[PreferencePair],
 ) -> Result<Vec<PairLogps>> {
@@ -173,10 +173,10 @@ pub fn logps<F: Float>(
     Ok(out)
 }
 
-fn pair_logps<F: Float>(
+fn pair_logps<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     pr: &PreferencePair,
 ) -> Result<PairLogps> {
@@ -223,10 +223,10 @@ fn check_pairs(pairs: &[PreferencePair], refs: &[PairLogps]) -> Result<()> {
 /// (pairs averaged over)) and returns the batch's metrics. `refs[i]` is pair `i`'s
 /// reference log-probabilities ([`logps`] at the start of the run).
 #[allow(clippy::too_many_arguments)]
-pub fn forward_backward<F: Float>(
+pub fn forward_backward<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     grads: Grads<'_, F>,
     pairs: &[PreferencePair],
@@ -252,10 +252,10 @@ pub fn forward_backward<F: Float>(
 }
 
 /// The DPO metrics of `pairs` under `p` (and `lora`), forward only: evaluation.
-pub fn evaluate<F: Float>(
+pub fn evaluate<F: Float, B: Base<F> + ?Sized>(
     pool: &ThreadPool,
     sh: &Shape,
-    p: &Params<F>,
+    p: &B,
     lora: Option<&Lora<F>>,
     pairs: &[PreferencePair],
     refs: &[PairLogps],
@@ -282,10 +282,10 @@ pub struct DpoData {
 impl DpoData {
     /// `pairs` with their reference log-probabilities under `reference` (the starting
     /// weights; for LoRA, the base without the adapter), computed here, once.
-    pub fn new(
+    pub fn new<B: Base<f32> + ?Sized>(
         pool: &ThreadPool,
         sh: &Shape,
-        reference: &Params<f32>,
+        reference: &B,
         pairs: Vec<PreferencePair>,
         beta: f64,
     ) -> Result<DpoData> {

@@ -358,14 +358,13 @@ impl Job {
                 spec.sequences.seq_len, src.config.max_seq_len
             ));
         }
-        // LoRA with the cross-entropy loss keeps the model in its stored type (F16, Q8_0,
-        // Q4_K...): no f32 copy. DPO and distillation still run over f32 parameters.
-        let lora = matches!(spec.loss, Loss::CrossEntropy)
-            && if spec.resume {
-                checkpoint::method(&spec.out)? == "lora"
-            } else {
-                matches!(spec.method, Method::Lora(_))
-            };
+        // LoRA keeps the model in its stored type (F16, Q8_0, Q4_K...): no f32 copy, whatever
+        // the loss (QLoRA-style DPO and distillation included).
+        let lora = if spec.resume {
+            checkpoint::method(&spec.out)? == "lora"
+        } else {
+            matches!(spec.method, Method::Lora(_))
+        };
         let (params, stored, divisors) = if lora {
             let (b, d) = FrozenBase::from_weights(&src.weights, &src.config)?;
             (Params::shell(b.layers.len()), Some(b), d)
@@ -380,11 +379,15 @@ impl Job {
         let (mut dpo, mut dpo_eval_data) = (None, None);
         if let Loss::Dpo { beta } = spec.loss {
             let pool = ThreadPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let reference = |pairs| match &stored {
+                Some(b) => DpoData::new(&pool, &shape, b, pairs, beta),
+                None => DpoData::new(&pool, &shape, &params, pairs, beta),
+            };
             if let Some(pairs) = dpo_train {
-                dpo = Some(DpoData::new(&pool, &shape, &params, pairs, beta)?);
+                dpo = Some(reference(pairs)?);
             }
             if let Some(pairs) = dpo_eval {
-                dpo_eval_data = Some(DpoData::new(&pool, &shape, &params, pairs, beta)?);
+                dpo_eval_data = Some(reference(pairs)?);
             }
         }
         let ck_path = spec.out.join(CHECKPOINT_FILE);
@@ -433,7 +436,11 @@ impl Job {
                     let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
                     Trainer::new_lora_stored(c, shape, b, lora, train)?
                 }
-                (Method::Lora(lc), Some(d), _) => {
+                (Method::Lora(lc), Some(d), Some(b)) => {
+                    let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
+                    Trainer::new_lora_stored(c, shape, b, lora, d)?
+                }
+                (Method::Lora(lc), Some(d), None) => {
                     let lora = Lora::new(&src.config, lc.clone(), spec.config.seed)?;
                     Trainer::new_lora(c, shape, params, lora, d)?
                 }

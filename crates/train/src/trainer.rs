@@ -294,7 +294,7 @@ impl Trainer {
         shape: Shape,
         base: FrozenBase,
         lora: Lora<f32>,
-        data: Vec<Sequence>,
+        data: impl Into<Examples>,
     ) -> Result<Trainer> {
         let shell = Params::shell(base.layers.len());
         let mut t = Trainer::new_lora(config, shape, shell, lora, data)?;
@@ -496,9 +496,14 @@ impl Trainer {
                         .sum::<usize>();
                     // The loss is the mean over each micro-batch's pairs.
                     let scale = 1.0 / (pairs.len() * accum) as f32;
-                    let m = dpo::forward_backward(
-                        pool, sh, p, lora, grads, &pairs, &refs, d.beta, scale, opts,
-                    )?;
+                    let m = match &self.stored {
+                        Some(b) => dpo::forward_backward(
+                            pool, sh, b, lora, grads, &pairs, &refs, d.beta, scale, opts,
+                        )?,
+                        None => dpo::forward_backward(
+                            pool, sh, p, lora, grads, &pairs, &refs, d.beta, scale, opts,
+                        )?,
+                    };
                     loss += m.loss() / accum as f64;
                     dpo_metrics.get_or_insert_default().merge(&m);
                     continue;
@@ -514,9 +519,14 @@ impl Trainer {
             }
             let scale = 1.0 / (count * accum) as f32;
             let sum = match self.teacher.as_mut() {
-                Some(t) => {
-                    distill::forward_backward(pool, sh, p, lora, grads, t, &batch, scale, opts)?
-                }
+                Some(t) => match &self.stored {
+                    Some(b) => {
+                        distill::forward_backward(pool, sh, b, lora, grads, t, &batch, scale, opts)?
+                    }
+                    None => {
+                        distill::forward_backward(pool, sh, p, lora, grads, t, &batch, scale, opts)?
+                    }
+                },
                 None => {
                     let items: Vec<Item<'_, f32>> = batch
                         .iter()
@@ -586,8 +596,11 @@ impl Trainer {
         let (Some((pairs, refs)), Examples::Preference(d)) = (&self.eval_pairs, &self.data) else {
             return Ok(None);
         };
-        let lora = self.lora();
-        let m = dpo::evaluate(pool, &self.shape, &self.params, lora, pairs, refs, d.beta)?;
+        let (sh, lora) = (&self.shape, self.lora());
+        let m = match &self.stored {
+            Some(b) => dpo::evaluate(pool, sh, b, lora, pairs, refs, d.beta)?,
+            None => dpo::evaluate(pool, sh, &self.params, lora, pairs, refs, d.beta)?,
+        };
         Ok(Some(m))
     }
 

@@ -469,3 +469,124 @@ fn a_resumed_dpo_run_repeats_the_uninterrupted_one() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// QLoRA-style DPO: over a Q8_0 base kept as stored (`FrozenBase`), the reference
+/// log-probabilities, the loss and the adapter's gradients are those of the same base
+/// widened to f32 `Params`. Both run the same decoded weights in f32 and differ only in the
+/// order of long sums; the tiny model's longest reduction is 512 (the vocabulary), so a
+/// reordered sum is within 2 · 512 · 2⁻²⁴ ≈ 6e-5 relative. A misread block moves the
+/// numbers by percents.
+#[test]
+fn dpo_over_a_stored_quantized_base_matches_the_f32_base() {
+    use ferrollama_model::Weights;
+    use ferrollama_model::gguf::GgufFile;
+    use ferrollama_train::FrozenBase;
+    use ferrollama_train::weights::params_from_weights;
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/tiny-q8_0.gguf");
+    let f = GgufFile::open(&path).unwrap();
+    let cfg = LlamaConfig::from_gguf(&f).unwrap();
+    let w = Weights::from_gguf(&f, &cfg).unwrap();
+    let (base, divisors) = FrozenBase::from_weights(&w, &cfg).unwrap();
+    let (p, _) = params_from_weights(&w, &cfg).unwrap();
+    let mut sh = Shape::of(&cfg);
+    sh.rope_divisors = divisors;
+    let pool = ThreadPool::new(2);
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut tok = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 500) as u32
+            })
+            .collect()
+    };
+    let pairs: Vec<PreferencePair> = (0..3)
+        .map(|_| {
+            let prompt = tok(9);
+            PreferencePair {
+                chosen: completion(&prompt, &tok(7)),
+                rejected: completion(&prompt, &tok(6)),
+            }
+        })
+        .collect();
+    let refs_q = dpo::logps(&pool, &sh, &base, None, &pairs).unwrap();
+    let refs_f = dpo::logps(&pool, &sh, &p, None, &pairs).unwrap();
+    let rel = 2.0 * 512.0 * f64::from(f32::EPSILON) / 2.0;
+    for (a, b) in refs_q.iter().zip(&refs_f) {
+        close("reference chosen", a.chosen, b.chosen, rel, 0.0);
+        close("reference rejected", a.rejected, b.rejected, rel, 0.0);
+    }
+    // An adapter with B ≠ 0, so the policy differs from the reference and dA ≠ 0.
+    let mut lora = Lora::<f32>::new(
+        &cfg,
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: Target::ALL.to_vec(),
+        },
+        5,
+    )
+    .unwrap();
+    let mut x = 1u64;
+    for (_, t) in lora.tensors_mut() {
+        for v in t.iter_mut().filter(|v| **v == 0.0) {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05;
+        }
+    }
+    let run = |frozen: bool| {
+        let mut g = lora.zeros_like();
+        let m = if frozen {
+            dpo::forward_backward(
+                &pool,
+                &sh,
+                &base,
+                Some(&lora),
+                Grads::lora(&mut g),
+                &pairs,
+                &refs_f,
+                0.1,
+                1.0 / 3.0,
+                PassOptions::default(),
+            )
+        } else {
+            dpo::forward_backward(
+                &pool,
+                &sh,
+                &p,
+                Some(&lora),
+                Grads::lora(&mut g),
+                &pairs,
+                &refs_f,
+                0.1,
+                1.0 / 3.0,
+                PassOptions::default(),
+            )
+        }
+        .unwrap();
+        (m, g)
+    };
+    let (mq, gq) = run(true);
+    let (mf, gf) = run(false);
+    assert!(
+        (mf.loss() - std::f64::consts::LN_2).abs() > 1e-4,
+        "the adapter changes nothing"
+    );
+    close("loss", mq.loss(), mf.loss(), rel, 0.0);
+    for ((name, a), (_, b)) in gq.tensors().into_iter().zip(gf.tensors()) {
+        let d: f64 = a
+            .iter()
+            .zip(b.iter())
+            .map(|(&u, &v)| f64::from(u - v).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let n: f64 = b.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        assert!(n > 0.0, "{name} has no gradient");
+        assert!(d <= 1e-4 * n, "{name}: |Δ| {d:e} against |g| {n:e}");
+    }
+}
