@@ -3,7 +3,11 @@
 //! matrix kernel the training pass spends its time in: [`Float::gemm`], plain loops by
 //! default (the reference, and f64's path) and the tensor crate's packed SIMD GEMM for f32.
 
-use ferrollama_tensor::{Epilogue, PackedF32, ThreadPool, matmul_f32_packed_with};
+use std::cell::RefCell;
+
+use ferrollama_tensor::{
+    Epilogue, PackedF32, ThreadPool, matmul_f32_packed_with, matmul_f32_packed_xt_with,
+};
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -56,6 +60,24 @@ pub trait Float:
         let _ = pool;
         gemm_scalar(out, x, w, layout, c, oc, accumulate);
     }
+
+    /// [`Float::gemm`] with `x` stored transposed: `xt (c, t)`, `x[i][k] = xt[k * t + i]`.
+    /// A weight gradient `dW += dYᵀ · X` reads its `dYᵀ` this way from `dY` as the
+    /// backward holds it, instead of from a transposed copy.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_xt(
+        pool: &ThreadPool,
+        out: &mut [Self],
+        xt: &[Self],
+        w: &[Self],
+        layout: Layout,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) {
+        let _ = pool;
+        gemm_scalar_xt(out, xt, w, layout, c, oc, accumulate);
+    }
 }
 
 /// How [`Float::gemm`]'s matrix is stored.
@@ -95,6 +117,67 @@ pub fn gemm_scalar<F: Float>(
             }
         }
     }
+}
+
+/// The reference of [`Float::gemm_xt`]: [`gemm_scalar`] reading `x` from its transpose.
+pub fn gemm_scalar_xt<F: Float>(
+    out: &mut [F],
+    xt: &[F],
+    w: &[F],
+    layout: Layout,
+    c: usize,
+    oc: usize,
+    accumulate: bool,
+) {
+    let t = xt.len() / c.max(1);
+    for (i, o) in out.chunks_exact_mut(oc).enumerate().take(t) {
+        for (j, o) in o.iter_mut().enumerate() {
+            let mut s = F::ZERO;
+            for k in 0..c {
+                let m = match layout {
+                    Layout::Rows => w[j * c + k],
+                    Layout::Transposed => w[k * oc + j],
+                };
+                s += xt[k * t + i] * m;
+            }
+            if accumulate {
+                *o += s;
+            } else {
+                *o = s;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The matrix the f32 GEMM packs into on this thread, kept for the next call: the
+    /// training pass packs every weight twice a step, and fresh storage for each would
+    /// fault its pages in again (113 MB for SmolLM2's tied embedding).
+    static PACKED: RefCell<PackedF32> = RefCell::new(PackedF32::default());
+}
+
+/// Frees the packing storage the f32 GEMM keeps on this thread.
+pub fn release_gemm_buffers() {
+    PACKED.with_borrow_mut(|p| *p = PackedF32::default());
+}
+
+/// `M` packed for the f32 GEMM into this thread's kept storage, then `run` on it; `false`
+/// where the shapes do not fit (only a caller's mistake).
+fn with_packed(
+    pool: &ThreadPool,
+    w: &[f32],
+    layout: Layout,
+    c: usize,
+    oc: usize,
+    run: &mut dyn FnMut(&PackedF32) -> bool,
+) -> bool {
+    PACKED.with_borrow_mut(|p| {
+        let packed = match layout {
+            Layout::Rows => p.repack_on(pool, w, oc, c),
+            Layout::Transposed => p.repack_transposed_on(pool, w, c, oc),
+        };
+        packed.is_ok() && run(p)
+    })
 }
 
 macro_rules! float_ops {
@@ -148,9 +231,10 @@ impl Float for f32 {
     float_ops!(f32);
 
     /// The matrix is repacked into the GEMM's panels on every call (on the pool's
-    /// threads): weights change every step, and packing is O(oc · c) against the
-    /// product's O(t · oc · c). Keeping packed copies of a frozen base instead would cost
-    /// its size again in memory (twice: the backward reads it transposed).
+    /// threads, into storage kept on the calling thread): weights change every step, and
+    /// packing is O(oc · c) against the product's O(t · oc · c). Keeping packed copies of
+    /// a frozen base instead would cost its size again in memory (twice: the backward
+    /// reads it transposed).
     fn gemm(
         pool: &ThreadPool,
         out: &mut [f32],
@@ -162,20 +246,43 @@ impl Float for f32 {
         accumulate: bool,
     ) {
         let t = x.len() / c.max(1);
-        let packed = match layout {
-            Layout::Rows => PackedF32::pack_on(pool, w, oc, c),
-            Layout::Transposed => PackedF32::pack_transposed_on(pool, w, c, oc),
-        };
         let epi = Epilogue {
             accumulate,
             ..Epilogue::default()
         };
-        let done = packed
-            .and_then(|p| matmul_f32_packed_with(pool, &p, x, t, out, epi))
-            .is_ok();
-        if !done {
+        let mut out = Some(out);
+        let done = with_packed(pool, w, layout, c, oc, &mut |p| {
+            out.as_deref_mut()
+                .is_some_and(|o| matmul_f32_packed_with(pool, p, x, t, o, epi).is_ok())
+        });
+        if !done && let Some(out) = out {
             // Only a shape the caller got wrong lands here; the loops give the same answer.
             gemm_scalar(out, x, w, layout, c, oc, accumulate);
+        }
+    }
+
+    fn gemm_xt(
+        pool: &ThreadPool,
+        out: &mut [f32],
+        xt: &[f32],
+        w: &[f32],
+        layout: Layout,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) {
+        let t = xt.len() / c.max(1);
+        let epi = Epilogue {
+            accumulate,
+            ..Epilogue::default()
+        };
+        let mut out = Some(out);
+        let done = with_packed(pool, w, layout, c, oc, &mut |p| {
+            out.as_deref_mut()
+                .is_some_and(|o| matmul_f32_packed_xt_with(pool, p, xt, t, o, epi).is_ok())
+        });
+        if !done && let Some(out) = out {
+            gemm_scalar_xt(out, xt, w, layout, c, oc, accumulate);
         }
     }
 }

@@ -62,6 +62,7 @@ impl<F: Float, P: ParamSet<F>> AdamW<F, P> {
     /// the same bits as `update`). Full fine-tuning updates every weight of the model
     /// each step; on one thread that is time the other threads wait.
     pub fn update_on(&mut self, pool: &ThreadPool, params: &mut P, grads: &P, lr: f64) {
+        let _s = crate::profile::span(pool, crate::profile::Phase::AdamW);
         self.update_impl(Some(pool), params, grads, lr);
     }
 
