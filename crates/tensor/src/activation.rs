@@ -214,6 +214,51 @@ unsafe fn softmax_avx2(x: &mut [f32]) {
     softmax_generic::<true>(x)
 }
 
+/// `x[i] = e^(x[i] - shift)`, returning `Σ x[i]`: the exponentials of a softmax or a
+/// log-sum-exp whose maximum the caller has (a training pass's attention rows and its
+/// cross-entropy over the vocabulary, tens of millions of `exp` a step). The sum runs in
+/// [`LANES`] lanes, then the remainder.
+pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    match best_isa() {
+        // SAFETY: the tier was detected at run time.
+        Isa::Avx512Vnni => return unsafe { exp_shifted_sum_avx512(x, shift) },
+        Isa::Avx2 => return unsafe { exp_shifted_sum_avx2(x, shift) },
+        _ => {}
+    }
+    exp_shifted_sum_generic::<false>(x, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_sum_generic<const FMA: bool>(x: &mut [f32], shift: f32) -> f32 {
+    let mut lane_sum = [0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, v) in lane_sum.iter_mut().zip(c) {
+            *v = exp_impl::<FMA>(*v - shift);
+            *s += *v;
+        }
+    }
+    let mut sum: f32 = lane_sum.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp_impl::<FMA>(*v - shift);
+        sum += *v;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn exp_shifted_sum_avx512(x: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_sum_generic::<true>(x, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_sum_avx2(x: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_sum_generic::<true>(x, shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +298,23 @@ mod tests {
             for (&g, &w) in got.iter().zip(&e) {
                 prop_assert!((f64::from(g) - w / sum).abs() < 1e-6, "{g} vs {}", w / sum);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn shifted_exponentials_and_their_sum_match_f64(
+            xs in proptest::collection::vec(-30f32..30.0, 0..90), shift in -5f32..35.0
+        ) {
+            let mut got = xs.clone();
+            let sum = exp_shifted_sum(&mut got, shift);
+            // The difference is an f32, as the kernel computes it.
+            let e: Vec<f64> = xs.iter().map(|&v| f64::from(v - shift).exp()).collect();
+            for (&g, &w) in got.iter().zip(&e) {
+                prop_assert!(rel(g, w) < 3e-7, "{g} vs {w}");
+            }
+            let want: f64 = e.iter().sum();
+            prop_assert!((f64::from(sum) - want).abs() <= 1e-6 * want, "{sum} vs {want}");
         }
     }
 

@@ -43,6 +43,20 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
 
+    /// `x[i] = exp(x[i] - shift)`, returning `Σ x[i]` (a softmax's or log-sum-exp's
+    /// exponentials given the row's max). In order with libm's `exp` by default (f64, the
+    /// gradient checks); f32 overrides it with the tensor crate's SIMD `exp` (within 2
+    /// ulp, summed in lanes): libm's is a call per element, and a training step takes
+    /// tens of millions of them.
+    fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self {
+        let mut s = Self::ZERO;
+        for v in x.iter_mut() {
+            *v = (*v - shift).exp();
+            s += *v;
+        }
+        s
+    }
+
     /// `out (t, oc) (+)= x (t, c) · Mᵀ` where the matrix `M (oc, c)` is stored as `w`:
     /// row-major `(oc, c)`, or with [`Layout::Transposed`] as its transpose `(c, oc)`.
     /// `accumulate` adds to `out` instead of overwriting it.
@@ -229,6 +243,10 @@ impl Float for f64 {
 
 impl Float for f32 {
     float_ops!(f32);
+
+    fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
+        ferrollama_tensor::exp_shifted_sum(x, shift)
+    }
 
     /// The matrix is repacked into the GEMM's panels on every call (on the pool's
     /// threads, into storage kept on the calling thread): weights change every step, and

@@ -366,11 +366,7 @@ fn forward_blocked<F: Float>(
                     *x *= scale;
                     max = max.max(*x);
                 }
-                let mut sum = F::ZERO;
-                for x in &mut row[..=t] {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
+                let sum = F::exp_shifted_sum(&mut row[..=t], max);
                 let inv = F::ONE / sum;
                 row[..=t].iter_mut().for_each(|x| *x *= inv);
                 row[t + 1..].fill(F::ZERO);
