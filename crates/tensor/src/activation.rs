@@ -259,6 +259,38 @@ unsafe fn exp_shifted_sum_avx2(x: &mut [f32], shift: f32) -> f32 {
     exp_shifted_sum_generic::<true>(x, shift)
 }
 
+/// `out[i] = 1 / (1 + e^(-x[i]))` (SwiGLU's gate in a training pass: one `exp` per
+/// element of every feed-forward activation, forward and backward).
+pub fn sigmoid_into(out: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match best_isa() {
+        // SAFETY: the tier was detected at run time.
+        Isa::Avx512Vnni => return unsafe { sigmoid_avx512(out, x) },
+        Isa::Avx2 => return unsafe { sigmoid_avx2(out, x) },
+        _ => {}
+    }
+    sigmoid_generic::<false>(out, x)
+}
+
+#[inline(always)]
+fn sigmoid_generic<const FMA: bool>(out: &mut [f32], x: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = 1.0 / (1.0 + exp_impl::<FMA>(-v));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn sigmoid_avx512(out: &mut [f32], x: &[f32]) {
+    sigmoid_generic::<true>(out, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sigmoid_avx2(out: &mut [f32], x: &[f32]) {
+    sigmoid_generic::<true>(out, x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +347,20 @@ mod tests {
             }
             let want: f64 = e.iter().sum();
             prop_assert!((f64::from(sum) - want).abs() <= 1e-6 * want, "{sum} vs {want}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sigmoid_matches_f64(xs in proptest::collection::vec(-100f32..100.0, 0..90)) {
+            let mut got = vec![f32::NAN; xs.len()];
+            sigmoid_into(&mut got, &xs);
+            for (&x, &g) in xs.iter().zip(&got) {
+                let want = 1.0 / (1.0 + (-f64::from(x)).exp());
+                // Below -87 the result is under f32's normal range: 0 then.
+                prop_assert!((f64::from(g) - want).abs() <= 4e-7 * want + 1e-37,
+                    "σ({x}) = {g} vs {want}");
+            }
         }
     }
 

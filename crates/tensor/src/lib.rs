@@ -37,7 +37,7 @@ mod x86;
 
 pub use activation::{
     erf_fast, erf_ref, exp_fast, exp_shifted_sum, gelu_erf, gelu_erf_ref, gelu_inplace,
-    softmax_inplace,
+    sigmoid_into, softmax_inplace,
 };
 pub use attn::{ATT_TILE, pv_rows_f16, pv_tile, qk_rows_f16, qk_tile};
 pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};

@@ -57,13 +57,6 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn zero<P: ParamSet<f32>>(pool: &ThreadPool, g: &mut P) {
-    let _s = profile::span(pool, profile::Phase::ZeroGrads);
-    for (_, t) in g.tensors_mut() {
-        t.fill(0.0);
-    }
-}
-
 /// After step `n` (1-based): adds the step's phase totals to `acc` unless it was the
 /// first, then starts the counts afresh.
 fn take_phases(acc: &mut Vec<profile::PhaseTotals>, n: usize) {
@@ -217,7 +210,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut g = lora.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                zero(&pool, &mut g);
+                ferrollama_train::optim::zero_on(&pool, &mut g);
                 let loss = match &base {
                     BaseKind::Params(p) => {
                         forward_backward_lora(&pool, &sh, p, &lora, &mut g, &batch, scale, opts)?
@@ -248,7 +241,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut g = p.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                zero(&pool, &mut g);
+                ferrollama_train::optim::zero_on(&pool, &mut g);
                 let loss = forward_backward(&pool, &sh, &p, &mut g, &batch, scale, opts)?;
                 opt.update_on(&pool, &mut p, &g, lr);
                 times.push(t.elapsed().as_secs_f64());

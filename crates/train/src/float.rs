@@ -57,6 +57,14 @@ pub trait Float:
         s
     }
 
+    /// `out[i] = σ(x[i]) = 1 / (1 + exp(-x[i]))`; f32 on the SIMD `exp` as
+    /// [`Float::exp_shifted_sum`].
+    fn sigmoid_into(out: &mut [Self], x: &[Self]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = Self::ONE / (Self::ONE + (-v).exp());
+        }
+    }
+
     /// `out (t, oc) (+)= x (t, c) · Mᵀ` where the matrix `M (oc, c)` is stored as `w`:
     /// row-major `(oc, c)`, or with [`Layout::Transposed`] as its transpose `(c, oc)`.
     /// `accumulate` adds to `out` instead of overwriting it.
@@ -246,6 +254,10 @@ impl Float for f32 {
 
     fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
         ferrollama_tensor::exp_shifted_sum(x, shift)
+    }
+
+    fn sigmoid_into(out: &mut [f32], x: &[f32]) {
+        ferrollama_tensor::sigmoid_into(out, x)
     }
 
     /// The matrix is repacked into the GEMM's panels on every call (on the pool's

@@ -233,11 +233,13 @@ fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
     }
 }
 
-/// The backward of [`proj_forward`]: `dx += dy · w` (+ the adapter's path), `dw += dyᵀ x`
-/// where the base is trained, `dA`, `dB` where an adapter is.
+/// The backward of [`proj_forward`]: `dx += dy · w` (+ the adapter's path; `dx = ...`
+/// when `first`, whatever it held), `dw += dyᵀ x` where the base is trained, `dA`, `dB`
+/// where an adapter is.
 #[allow(clippy::too_many_arguments)]
 fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
     pool: &ThreadPool,
+    first: bool,
     dx: &mut [F],
     dw: Option<&mut Vec<F>>,
     dlora: Option<&mut LoraPair<F>>,
@@ -251,7 +253,11 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
 ) {
     {
         let _s = span(pool, Phase::BwdProjDx);
-        w.backward_input(pool, dx, dout, c, oc);
+        if first {
+            w.backward_input_into(pool, dx, dout, c, oc);
+        } else {
+            w.backward_input(pool, dx, dout, c, oc);
+        }
     }
     {
         let _s = span(pool, Phase::BwdProjDw);
@@ -439,21 +445,24 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     // x' = h + w2 · g
     resize(dh, t * d);
     dh.copy_from_slice(dout); // (T, dim)
-    zeroed(dg, t * ff);
+    resize(dg, t * ff);
     let (dw, dl) = grads_of(g, Target::Down);
     let down = pick(lora, Target::Down);
-    proj_backward(pool, dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ff, d);
-    zeroed(da, t * ff);
-    zeroed(db, t * ff);
+    proj_backward(
+        pool, true, dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ff, d,
+    );
+    resize(da, t * ff);
+    resize(db, t * ff);
     {
         let _s = span(pool, Phase::BwdElementwise);
-        swiglu::backward(pool, da, db, dg, &s.a, &s.b);
+        swiglu::backward_into(pool, da, db, dg, &s.a, &s.b);
     }
-    zeroed(dhn, t * d);
+    resize(dhn, t * d);
     for (tg, dy, i, w) in [(Target::Gate, &*da, 4, w1), (Target::Up, &*db, 5, w3)] {
         let (dw, dl) = grads_of(g, tg);
         proj_backward(
             pool,
+            tg == Target::Gate,
             dhn,
             dw,
             dl,
@@ -474,10 +483,11 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     }
     // h = x + wo · att
     dx.copy_from_slice(dh);
-    zeroed(datt, t * qw);
+    resize(datt, t * qw);
     let (dw, dl) = grads_of(g, Target::O);
     proj_backward(
         pool,
+        true,
         datt,
         dw,
         dl,
@@ -498,17 +508,17 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
             pool, att, dq, dk, dv, datt, &s.q, &s.k, &s.v, &s.probs, sh.heads,
         );
     }
-    zeroed(dq0, t * qw);
-    zeroed(dk0, t * kw);
+    resize(dq0, t * qw);
+    resize(dk0, t * kw);
     {
         let _s = span(pool, Phase::BwdElementwise);
-        rope::backward(pool, dq0, dq, qw, hd, tab);
+        rope::inverse(pool, dq0, dq, qw, hd, tab);
     }
     {
         let _s = span(pool, Phase::BwdElementwise);
-        rope::backward(pool, dk0, dk, kw, hd, tab);
+        rope::inverse(pool, dk0, dk, kw, hd, tab);
     }
-    zeroed(dxn, t * d);
+    resize(dxn, t * d);
     for (tg, dy, i, w, oc) in [
         (Target::Q, &*dq0, 0, wq, qw),
         (Target::K, &*dk0, 1, wk, kw),
@@ -517,6 +527,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         let (dw, dl) = grads_of(g, tg);
         proj_backward(
             pool,
+            tg == Target::Q,
             dxn,
             dw,
             dl,
@@ -920,14 +931,14 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     };
     let dlogits = &*logits;
     let mut dxf = std::mem::take(&mut work.dxf);
-    zeroed(&mut dxf, t * d);
+    resize(&mut dxf, t * d);
     let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
         Some(go) => go.as_mut_slice(),
         None => g.tok_embeddings.as_mut_slice(),
     });
     {
         let _s = span(pool, Phase::BwdOutputDx);
-        out_w.backward_input(pool, &mut dxf, dlogits, d, v);
+        out_w.backward_input_into(pool, &mut dxf, dlogits, d, v);
     }
     {
         let _s = span(pool, Phase::BwdOutputDw);
