@@ -171,12 +171,6 @@ struct Work<F> {
     out: Vec<F>,
 }
 
-/// Makes `v` `n` zeros (a gradient the ops add into), reusing its memory.
-fn zeroed<F: Float>(v: &mut Vec<F>, n: usize) {
-    v.clear();
-    v.resize(n, F::ZERO);
-}
-
 thread_local! {
     static SPARE: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
         const { std::cell::RefCell::new(None) };
@@ -443,8 +437,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         ..
     } = work;
     // x' = h + w2 · g
-    resize(dh, t * d);
-    dh.copy_from_slice(dout); // (T, dim)
+    resize(dh, t * d); // (T, dim): dout, plus the FFN's path below
     resize(dg, t * ff);
     let (dw, dl) = grads_of(g, Target::Down);
     let down = pick(lora, Target::Down);
@@ -479,10 +472,18 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     let dnorm = g.base.as_deref_mut().map(|b| b.ffn_norm.as_mut_slice());
     {
         let _s = span(pool, Phase::BwdElementwise);
-        rmsnorm::backward(pool, dh, dnorm, dhn, &s.h, l.ffn_norm(), &s.rstd2);
+        rmsnorm::backward_into(
+            pool,
+            dh,
+            Some(dout),
+            dnorm,
+            dhn,
+            &s.h,
+            l.ffn_norm(),
+            &s.rstd2,
+        );
     }
-    // h = x + wo · att
-    dx.copy_from_slice(dh);
+    // h = x + wo · att: dx is dh, plus the attention's path below.
     resize(datt, t * qw);
     let (dw, dl) = grads_of(g, Target::O);
     proj_backward(
@@ -499,12 +500,12 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         qw,
         d,
     );
-    zeroed(dq, t * qw);
-    zeroed(dk, t * kw);
-    zeroed(dv, t * kw);
+    resize(dq, t * qw);
+    resize(dk, t * kw);
+    resize(dv, t * kw);
     {
         let _s = span(pool, Phase::BwdAttention);
-        attention::backward_with(
+        attention::backward_into(
             pool, att, dq, dk, dv, datt, &s.q, &s.k, &s.v, &s.probs, sh.heads,
         );
     }
@@ -546,7 +547,8 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         .map(|b| b.attention_norm.as_mut_slice());
     {
         let _s = span(pool, Phase::BwdElementwise);
-        rmsnorm::backward(pool, dx, dnorm, dxn, x, l.attention_norm(), &s.rstd1);
+        let (w, rstd) = (l.attention_norm(), &s.rstd1);
+        rmsnorm::backward_into(pool, dx, Some(dh), dnorm, dxn, x, w, rstd);
     }
 }
 
@@ -945,11 +947,12 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
         weight_grad(pool, d_out_w, dlogits, &xf, d, v);
     }
     let mut dx = std::mem::take(&mut work.dx);
-    zeroed(&mut dx, t * d);
+    resize(&mut dx, t * d);
     let dnorm = grads.base.as_deref_mut().map(|g| g.norm.as_mut_slice());
     {
         let _s = span(pool, Phase::BwdElementwise);
-        rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], p.norm(), &rstd);
+        let x_last = &xs[n_layers];
+        rmsnorm::backward_into(pool, &mut dx, None, dnorm, &dxf, x_last, p.norm(), &rstd);
     }
     // Every layer overwrites it (`dx.copy_from_slice` first).
     let mut dprev = std::mem::take(&mut work.dprev);

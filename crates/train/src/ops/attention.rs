@@ -420,12 +420,15 @@ pub fn backward<F: Float>(
         probs,
         hs,
         ROW_BLOCK,
+        true,
     );
 }
 
-/// [`backward`] with its working memory in `scratch` (see [`forward_with`]).
+/// [`backward`] with its working memory in `scratch` (see [`forward_with`]), writing
+/// `dq`, `dk`, `dv` instead of adding to them (a pass's buffers that hold no gradient
+/// yet: every value has one writer, so this costs nothing and saves zeroing them).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_with<F: Float>(
+pub fn backward_into<F: Float>(
     pool: &ThreadPool,
     scratch: &mut Scratch<F>,
     dq: &mut [F],
@@ -439,7 +442,7 @@ pub fn backward_with<F: Float>(
     hs: Heads,
 ) {
     backward_blocked(
-        pool, scratch, dq, dk, dv, dout, q, k, v, probs, hs, ROW_BLOCK,
+        pool, scratch, dq, dk, dv, dout, q, k, v, probs, hs, ROW_BLOCK, false,
     );
 }
 
@@ -457,6 +460,7 @@ fn backward_blocked<F: Float>(
     probs: &[F],
     hs: Heads,
     block: usize,
+    add: bool,
 ) {
     let hd = hs.head_dim;
     let (qw, kw) = (hs.q_width(), hs.kv_width());
@@ -546,7 +550,11 @@ fn backward_blocked<F: Float>(
             for (i, d) in dqb.chunks_exact(hd).enumerate() {
                 // SAFETY: as above.
                 let row = unsafe { dqs.slice_mut((t0 + i) * qw + h * hd, hd) };
-                super::add_into(row, d);
+                if add {
+                    super::add_into(row, d);
+                } else {
+                    row.copy_from_slice(d);
+                }
             }
             // dK_gᵀ[:, ..w] (hd, w) += Q_hᵀ (hd, r) · dS (r, w): dSᵀ is stored as dS.
             F::gemm(pool, dkp, qb_t, dsb, Layout::Transposed, r, w, false);
@@ -573,7 +581,11 @@ fn backward_blocked<F: Float>(
                 for (u, &v) in sum.iter().enumerate() {
                     // SAFETY: column gd of dk belongs to this thread alone.
                     let x = unsafe { dxs.slice_mut(u * kw + gd, 1) };
-                    x[0] += v;
+                    if add {
+                        x[0] += v;
+                    } else {
+                        x[0] = v;
+                    }
                 }
             }
         });
@@ -646,6 +658,28 @@ mod tests {
                 &p,
                 hs,
                 block,
+                true,
+            );
+            // Writing instead of adding: what the buffers held does not matter.
+            let (mut wq, mut wk, mut wv) = (
+                vec![f32::NAN; t * 96],
+                vec![f32::NAN; t * 32],
+                vec![f32::NAN; t * 32],
+            );
+            backward_blocked(
+                &pool,
+                scratch,
+                &mut wq,
+                &mut wk,
+                &mut wv,
+                &f(&dout),
+                &f(&q),
+                &f(&k),
+                &f(&v),
+                &p,
+                hs,
+                block,
+                false,
             );
             let close = |got: &[f32], want: &[f64], plus: f64, what: &str| {
                 for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -664,6 +698,9 @@ mod tests {
             close(&dq, &dq64, 0.5, "dq");
             close(&dk, &dk64, 0.5, "dk");
             close(&dv, &dv64, 0.5, "dv");
+            close(&wq, &dq64, 0.0, "dq written");
+            close(&wk, &dk64, 0.0, "dk written");
+            close(&wv, &dv64, 0.0, "dv written");
         }
     }
 }
