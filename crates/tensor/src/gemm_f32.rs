@@ -411,6 +411,40 @@ fn matmul_isa(
     };
     let partial = SyncSlice::new(&mut partial);
     let out = SyncSlice::new(&mut out[..n_tokens * rows]);
+    // Each thread's run of items, of about equal arithmetic: an item's cost is its
+    // token count (the last block may be short, which a split by item count ignored).
+    let mid = |i: usize| {
+        let (b, p) = if panel_major {
+            (i % blocks, i / blocks)
+        } else {
+            (i / panels, i % panels)
+        };
+        let len = ((b + 1) * block).min(n_tokens) - b * block;
+        let before = if panel_major {
+            p * n_tokens + b * block
+        } else {
+            b * block * panels + p * len
+        };
+        2 * before + len
+    };
+    let total = n_tokens * panels;
+    // The first item whose midpoint reaches thread t's share.
+    let bound = |t: usize, nt: usize| {
+        if t >= nt {
+            return items;
+        }
+        let target = 2 * total * t / nt;
+        let (mut lo, mut hi) = (0, items);
+        while lo < hi {
+            let m = (lo + hi) / 2;
+            if mid(m) < target {
+                lo = m + 1;
+            } else {
+                hi = m;
+            }
+        }
+        lo
+    };
     for (ci, &(k0, k1)) in chunks.iter().enumerate() {
         let (first, last) = (ci == 0, ci + 1 == chunks.len());
         let klen = k1 - k0;
@@ -419,7 +453,7 @@ fn matmul_isa(
                 let mut cbuf = [[0f32; NR]; TOKEN_BLOCK];
                 // The token block `xp` holds (all of them when walking panel-major).
                 let mut packed = usize::MAX;
-                for item in items * t / nt..items * (t + 1) / nt {
+                for item in bound(t, nt)..bound(t + 1, nt) {
                     let (b, p) = if panel_major {
                         (item % blocks, item / blocks)
                     } else {
