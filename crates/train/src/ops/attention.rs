@@ -297,9 +297,12 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
     }
 }
 
-/// The (head, row block) pairs of a pass in order, with each block's `(first row, rows,
-/// keys seen, offset)` ([`row_blocks`]) and its cost (`rows · keys`).
-fn items(t_len: usize, hs: Heads, block: usize) -> (Vec<(usize, usize, usize, usize)>, Vec<usize>) {
+/// A row block: `(first row, rows, keys seen, offset of its probabilities)`.
+type RowBlock = (usize, usize, usize, usize);
+
+/// The (head, row block) pairs of a pass in order: the row blocks ([`row_blocks`]), and
+/// each pair's cost (`rows · keys`), head-major.
+fn items(t_len: usize, hs: Heads, block: usize) -> (Vec<RowBlock>, Vec<usize>) {
     let blocks: Vec<_> = row_blocks(t_len, block).collect();
     let costs = (0..hs.n_heads)
         .flat_map(|_| blocks.iter().map(|&(_, r, w, _)| r * w))
