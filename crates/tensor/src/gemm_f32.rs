@@ -288,7 +288,50 @@ pub fn matmul_f32_packed_with(
     out: &mut [f32],
     epi: Epilogue<'_>,
 ) -> Result<(), TensorError> {
-    matmul_isa(best_isa(), pool, w, x, false, n_tokens, out, epi)
+    matmul_isa(best_isa(), pool, w, Part::ALL, x, false, n_tokens, out, epi)
+}
+
+/// [`matmul_f32_packed_with`] with the matrix's first `rows` rows and its first `cols`
+/// columns only (`x` then has `cols` columns and `out` `rows`): one packing of a matrix
+/// for products with its leading blocks, as causal attention has per row block (keys
+/// `0..w` of a key matrix packed once for every query block and head that reads it).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_f32_packed_part_with(
+    pool: &ThreadPool,
+    w: &PackedF32,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    epi: Epilogue<'_>,
+) -> Result<(), TensorError> {
+    if rows > w.rows || cols > w.cols || cols == 0 {
+        return Err(TensorError::len(
+            "matmul_f32_packed_part_with",
+            crate::DType::F32,
+            "matrix part",
+            "rows x columns at most",
+            w.rows * w.cols,
+            rows * cols,
+        ));
+    }
+    let part = Part { rows, cols };
+    matmul_isa(best_isa(), pool, w, part, x, false, n_tokens, out, epi)
+}
+
+/// The leading block of a packed matrix a product uses; `usize::MAX` is all of it.
+#[derive(Clone, Copy)]
+struct Part {
+    rows: usize,
+    cols: usize,
+}
+
+impl Part {
+    const ALL: Part = Part {
+        rows: usize::MAX,
+        cols: usize::MAX,
+    };
 }
 
 /// [`matmul_f32_packed_with`] with the activations stored transposed: `xt` is
@@ -304,7 +347,7 @@ pub fn matmul_f32_packed_xt_with(
     out: &mut [f32],
     epi: Epilogue<'_>,
 ) -> Result<(), TensorError> {
-    matmul_isa(best_isa(), pool, w, xt, true, n_tokens, out, epi)
+    matmul_isa(best_isa(), pool, w, Part::ALL, xt, true, n_tokens, out, epi)
 }
 
 /// The token operand of a product: `x (n_tokens, cols)` row-major, or its transpose.
@@ -333,6 +376,7 @@ fn matmul_isa(
     isa: Isa,
     pool: &ThreadPool,
     w: &PackedF32,
+    part: Part,
     x: &[f32],
     x_transposed: bool,
     n_tokens: usize,
@@ -340,7 +384,9 @@ fn matmul_isa(
     epi: Epilogue<'_>,
 ) -> Result<(), TensorError> {
     const OP: &str = "matmul_f32_packed";
-    let (rows, cols) = (w.rows, w.cols);
+    let (rows, cols) = (w.rows.min(part.rows), w.cols.min(part.cols));
+    // Panels are `w.cols` steps long; a part reads the first `cols` of each.
+    let stride = w.cols;
     let need_x = n_tokens.checked_mul(cols);
     let need_out = n_tokens.checked_mul(rows);
     if need_x.is_none_or(|n| x.len() < n) {
@@ -478,7 +524,7 @@ fn matmul_isa(
                         let off = (start - p_start) * klen;
                         (&xp[off..], klen)
                     };
-                    let panel = &w.data[p * cols * NR..(p + 1) * cols * NR];
+                    let panel = &w.data[p * stride * NR..(p * stride + cols) * NR];
                     let r0 = p * NR;
                     let valid = (rows - r0).min(NR);
                     let n_tok = end - start;
@@ -1142,7 +1188,7 @@ mod tests {
                 if epi.accumulate {
                     out[..n * rows].fill(0.5);
                 }
-                matmul_isa(isa, &pool, &p, &x, false, n, &mut out, epi).expect("matmul");
+                matmul_isa(isa, &pool, &p, Part::ALL, &x, false, n, &mut out, epi).expect("matmul");
                 for (i, (&got, &y)) in out.iter().zip(&want).enumerate() {
                     let mut y = y;
                     if epi.accumulate {
@@ -1373,7 +1419,9 @@ mod tests {
                 };
                 for (transposed, xs) in [(false, &x), (true, &xt)] {
                     let mut out = start.clone();
-                    matmul_isa(isa, &pool, &p, xs, transposed, n, &mut out, epi).expect("gemm");
+                    let part = Part::ALL;
+                    matmul_isa(isa, &pool, &p, part, xs, transposed, n, &mut out, epi)
+                        .expect("gemm");
                     let same = out
                         .iter()
                         .zip(&want)
@@ -1387,6 +1435,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A leading block of a packed matrix gives the bits of that block packed alone.
+    #[test]
+    fn a_matrix_part_is_the_part_packed_alone() {
+        let (rows, cols, n) = (100, 90, 37);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8)
+            .collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let full = PackedF32::pack(&w, rows, cols).expect("pack");
+        let pool = ThreadPool::new(2);
+        for (r, c) in [(100, 90), (64, 90), (33, 40), (1, 1), (96, 64)] {
+            let wp: Vec<f32> = (0..r)
+                .flat_map(|i| w[i * cols..i * cols + c].to_vec())
+                .collect();
+            let alone = PackedF32::pack(&wp, r, c).expect("pack");
+            let xp: Vec<f32> = (0..n)
+                .flat_map(|t| x[t * cols..t * cols + c].to_vec())
+                .collect();
+            let mut want = vec![0.0f32; n * r];
+            matmul_f32_packed(&pool, &alone, &xp, n, &mut want).expect("gemm");
+            let mut got = vec![f32::NAN; n * r];
+            let epi = Epilogue::default();
+            matmul_f32_packed_part_with(&pool, &full, r, c, &xp, n, &mut got, epi).expect("part");
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{r}x{c}"
+            );
+        }
+        let mut out = vec![0.0f32; n * 101];
+        let epi = Epilogue::default();
+        assert!(matmul_f32_packed_part_with(&pool, &full, 101, 90, &x, n, &mut out, epi).is_err());
+        assert!(matmul_f32_packed_part_with(&pool, &full, 10, 91, &x, n, &mut out, epi).is_err());
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub use f32ops::{
     dot_f32, dot_f32_scalar, f32_to_f16_slice,
 };
 pub use gemm_f32::{
-    Epilogue, PANEL_ROWS, PackedActs, PackedF32, matmul_f32_packed, matmul_f32_packed_with,
-    matmul_f32_packed_xt_with, matmul_f32_panels,
+    Epilogue, PANEL_ROWS, PackedActs, PackedF32, matmul_f32_packed, matmul_f32_packed_part_with,
+    matmul_f32_packed_with, matmul_f32_packed_xt_with, matmul_f32_panels,
 };
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};

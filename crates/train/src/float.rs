@@ -6,7 +6,8 @@
 use std::cell::RefCell;
 
 use ferrollama_tensor::{
-    Epilogue, PackedF32, ThreadPool, matmul_f32_packed_with, matmul_f32_packed_xt_with,
+    Epilogue, PackedF32, ThreadPool, matmul_f32_packed_part_with, matmul_f32_packed_with,
+    matmul_f32_packed_xt_with,
 };
 
 use std::fmt::{Debug, Display};
@@ -33,6 +34,35 @@ pub trait Float:
 {
     const ZERO: Self;
     const ONE: Self;
+
+    /// A matrix prepared once by [`Float::prepare`] for several [`Float::gemm_prepared`]
+    /// products with its leading blocks: packed panels for f32, the matrix as given for
+    /// f64.
+    type Prepared: Default + Debug + Send + Sync;
+
+    /// Prepares `M (oc, c)` stored as `w` (`layout` as in [`Float::gemm`]) into `p`,
+    /// reusing its storage.
+    fn prepare(
+        pool: &ThreadPool,
+        p: &mut Self::Prepared,
+        w: &[Self],
+        layout: Layout,
+        c: usize,
+        oc: usize,
+    );
+
+    /// `out (t, oc) (+)= x (t, c) · M[..oc, ..c]ᵀ` with the prepared `M`: its first `oc`
+    /// rows and `c` columns.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_prepared(
+        pool: &ThreadPool,
+        out: &mut [Self],
+        x: &[Self],
+        p: &Self::Prepared,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    );
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
@@ -202,6 +232,54 @@ fn with_packed(
     })
 }
 
+/// [`Float::Prepared`] of the plain-loop path: the matrix as given.
+#[derive(Debug, Clone)]
+pub struct Plain<F> {
+    w: Vec<F>,
+    layout: Layout,
+    c: usize,
+    oc: usize,
+}
+
+impl<F> Default for Plain<F> {
+    fn default() -> Self {
+        Plain {
+            w: Vec::new(),
+            layout: Layout::Rows,
+            c: 0,
+            oc: 0,
+        }
+    }
+}
+
+/// [`Float::gemm_prepared`] of the plain-loop path ([`gemm_scalar`] on a leading block).
+fn gemm_plain<F: Float>(
+    out: &mut [F],
+    x: &[F],
+    p: &Plain<F>,
+    c: usize,
+    oc: usize,
+    accumulate: bool,
+) {
+    for (o, xr) in out.chunks_exact_mut(oc).zip(x.chunks_exact(c)) {
+        for (j, o) in o.iter_mut().enumerate() {
+            let mut s = F::ZERO;
+            for (k, &a) in xr.iter().enumerate() {
+                let m = match p.layout {
+                    Layout::Rows => p.w[j * p.c + k],
+                    Layout::Transposed => p.w[k * p.oc + j],
+                };
+                s += a * m;
+            }
+            if accumulate {
+                *o += s;
+            } else {
+                *o = s;
+            }
+        }
+    }
+}
+
 macro_rules! float_ops {
     ($t:ty) => {
         const ZERO: Self = 0.0;
@@ -247,10 +325,72 @@ macro_rules! float_ops {
 
 impl Float for f64 {
     float_ops!(f64);
+
+    type Prepared = Plain<f64>;
+
+    fn prepare(_: &ThreadPool, p: &mut Plain<f64>, w: &[f64], layout: Layout, c: usize, oc: usize) {
+        p.w.clear();
+        p.w.extend_from_slice(w);
+        (p.layout, p.c, p.oc) = (layout, c, oc);
+    }
+
+    fn gemm_prepared(
+        _: &ThreadPool,
+        out: &mut [f64],
+        x: &[f64],
+        p: &Plain<f64>,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) {
+        gemm_plain(out, x, p, c, oc, accumulate);
+    }
 }
 
 impl Float for f32 {
     float_ops!(f32);
+
+    type Prepared = PackedF32;
+
+    fn prepare(
+        pool: &ThreadPool,
+        p: &mut PackedF32,
+        w: &[f32],
+        layout: Layout,
+        c: usize,
+        oc: usize,
+    ) {
+        let done = match layout {
+            Layout::Rows => p.repack_on(pool, w, oc, c),
+            Layout::Transposed => p.repack_transposed_on(pool, w, c, oc),
+        };
+        // A shape the caller got wrong leaves the matrix empty; the product then fails
+        // its own check and falls back to nothing sensible, so say it loudly in tests.
+        debug_assert!(done.is_ok(), "prepare: {} values for {oc} x {c}", w.len());
+    }
+
+    fn gemm_prepared(
+        pool: &ThreadPool,
+        out: &mut [f32],
+        x: &[f32],
+        p: &PackedF32,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) {
+        let t = x.len() / c.max(1);
+        let epi = Epilogue {
+            accumulate,
+            ..Epilogue::default()
+        };
+        let done = matmul_f32_packed_part_with(pool, p, oc, c, x, t, out, epi);
+        debug_assert!(
+            done.is_ok(),
+            "gemm_prepared: {oc} x {c} of {} x {}",
+            p.rows(),
+            p.cols()
+        );
+    }
 
     fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
         ferrollama_tensor::exp_shifted_sum(x, shift)

@@ -133,7 +133,7 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
 /// with LoRA at 512 tokens), which the kernel zeroes on one core. The memory held is
 /// the peak the pass reached anyway; [`release_pass_buffers`] gives it back.
 #[derive(Debug, Default)]
-struct PassBuffers<F> {
+struct PassBuffers<F: Float> {
     xs: Vec<Vec<F>>,
     acts: Vec<LayerActs<F>>,
     scratch: LayerActs<F>,
@@ -145,7 +145,7 @@ struct PassBuffers<F> {
 /// per layer they faulted ~1 GB of pages in per step (SmolLM2 at 512 tokens), the kernel
 /// zeroing each page on the faulting thread.
 #[derive(Debug, Default)]
-struct Work<F> {
+struct Work<F: Float> {
     att: attention::Scratch<F>,
     /// The projections of q and k before RoPE.
     pre_rope: Vec<F>,

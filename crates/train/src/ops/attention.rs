@@ -281,9 +281,15 @@ pub fn forward_with<F: Float>(
 /// values gathered, the backward's per-pair `dK`, `dV` contributions, and each pool
 /// thread's block-sized buffers. Every use overwrites what it reads.
 #[derive(Debug, Default)]
-pub struct Scratch<F> {
+pub struct Scratch<F: Float> {
     kg: Vec<F>,
     vg: Vec<F>,
+    /// Per KV head, its keys and values prepared once for the products of every query
+    /// head and row block that reads them ([`Float::prepare`]; each block reads the
+    /// keys it sees, a leading part): packing them per pair cost as much as a pair's
+    /// products.
+    k_prep: Vec<F::Prepared>,
+    v_prep: Vec<F::Prepared>,
     dk_parts: Vec<F>,
     dv_parts: Vec<F>,
     per_thread: Vec<F>,
@@ -308,6 +314,27 @@ fn items(t_len: usize, hs: Heads, block: usize) -> (Vec<RowBlock>, Vec<usize>) {
         .flat_map(|_| blocks.iter().map(|&(_, r, w, _)| r * w))
         .collect();
     (blocks, costs)
+}
+
+/// Every KV head's `(T, hd)` block of `x` (gathered by [`gather_all`]) prepared as
+/// the matrix `M` of `layout` ([`Layout::Rows`]: `M = X_g`, `(T, hd)`; transposed:
+/// `M = X_gᵀ`, `(hd, T)`).
+fn prepare_all<F: Float>(
+    pool: &ThreadPool,
+    prep: &mut Vec<F::Prepared>,
+    xg: &[F],
+    hs: Heads,
+    layout: Layout,
+) {
+    let hd = hs.head_dim;
+    let t_len = xg.len() / (hs.n_kv_heads * hd).max(1);
+    prep.resize_with(hs.n_kv_heads, Default::default);
+    for (p, x) in prep.iter_mut().zip(xg.chunks_exact(t_len * hd)) {
+        match layout {
+            Layout::Rows => F::prepare(pool, p, x, layout, hd, t_len),
+            Layout::Transposed => F::prepare(pool, p, x, layout, t_len, hd),
+        }
+    }
 }
 
 /// Every KV head's columns of `x (T, Hkv·hd)`, one after the other, into `out`:
@@ -341,7 +368,16 @@ fn forward_blocked<F: Float>(
     let scale = F::ONE / F::from_f64(hd as f64).sqrt();
     gather_all(&mut scratch.kg, k, hs);
     gather_all(&mut scratch.vg, v, hs);
-    let (kg, vg) = (&scratch.kg, &scratch.vg);
+    // S reads K_g (rows: keys), O reads V_gᵀ (columns: keys).
+    prepare_all(pool, &mut scratch.k_prep, &scratch.kg, hs, Layout::Rows);
+    prepare_all(
+        pool,
+        &mut scratch.v_prep,
+        &scratch.vg,
+        hs,
+        Layout::Transposed,
+    );
+    let (kp, vp) = (&scratch.k_prep, &scratch.v_prep);
     let (blocks, costs) = items(t_len, hs, block);
     let nb = blocks.len();
     let per = 2 * block * hd;
@@ -355,13 +391,12 @@ fn forward_blocked<F: Float>(
         for item in range {
             let (h, (t0, r, w, off)) = (item / nb, blocks[item % nb]);
             let g = hs.kv_head(h);
-            let (kg, vg) = (&kg[g * t_len * hd..], &vg[g * t_len * hd..]);
             let qb = &mut qb[..r * hd];
             gather(qb, &q[t0 * qw..(t0 + r) * qw], qw, h, hd);
             // SAFETY: each (head, row block) has its own probabilities, and its own rows
             // of the head's output columns, and is handled by one thread.
             let p = unsafe { ps.slice_mut(h * head + off, r * w) };
-            F::gemm(pool, p, qb, &kg[..w * hd], Layout::Rows, hd, w, false); // (r, w) q · k
+            F::gemm_prepared(pool, p, qb, &kp[g], hd, w, false); // (r, w) q · k[..w]
             for (i, row) in p.chunks_exact_mut(w).enumerate() {
                 let t = t0 + i;
                 let mut max = F::from_f64(f64::NEG_INFINITY);
@@ -374,9 +409,9 @@ fn forward_blocked<F: Float>(
                 row[..=t].iter_mut().for_each(|x| *x *= inv);
                 row[t + 1..].fill(F::ZERO);
             }
-            // O_h rows (r, hd) = P (r, w) · V_g[..w] (w, hd): the matrix V_gᵀ is stored as V_g.
+            // O_h rows (r, hd) = P (r, w) · V_g[..w] (w, hd): keys 0..w of V_gᵀ.
             let ob = &mut ob[..r * hd];
-            F::gemm(pool, ob, p, &vg[..w * hd], Layout::Transposed, w, hd, false);
+            F::gemm_prepared(pool, ob, p, &vp[g], w, hd, false);
             for (i, o) in ob.chunks_exact(hd).enumerate() {
                 // SAFETY: as above.
                 let row = unsafe { outs.slice_mut((t0 + i) * qw + h * hd, hd) };
@@ -472,7 +507,16 @@ fn backward_blocked<F: Float>(
     let scale = F::ONE / F::from_f64(hd as f64).sqrt();
     gather_all(&mut scratch.kg, k, hs);
     gather_all(&mut scratch.vg, v, hs);
-    let (kg, vg) = (&scratch.kg, &scratch.vg);
+    // dP reads V_g (rows: keys), dQ reads K_gᵀ (columns: keys).
+    prepare_all(pool, &mut scratch.v_prep, &scratch.vg, hs, Layout::Rows);
+    prepare_all(
+        pool,
+        &mut scratch.k_prep,
+        &scratch.kg,
+        hs,
+        Layout::Transposed,
+    );
+    let (kp, vp) = (&scratch.k_prep, &scratch.v_prep);
     let (blocks, costs) = items(t_len, hs, block);
     let nb = blocks.len();
     // Each pair's dK_gᵀ and dV_gᵀ contributions, (hd, keys seen), at `part_off[item]`.
@@ -503,7 +547,6 @@ fn backward_blocked<F: Float>(
         for item in range {
             let (h, (t0, r, w, off)) = (item / nb, blocks[item % nb]);
             let g = hs.kv_head(h);
-            let (kg, vg) = (&kg[g * t_len * hd..], &vg[g * t_len * hd..]);
             let p = &probs[h * head + off..h * head + off + r * w];
             let rows = t0 * qw..(t0 + r) * qw;
             let (dob, dob_t, qb_t) = (
@@ -526,7 +569,7 @@ fn backward_blocked<F: Float>(
             F::gemm(pool, dvp, dob_t, p, Layout::Transposed, r, w, false);
             // dP (r, w) = dO_h rows (r, hd) · V_g[..w]ᵀ.
             let dsb = &mut ds[..r * w];
-            F::gemm(pool, dsb, dob, &vg[..w * hd], Layout::Rows, hd, w, false);
+            F::gemm_prepared(pool, dsb, dob, &vp[g], hd, w, false);
             for (i, (drow, prow)) in dsb.chunks_exact_mut(w).zip(p.chunks_exact(w)).enumerate() {
                 let t = t0 + i;
                 let mut pdp = F::ZERO;
@@ -538,18 +581,9 @@ fn backward_blocked<F: Float>(
                 }
                 drow[t + 1..].fill(F::ZERO);
             }
-            // dQ_h rows (r, hd) = dS (r, w) · K_g[..w]: K_gᵀ is stored as K_g.
+            // dQ_h rows (r, hd) = dS (r, w) · K_g[..w]: keys 0..w of K_gᵀ.
             let dqb = &mut dqb[..r * hd];
-            F::gemm(
-                pool,
-                dqb,
-                dsb,
-                &kg[..w * hd],
-                Layout::Transposed,
-                w,
-                hd,
-                false,
-            );
+            F::gemm_prepared(pool, dqb, dsb, &kp[g], w, hd, false);
             for (i, d) in dqb.chunks_exact(hd).enumerate() {
                 // SAFETY: as above.
                 let row = unsafe { dqs.slice_mut((t0 + i) * qw + h * hd, hd) };
