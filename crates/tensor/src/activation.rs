@@ -214,6 +214,83 @@ unsafe fn softmax_avx2(x: &mut [f32]) {
     softmax_generic::<true>(x)
 }
 
+/// `x[i] = e^(x[i] - shift)`, returning `Σ x[i]`: the exponentials of a softmax or a
+/// log-sum-exp whose maximum the caller has (a training pass's attention rows and its
+/// cross-entropy over the vocabulary, tens of millions of `exp` a step). The sum runs in
+/// [`LANES`] lanes, then the remainder.
+pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    match best_isa() {
+        // SAFETY: the tier was detected at run time.
+        Isa::Avx512Vnni => return unsafe { exp_shifted_sum_avx512(x, shift) },
+        Isa::Avx2 => return unsafe { exp_shifted_sum_avx2(x, shift) },
+        _ => {}
+    }
+    exp_shifted_sum_generic::<false>(x, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_sum_generic<const FMA: bool>(x: &mut [f32], shift: f32) -> f32 {
+    let mut lane_sum = [0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, v) in lane_sum.iter_mut().zip(c) {
+            *v = exp_impl::<FMA>(*v - shift);
+            *s += *v;
+        }
+    }
+    let mut sum: f32 = lane_sum.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp_impl::<FMA>(*v - shift);
+        sum += *v;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn exp_shifted_sum_avx512(x: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_sum_generic::<true>(x, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_sum_avx2(x: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_sum_generic::<true>(x, shift)
+}
+
+/// `out[i] = 1 / (1 + e^(-x[i]))` (SwiGLU's gate in a training pass: one `exp` per
+/// element of every feed-forward activation, forward and backward).
+pub fn sigmoid_into(out: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match best_isa() {
+        // SAFETY: the tier was detected at run time.
+        Isa::Avx512Vnni => return unsafe { sigmoid_avx512(out, x) },
+        Isa::Avx2 => return unsafe { sigmoid_avx2(out, x) },
+        _ => {}
+    }
+    sigmoid_generic::<false>(out, x)
+}
+
+#[inline(always)]
+fn sigmoid_generic<const FMA: bool>(out: &mut [f32], x: &[f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = 1.0 / (1.0 + exp_impl::<FMA>(-v));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn sigmoid_avx512(out: &mut [f32], x: &[f32]) {
+    sigmoid_generic::<true>(out, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sigmoid_avx2(out: &mut [f32], x: &[f32]) {
+    sigmoid_generic::<true>(out, x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +329,37 @@ mod tests {
             let sum: f64 = e.iter().sum();
             for (&g, &w) in got.iter().zip(&e) {
                 prop_assert!((f64::from(g) - w / sum).abs() < 1e-6, "{g} vs {}", w / sum);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn shifted_exponentials_and_their_sum_match_f64(
+            xs in proptest::collection::vec(-30f32..30.0, 0..90), shift in -5f32..35.0
+        ) {
+            let mut got = xs.clone();
+            let sum = exp_shifted_sum(&mut got, shift);
+            // The difference is an f32, as the kernel computes it.
+            let e: Vec<f64> = xs.iter().map(|&v| f64::from(v - shift).exp()).collect();
+            for (&g, &w) in got.iter().zip(&e) {
+                prop_assert!(rel(g, w) < 3e-7, "{g} vs {w}");
+            }
+            let want: f64 = e.iter().sum();
+            prop_assert!((f64::from(sum) - want).abs() <= 1e-6 * want, "{sum} vs {want}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sigmoid_matches_f64(xs in proptest::collection::vec(-100f32..100.0, 0..90)) {
+            let mut got = vec![f32::NAN; xs.len()];
+            sigmoid_into(&mut got, &xs);
+            for (&x, &g) in xs.iter().zip(&got) {
+                let want = 1.0 / (1.0 + (-f64::from(x)).exp());
+                // Below -87 the result is under f32's normal range: 0 then.
+                prop_assert!((f64::from(g) - want).abs() <= 4e-7 * want + 1e-37,
+                    "σ({x}) = {g} vs {want}");
             }
         }
     }

@@ -36,7 +36,8 @@ mod sync_slice;
 mod x86;
 
 pub use activation::{
-    erf_fast, erf_ref, exp_fast, gelu_erf, gelu_erf_ref, gelu_inplace, softmax_inplace,
+    erf_fast, erf_ref, exp_fast, exp_shifted_sum, gelu_erf, gelu_erf_ref, gelu_inplace,
+    sigmoid_into, softmax_inplace,
 };
 pub use attn::{ATT_TILE, pv_rows_f16, pv_tile, qk_rows_f16, qk_tile};
 pub use convert::{F8E4M3_LUT, bf16_to_f32, f8e4m3_to_f32, f32_to_bf16, f32_to_f8e4m3};
@@ -50,8 +51,8 @@ pub use f32ops::{
     dot_f32, dot_f32_scalar, f32_to_f16_slice,
 };
 pub use gemm_f32::{
-    Epilogue, PANEL_ROWS, PackedActs, PackedF32, matmul_f32_packed, matmul_f32_packed_with,
-    matmul_f32_panels,
+    Epilogue, PANEL_ROWS, PackedActs, PackedF32, matmul_f32_packed, matmul_f32_packed_part_with,
+    matmul_f32_packed_with, matmul_f32_packed_xt_with, matmul_f32_panels,
 };
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};

@@ -20,6 +20,7 @@ use std::time::Instant;
 use ferrollama_model::gguf::GgufFile;
 use ferrollama_model::{LlamaConfig, Weights};
 use ferrollama_tensor::{DType, ThreadPool};
+use ferrollama_train::profile;
 use ferrollama_train::weights::{convert_weights, params_from_weights};
 use ferrollama_train::{
     AdamW, AdamWConfig, FrozenBase, Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence,
@@ -56,10 +57,68 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn zero<P: ParamSet<f32>>(g: &mut P) {
-    for (_, t) in g.tensors_mut() {
-        t.fill(0.0);
+/// After step `n` (1-based): adds the step's phase totals to `acc` unless it was the
+/// first, then starts the counts afresh.
+fn take_phases(acc: &mut Vec<profile::PhaseTotals>, n: usize) {
+    let now = profile::totals();
+    if n > 1 {
+        if acc.is_empty() {
+            *acc = now;
+        } else {
+            for (a, b) in acc.iter_mut().zip(now) {
+                a.seconds += b.seconds;
+                a.cpu_seconds += b.cpu_seconds;
+                a.calls += b.calls;
+                a.parallel_runs += b.parallel_runs;
+                a.solo_runs += b.solo_runs;
+                a.backoffs += b.backoffs;
+                a.page_faults += b.page_faults;
+            }
+        }
     }
+    profile::reset();
+}
+
+/// Minor page faults of this process so far.
+fn minor_faults() -> i64 {
+    // SAFETY: `ru` is plain data for the call to fill.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_minflt
+    }
+}
+
+/// The mean per step of each phase over the steps after the first, on stderr.
+fn print_phases(phases: &[profile::PhaseTotals], times: &[f64]) {
+    let n = times.len().saturating_sub(1).max(1) as f64;
+    let step: f64 = times.iter().skip(1).sum::<f64>() / n;
+    let mut covered = 0.0;
+    eprintln!(
+        "phase                    s/step   share  cpu s/step  calls  parallel  solo  backoffs  faults"
+    );
+    for p in phases {
+        covered += p.seconds / n;
+        eprintln!(
+            "{:<22} {:>8.3} {:>6.1}% {:>10.3} {:>6} {:>9} {:>5} {:>9} {:>7}",
+            p.phase.name(),
+            p.seconds / n,
+            100.0 * p.seconds / n / step,
+            p.cpu_seconds / n,
+            p.calls as f64 / n,
+            p.parallel_runs as f64 / n,
+            p.solo_runs as f64 / n,
+            p.backoffs as f64 / n,
+            p.page_faults as f64 / n
+        );
+    }
+    eprintln!(
+        "{:<22} {:>8.3} {:>6.1}%",
+        "(not in a phase)",
+        step - covered,
+        100.0 * (step - covered) / step
+    );
+    eprintln!("{:<22} {:>8.3}", "step", step);
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = arg(&args, "--steps").unwrap_or(3);
     let rank: Option<usize> = arg(&args, "--lora");
     let recompute = args.iter().any(|a| a == "--recompute");
+    let prof = args.iter().any(|a| a == "--profile");
     let base_name: String = arg(&args, "--base").unwrap_or_else(|| "params".to_string());
     let pool = ThreadPool::new(threads);
     let f = GgufFile::open(std::path::Path::new(path))?;
@@ -133,6 +193,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lr = 1e-4;
     let mut times = Vec::new();
     let mut losses = Vec::new();
+    profile::enable(prof);
+    // Phase times of the steps after the first (which pays first-touch page faults).
+    let mut phases: Vec<profile::PhaseTotals> = Vec::new();
+    let mut faults = minor_faults();
     match rank {
         Some(r) => {
             let lc = LoraConfig {
@@ -146,7 +210,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut g = lora.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                zero(&mut g);
+                ferrollama_train::optim::zero_on(&pool, &mut g);
                 let loss = match &base {
                     BaseKind::Params(p) => {
                         forward_backward_lora(&pool, &sh, p, &lora, &mut g, &batch, scale, opts)?
@@ -158,6 +222,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 opt.update_on(&pool, &mut lora, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
+                take_phases(&mut phases, times.len());
+                if prof {
+                    eprintln!(
+                        "step {}: {} minor page faults",
+                        times.len() - 1,
+                        minor_faults() - faults
+                    );
+                    faults = minor_faults();
+                }
             }
         }
         None => {
@@ -168,11 +241,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut g = p.zeros_like();
             for _ in 0..steps {
                 let t = Instant::now();
-                zero(&mut g);
+                ferrollama_train::optim::zero_on(&pool, &mut g);
                 let loss = forward_backward(&pool, &sh, &p, &mut g, &batch, scale, opts)?;
                 opt.update_on(&pool, &mut p, &g, lr);
                 times.push(t.elapsed().as_secs_f64());
                 losses.push(f64::from(loss) / seq as f64);
+                take_phases(&mut phases, times.len());
+                if prof {
+                    eprintln!(
+                        "step {}: {} minor page faults",
+                        times.len() - 1,
+                        minor_faults() - faults
+                    );
+                    faults = minor_faults();
+                }
             }
         }
     }
@@ -181,6 +263,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "step {i}: loss {l:.4}, {t:.2} s, {:.1} tokens/s",
             seq as f64 / t
         );
+    }
+    if prof {
+        print_phases(&phases, &times);
     }
     // Steps after the first (which pays first-touch page faults), best of the rest.
     let best = times.iter().skip(1).copied().fold(f64::INFINITY, f64::min);

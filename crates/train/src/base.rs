@@ -20,6 +20,15 @@ pub trait Projection<F> {
     fn forward(&self, pool: &ThreadPool, out: &mut [F], x: &[F], c: usize, oc: usize);
     /// `dx (T, c) += dy (T, oc) · W`.
     fn backward_input(&self, pool: &ThreadPool, dx: &mut [F], dy: &[F], c: usize, oc: usize);
+    /// `dx (T, c) = dy (T, oc) · W`, whatever `dx` held: a gradient's first contribution
+    /// (the pass's buffers are reused, and zeroing them first is a pass over memory).
+    fn backward_input_into(&self, pool: &ThreadPool, dx: &mut [F], dy: &[F], c: usize, oc: usize)
+    where
+        F: Float,
+    {
+        dx.fill(F::ZERO);
+        self.backward_input(pool, dx, dy, c, oc);
+    }
 }
 
 impl<F: Float> Projection<F> for [F] {
@@ -29,6 +38,19 @@ impl<F: Float> Projection<F> for [F] {
     fn backward_input(&self, pool: &ThreadPool, dx: &mut [F], dy: &[F], c: usize, oc: usize) {
         // The layer's input is only read for the weight gradient, which is not asked for.
         matmul::backward(pool, Some(dx), None, dy, &[], self, c, oc);
+    }
+    fn backward_input_into(&self, pool: &ThreadPool, dx: &mut [F], dy: &[F], c: usize, oc: usize) {
+        // dx = dy · (Wᵀ)ᵀ: the matrix Wᵀ (C, OC) is stored as W.
+        F::gemm(
+            pool,
+            dx,
+            dy,
+            self,
+            crate::float::Layout::Transposed,
+            oc,
+            c,
+            false,
+        );
     }
 }
 

@@ -46,6 +46,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod profile;
 pub mod rng;
 pub mod trainer;
 pub mod vocab;

@@ -28,6 +28,7 @@ use crate::ops::{
     add_into_par, attention, cross_entropy, embedding, matmul, rmsnorm, rope, soft_target, swiglu,
 };
 use crate::params::{LayerParams, Params};
+use crate::profile::{Phase, span};
 
 /// One training sequence: `inputs[t]` predicts `targets[t]`, counted in the loss where
 /// `counted[t]` (prompt tokens, padding and system text are not).
@@ -132,11 +133,42 @@ fn resize<F: Float>(v: &mut Vec<F>, n: usize) {
 /// with LoRA at 512 tokens), which the kernel zeroes on one core. The memory held is
 /// the peak the pass reached anyway; [`release_pass_buffers`] gives it back.
 #[derive(Debug, Default)]
-struct PassBuffers<F> {
+struct PassBuffers<F: Float> {
     xs: Vec<Vec<F>>,
     acts: Vec<LayerActs<F>>,
     scratch: LayerActs<F>,
     logits: Vec<F>,
+    work: Work<F>,
+}
+
+/// A pass's temporaries, kept with [`PassBuffers`] for the same reason: allocated afresh
+/// per layer they faulted ~1 GB of pages in per step (SmolLM2 at 512 tokens), the kernel
+/// zeroing each page on the faulting thread.
+#[derive(Debug, Default)]
+struct Work<F: Float> {
+    att: attention::Scratch<F>,
+    /// The projections of q and k before RoPE.
+    pre_rope: Vec<F>,
+    dh: Vec<F>,
+    dg: Vec<F>,
+    da: Vec<F>,
+    db: Vec<F>,
+    dhn: Vec<F>,
+    datt: Vec<F>,
+    dq: Vec<F>,
+    dk: Vec<F>,
+    dv: Vec<F>,
+    dq0: Vec<F>,
+    dk0: Vec<F>,
+    dxn: Vec<F>,
+    /// The final norm's output and its reciprocal RMS, its gradient, the residual
+    /// stream's gradient in and out of a layer, a recomputed layer's output.
+    xf: Vec<F>,
+    rstd: Vec<F>,
+    dxf: Vec<F>,
+    dx: Vec<F>,
+    dprev: Vec<F>,
+    out: Vec<F>,
 }
 
 thread_local! {
@@ -156,10 +188,11 @@ fn keep_buffers<F: Float>(b: PassBuffers<F>) {
     SPARE.with_borrow_mut(|s| *s = Some(Box::new(b)));
 }
 
-/// Frees the buffers the last training pass on this thread kept for the next one (a
-/// long-running process that is done training).
+/// Frees the buffers the last training pass on this thread kept for the next one, and
+/// the f32 GEMM's packing storage (a long-running process that is done training).
 pub fn release_pass_buffers() {
     SPARE.with_borrow_mut(|s| *s = None);
+    crate::float::release_gemm_buffers();
 }
 
 /// One layer's LoRA matrices (by [`Target`] index) and the update's scale.
@@ -182,6 +215,7 @@ fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
     c: usize,
     oc: usize,
 ) {
+    let _s = span(pool, Phase::FwdProj);
     w.forward(pool, out, x, c, oc);
     if let Some((l, scale)) = lora {
         let r = l.a.len() / c;
@@ -193,11 +227,13 @@ fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
     }
 }
 
-/// The backward of [`proj_forward`]: `dx += dy · w` (+ the adapter's path), `dw += dyᵀ x`
-/// where the base is trained, `dA`, `dB` where an adapter is.
+/// The backward of [`proj_forward`]: `dx += dy · w` (+ the adapter's path; `dx = ...`
+/// when `first`, whatever it held), `dw += dyᵀ x` where the base is trained, `dA`, `dB`
+/// where an adapter is.
 #[allow(clippy::too_many_arguments)]
 fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
     pool: &ThreadPool,
+    first: bool,
     dx: &mut [F],
     dw: Option<&mut Vec<F>>,
     dlora: Option<&mut LoraPair<F>>,
@@ -209,9 +245,20 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
     c: usize,
     oc: usize,
 ) {
-    w.backward_input(pool, dx, dout, c, oc);
-    weight_grad(pool, dw.map(|v| v.as_mut_slice()), dout, x, c, oc);
+    {
+        let _s = span(pool, Phase::BwdProjDx);
+        if first {
+            w.backward_input_into(pool, dx, dout, c, oc);
+        } else {
+            w.backward_input(pool, dx, dout, c, oc);
+        }
+    }
+    {
+        let _s = span(pool, Phase::BwdProjDw);
+        weight_grad(pool, dw.map(|v| v.as_mut_slice()), dout, x, c, oc);
+    }
     if let (Some((l, scale)), Some(dl)) = (lora, dlora) {
+        let _s = span(pool, Phase::BwdProjDx);
         let r = l.a.len() / c;
         let t = x.len() / c;
         // y += xs Bᵀ with xs = s · xa: dB += doutᵀ xs, dxs = dout B.
@@ -266,6 +313,7 @@ fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     x: &[F],
     s: &mut LayerActs<F>,
     x_out: &mut [F],
+    w: &mut Work<F>,
 ) {
     let (d, qw, kw, ff) = (sh.dim, sh.q_width(), sh.kv_width(), sh.ffn_dim);
     let t = x.len() / d;
@@ -275,29 +323,57 @@ fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     let [wq, wk, wv, wo, w1, w3, w2] = Target::ALL.map(|tg| l.proj(tg));
     resize(&mut s.xn, t * d);
     resize(&mut s.rstd1, t);
-    rmsnorm::forward(pool, &mut s.xn, &mut s.rstd1, x, l.attention_norm(), eps); // (T, dim)
-    let mut tmp = vec![F::ZERO; t * qw.max(kw)];
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        rmsnorm::forward(pool, &mut s.xn, &mut s.rstd1, x, l.attention_norm(), eps); // (T, dim)
+    }
+    resize(&mut w.pre_rope, t * qw.max(kw));
+    let tmp = &mut w.pre_rope;
     resize(&mut s.q, t * qw);
     let q = pick(lora, Target::Q);
     proj_forward(pool, &mut tmp[..t * qw], &s.xn, wq, q, &mut xa[0], d, qw); // (T, q_width)
-    rope::forward(pool, &mut s.q, &tmp[..t * qw], qw, hd, tab);
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        rope::forward(pool, &mut s.q, &tmp[..t * qw], qw, hd, tab);
+    }
     resize(&mut s.k, t * kw);
     let k = pick(lora, Target::K);
     proj_forward(pool, &mut tmp[..t * kw], &s.xn, wk, k, &mut xa[1], d, kw); // (T, kv_width)
-    rope::forward(pool, &mut s.k, &tmp[..t * kw], kw, hd, tab);
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        rope::forward(pool, &mut s.k, &tmp[..t * kw], kw, hd, tab);
+    }
     resize(&mut s.v, t * kw);
     let v = pick(lora, Target::V);
     proj_forward(pool, &mut s.v, &s.xn, wv, v, &mut xa[2], d, kw); // (T, kv_width)
     resize(&mut s.probs, attention::probs_len(t, sh.heads));
     resize(&mut s.att, t * qw);
-    attention::forward(pool, &mut s.att, &mut s.probs, &s.q, &s.k, &s.v, sh.heads); // (T, q_width)
+    {
+        let _s = span(pool, Phase::FwdAttention);
+        attention::forward_with(
+            pool,
+            &mut w.att,
+            &mut s.att,
+            &mut s.probs,
+            &s.q,
+            &s.k,
+            &s.v,
+            sh.heads,
+        ); // (T, q_width)
+    }
     resize(&mut s.h, t * d);
     let o = pick(lora, Target::O);
     proj_forward(pool, &mut s.h, &s.att, wo, o, &mut xa[3], qw, d); // (T, dim)
-    add_into_par(pool, &mut s.h, x);
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        add_into_par(pool, &mut s.h, x);
+    }
     resize(&mut s.hn, t * d);
     resize(&mut s.rstd2, t);
-    rmsnorm::forward(pool, &mut s.hn, &mut s.rstd2, &s.h, l.ffn_norm(), eps); // (T, dim)
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        rmsnorm::forward(pool, &mut s.hn, &mut s.rstd2, &s.h, l.ffn_norm(), eps); // (T, dim)
+    }
     resize(&mut s.a, t * ff);
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
@@ -305,10 +381,16 @@ fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     proj_forward(pool, &mut s.a, &s.hn, w1, gate, &mut xa[4], d, ff); // (T, ffn)
     let up = pick(lora, Target::Up);
     proj_forward(pool, &mut s.b, &s.hn, w3, up, &mut xa[5], d, ff); // (T, ffn)
-    swiglu::forward(pool, &mut s.g, &s.a, &s.b); // (T, ffn)
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        swiglu::forward(pool, &mut s.g, &s.a, &s.b); // (T, ffn)
+    }
     let down = pick(lora, Target::Down);
     proj_forward(pool, x_out, &s.g, w2, down, &mut xa[6], ff, d); // (T, dim)
-    add_into_par(pool, x_out, &s.h);
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        add_into_par(pool, x_out, &s.h);
+    }
 }
 
 /// Where a layer's gradients go: the base's tensors (full fine-tuning), the adapter's,
@@ -332,26 +414,49 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     s: &LayerActs<F>,
     dout: &[F],
     dx: &mut [F],
+    work: &mut Work<F>,
 ) {
     let (d, qw, kw, ff) = (sh.dim, sh.q_width(), sh.kv_width(), sh.ffn_dim);
     let t = x.len() / d;
     let hd = sh.heads.head_dim;
     let [wq, wk, wv, wo, w1, w3, w2] = Target::ALL.map(|tg| l.proj(tg));
+    let Work {
+        att,
+        dh,
+        dg,
+        da,
+        db,
+        dhn,
+        datt,
+        dq,
+        dk,
+        dv,
+        dq0,
+        dk0,
+        dxn,
+        ..
+    } = work;
     // x' = h + w2 · g
-    let mut dh = dout.to_vec(); // (T, dim)
-    let mut dg = vec![F::ZERO; t * ff];
+    resize(dh, t * d); // (T, dim): dout, plus the FFN's path below
+    resize(dg, t * ff);
     let (dw, dl) = grads_of(g, Target::Down);
     let down = pick(lora, Target::Down);
-    proj_backward(pool, &mut dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ff, d);
-    let mut da = vec![F::ZERO; t * ff];
-    let mut db = vec![F::ZERO; t * ff];
-    swiglu::backward(pool, &mut da, &mut db, &dg, &s.a, &s.b);
-    let mut dhn = vec![F::ZERO; t * d];
-    for (tg, dy, i, w) in [(Target::Gate, &da, 4, w1), (Target::Up, &db, 5, w3)] {
+    proj_backward(
+        pool, true, dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ff, d,
+    );
+    resize(da, t * ff);
+    resize(db, t * ff);
+    {
+        let _s = span(pool, Phase::BwdElementwise);
+        swiglu::backward_into(pool, da, db, dg, &s.a, &s.b);
+    }
+    resize(dhn, t * d);
+    for (tg, dy, i, w) in [(Target::Gate, &*da, 4, w1), (Target::Up, &*db, 5, w3)] {
         let (dw, dl) = grads_of(g, tg);
         proj_backward(
             pool,
-            &mut dhn,
+            tg == Target::Gate,
+            dhn,
             dw,
             dl,
             dy,
@@ -365,17 +470,29 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     }
     // A frozen norm (LoRA) gets no gradient at all.
     let dnorm = g.base.as_deref_mut().map(|b| b.ffn_norm.as_mut_slice());
-    rmsnorm::backward(pool, &mut dh, dnorm, &dhn, &s.h, l.ffn_norm(), &s.rstd2);
-    // h = x + wo · att
-    dx.copy_from_slice(&dh);
-    let mut datt = vec![F::ZERO; t * qw];
+    {
+        let _s = span(pool, Phase::BwdElementwise);
+        rmsnorm::backward_into(
+            pool,
+            dh,
+            Some(dout),
+            dnorm,
+            dhn,
+            &s.h,
+            l.ffn_norm(),
+            &s.rstd2,
+        );
+    }
+    // h = x + wo · att: dx is dh, plus the attention's path below.
+    resize(datt, t * qw);
     let (dw, dl) = grads_of(g, Target::O);
     proj_backward(
         pool,
-        &mut datt,
+        true,
+        datt,
         dw,
         dl,
-        &dh,
+        dh,
         &s.att,
         wo,
         pick(lora, Target::O),
@@ -383,26 +500,36 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         qw,
         d,
     );
-    let mut dq = vec![F::ZERO; t * qw];
-    let mut dk = vec![F::ZERO; t * kw];
-    let mut dv = vec![F::ZERO; t * kw];
-    attention::backward(
-        pool, &mut dq, &mut dk, &mut dv, &datt, &s.q, &s.k, &s.v, &s.probs, sh.heads,
-    );
-    let mut dq0 = vec![F::ZERO; t * qw];
-    let mut dk0 = vec![F::ZERO; t * kw];
-    rope::backward(pool, &mut dq0, &dq, qw, hd, tab);
-    rope::backward(pool, &mut dk0, &dk, kw, hd, tab);
-    let mut dxn = vec![F::ZERO; t * d];
+    resize(dq, t * qw);
+    resize(dk, t * kw);
+    resize(dv, t * kw);
+    {
+        let _s = span(pool, Phase::BwdAttention);
+        attention::backward_into(
+            pool, att, dq, dk, dv, datt, &s.q, &s.k, &s.v, &s.probs, sh.heads,
+        );
+    }
+    resize(dq0, t * qw);
+    resize(dk0, t * kw);
+    {
+        let _s = span(pool, Phase::BwdElementwise);
+        rope::inverse(pool, dq0, dq, qw, hd, tab);
+    }
+    {
+        let _s = span(pool, Phase::BwdElementwise);
+        rope::inverse(pool, dk0, dk, kw, hd, tab);
+    }
+    resize(dxn, t * d);
     for (tg, dy, i, w, oc) in [
-        (Target::Q, &dq0, 0, wq, qw),
-        (Target::K, &dk0, 1, wk, kw),
-        (Target::V, &dv, 2, wv, kw),
+        (Target::Q, &*dq0, 0, wq, qw),
+        (Target::K, &*dk0, 1, wk, kw),
+        (Target::V, &*dv, 2, wv, kw),
     ] {
         let (dw, dl) = grads_of(g, tg);
         proj_backward(
             pool,
-            &mut dxn,
+            tg == Target::Q,
+            dxn,
             dw,
             dl,
             dy,
@@ -418,7 +545,11 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         .base
         .as_deref_mut()
         .map(|b| b.attention_norm.as_mut_slice());
-    rmsnorm::backward(pool, dx, dnorm, &dxn, x, l.attention_norm(), &s.rstd1);
+    {
+        let _s = span(pool, Phase::BwdElementwise);
+        let (w, rstd) = (l.attention_norm(), &s.rstd1);
+        rmsnorm::backward_into(pool, dx, Some(dh), dnorm, dxn, x, w, rstd);
+    }
 }
 
 /// The base weight's and the adapter's gradient of target `t`, borrowed together.
@@ -741,6 +872,7 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
         acts,
         scratch,
         logits,
+        work,
     } = bufs;
     if xs.len() < n_layers + 1 {
         xs.resize_with(n_layers + 1, Vec::new);
@@ -748,7 +880,10 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     for x in xs.iter_mut() {
         resize(x, t * d);
     }
-    p.embed(&mut xs[0], &s.inputs, d); // (T, dim)
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        p.embed(&mut xs[0], &s.inputs, d); // (T, dim)
+    }
     if keep_all && acts.len() < n_layers {
         acts.resize_with(n_layers, LayerActs::default);
     }
@@ -768,40 +903,79 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
             &before[i],
             sa,
             &mut after[0],
+            work,
         );
     }
     let out_w = p.output();
-    let mut xf = vec![F::ZERO; t * d];
-    let mut rstd = vec![F::ZERO; t];
+    // Taken out of `work` while the layers borrow it, put back at the end.
+    let (mut xf, mut rstd) = (std::mem::take(&mut work.xf), std::mem::take(&mut work.rstd));
+    resize(&mut xf, t * d);
+    resize(&mut rstd, t);
     let eps = F::from_f64(sh.eps);
-    rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], p.norm(), eps); // (T, dim)
+    {
+        let _s = span(pool, Phase::FwdElementwise);
+        rmsnorm::forward(pool, &mut xf, &mut rstd, &xs[n_layers], p.norm(), eps); // (T, dim)
+    }
     resize(logits, t * v);
-    out_w.forward(pool, logits, &xf, d, v); // (T, vocab)
+    {
+        let _s = span(pool, Phase::FwdOutput);
+        out_w.forward(pool, logits, &xf, d, v); // (T, vocab)
+    }
     if !backward {
+        (work.xf, work.rstd) = (xf, rstd);
+        let _s = span(pool, Phase::Loss);
         return loss_forward(pool, logits, item, v);
     }
     // The logits become their gradient in place.
-    let loss = loss_forward_backward(pool, logits, item, v);
+    let loss = {
+        let _s = span(pool, Phase::Loss);
+        loss_forward_backward(pool, logits, item, v)
+    };
     let dlogits = &*logits;
-    let mut dxf = vec![F::ZERO; t * d];
+    let mut dxf = std::mem::take(&mut work.dxf);
+    resize(&mut dxf, t * d);
     let d_out_w = grads.base.as_deref_mut().map(|g| match g.output.as_mut() {
         Some(go) => go.as_mut_slice(),
         None => g.tok_embeddings.as_mut_slice(),
     });
-    out_w.backward_input(pool, &mut dxf, dlogits, d, v);
-    weight_grad(pool, d_out_w, dlogits, &xf, d, v);
-    let mut dx = vec![F::ZERO; t * d];
+    {
+        let _s = span(pool, Phase::BwdOutputDx);
+        out_w.backward_input_into(pool, &mut dxf, dlogits, d, v);
+    }
+    {
+        let _s = span(pool, Phase::BwdOutputDw);
+        weight_grad(pool, d_out_w, dlogits, &xf, d, v);
+    }
+    let mut dx = std::mem::take(&mut work.dx);
+    resize(&mut dx, t * d);
     let dnorm = grads.base.as_deref_mut().map(|g| g.norm.as_mut_slice());
-    rmsnorm::backward(pool, &mut dx, dnorm, &dxf, &xs[n_layers], p.norm(), &rstd);
-    let mut dprev = vec![F::ZERO; t * d];
+    {
+        let _s = span(pool, Phase::BwdElementwise);
+        let x_last = &xs[n_layers];
+        rmsnorm::backward_into(pool, &mut dx, None, dnorm, &dxf, x_last, p.norm(), &rstd);
+    }
+    // Every layer overwrites it (`dx.copy_from_slice` first).
+    let mut dprev = std::mem::take(&mut work.dprev);
+    resize(&mut dprev, t * d);
+    let mut out = std::mem::take(&mut work.out);
     for i in (0..n_layers).rev() {
         let l = &p.layers()[i];
         let sa = if keep_all {
             &acts[i]
         } else {
             // Recompute this layer's activations from its saved input.
-            let mut out = vec![F::ZERO; t * d];
-            layer_forward(pool, sh, l, layer_lora(i), &tab, &xs[i], scratch, &mut out);
+            resize(&mut out, t * d);
+            layer_forward(
+                pool,
+                sh,
+                l,
+                layer_lora(i),
+                &tab,
+                &xs[i],
+                scratch,
+                &mut out,
+                work,
+            );
             &*scratch
         };
         let mut lg = LayerGrads {
@@ -819,12 +993,15 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
             sa,
             &dx,
             &mut dprev,
+            work,
         );
         std::mem::swap(&mut dx, &mut dprev);
     }
     if let Some(g) = grads.base {
+        let _s = span(pool, Phase::BwdEmbedding);
         embedding::backward(pool, &mut g.tok_embeddings, &dx, &s.inputs, d);
     }
+    (work.xf, work.rstd, work.dxf, work.dx, work.dprev, work.out) = (xf, rstd, dxf, dx, dprev, out);
     loss
 }
 

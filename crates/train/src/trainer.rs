@@ -33,7 +33,7 @@ use crate::error::{Result, TrainError};
 use crate::frozen_base::FrozenBase;
 use crate::lora::Lora;
 use crate::model::{Grads, Item, PassOptions, Sequence, Shape, loss, loss_lora, pass};
-use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
+use crate::optim::{AdamW, AdamWConfig, clip_coefficient, cosine_lr, grad_norm_on, zero_on};
 use crate::params::{ParamSet, Params};
 use crate::rng::SplitMix64;
 
@@ -472,8 +472,8 @@ impl Trainer {
             },
         );
         match &mut self.grads {
-            GradBuf::Full(g) => g.fill(0.0),
-            GradBuf::Lora(g) => g.tensors_mut().into_iter().for_each(|(_, t)| t.fill(0.0)),
+            GradBuf::Full(g) => zero_on(pool, g),
+            GradBuf::Lora(g) => zero_on(pool, g),
         }
         let (mut loss, mut tokens) = (0.0f64, 0usize);
         let mut dpo_metrics: Option<DpoMetrics> = None;
@@ -542,18 +542,27 @@ impl Trainer {
             loss += f64::from(sum) / count as f64 / accum as f64;
         }
         let max_norm = self.config.max_grad_norm;
-        let grad_norm = match &mut self.grads {
-            GradBuf::Full(g) => clip_grad_norm(g, max_norm),
-            GradBuf::Lora(g) => clip_grad_norm(g, max_norm),
+        let grad_norm = {
+            let _s = crate::profile::span(pool, crate::profile::Phase::ClipNorm);
+            match &self.grads {
+                GradBuf::Full(g) => grad_norm_on(pool, g),
+                GradBuf::Lora(g) => grad_norm_on(pool, g),
+            }
         };
+        // Clipping is AdamW's gradient scale: no pass of its own over the gradients.
+        let clip = clip_coefficient::<f32>(grad_norm, max_norm);
         let step = self.progress.step + 1;
         if !loss.is_finite() || !grad_norm.is_finite() {
             let bad = if loss.is_finite() { grad_norm } else { loss };
             return Err(TrainError::NotFinite { step, loss: bad });
         }
         match (&mut self.tuned, &self.grads) {
-            (Tuned::Full(opt), GradBuf::Full(g)) => opt.update_on(pool, &mut self.params, g, lr),
-            (Tuned::Lora { lora, opt }, GradBuf::Lora(g)) => opt.update_on(pool, lora, g, lr),
+            (Tuned::Full(opt), GradBuf::Full(g)) => {
+                opt.update_scaled_on(pool, &mut self.params, g, lr, clip)
+            }
+            (Tuned::Lora { lora, opt }, GradBuf::Lora(g)) => {
+                opt.update_scaled_on(pool, lora, g, lr, clip)
+            }
             _ => return Err(TrainError::Config("gradients of the wrong method".into())),
         }
         self.progress.step = step;

@@ -103,11 +103,7 @@ pub fn forward_backward<F: Float>(
                 max = max.max(x);
             }
             let at_target = row[tgt];
-            let mut s = F::ZERO;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                s += *x;
-            }
+            let s = F::exp_shifted_sum(row, max);
             // SAFETY: as above, for the row's loss.
             unsafe { ls.write(i, max + s.ln() - at_target) };
             let k = scale / s;

@@ -37,8 +37,7 @@ pub fn backward<F: Float>(
         // dinp += dout · (wᵀ)ᵀ: the matrix wᵀ (C, OC) is stored as w.
         F::gemm(pool, dinp, dout, w, Layout::Transposed, oc, c, true);
     }
-    // dw += doutᵀ (OC, T) · (inpᵀ (C, T))ᵀ: inpᵀ is stored as inp; doutᵀ is the GEMM's
-    // row operand and must be row-major.
+    // dw += doutᵀ (OC, T) · (inpᵀ (C, T))ᵀ: inpᵀ is stored as inp.
     if let Some(dw) = dw {
         if c * (t + oc) < t * oc {
             // A narrow input (a LoRA B's `x Aᵀ`, C = rank): transposing it and the small
@@ -67,8 +66,8 @@ pub fn backward<F: Float>(
                 }
             });
         } else {
-            let dout_t = transpose(pool, dout, t, oc); // (OC, T)
-            F::gemm(pool, dw, &dout_t, inp, Layout::Transposed, t, c, true);
+            // The row operand doutᵀ (OC, T) is read from dout (T, OC) as it is.
+            F::gemm_xt(pool, dw, dout, inp, Layout::Transposed, t, c, true);
         }
     }
 }

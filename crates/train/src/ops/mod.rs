@@ -46,6 +46,44 @@ pub fn par_ranges(pool: &ThreadPool, n: usize, work: usize, f: &(dyn Fn(Range<us
     });
 }
 
+/// Runs `f` on `0..costs.len()` split into one contiguous range per pool thread, the
+/// ranges about equal in total cost (`costs[i]`: item `i`'s work in elements). For work
+/// made of unequal independent items (attention's causal row blocks) run as one section:
+/// splitting each item over the threads instead costs a pool section per item and leaves
+/// threads idle when an item does not divide evenly. Item `i` goes to the thread whose
+/// share of the total cost holds the item's midpoint. `f` also gets its thread's index
+/// (below `pool.n_threads()`), for scratch space of its own.
+pub fn par_by_cost(pool: &ThreadPool, costs: &[usize], f: &(dyn Fn(usize, Range<usize>) + Sync)) {
+    let n = costs.len();
+    let total: usize = costs.iter().sum();
+    if total < PAR_MIN || pool.n_threads() == 1 || n < 2 {
+        f(0, 0..n);
+        return;
+    }
+    // mid[i] = 2 · (cost before item i) + cost of item i: twice item i's midpoint.
+    let mut mid = Vec::with_capacity(n);
+    let mut before = 0;
+    for &c in costs {
+        mid.push(2 * before + c);
+        before += c;
+    }
+    // The first item of thread t's share: the items whose midpoint lies before
+    // t / nt of the total belong to earlier threads.
+    let bound = |t: usize, nt: usize| {
+        if t >= nt {
+            n
+        } else {
+            mid.partition_point(|&m| m * nt < 2 * total * t)
+        }
+    };
+    pool.run(&|t, nt| {
+        let r = bound(t, nt)..bound(t + 1, nt);
+        if !r.is_empty() {
+            f(t, r);
+        }
+    });
+}
+
 /// `y += x`.
 pub fn add_into<F: Float>(y: &mut [F], x: &[F]) {
     for (y, &x) in y.iter_mut().zip(x) {

@@ -54,7 +54,7 @@ pub fn forward<F: Float>(
     hd: usize,
     tab: &RopeTables<F>,
 ) {
-    rotate_par(pool, out, x, width, hd, tab, false);
+    rotate_par(pool, out, x, width, hd, tab, Mode::Forward);
 }
 
 /// `dx += rotate⁻¹(dout)` (the transpose of a rotation is its inverse).
@@ -66,7 +66,31 @@ pub fn backward<F: Float>(
     hd: usize,
     tab: &RopeTables<F>,
 ) {
-    rotate_par(pool, dx, dout, width, hd, tab, true);
+    rotate_par(pool, dx, dout, width, hd, tab, Mode::AddInverse);
+}
+
+/// `out = rotate⁻¹(x)`, whatever `out` held: [`backward`] into a buffer that holds no
+/// gradient yet.
+pub fn inverse<F: Float>(
+    pool: &ThreadPool,
+    out: &mut [F],
+    x: &[F],
+    width: usize,
+    hd: usize,
+    tab: &RopeTables<F>,
+) {
+    rotate_par(pool, out, x, width, hd, tab, Mode::Inverse);
+}
+
+/// What [`rotate`] does with its rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `out = R x`.
+    Forward,
+    /// `out = Rᵀ x`.
+    Inverse,
+    /// `out += Rᵀ x`.
+    AddInverse,
 }
 
 fn rotate_par<F: Float>(
@@ -76,7 +100,7 @@ fn rotate_par<F: Float>(
     width: usize,
     hd: usize,
     tab: &RopeTables<F>,
-    backward: bool,
+    mode: Mode,
 ) {
     let t = out.len().min(x.len()) / width.max(1);
     let os = SyncSlice::new(out);
@@ -84,11 +108,11 @@ fn rotate_par<F: Float>(
         let (a, b) = (rows.start * width, rows.end * width);
         // SAFETY: the row ranges of different threads are disjoint.
         let o = unsafe { os.slice_mut(a, b - a) };
-        rotate(o, &x[a..b], rows.start, width, hd, tab, backward);
+        rotate(o, &x[a..b], rows.start, width, hd, tab, mode);
     });
 }
 
-/// `backward` false: `out = R x`; true: `out += Rᵀ x`, for the rows from position
+/// `out = R x`, `out = Rᵀ x` or `out += Rᵀ x` (`mode`) for the rows from position
 /// `first` on.
 fn rotate<F: Float>(
     out: &mut [F],
@@ -97,7 +121,7 @@ fn rotate<F: Float>(
     width: usize,
     hd: usize,
     tab: &RopeTables<F>,
-    backward: bool,
+    mode: Mode,
 ) {
     let p = tab.pairs;
     for (i, (orow, xrow)) in out
@@ -112,18 +136,25 @@ fn rotate<F: Float>(
             for i in 0..p {
                 let (x0, x1) = (xh[2 * i], xh[2 * i + 1]);
                 let (c, s) = (cos[i], sin[i]);
-                if backward {
-                    // (x0 + i x1) · (c - i s)
-                    oh[2 * i] += x0 * c + x1 * s;
-                    oh[2 * i + 1] += x1 * c - x0 * s;
-                } else {
+                match mode {
                     // (x0 + i x1) · (c + i s)
-                    oh[2 * i] = x0 * c - x1 * s;
-                    oh[2 * i + 1] = x0 * s + x1 * c;
+                    Mode::Forward => {
+                        oh[2 * i] = x0 * c - x1 * s;
+                        oh[2 * i + 1] = x0 * s + x1 * c;
+                    }
+                    // (x0 + i x1) · (c - i s)
+                    Mode::Inverse => {
+                        oh[2 * i] = x0 * c + x1 * s;
+                        oh[2 * i + 1] = x1 * c - x0 * s;
+                    }
+                    Mode::AddInverse => {
+                        oh[2 * i] += x0 * c + x1 * s;
+                        oh[2 * i + 1] += x1 * c - x0 * s;
+                    }
                 }
             }
             for i in 2 * p..hd {
-                if backward {
+                if mode == Mode::AddInverse {
                     oh[i] += xh[i];
                 } else {
                     oh[i] = xh[i];
