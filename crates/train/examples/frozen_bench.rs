@@ -6,6 +6,7 @@
 //!
 //!     cargo build --profile ci -p ferrollama-train --example frozen_bench
 //!     target/ci/examples/frozen_bench [--tokens 512] [--threads 1] [--reps 5] [--cpu-time]
+//!         [--shape q|k|gate|down|output]
 
 use std::time::Instant;
 
@@ -63,11 +64,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (s % 20001) as f32 / 10000.0 - 1.0
     };
     // (name, out, in): gate/up, down, and the tied output matrix.
+    let only: Option<String> = args
+        .iter()
+        .position(|a| a == "--shape")
+        .and_then(|i| args.get(i + 1).cloned());
     for (name, rows, cols) in [
+        ("q", 576, 576),
+        ("k", 192, 576),
         ("gate", 1536, 576),
         ("down", 576, 1536),
         ("output", 49152, 576),
     ] {
+        if only.as_ref().is_some_and(|o| o != name) {
+            continue;
+        }
         let w: Vec<f32> = (0..rows * cols).map(|_| rnd() * 0.05).collect();
         let x: Vec<f32> = (0..t * cols).map(|_| rnd()).collect();
         let dy: Vec<f32> = (0..t * rows).map(|_| rnd()).collect();
