@@ -3,13 +3,19 @@
 the same model, tokens, sequence length, batch (1 sequence), threads and optimizer (AdamW,
 lr 1e-4), one run.
 
-    python3 bench/train.py [--threads 1,2] [--seq 512] [--steps 3] [--methods lora16,full]
+    python3 bench/train.py [--threads 1,2] [--seq 512] [--steps 3]
+                           [--methods lora16,lora16:q8_0:int8,lora16:f16:int8,full]
                            [--json OUT] [--out TXT]
 
-Model: SmolLM2-135M-Instruct Q4_1 (`ferrollama fetch smollm2`), widened to f32 on both
-sides (ferrollama: `params_from_weights`; PyTorch: transformers' GGUF loader, which
-dequantizes). The "F16 / Q8_0 base" variants of the issue need the quantized-base LoRA
-kernels, which do not exist yet: not measured here.
+Model: SmolLM2-135M-Instruct Q4_1 (`ferrollama fetch smollm2`). PyTorch: transformers'
+GGUF loader, which dequantizes to f32 (PyTorch + PEFT's usual CPU setup). Ours, by
+method:
+- `lora16`, `full`: the model widened to f32 `Params` (`params_from_weights`);
+- `lora16:TYPE:COMPUTE`: LoRA over a frozen base converted at load to TYPE (f16, q8_0,
+  q4_k, ... or `stored` for the file's own Q4_1) and kept in it, multiplied by COMPUTE
+  (`f32`: decoded f32 panels; `int8`: the integer GEMM with a 12-bit transposed copy,
+  `finetune --base-compute int8`). Every `lora16*` row is compared with the same PyTorch
+  run (LoRA rank 16 over the f32 model), which is run once per thread count.
 
 Ours: `target/release/examples/step_bench` (built by this script with
 `cargo build --release -p ferrollama-train --example step_bench`), forward + backward +
@@ -109,7 +115,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--methods", default="lora16,full")
+    ap.add_argument("--methods", default="lora16,lora16:q8_0:int8,lora16:f16:int8,full")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -135,31 +141,43 @@ def main():
     tok_file.write_text(" ".join(str(rng.randrange(49152)) for _ in range(a.seq + 1)))
     rows = []
     for threads in [int(t) for t in a.threads.split(",")]:
+        torch_runs = {}
         for method in a.methods.split(","):
-            lora = ["--lora", method[4:]] if method.startswith("lora") else []
+            # method[:base:compute]: the PyTorch side runs `method` over the f32 model.
+            name, *variant = method.split(":")
+            lora = ["--lora", name[4:]] if name.startswith("lora") else []
+            if variant:
+                if not lora or len(variant) != 2:
+                    sys.exit(f"--methods: {method!r} is not lora<R>:<type>:<f32|int8>")
+                lora += ["--base", variant[0], "--compute", variant[1]]
             r = {}
             for engine in ["ours", "pytorch"]:
+                if engine == "pytorch" and name in torch_runs:
+                    r[engine] = torch_runs[name]
+                    continue
                 if engine == "ours":
                     cmd = [str(ours), str(gguf), "--seq", str(a.seq), "--threads", str(threads),
                            "--steps", str(a.steps), "--tokens", str(tok_file), *lora]
                 else:
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--method", method,
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--method", name,
                            "--threads", str(threads), "--seq", str(a.seq), "--steps", str(a.steps),
                            "--tokens", str(tok_file), "--model-dir", str(a.model_dir)]
-                log(f"{engine} {method} {threads} thread(s) ...")
+                log(f"{engine} {method if engine == 'ours' else name} {threads} thread(s) ...")
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 if p.returncode != 0:
                     sys.exit(f"{engine} failed:\n{p.stderr[-3000:]}")
                 r[engine] = json.loads(p.stdout.strip().splitlines()[-1])
+                if engine == "pytorch":
+                    torch_runs[name] = r[engine]
             rows.append(dict(method=method, threads=threads, **r))
     lines = [f"# bench/train.py --threads {a.threads} --seq {a.seq} --steps {a.steps} --methods {a.methods}",
              f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"# load average before the table: {os.getloadavg()}",
-             "| method | threads | ours tok/s | PyTorch+PEFT tok/s | ratio | ours peak MiB | PyTorch peak MiB | mem ratio | loss step 0 ours / PyTorch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | ours base | threads | ours tok/s | PyTorch+PEFT tok/s | ratio | ours peak MiB | PyTorch peak MiB | mem ratio | loss step 0 ours / PyTorch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         o, t = r["ours"], r["pytorch"]
-        lines.append(f"| {r['method']} | {r['threads']} | {o['tokens_per_s']:.1f} | {t['tokens_per_s']:.1f} | "
+        lines.append(f"| {r['method']} | {o['base']} | {r['threads']} | {o['tokens_per_s']:.1f} | {t['tokens_per_s']:.1f} | "
                      f"{o['tokens_per_s'] / t['tokens_per_s']:.2f}x | {o['peak_rss_mib']:.0f} | {t['peak_rss_mib']:.0f} | "
                      f"{o['peak_rss_mib'] / t['peak_rss_mib']:.2f} | {o['losses'][0]:.4f} / {t['losses'][0]:.4f} |")
     text = "\n".join(lines)

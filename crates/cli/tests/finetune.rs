@@ -401,3 +401,59 @@ fn finetune_killed_mid_run_resumes_onto_the_uninterrupted_loss_curve() {
     assert_eq!(bits(&got), bits(&want[at as usize..]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--base-compute int8` trains LoRA over the integer path (the tiny F16 model: its
+/// blocks rounded to 12 bits on the fly, a 12-bit transposed copy for the backward) with
+/// the f32 base's loss curve, within the bound of `crates/train/tests/frozen_int.rs`
+/// (5e-3 relative over a short run); a value it does not know is a usage error.
+#[test]
+fn finetune_lora_on_the_integer_base_keeps_the_f32_loss_curve() {
+    let dir = tmpdir("lora-int8");
+    let data = dir.join("train.jsonl");
+    write_text_jsonl(&data, 8, 0);
+    let run_with = |compute: &str| {
+        let d = dir.join(compute);
+        std::fs::create_dir_all(&d).unwrap();
+        let args = [
+            "--data",
+            data.to_str().unwrap(),
+            "--method",
+            "lora",
+            "--rank",
+            "4",
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-2",
+            "--json",
+            "--base-compute",
+            compute,
+        ];
+        let out = finetune(&d, &args);
+        assert!(out.status.success(), "{compute}: {}", stderr(&out));
+        step_losses(&json_lines(&out.stdout))
+    };
+    let (int8, f32) = (run_with("int8"), run_with("f32"));
+    assert_eq!(int8.len(), 4);
+    for ((s, a), (_, b)) in int8.iter().zip(&f32) {
+        assert!(
+            (a - b).abs() <= 5e-3 * b.abs(),
+            "step {s}: {a} (int8) vs {b} (f32)"
+        );
+    }
+    let bad = finetune(
+        &dir,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--method",
+            "lora",
+            "--base-compute",
+            "int4",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("int8"), "{}", stderr(&bad));
+}

@@ -23,6 +23,7 @@ mod dtype;
 mod error;
 mod f32ops;
 mod gemm_f32;
+mod gemm_int;
 mod isa;
 mod matmul;
 #[cfg(target_arch = "aarch64")]
@@ -53,6 +54,10 @@ pub use f32ops::{
 pub use gemm_f32::{
     Epilogue, PANEL_ROWS, PackedActs, PackedF32, matmul_f32_packed, matmul_f32_packed_part_with,
     matmul_f32_packed_with, matmul_f32_packed_xt_with, matmul_f32_panels,
+};
+pub use gemm_int::{
+    INT_BLOCK, IntActs, IntWeights, KC_BLOCKS, WideMatrix, int_readable, int_weights, matmul_int,
+    matmul_int_with, quantize_block_scalar,
 };
 pub use isa::{Isa, available_isas, best_isa, cpu_features};
 pub use matmul::{matmul, matmul_with, quantize_acts};

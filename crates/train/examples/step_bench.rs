@@ -4,16 +4,18 @@
 //!
 //!     cargo build --release -p ferrollama-train --example step_bench
 //!     target/release/examples/step_bench MODEL.gguf [--seq 512] [--threads 2] [--steps 3]
-//!         [--lora RANK] [--base params|stored|f32|f16|bf16|q8_0|q4_k] [--recompute]
-//!         [--tokens FILE]
+//!         [--lora RANK] [--base params|stored|f32|f16|bf16|q8_0|q4_k] [--compute f32|int8]
+//!         [--recompute] [--tokens FILE]
 //!
 //! `--tokens FILE`: whitespace-separated token ids (at least seq + 1), else seeded random
 //! ones. `--lora RANK`: alpha = 2 · rank, frozen base. `--base` (LoRA only) picks what the
 //! frozen base is: `params` (default) widens it to f32 `Params`; `stored` keeps the file's
 //! matrices as they are (a `FrozenBase`); a type converts every matrix to it first
 //! (llama.cpp's fallback where rows are not whole blocks, e.g. Q4_K → Q5_0 for rows of
-//! 576), then keeps it in that type. Peak RSS is reset after loading, so it is the
-//! training's (with the base's resident pages), not the conversion's.
+//! 576), then keeps it in that type. `--compute` (a frozen base only): `f32` multiplies
+//! decoded f32 panels of the stored matrices, `int8` runs the integer GEMM
+//! (`BaseCompute::Int8`). Peak RSS is reset after loading, so it is the training's (with
+//! the base's resident pages), not the conversion's.
 
 use std::time::Instant;
 
@@ -23,8 +25,8 @@ use ferrollama_tensor::{DType, ThreadPool};
 use ferrollama_train::profile;
 use ferrollama_train::weights::{convert_weights, params_from_weights};
 use ferrollama_train::{
-    AdamW, AdamWConfig, FrozenBase, Lora, LoraConfig, ParamSet, Params, PassOptions, Sequence,
-    Shape, Target, forward_backward, forward_backward_lora,
+    AdamW, AdamWConfig, BaseCompute, FrozenBase, Lora, LoraConfig, ParamSet, Params, PassOptions,
+    Sequence, Shape, Target, forward_backward, forward_backward_lora,
 };
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
@@ -123,7 +125,7 @@ fn print_phases(phases: &[profile::PhaseTotals], times: &[f64]) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().ok_or("usage: step_bench MODEL.gguf [--seq N] [--threads N] [--steps N] [--lora RANK] [--base params|stored|f32|f16|bf16|q8_0|q4_k] [--recompute] [--tokens FILE]")?;
+    let path = args.first().ok_or("usage: step_bench MODEL.gguf [--seq N] [--threads N] [--steps N] [--lora RANK] [--base params|stored|f32|f16|bf16|q8_0|q4_k] [--compute f32|int8] [--recompute] [--tokens FILE]")?;
     let seq: usize = arg(&args, "--seq").unwrap_or(512);
     let threads: usize = arg(&args, "--threads").unwrap_or(2);
     let steps: usize = arg(&args, "--steps").unwrap_or(3);
@@ -131,6 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let recompute = args.iter().any(|a| a == "--recompute");
     let prof = args.iter().any(|a| a == "--profile");
     let base_name: String = arg(&args, "--base").unwrap_or_else(|| "params".to_string());
+    let compute = BaseCompute::parse(
+        &arg::<String>(&args, "--compute").unwrap_or_else(|| "f32".to_string()),
+    )?;
     let pool = ThreadPool::new(threads);
     let f = GgufFile::open(std::path::Path::new(path))?;
     let cfg = LlamaConfig::from_gguf(&f)?;
@@ -141,8 +146,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (BaseKind::Params(p), d, "f32 params".to_string())
         }
         "stored" => {
-            let (b, d) = FrozenBase::from_weights(&w, &cfg)?;
-            let t = format!("stored {}", b.layers[0].w2.dtype());
+            let (mut b, d) = FrozenBase::from_weights(&w, &cfg)?;
+            b.set_compute(compute, &pool)?;
+            let t = format!("stored {} ({})", b.layers[0].w2.dtype(), compute.name());
             (BaseKind::Frozen(b), d, t)
         }
         name => {
@@ -151,8 +157,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .find(|t| t.name() == name)
                 .ok_or_else(|| format!("unknown --base {name}"))?;
             let wq = convert_weights(&w, dtype, &pool)?;
-            let (b, d) = FrozenBase::from_weights(&wq, &cfg)?;
-            (BaseKind::Frozen(b), d, dtype.name().to_string())
+            let (mut b, d) = FrozenBase::from_weights(&wq, &cfg)?;
+            b.set_compute(compute, &pool)?;
+            (
+                BaseKind::Frozen(b),
+                d,
+                format!("{} ({})", dtype.name(), compute.name()),
+            )
         }
     };
     // Nothing but the base is kept: the stored base still maps the file, whose pages

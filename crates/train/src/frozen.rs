@@ -43,6 +43,7 @@ use ferrollama_tensor::{
 };
 
 use crate::error::{Result, TrainError};
+use crate::frozen_int::{BaseCompute, IntCopies};
 
 /// Most values of the reduction decoded into one panel: a panel is `KC_MAX · 32` floats
 /// (128 KiB), so a few of them and a token block of activations stay in L2.
@@ -68,6 +69,8 @@ pub struct FrozenMatrix {
     tensor: Tensor,
     row_bytes: usize,
     decode: Decode,
+    /// The integer path's copies ([`BaseCompute::Int8`]); `None`: f32 panels.
+    int: Option<Box<IntCopies>>,
 }
 
 /// The shape and type, not the bytes (an owned tensor's `Debug` prints all of them).
@@ -78,6 +81,7 @@ impl std::fmt::Debug for FrozenMatrix {
             .field("rows", &self.rows())
             .field("cols", &self.cols())
             .field("bytes", &self.bytes())
+            .field("compute", &self.compute())
             .finish()
     }
 }
@@ -114,7 +118,32 @@ impl FrozenMatrix {
             tensor: t.clone(),
             row_bytes,
             decode,
+            int: None,
         })
+    }
+
+    /// Switches how the products are computed. [`BaseCompute::Int8`] builds the integer
+    /// path's copies (a transposed Q8_0 `Wᵀ`, and a Q8_0 `W` where the stored type is not
+    /// read as integers) on `pool`; a matrix whose sides are not multiples of 32 stays on
+    /// f32 ([`FrozenMatrix::compute`] says which it got). [`BaseCompute::F32`] drops them.
+    pub fn set_compute(&mut self, compute: BaseCompute, pool: &ThreadPool) -> Result<()> {
+        self.int = match compute {
+            BaseCompute::F32 => None,
+            BaseCompute::Int8 => match self.int.take() {
+                Some(c) => Some(c),
+                None => IntCopies::build(&self.tensor, pool)?.map(Box::new),
+            },
+        };
+        Ok(())
+    }
+
+    /// How the products are computed.
+    pub fn compute(&self) -> BaseCompute {
+        if self.int.is_some() {
+            BaseCompute::Int8
+        } else {
+            BaseCompute::F32
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -131,9 +160,9 @@ impl FrozenMatrix {
         self.tensor.cols
     }
 
-    /// Bytes of the stored matrix: all a frozen matrix holds besides its header.
+    /// Bytes the matrix holds: the stored matrix, and the integer path's copies.
     pub fn bytes(&self) -> usize {
-        self.tensor.data().len()
+        self.tensor.data().len() + self.int.as_ref().map_or(0, |c| c.bytes())
     }
 
     /// Whether `other` is the same stored matrix (tied embeddings).
@@ -170,12 +199,18 @@ impl FrozenMatrix {
 
     /// `y (T, out) = x (T, in) · Wᵀ`, `T = x.len() / in`.
     pub fn forward(&self, pool: &ThreadPool, y: &mut [f32], x: &[f32]) -> Result<()> {
-        self.gemm(pool, Side::Rows, y, x, false)
+        match &self.int {
+            Some(c) => c.forward(pool, &self.tensor, y, x),
+            None => self.gemm(pool, Side::Rows, y, x, false),
+        }
     }
 
     /// `dx (T, in) += dy (T, out) · W`, `T = dy.len() / out`.
     pub fn backward_input(&self, pool: &ThreadPool, dx: &mut [f32], dy: &[f32]) -> Result<()> {
-        self.gemm(pool, Side::Columns, dx, dy, true)
+        match &self.int {
+            Some(c) => c.backward_input(pool, dx, dy),
+            None => self.gemm(pool, Side::Columns, dx, dy, true),
+        }
     }
 
     /// `out (T, n) (+)= x (T, k) · Mᵀ` for `M = W` (`Side::Rows`) or `M = Wᵀ`

@@ -24,6 +24,7 @@ use crate::distill::Teacher;
 use crate::dpo::DpoData;
 use crate::error::{Result, TrainError};
 use crate::frozen_base::FrozenBase;
+use crate::frozen_int::BaseCompute;
 use crate::lora::{Lora, LoraConfig};
 use crate::model::{Sequence, Shape};
 use crate::params::Params;
@@ -112,6 +113,9 @@ pub struct JobSpec {
     /// Continue the checkpoint in `out` (otherwise a checkpoint there is an error).
     pub resume: bool,
     pub out_type: OutType,
+    /// How LoRA's frozen base multiplies (see [`BaseCompute`]); the other methods train
+    /// over f32 parameters.
+    pub base_compute: BaseCompute,
 }
 
 /// What a finished job wrote.
@@ -366,7 +370,11 @@ impl Job {
             matches!(spec.method, Method::Lora(_))
         };
         let (params, stored, divisors) = if lora {
-            let (b, d) = FrozenBase::from_weights(&src.weights, &src.config)?;
+            let (mut b, d) = FrozenBase::from_weights(&src.weights, &src.config)?;
+            if spec.base_compute != BaseCompute::F32 {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                b.set_compute(spec.base_compute, &ThreadPool::new(n))?;
+            }
             (Params::shell(b.layers.len()), Some(b), d)
         } else {
             let (p, d) = params_from_weights(&src.weights, &src.config)?;

@@ -40,6 +40,7 @@ pub mod export;
 pub mod float;
 pub mod frozen;
 pub mod frozen_base;
+pub mod frozen_int;
 pub mod job;
 pub mod lora;
 pub mod model;
@@ -57,6 +58,7 @@ pub use error::{Result, TrainError};
 pub use float::Float;
 pub use frozen::FrozenMatrix;
 pub use frozen_base::{FrozenBase, FrozenLayer};
+pub use frozen_int::BaseCompute;
 pub use lora::{Lora, LoraConfig, LoraPair, Target};
 pub use model::{
     Grads, Item, Objective, PassOptions, Sequence, Shape, forward_backward, forward_backward_lora,

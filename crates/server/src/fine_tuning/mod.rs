@@ -615,6 +615,7 @@ fn spec_of(dir: &Path, r: &JobRecord) -> Result<JobSpec, String> {
         out,
         resume,
         out_type: ferrollama_train::job::OutType::F16,
+        base_compute: ferrollama_train::BaseCompute::F32,
     })
 }
 

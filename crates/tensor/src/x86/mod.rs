@@ -4,6 +4,7 @@
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod gemm512;
+pub(crate) mod gemm_int_avx2;
 pub(crate) mod otf512q6k;
 pub(crate) mod packed512;
 pub(crate) mod packed512k;
