@@ -59,7 +59,8 @@ def test_openai_job_trains_reports_and_lists(oa, model2):
         hyperparameters={"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 5.0},
         extra_body={"hyperparameters": {"n_epochs": 2, "batch_size": 2,
                                         "learning_rate_multiplier": 5.0, "seq_len": 16,
-                                        "lora_rank": 4, "checkpoint_every": 2}},
+                                        "lora_rank": 4, "lora_dropout": 0.1,
+                                        "checkpoint_every": 2}},
     )
     assert job.id.startswith("ftjob-"), job.id
     assert job.object == "fine_tuning.job"
@@ -124,6 +125,12 @@ def test_openai_bad_jobs_are_refused_or_fail_with_the_line(oa, model2):
             model=model2, training_file=upload(oa, text_jsonl(2)),
             method={"type": "reinforcement"},
         )
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.fine_tuning.jobs.create(
+            model=model2, training_file=upload(oa, text_jsonl(2)),
+            extra_body={"hyperparameters": {"lora_dropout": 1.0}},
+        )
+    assert "lora_dropout" in str(e.value)
     with pytest.raises(openai.NotFoundError):
         oa.fine_tuning.jobs.retrieve("ftjob-nope")
 

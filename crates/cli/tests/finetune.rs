@@ -457,3 +457,54 @@ fn finetune_lora_on_the_integer_base_keeps_the_f32_loss_curve() {
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("int8"), "{}", stderr(&bad));
 }
+
+#[test]
+fn finetune_lora_dropout_is_recorded_and_a_bad_rate_refused() {
+    let dir = tmpdir("dropout");
+    let data = dir.join("train.jsonl");
+    write_text_jsonl(&data, 8, 0);
+    let base = [
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "lora",
+        "--rank",
+        "4",
+        "--steps",
+        "3",
+        "--lr",
+        "1e-2",
+        "--json",
+    ];
+    let with = |p: &'static str| [&base[..], &["--lora-dropout", p]].concat();
+    let out = finetune(&dir, &with("1.5"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("probability in [0, 1)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = finetune(&dir, &with("0.2"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dropped = step_losses(&json_lines(&out.stdout));
+    assert_eq!(dropped.len(), 3);
+    let o = dir.join("out");
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(o.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["lora_dropout"].as_f64(), Some(0.2));
+    let ck: Value =
+        serde_json::from_str(&std::fs::read_to_string(o.join("checkpoint.json")).unwrap()).unwrap();
+    assert!(ck.to_string().contains("\"dropout\":0.2"), "{ck}");
+
+    // The same seed without dropout: step 0 is the same (B = 0), later steps are not.
+    std::fs::remove_dir_all(&o).unwrap();
+    let out = finetune(&dir, &base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = step_losses(&json_lines(&out.stdout));
+    assert_eq!(plain[0], dropped[0]);
+    assert_ne!(plain[1..], dropped[1..]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -198,7 +198,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{} tokens given, {} needed", tokens.len(), seq + 1).into());
     }
     let batch = [Sequence::causal(&tokens[..=seq])];
-    let opts = PassOptions { recompute };
+    let opts = PassOptions {
+        recompute,
+        ..Default::default()
+    };
     let scale = 1.0 / seq as f32;
     let adamw = AdamWConfig::default();
     let lr = 1e-4;
@@ -211,6 +214,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match rank {
         Some(r) => {
             let lc = LoraConfig {
+                dropout: 0.0,
                 rank: r,
                 alpha: 2.0 * r as f64,
                 targets: Target::ALL.to_vec(),

@@ -107,7 +107,7 @@ pub fn save_peft(dir: &Path, lora: &Lora<f32>, cfg: &LlamaConfig, base: &str) ->
         "base_model_name_or_path": base,
         "r": lora.config.rank,
         "lora_alpha": lora.config.alpha,
-        "lora_dropout": 0.0,
+        "lora_dropout": lora.config.dropout,
         "target_modules": targets,
         "bias": "none",
         "fan_in_fan_out": false,
@@ -154,6 +154,8 @@ pub fn from_adapter(a: Adapter) -> Lora<f32> {
             rank: a.rank,
             alpha: a.alpha,
             targets,
+            // Serving ignores it; a run continuing this adapter sets its own.
+            dropout: 0.0,
         },
         layers,
     }

@@ -119,12 +119,16 @@ impl Target {
     }
 }
 
-/// Rank, scale and targets of an adapter.
+/// Rank, scale, targets and dropout of an adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
     pub targets: Vec<Target>,
+    /// PEFT's `lora_dropout`: the probability, in `[0, 1)`, that an element of the
+    /// adapter's input is zeroed while training ([`crate::ops::dropout`]); the base path
+    /// and evaluation never drop.
+    pub dropout: f64,
 }
 
 impl LoraConfig {
@@ -136,7 +140,7 @@ impl LoraConfig {
     /// Rank, alpha and targets as checkpoints store them.
     pub fn to_json(&self) -> Value {
         let targets: Vec<&str> = self.targets.iter().map(|t| t.name()).collect();
-        json!({"rank": self.rank, "alpha": self.alpha, "targets": targets})
+        json!({"rank": self.rank, "alpha": self.alpha, "targets": targets, "dropout": self.dropout})
     }
 
     /// Reads [`LoraConfig::to_json`] back.
@@ -151,14 +155,28 @@ impl LoraConfig {
             .iter()
             .map(|t| t.as_str().ok_or_else(bad))
             .collect::<Result<_>>()?;
-        Ok(LoraConfig {
+        // Checkpoints from before dropout existed trained without it.
+        let dropout = match v.get("dropout") {
+            None => 0.0,
+            Some(d) => d.as_f64().ok_or_else(bad)?,
+        };
+        let c = LoraConfig {
             rank: usize::try_from(rank).map_err(|_| bad())?,
             alpha,
             targets: Target::parse_list(&names.join(","))?,
-        })
+            dropout,
+        };
+        c.check()?;
+        Ok(c)
     }
 
     fn check(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(TrainError::Config(format!(
+                "LoRA dropout is a probability in [0, 1), not {}",
+                self.dropout
+            )));
+        }
         if self.rank == 0 {
             return Err(TrainError::Config("LoRA rank must be at least 1".into()));
         }

@@ -23,6 +23,7 @@ use crate::error::{Result, TrainError};
 use crate::float::Layout;
 use crate::lora::{Lora, LoraPair, Target};
 use crate::ops::attention::Heads;
+use crate::ops::dropout::{Mask, mix};
 use crate::ops::rope::RopeTables;
 use crate::ops::{
     add_into_par, attention, cross_entropy, embedding, matmul, rmsnorm, rope, soft_target, swiglu,
@@ -195,11 +196,21 @@ pub fn release_pass_buffers() {
     crate::float::release_gemm_buffers();
 }
 
-/// One layer's LoRA matrices (by [`Target`] index) and the update's scale.
+/// One layer's LoRA matrices (by [`Target`] index), the update's scale, and the layer's
+/// dropout mask while training with dropout.
 #[derive(Clone, Copy)]
 struct LayerLora<'a, F> {
     pairs: &'a [Option<LoraPair<F>>; 7],
     scale: F,
+    drop: Option<Mask>,
+}
+
+/// One adapted projection: its matrices, the update's scale and its input's dropout mask.
+#[derive(Clone, Copy)]
+struct Adapted<'a, F> {
+    pair: &'a LoraPair<F>,
+    scale: F,
+    drop: Option<Mask>,
 }
 
 /// `out (T, oc) = x (T, c) · wᵀ`, plus `scale · (x Aᵀ) Bᵀ` with an adapter; `xa` keeps
@@ -210,17 +221,29 @@ fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
     out: &mut [F],
     x: &[F],
     w: &M,
-    lora: Option<(&LoraPair<F>, F)>,
+    lora: Option<Adapted<'_, F>>,
     xa: &mut Vec<F>,
     c: usize,
     oc: usize,
 ) {
     let _s = span(pool, Phase::FwdProj);
     w.forward(pool, out, x, c, oc);
-    if let Some((l, scale)) = lora {
+    if let Some(Adapted {
+        pair: l,
+        scale,
+        drop,
+    }) = lora
+    {
         let r = l.a.len() / c;
         let t = x.len() / c;
         resize(xa, t * r);
+        // The adapter reads drop(x) (T, c) under dropout, x otherwise.
+        let dropped = drop.map(|m| {
+            let mut xd = vec![F::ZERO; x.len()];
+            m.apply(pool, &mut xd, x);
+            xd
+        });
+        let x = dropped.as_deref().unwrap_or(x);
         matmul::forward(pool, xa, x, &l.a, c, r); // (T, r)
         let xs: Vec<F> = xa.iter().map(|&v| v * scale).collect();
         F::gemm(pool, out, &xs, &l.b, Layout::Rows, r, oc, true); // += s (x Aᵀ) Bᵀ
@@ -240,7 +263,7 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
     dout: &[F],
     x: &[F],
     w: &M,
-    lora: Option<(&LoraPair<F>, F)>,
+    lora: Option<Adapted<'_, F>>,
     xa: &[F],
     c: usize,
     oc: usize,
@@ -257,7 +280,15 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
         let _s = span(pool, Phase::BwdProjDw);
         weight_grad(pool, dw.map(|v| v.as_mut_slice()), dout, x, c, oc);
     }
-    if let (Some((l, scale)), Some(dl)) = (lora, dlora) {
+    if let (
+        Some(Adapted {
+            pair: l,
+            scale,
+            drop,
+        }),
+        Some(dl),
+    ) = (lora, dlora)
+    {
         let _s = span(pool, Phase::BwdProjDx);
         let r = l.a.len() / c;
         let t = x.len() / c;
@@ -276,7 +307,18 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
         );
         // xa = x Aᵀ: dA += dxaᵀ x, dx += dxa A, with dxa = s · dxs.
         dxs.iter_mut().for_each(|v| *v *= scale);
-        matmul::backward(pool, Some(dx), Some(&mut dl.a), &dxs, x, &l.a, c, r);
+        match drop {
+            None => matmul::backward(pool, Some(dx), Some(&mut dl.a), &dxs, x, &l.a, c, r),
+            Some(m) => {
+                // xa = drop(x) Aᵀ: dA += dxaᵀ drop(x) (the forward's mask, drawn again),
+                // dx += drop'(dxa A).
+                let mut xd = vec![F::ZERO; x.len()];
+                m.apply(pool, &mut xd, x);
+                let mut dxd = vec![F::ZERO; x.len()];
+                matmul::backward(pool, Some(&mut dxd), Some(&mut dl.a), &dxs, &xd, &l.a, c, r);
+                m.backward(pool, dx, &dxd);
+            }
+        }
     }
 }
 
@@ -294,12 +336,16 @@ fn weight_grad<F: Float>(
     }
 }
 
-fn pick<'a, F>(l: Option<LayerLora<'a, F>>, t: Target) -> Option<(&'a LoraPair<F>, F)>
+fn pick<'a, F>(l: Option<LayerLora<'a, F>>, t: Target) -> Option<Adapted<'a, F>>
 where
     F: Copy,
 {
     let l = l?;
-    Some((l.pairs[t as usize].as_ref()?, l.scale))
+    Some(Adapted {
+        pair: l.pairs[t as usize].as_ref()?,
+        scale: l.scale,
+        drop: l.drop.map(|m| m.salted(t as u64)),
+    })
 }
 
 /// `x_out = block(x)`, saving the activations into `s`.
@@ -653,6 +699,10 @@ fn check_item<F>(sh: &Shape, it: &Item<'_, F>) -> Result<()> {
 pub struct PassOptions {
     /// Activation checkpointing: keep only layer inputs, recompute in the backward.
     pub recompute: bool,
+    /// The key of this pass's LoRA dropout masks (the adapter's `dropout` is the
+    /// probability); `None`, as in evaluation, is no dropout. Each item of the pass, each
+    /// layer and each projection gets its own mask from it ([`crate::ops::dropout`]).
+    pub dropout_key: Option<u64>,
 }
 
 /// Runs forward and backward over `batch`, adds `scale · ∂(Σ loss)/∂θ` into `grads`
@@ -782,7 +832,21 @@ pub fn pass<F: Float, B: Base<F> + ?Sized>(
     let mut bufs = take_buffers::<F>();
     let out = items
         .iter()
-        .map(|it| sequence_pass(pool, sh, p, lora, grads.reborrow(), it, opts, &mut bufs))
+        .enumerate()
+        .map(|(i, it)| {
+            let key = opts.dropout_key.map(|k| mix(k, i as u64));
+            sequence_pass(
+                pool,
+                sh,
+                p,
+                lora,
+                grads.reborrow(),
+                it,
+                opts,
+                key,
+                &mut bufs,
+            )
+        })
         .collect();
     keep_buffers(bufs);
     Ok(out)
@@ -850,6 +914,7 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     mut grads: Grads<'_, F>,
     item: &Item<'_, F>,
     opts: PassOptions,
+    dropout_key: Option<u64>,
     bufs: &mut PassBuffers<F>,
 ) -> F {
     let s = item.seq;
@@ -860,10 +925,17 @@ fn sequence_pass<F: Float, B: Base<F> + ?Sized>(
     let backward = grads.base.is_some() || grads.lora.is_some();
     let keep_all = backward && !opts.recompute;
     let lora_scale = lora.map(|l| F::from_f64(l.config.scale()));
+    // The sequence's mask (None without dropout, or without a key as in evaluation);
+    // layer i's is salted from it.
+    let drop = match (lora, dropout_key) {
+        (Some(l), Some(k)) => Mask::new(l.config.dropout, k),
+        _ => None,
+    };
     let layer_lora = |i: usize| {
         Some(LayerLora {
             pairs: lora?.layers.get(i)?,
             scale: lora_scale?,
+            drop: drop.map(|m| m.salted(i as u64)),
         })
     };
     // xs[l] is layer l's input; xs[n_layers] the last block's output.

@@ -304,6 +304,7 @@ mod tests {
             rope_scaling: None,
         };
         let lc = LoraConfig {
+            dropout: 0.0,
             rank: 300,
             alpha: 8.0,
             targets: Target::ALL.to_vec(),
@@ -375,6 +376,7 @@ mod tests {
             rope_scaling: None,
         };
         let lc = LoraConfig {
+            dropout: 0.0,
             rank: 80,
             alpha: 8.0,
             targets: Target::ALL.to_vec(),

@@ -33,6 +33,7 @@ use crate::error::{Result, TrainError};
 use crate::frozen_base::FrozenBase;
 use crate::lora::Lora;
 use crate::model::{Grads, Item, PassOptions, Sequence, Shape, loss, loss_lora, pass};
+use crate::ops::dropout::mix;
 use crate::optim::{AdamW, AdamWConfig, clip_coefficient, cosine_lr, grad_norm_on, zero_on};
 use crate::params::{ParamSet, Params};
 use crate::rng::SplitMix64;
@@ -464,20 +465,22 @@ impl Trainer {
         let total = self.total_steps();
         let c = &self.config;
         let lr = cosine_lr(c.lr, self.progress.step, c.warmup, total);
-        let (accum, batch_size, opts) = (
-            c.grad_accum,
-            c.batch_size,
-            PassOptions {
-                recompute: c.recompute,
-            },
-        );
+        let (accum, batch_size, recompute) = (c.grad_accum, c.batch_size, c.recompute);
+        // LoRA dropout's masks: one key per (seed, step, micro-batch), so a resumed run
+        // draws the masks the uninterrupted one drew.
+        let step_key = mix(c.seed, self.progress.step);
+        let opts = |micro: usize| PassOptions {
+            recompute,
+            dropout_key: Some(mix(step_key, micro as u64)),
+        };
         match &mut self.grads {
             GradBuf::Full(g) => zero_on(pool, g),
             GradBuf::Lora(g) => zero_on(pool, g),
         }
         let (mut loss, mut tokens) = (0.0f64, 0usize);
         let mut dpo_metrics: Option<DpoMetrics> = None;
-        for _ in 0..accum {
+        for micro in 0..accum {
+            let opts = opts(micro);
             let idx: Vec<usize> = (0..batch_size).map(|_| self.next_index()).collect();
             let (lora, grads) = match (&self.tuned, &mut self.grads) {
                 (Tuned::Lora { lora, .. }, GradBuf::Lora(g)) => (Some(lora), Grads::lora(g)),

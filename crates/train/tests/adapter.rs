@@ -35,6 +35,7 @@ fn adapter(targets: &str) -> Lora<f32> {
     let mut l = Lora::<f32>::new(
         &cfg(),
         LoraConfig {
+            dropout: 0.0,
             rank: 2,
             alpha: 16.0,
             targets: Target::parse_list(targets).unwrap(),

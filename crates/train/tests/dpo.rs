@@ -308,6 +308,7 @@ fn dpo_lowers_its_loss_full_and_lora() {
     let mut lora = Lora::<f32>::new(
         &cfg,
         LoraConfig {
+            dropout: 0.0,
             rank: 4,
             alpha: 8.0,
             targets: Target::ALL.to_vec(),
@@ -334,7 +335,10 @@ fn dpo_lowers_its_loss_full_and_lora() {
             &refs,
             beta,
             1.0 / pairs.len() as f32,
-            PassOptions { recompute: true },
+            PassOptions {
+                recompute: true,
+                ..Default::default()
+            },
         )
         .unwrap();
         clip_grad_norm(&mut g, 1.0);
@@ -423,6 +427,7 @@ fn a_resumed_dpo_run_repeats_the_uninterrupted_one() {
         Lora::<f32>::new(
             &cfg,
             LoraConfig {
+                dropout: 0.0,
                 rank: 4,
                 alpha: 8.0,
                 targets: Target::ALL.to_vec(),
@@ -523,6 +528,7 @@ fn dpo_over_a_stored_quantized_base_matches_the_f32_base() {
     let mut lora = Lora::<f32>::new(
         &cfg,
         LoraConfig {
+            dropout: 0.0,
             rank: 4,
             alpha: 8.0,
             targets: Target::ALL.to_vec(),

@@ -58,6 +58,7 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
 /// and the update out of the forward).
 fn adapter(cfg: &LlamaConfig) -> Lora<f32> {
     let lc = LoraConfig {
+        dropout: 0.0,
         rank: 4,
         alpha: 8.0,
         targets: Target::ALL.to_vec(),
@@ -133,7 +134,10 @@ fn check_against_f32(cfg: &LlamaConfig, w: &Weights, dtype: DType, pool: &Thread
     let toks = tokens(33, cfg.vocab_size);
     let batch = [Sequence::causal(&toks)];
     let lora = adapter(cfg);
-    let opts = PassOptions { recompute: true };
+    let opts = PassOptions {
+        recompute: true,
+        ..Default::default()
+    };
     let scale = 1.0 / 32.0;
     let mut g_frozen = lora.zeros_like();
     let l_frozen =

@@ -89,6 +89,7 @@ fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 /// An adapter on every projection with B nonzero too (a fresh B = 0 would leave dA = 0).
 fn adapter(cfg: &LlamaConfig) -> Lora<f32> {
     let lc = LoraConfig {
+        dropout: 0.0,
         rank: 4,
         alpha: 8.0,
         targets: Target::ALL.to_vec(),
@@ -144,7 +145,10 @@ fn compare(cfg: &LlamaConfig, w: &Weights, n_tokens: usize, pool: &ThreadPool) -
     let toks = tokens(n_tokens + 1, cfg.vocab_size, 5);
     let batch = [Sequence::causal(&toks)];
     let lora = adapter(cfg);
-    let opts = PassOptions { recompute: false };
+    let opts = PassOptions {
+        recompute: false,
+        ..Default::default()
+    };
     let scale = 1.0 / n_tokens as f32;
     let mut g_int = lora.zeros_like();
     let l_int =
@@ -205,11 +209,15 @@ fn a_short_lora_run_on_the_integer_path_keeps_the_f32_loss_curve() {
     let toks = tokens(65, cfg.vocab_size, 9);
     let batch = [Sequence::causal(&toks)];
     let lc = LoraConfig {
+        dropout: 0.0,
         rank: 8,
         alpha: 16.0,
         targets: Target::ALL.to_vec(),
     };
-    let opts = PassOptions { recompute: false };
+    let opts = PassOptions {
+        recompute: false,
+        ..Default::default()
+    };
     let run = |int: bool| -> Vec<f64> {
         let mut lora = Lora::<f32>::new(&cfg, lc.clone(), 7).unwrap();
         let mut opt = AdamW::new(AdamWConfig::default(), &lora);
@@ -260,7 +268,10 @@ fn the_integer_path_has_the_same_bits_for_any_thread_count() {
         let mut sh = Shape::of(&cfg);
         sh.rope_divisors = divisors;
         let mut g = lora.zeros_like();
-        let opts = PassOptions { recompute: false };
+        let opts = PassOptions {
+            recompute: false,
+            ..Default::default()
+        };
         let l =
             forward_backward_lora(&pool, &sh, &base, &lora, &mut g, &batch, 0.01, opts).unwrap();
         let bits: Vec<Vec<u32>> = g

@@ -303,7 +303,10 @@ fn model_check(tied: bool, recompute: bool) {
         &mut g,
         &batch,
         scale,
-        PassOptions { recompute },
+        PassOptions {
+            recompute,
+            ..Default::default()
+        },
     )
     .unwrap();
     let l2 = loss(&pool, &sh, &p, &batch).unwrap();
@@ -365,7 +368,10 @@ fn recomputation_and_accumulation_change_no_gradient() {
         &mut recomputed,
         &batch,
         0.5,
-        PassOptions { recompute: true },
+        PassOptions {
+            recompute: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(
@@ -447,6 +453,7 @@ fn random_lora(cfg: &LlamaConfig, targets: Vec<Target>, seed: u64) -> Lora<f64> 
     let mut l = Lora::<f64>::new(
         cfg,
         LoraConfig {
+            dropout: 0.0,
             rank: 3,
             alpha: 6.0,
             targets,
@@ -476,7 +483,10 @@ fn lora_backward_matches_finite_differences() {
     for recompute in [false, true] {
         let mut lora = random_lora(&cfg, Target::ALL.to_vec(), 22);
         let mut g = lora.zeros_like();
-        let opts = PassOptions { recompute };
+        let opts = PassOptions {
+            recompute,
+            ..Default::default()
+        };
         forward_backward_lora(&pool, &sh, &p, &lora, &mut g, &batch, scale, opts).unwrap();
         let names: Vec<String> = lora.tensors().into_iter().map(|t| t.0).collect();
         assert_eq!(names.len(), 2 * 7 * cfg.n_layers);
@@ -498,6 +508,115 @@ fn lora_backward_matches_finite_differences() {
     }
 }
 
+/// The summed loss of `batch` under `lora` with `opts`' dropout key (forward only).
+fn dropout_loss(
+    pool: &ThreadPool,
+    sh: &Shape,
+    p: &Params<f64>,
+    lora: &Lora<f64>,
+    batch: &[Sequence],
+    opts: PassOptions,
+) -> f64 {
+    let items: Vec<Item<'_, f64>> = batch.iter().map(|s| Item::cross_entropy(s, 1.0)).collect();
+    pass(pool, sh, p, Some(lora), Grads::none(), &items, opts)
+        .unwrap()
+        .iter()
+        .sum()
+}
+
+#[test]
+fn lora_dropout_backward_matches_finite_differences() {
+    // With the key fixed the masks are fixed, so the loss is a smooth function of A and B
+    // and its gradient (masks drawn again in the backward, and in the recomputed
+    // forward) must match finite differences.
+    let pool = ThreadPool::new(2);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, true, 31);
+    let batch = tiny_batch();
+    let count: usize = batch.iter().map(Sequence::n_counted).sum();
+    let scale = 1.0 / count as f64;
+    for recompute in [false, true] {
+        let mut lora = random_lora(&cfg, Target::ALL.to_vec(), 32);
+        lora.config.dropout = 0.4;
+        let opts = PassOptions {
+            recompute,
+            dropout_key: Some(0xd0d0),
+        };
+        let mut g = lora.zeros_like();
+        forward_backward_lora(&pool, &sh, &p, &lora, &mut g, &batch, scale, opts).unwrap();
+        let grads: Vec<Vec<f64>> = g.tensors().into_iter().map(|t| t.1.clone()).collect();
+        let names: Vec<String> = lora.tensors().into_iter().map(|t| t.0).collect();
+        for (i, name) in names.iter().enumerate() {
+            let mut x = lora.tensors()[i].1.clone();
+            check(
+                &format!("lora dropout (recompute {recompute}) {name}"),
+                &mut x,
+                &grads[i],
+                &mut |x| {
+                    let mut l = lora.clone();
+                    l.tensors_mut()[i].1.copy_from_slice(x);
+                    dropout_loss(&pool, &sh, &p, &l, &batch, opts) * scale
+                },
+            );
+            lora.tensors_mut()[i].1.copy_from_slice(&x);
+        }
+    }
+}
+
+#[test]
+fn lora_dropout_zero_or_without_a_key_is_the_pass_without_dropout() {
+    let pool = ThreadPool::new(1);
+    let cfg = tiny_config(12);
+    let sh = Shape::of(&cfg);
+    let p = random_params(&cfg, false, 33);
+    let batch = tiny_batch();
+    let plain = random_lora(&cfg, Target::ALL.to_vec(), 34);
+    let mut dropped = plain.clone();
+    dropped.config.dropout = 0.5;
+    let keyed = PassOptions {
+        recompute: false,
+        dropout_key: Some(5),
+    };
+    let grads_of = |l: &Lora<f64>, opts: PassOptions| {
+        let mut g = l.zeros_like();
+        forward_backward_lora(&pool, &sh, &p, l, &mut g, &batch, 1.0, opts).unwrap();
+        g
+    };
+    let none = PassOptions::default();
+    // p = 0 with a key: bit for bit the pass without dropout, loss and gradients.
+    let base_loss = dropout_loss(&pool, &sh, &p, &plain, &batch, none);
+    assert_eq!(
+        dropout_loss(&pool, &sh, &p, &plain, &batch, keyed),
+        base_loss
+    );
+    assert!(grads_of(&plain, keyed) == grads_of(&plain, none));
+    // p > 0 without a key (evaluation): no dropout either.
+    assert_eq!(
+        dropout_loss(&pool, &sh, &p, &dropped, &batch, none),
+        base_loss
+    );
+    assert_eq!(
+        loss_lora(&pool, &sh, &p, &dropped, &batch).unwrap(),
+        base_loss
+    );
+    // p > 0 with a key drops: another loss, the same for the same key, another for another.
+    let a = dropout_loss(&pool, &sh, &p, &dropped, &batch, keyed);
+    assert_ne!(a, base_loss);
+    assert_eq!(dropout_loss(&pool, &sh, &p, &dropped, &batch, keyed), a);
+    let other = PassOptions {
+        dropout_key: Some(6),
+        ..keyed
+    };
+    assert_ne!(dropout_loss(&pool, &sh, &p, &dropped, &batch, other), a);
+    // A probability outside [0, 1) is refused.
+    for bad in [1.0, -0.1, f64::NAN] {
+        let mut c = plain.config.clone();
+        c.dropout = bad;
+        assert!(Lora::<f64>::new(&cfg, c, 1).is_err(), "dropout {bad}");
+    }
+}
+
 #[test]
 fn a_fresh_adapter_is_the_base_model() {
     let pool = ThreadPool::new(1);
@@ -508,6 +627,7 @@ fn a_fresh_adapter_is_the_base_model() {
     let lora = Lora::<f64>::new(
         &cfg,
         LoraConfig {
+            dropout: 0.0,
             rank: 4,
             alpha: 8.0,
             targets: Target::parse_list("q,v,down").unwrap(),
@@ -544,6 +664,7 @@ fn a_fresh_adapter_is_the_base_model() {
         Lora::<f64>::new(
             &cfg,
             LoraConfig {
+                dropout: 0.0,
                 rank: 0,
                 alpha: 1.0,
                 targets: vec![Target::Q]
@@ -692,7 +813,10 @@ fn dpo_lora_backward_matches_finite_differences() {
         &refs,
         0.7,
         1.0,
-        PassOptions { recompute: true },
+        PassOptions {
+            recompute: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let n = lora.tensors().len();
@@ -770,7 +894,10 @@ fn distillation_backward_matches_finite_differences() {
         None,
         Grads::full(&mut g),
         &it,
-        PassOptions { recompute: true },
+        PassOptions {
+            recompute: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(with_grad, items(&p));

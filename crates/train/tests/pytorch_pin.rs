@@ -98,9 +98,19 @@ fn run(recompute: bool, threads: usize) {
             let mb = batches.next().unwrap();
             let count: usize = mb.iter().map(Sequence::n_counted).sum();
             let scale = 1.0 / (count * accum) as f32;
-            let sum =
-                forward_backward(&pool, &sh, &p, &mut g, mb, scale, PassOptions { recompute })
-                    .unwrap();
+            let sum = forward_backward(
+                &pool,
+                &sh,
+                &p,
+                &mut g,
+                mb,
+                scale,
+                PassOptions {
+                    recompute,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             loss += f64::from(sum) / count as f64 / accum as f64;
         }
         let norm = clip_grad_norm(&mut g, num(h, "max_grad_norm"));

@@ -79,7 +79,10 @@ fn full_gradients_have_the_same_bits_for_any_thread_count() {
         for recompute in [false, true] {
             let pool = ThreadPool::new(threads);
             let mut g = p.zeros_like();
-            let opts = PassOptions { recompute };
+            let opts = PassOptions {
+                recompute,
+                ..Default::default()
+            };
             let loss = forward_backward(&pool, &sh, &p, &mut g, &b, 1.0 / 161.0, opts).unwrap();
             let got = (loss.to_bits(), bits(&g));
             match &want {
@@ -100,6 +103,7 @@ fn lora_gradients_have_the_same_bits_for_any_thread_count() {
     let p = params(&cfg);
     let b = batch();
     let lc = LoraConfig {
+        dropout: 0.0,
         rank: 4,
         alpha: 8.0,
         targets: Target::ALL.to_vec(),

@@ -257,6 +257,7 @@ fn config_round_trips_through_json() {
 /// A rank-4 adapter on every projection of the tiny model.
 fn tiny_lora(sh: &Shape, p: &Params<f32>, seed: u64) -> Lora<f32> {
     let cfg = LoraConfig {
+        dropout: 0.0,
         rank: 4,
         alpha: 8.0,
         targets: Target::ALL.to_vec(),
@@ -308,15 +309,27 @@ fn lora_learns_the_pattern_with_the_base_frozen() {
 
 #[test]
 fn lora_resume_repeats_the_uninterrupted_run_bit_for_bit() {
+    lora_resume_case(0.0);
+}
+
+/// Dropout's masks come from the seed, step and micro-batch, so a resumed run draws the
+/// uninterrupted run's masks (the checkpoint keeps the rate in the adapter's settings).
+#[test]
+fn lora_resume_with_dropout_repeats_the_uninterrupted_run_bit_for_bit() {
+    lora_resume_case(0.3);
+}
+
+fn lora_resume_case(dropout: f64) {
     let pool = ThreadPool::new(2);
     let (sh, p) = tiny();
     let data = pattern(6, 0);
-    let lora = tiny_lora(&sh, &p, 3);
+    let mut lora = tiny_lora(&sh, &p, 3);
+    lora.config.dropout = dropout;
     let mut straight =
         Trainer::new_lora(config(8), sh.clone(), p.clone(), lora.clone(), data.clone()).unwrap();
     let want = losses(&mut straight, &pool, 8);
 
-    let dir = tmpdir("lora-resume");
+    let dir = tmpdir(&format!("lora-resume-{dropout}"));
     let mut first =
         Trainer::new_lora(config(8), sh.clone(), p.clone(), lora, data.clone()).unwrap();
     first.base = Some("tiny".into());
@@ -332,10 +345,22 @@ fn lora_resume_repeats_the_uninterrupted_run_bit_for_bit() {
     let ck = checkpoint::load(&dir, &sh, p.clone(), AdamWConfig::default()).unwrap();
     assert_eq!(ck.base.as_deref(), Some("tiny"));
     assert_eq!(ck.tuned.method(), "lora");
-    let mut resumed = Trainer::resume(ck, sh, data).unwrap();
+    let mut resumed = Trainer::resume(ck, sh.clone(), data.clone()).unwrap();
     got.extend(losses(&mut resumed, &pool, 5));
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got), bits(&want), "{got:?} vs {want:?}");
     assert!(resumed.lora() == straight.lora(), "final adapters differ");
+    assert_eq!(resumed.lora().unwrap().config.dropout, dropout);
+    if dropout > 0.0 {
+        // The dropout run is not the plain one.
+        let plain = tiny_lora(&sh, &p, 3);
+        let mut t = Trainer::new_lora(config(8), sh, p, plain, data).unwrap();
+        let other = losses(&mut t, &pool, 8);
+        assert_ne!(
+            bits(&other[1..]),
+            bits(&want[1..]),
+            "dropout changed nothing"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

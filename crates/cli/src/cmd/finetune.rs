@@ -15,8 +15,8 @@ use ferrollama_train::{AdamWConfig, BaseCompute, Event, Length, LoraConfig, Targ
 use indicatif::ProgressStyle;
 use serde_json::json;
 
-use super::at_least_one;
 use super::teacher_data::{TeacherGen, write_teacher_data};
+use super::{at_least_one, probability};
 
 /// Fine-tune a model on a JSONL file: every weight (--method full, written as
 /// OUT/model.gguf) or a LoRA adapter over the frozen model (--method lora, written as
@@ -93,6 +93,12 @@ pub struct FinetuneArgs {
     /// LoRA alpha: the update is scaled by alpha / rank.
     #[arg(long, default_value_t = 32.0, value_name = "A")]
     alpha: f64,
+    /// LoRA dropout (PEFT's lora_dropout): the probability that an element of an
+    /// adapter's input is zeroed while training (the rest scaled by 1 / (1 - P)); the
+    /// base path, the eval loss and serving never drop. Masks follow from --seed, so
+    /// runs and resumed runs repeat exactly.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = probability)]
+    lora_dropout: f64,
     /// LoRA target projections, comma-separated: q, k, v, o, gate, up, down, or all.
     #[arg(long, default_value = "all", value_name = "LIST")]
     targets: String,
@@ -227,6 +233,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<ExitCode> {
     };
     let method = if tune_lora {
         job::Method::Lora(LoraConfig {
+            dropout: a.lora_dropout,
             rank: a.rank,
             alpha: a.alpha,
             targets: Target::parse_list(&a.targets)?,

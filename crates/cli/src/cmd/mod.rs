@@ -51,6 +51,14 @@ impl TokenizerArg {
     }
 }
 
+/// A probability in `[0, 1)` (a dropout rate).
+pub fn probability(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..1.0).contains(p))
+        .ok_or_else(|| format!("{s:?} is not a probability in [0, 1)"))
+}
+
 /// A value parser for counts that must be at least 1.
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {

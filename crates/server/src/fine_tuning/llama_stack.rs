@@ -4,7 +4,8 @@
 //!
 //! `algorithm_config` of type `LoRA` trains an adapter on `lora_attn_modules`
 //! (torchtune's `q_proj`, `k_proj`, `v_proj`, `output_proj`) and, with
-//! `apply_lora_to_mlp`, the feed-forward projections; without one every weight is trained.
+//! `apply_lora_to_mlp`, the feed-forward projections (ferrollama's `lora_dropout` sets
+//! PEFT's dropout); without one every weight is trained.
 //! `training_config.data_config.dataset_id` is a Files API id or an absolute path (the
 //! datasets API is not served yet); `data_config.max_seq_len` (ours) sets the sequence
 //! length, 2048 by default.
@@ -216,6 +217,10 @@ fn lora_algorithm(body: &Map<String, Value>, hp: &mut Value) -> Result<String, A
             hp["lora_rank"] = json!(int(&ac, "rank", "algorithm_config")?.unwrap_or(8).max(1));
             hp["lora_alpha"] = json!(ac.get("alpha").and_then(Value::as_f64).unwrap_or(16.0));
             hp["lora_targets"] = json!(targets.join(","));
+            if let Some(v) = ac.get("lora_dropout") {
+                let p = super::openai::lora_dropout(v, "algorithm_config.lora_dropout")?;
+                hp["lora_dropout"] = json!(p);
+            }
             "lora".to_string()
         }
     };
@@ -279,6 +284,10 @@ fn dpo_algorithm(body: &Map<String, Value>, hp: &mut Value) -> Result<String, Ap
     hp["dpo_beta"] = json!(beta);
     if let Some(r) = int(ac, "lora_rank", "algorithm_config")? {
         hp["lora_rank"] = json!(r.max(1));
+        if let Some(v) = ac.get("lora_dropout") {
+            let p = super::openai::lora_dropout(v, "algorithm_config.lora_dropout")?;
+            hp["lora_dropout"] = json!(p);
+        }
         hp["lora_alpha"] = json!(
             ac.get("lora_alpha")
                 .and_then(Value::as_f64)

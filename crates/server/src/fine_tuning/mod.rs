@@ -559,6 +559,7 @@ fn spec_of(dir: &Path, r: &JobRecord) -> Result<JobSpec, String> {
             .and_then(Value::as_str)
             .unwrap_or("all");
         ferrollama_train::job::Method::Lora(ferrollama_train::LoraConfig {
+            dropout: f("lora_dropout").unwrap_or(0.0),
             rank: u("lora_rank").unwrap_or(16) as usize,
             alpha: f("lora_alpha").unwrap_or(32.0),
             targets: ferrollama_train::Target::parse_list(targets).map_err(|e| e.to_string())?,

@@ -5,7 +5,7 @@
 //!
 //! Besides OpenAI's `n_epochs`, `batch_size` and `learning_rate_multiplier` (of 2e-4 for
 //! LoRA, 1e-5 for full), `hyperparameters` takes ferrollama's own `lora_rank`,
-//! `lora_alpha`, `lora_targets` (`q,k,v,...`), `seq_len`, `truncate`, `warmup_steps`,
+//! `lora_alpha`, `lora_targets` (`q,k,v,...`), `lora_dropout`, `seq_len`, `truncate`, `warmup_steps`,
 //! `weight_decay`, `gradient_accumulation_steps`, `max_steps_per_epoch` and
 //! `checkpoint_every`.
 
@@ -178,6 +178,9 @@ fn hyperparameters(body: &Map<String, Value>) -> Result<(String, Value), ApiErro
             out[key] = json!(x);
         }
     }
+    if let Some(v) = hp.get("lora_dropout") {
+        out["lora_dropout"] = json!(lora_dropout(v, "hyperparameters.lora_dropout")?);
+    }
     if let Some(t) = hp.get("lora_targets") {
         let s = t.as_str().ok_or_else(|| {
             ApiError::invalid_param(
@@ -201,6 +204,15 @@ fn hyperparameters(body: &Map<String, Value>) -> Result<(String, Value), ApiErro
         ));
     }
     Ok((training.to_string(), out))
+}
+
+/// LoRA dropout (PEFT's `lora_dropout`): a probability in `[0, 1)`.
+pub(super) fn lora_dropout(v: &Value, param: &str) -> Result<f64, ApiError> {
+    v.as_f64()
+        .filter(|p| (0.0..1.0).contains(p))
+        .ok_or_else(|| {
+            ApiError::invalid_param(param, "lora_dropout must be a probability in [0, 1)")
+        })
 }
 
 /// DPO's β: `"auto"` or absent is 0.1 (the DPO paper's and TRL's default), else a positive

@@ -14,6 +14,7 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod embedding;
 pub mod matmul;
 pub mod rmsnorm;
