@@ -130,6 +130,55 @@ fn multiple_choice_task_end_to_end() {
 }
 
 #[test]
+fn chat_template_prompts() {
+    // One user turn holding the few-shot prompt; the choice is the reply (no delimiter).
+    let mc = root().join("testdata/eval/mc.yaml");
+    let (ok, _, stderr, v) = eval(
+        &mc,
+        &[
+            "--limit",
+            "1",
+            "--num-fewshot",
+            "1",
+            "--apply-chat-template",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let s = &v["samples"][0];
+    let msgs = s["prompt"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["role"], "user");
+    assert!(
+        msgs[0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("Answer: ice\n\nQuestion: What color is the sky on a clear day?\nAnswer:")
+    );
+    assert_eq!(s["continuations"][0], "blue");
+    // As multiturn: the example is a user turn answered by an assistant turn.
+    let (ok, _, stderr, v) = eval(
+        &mc,
+        &[
+            "--limit",
+            "1",
+            "--num-fewshot",
+            "1",
+            "--apply-chat-template",
+            "--fewshot-as-multiturn",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let roles: Vec<&str> = v["samples"][0]["prompt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(v["samples"][0]["prompt"][1]["content"], "ice");
+}
+
+#[test]
 fn generation_and_rolling_tasks_run() {
     let (ok, stdout, stderr, v) = eval(&root().join("testdata/eval/gen.yaml"), &[]);
     assert!(ok, "{stderr}");
