@@ -96,10 +96,12 @@ fn key(metric: Metric, filter: &str) -> String {
     format!("{},{filter}", metric.name())
 }
 
-/// Evaluates `task` on `backend`; `progress(done, total)` after each document.
+/// Evaluates `task` on `backend`; `progress(done, total)` after each document. `judge`
+/// scores generations for `llm_judge` metrics (None: the evaluated model judges itself).
 pub fn run_task(
     task: &Task,
     backend: &mut dyn Backend,
+    mut judge: Option<&mut dyn Backend>,
     opts: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report> {
@@ -151,23 +153,29 @@ pub fn run_task(
                     is_greedy: None,
                     response: None,
                     filtered: None,
+                    judgements: None,
                     prediction: None,
                     metrics: m,
                 }
             }
-            _ => one_doc(task, backend, &mut prompts, i, doc, opts)?,
+            _ => one_doc(task, backend, &mut judge, &mut prompts, i, doc, opts)?,
         };
         samples.push(rec);
         progress(i + 1, docs.len());
     }
-    // Aggregate in the task's metric order, per filter.
+    // Aggregate per filter, in the task's metric order; a judge scores the raw response.
     let filters: Vec<String> = match task.output_type {
         OutputType::GenerateUntil => task.filters.iter().map(|f| f.name.clone()).collect(),
         _ => vec!["none".into()],
     };
     let mut rows = Vec::new();
-    for f in &filters {
+    for (j, f) in filters.iter().enumerate() {
         for spec in &task.metrics {
+            let judged = spec.metric == Metric::LlmJudge;
+            if judged && j > 0 {
+                continue;
+            }
+            let f: &str = if judged { "none" } else { f };
             let k = key(spec.metric, f);
             let values: Vec<SampleValue> = samples
                 .iter()
@@ -175,7 +183,7 @@ pub fn run_task(
                 .collect();
             let agg = metrics::aggregate(spec.metric, &values, opts.bootstrap_iters);
             rows.push(MetricRow {
-                filter: f.clone(),
+                filter: f.to_string(),
                 metric: spec.metric.name().into(),
                 value: agg.value,
                 stderr: agg.stderr,
@@ -198,6 +206,7 @@ pub fn run_task(
 fn one_doc(
     task: &Task,
     backend: &mut dyn Backend,
+    judge: &mut Option<&mut dyn Backend>,
     prompts: &mut PromptBuilder<'_>,
     i: usize,
     doc: &Doc,
@@ -218,6 +227,7 @@ fn one_doc(
         is_greedy: None,
         response: None,
         filtered: None,
+        judgements: None,
         prediction: None,
         metrics: BTreeMap::new(),
     };
@@ -280,7 +290,11 @@ fn one_doc(
             let mut filtered = BTreeMap::new();
             for f in &task.filters {
                 let extracted = f.apply(&response);
-                for spec in &task.metrics {
+                for spec in task
+                    .metrics
+                    .iter()
+                    .filter(|s| s.metric == Metric::ExactMatch)
+                {
                     let v = exact_match(&extracted, &refs, &spec.exact_match);
                     m.insert(key(spec.metric, &f.name), SampleValue::Scalar(v));
                 }
@@ -288,6 +302,21 @@ fn one_doc(
                     rec.prediction = Some(json!(extracted));
                 }
                 filtered.insert(f.name.clone(), extracted);
+            }
+            let mut verdicts = Vec::new();
+            for spec in &task.metrics {
+                let Some(j) = &spec.judge else { continue };
+                let v = match judge {
+                    Some(b) => crate::judge::judge(task, j, &mut **b, doc, &response, &refs)?,
+                    None => crate::judge::judge(task, j, backend, doc, &response, &refs)?,
+                };
+                if let Some(score) = v.score {
+                    m.insert(key(Metric::LlmJudge, "none"), SampleValue::Scalar(score));
+                }
+                verdicts.push(v);
+            }
+            if !verdicts.is_empty() {
+                rec.judgements = Some(verdicts);
             }
             rec.response = Some(response);
             rec.filtered = Some(filtered);

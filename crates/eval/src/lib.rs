@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod error;
 pub mod filters;
 pub mod harness;
+pub mod judge;
 pub mod local;
 pub mod metrics;
 pub mod openai;

@@ -14,6 +14,8 @@
 //!   exp(−Σ ll / Σ words|bytes) (`weighted_perplexity`), `bits_per_byte` =
 //!   −Σ ll / Σ bytes / ln 2.
 //!
+//! * `llm_judge` (not lm-eval's): a judge model's score of each generation, averaged.
+//!
 //! Standard errors: for `mean` aggregations `sample_stddev / sqrt(n)`; for the `perplexity`
 //! aggregation lm-eval bootstraps (`bootstrap_stderr`: chunks of 1000 resamples, chunk `i`
 //! drawn by `random.Random(i).choices`), reproduced here draw for draw with
@@ -33,6 +35,8 @@ pub enum Metric {
     WordPerplexity,
     BytePerplexity,
     BitsPerByte,
+    /// A judge model's score of a generation (see [`crate::judge`]).
+    LlmJudge,
 }
 
 impl Metric {
@@ -45,6 +49,7 @@ impl Metric {
             "word_perplexity" => Metric::WordPerplexity,
             "byte_perplexity" => Metric::BytePerplexity,
             "bits_per_byte" => Metric::BitsPerByte,
+            "llm_judge" => Metric::LlmJudge,
             _ => return None,
         })
     }
@@ -58,13 +63,16 @@ impl Metric {
             Metric::WordPerplexity => "word_perplexity",
             Metric::BytePerplexity => "byte_perplexity",
             Metric::BitsPerByte => "bits_per_byte",
+            Metric::LlmJudge => "llm_judge",
         }
     }
 
     /// The aggregation lm-eval registers for the metric.
     pub fn aggregation(self) -> Aggregation {
         match self {
-            Metric::Acc | Metric::AccNorm | Metric::ExactMatch => Aggregation::Mean,
+            Metric::Acc | Metric::AccNorm | Metric::ExactMatch | Metric::LlmJudge => {
+                Aggregation::Mean
+            }
             Metric::Perplexity => Aggregation::Perplexity,
             Metric::WordPerplexity | Metric::BytePerplexity => Aggregation::WeightedPerplexity,
             Metric::BitsPerByte => Aggregation::BitsPerByte,
@@ -72,7 +80,10 @@ impl Metric {
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Acc | Metric::AccNorm | Metric::ExactMatch)
+        matches!(
+            self,
+            Metric::Acc | Metric::AccNorm | Metric::ExactMatch | Metric::LlmJudge
+        )
     }
 }
 

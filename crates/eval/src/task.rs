@@ -167,6 +167,11 @@ struct RawMetric {
     ignore_punctuation: Option<bool>,
     ignore_numbers: Option<bool>,
     regexes_to_ignore: Option<Vec<String>>,
+    judge_template: Option<String>,
+    score_regex: Option<String>,
+    judge_max_gen_toks: Option<usize>,
+    judge_until: Option<OneOrMany>,
+    judge_apply_chat_template: Option<bool>,
 }
 
 /// How few-shot examples are drawn (lm-eval's `fewshot_config.sampler`).
@@ -196,6 +201,21 @@ enum ChoiceSpec {
 pub struct MetricSpec {
     pub metric: Metric,
     pub exact_match: ExactMatchOptions,
+    /// `llm_judge`'s settings.
+    pub judge: Option<JudgeSpec>,
+}
+
+/// How a judge model scores a generation (`metric: llm_judge`).
+#[derive(Debug, Clone)]
+pub struct JudgeSpec {
+    /// The name `judge_template` is compiled under in the task's templates.
+    pub template: String,
+    /// The score is the first capture group (or the whole match) of the first match.
+    pub score_regex: regex::Regex,
+    pub max_gen_toks: usize,
+    pub until: Vec<String>,
+    /// Ask the judge through its chat template (one user turn); else as plain text.
+    pub chat: bool,
 }
 
 /// A loaded, checked task.
@@ -383,12 +403,13 @@ impl Task {
                 .map(|&m| MetricSpec {
                     metric: m,
                     exact_match: ExactMatchOptions::default(),
+                    judge: None,
                 })
                 .collect(),
             Some(list) => list
                 .into_iter()
                 .enumerate()
-                .map(|(i, m)| compile_metric(i, m, ot))
+                .map(|(i, m)| compile_metric(i, m, ot, &mut templates))
                 .collect::<Result<Vec<_>>>()?,
         };
         if metrics.is_empty() {
@@ -413,6 +434,11 @@ impl Task {
             doc_to_choice,
             has_description,
         })
+    }
+
+    /// Renders a template compiled under `name` (a judge's prompt) over `fields`.
+    pub fn render(&self, name: &str, fields: &serde_json::Map<String, Value>) -> Result<String> {
+        self.templates.render(name, fields)
     }
 
     /// Rendered `description` (empty when the task has none).
@@ -636,7 +662,6 @@ fn dataset_files(
         (None, Some(s)) if s != eval_split => Some(file(&s)?),
         _ => None,
     };
-    let _ = OneOrMany::into_vec;
     Ok((file(&eval_split)?, fewshot))
 }
 
@@ -692,7 +717,12 @@ fn default_metrics(ot: OutputType) -> &'static [Metric] {
     }
 }
 
-fn compile_metric(i: usize, m: RawMetric, ot: OutputType) -> Result<MetricSpec> {
+fn compile_metric(
+    i: usize,
+    m: RawMetric,
+    ot: OutputType,
+    templates: &mut Templates,
+) -> Result<MetricSpec> {
     let at = format!("metric_list[{i}]");
     let metric = Metric::parse(&m.metric)
         .ok_or_else(|| EvalError::Task(format!("{at}.metric: unknown metric `{}`", m.metric)))?;
@@ -700,7 +730,7 @@ fn compile_metric(i: usize, m: RawMetric, ot: OutputType) -> Result<MetricSpec> 
         OutputType::MultipleChoice => {
             matches!(metric, Metric::Acc | Metric::AccNorm | Metric::ExactMatch)
         }
-        OutputType::GenerateUntil => metric == Metric::ExactMatch,
+        OutputType::GenerateUntil => matches!(metric, Metric::ExactMatch | Metric::LlmJudge),
         OutputType::Loglikelihood => matches!(metric, Metric::Acc | Metric::Perplexity),
         OutputType::LoglikelihoodRolling => matches!(
             metric,
@@ -737,8 +767,39 @@ fn compile_metric(i: usize, m: RawMetric, ot: OutputType) -> Result<MetricSpec> 
                 .map_err(|e| EvalError::Task(format!("{at}.regexes_to_ignore `{r}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let judge = if metric == Metric::LlmJudge {
+        let Some(t) = &m.judge_template else {
+            return Err(EvalError::Task(format!(
+                "{at}.judge_template: llm_judge needs the judge's prompt template (Jinja over \
+                 the row's fields, `response` and `target`)"
+            )));
+        };
+        let name = format!("{at}.judge_template");
+        templates.add(&name, t)?;
+        let pat = m
+            .score_regex
+            .clone()
+            .unwrap_or_else(|| r"(-?\d+(?:\.\d+)?)".to_string());
+        let score_regex = regex::Regex::new(&pat)
+            .map_err(|e| EvalError::Task(format!("{at}.score_regex: {e}")))?;
+        Some(JudgeSpec {
+            template: name,
+            score_regex,
+            max_gen_toks: m.judge_max_gen_toks.unwrap_or(32).max(1),
+            until: m.judge_until.map(OneOrMany::into_vec).unwrap_or_default(),
+            chat: m.judge_apply_chat_template.unwrap_or(true),
+        })
+    } else {
+        if m.judge_template.is_some() || m.score_regex.is_some() {
+            return Err(EvalError::Task(format!(
+                "{at}: judge_template and score_regex go with metric: llm_judge"
+            )));
+        }
+        None
+    };
     Ok(MetricSpec {
         metric,
+        judge,
         exact_match: ExactMatchOptions {
             regexes_to_ignore: regexes,
             ignore_case: m.ignore_case.unwrap_or(false),

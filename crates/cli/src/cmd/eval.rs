@@ -28,7 +28,9 @@ use super::model_args::ModelArgs;
 /// max_gen_toks), filter_list (regex with regex_pattern / group_select / fallback,
 /// take_first, lowercase, uppercase, remove_whitespace) and metric_list (acc, acc_norm,
 /// exact_match with ignore_case / ignore_punctuation / regexes_to_ignore, perplexity,
-/// word_perplexity, byte_perplexity, bits_per_byte).
+/// word_perplexity, byte_perplexity, bits_per_byte; and llm_judge, with judge_template and
+/// score_regex, where a judge model scores each generation: --judge-model, or
+/// --judge-base-url with --judge-name, else the evaluated model judges itself).
 ///
 /// In process (the default), the choices of a question share one evaluation of their
 /// context. With --base-url, the model behind an OpenAI-compatible server (ferrollama
@@ -85,6 +87,16 @@ pub struct EvalArgs {
     /// --bootstrap_iters; 0 turns them off.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     bootstrap_iters: usize,
+    /// The judge for `llm_judge` metrics: a model file or store name, run in process
+    /// (default: the evaluated model judges).
+    #[arg(long, value_name = "MODEL", conflicts_with = "judge_base_url")]
+    judge_model: Option<PathBuf>,
+    /// The judge behind an OpenAI-compatible server (with --judge-name).
+    #[arg(long, value_name = "URL", requires = "judge_name")]
+    judge_base_url: Option<String>,
+    /// The judge's model name at --judge-base-url.
+    #[arg(long, value_name = "NAME")]
+    judge_name: Option<String>,
     /// Write the results and per-sample records (prompt, choices, per-choice
     /// log-likelihoods, prediction, metric values) as JSON to this file.
     #[arg(long, value_name = "OUT")]
@@ -139,6 +151,41 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             (&mut local, model.name.clone())
         }
     };
+    let judge_model = match &a.judge_model {
+        Some(p) => {
+            let path = ferrollama_store::Store::open_default().resolve_arg(p)?;
+            Some(
+                ferrollama_engine::Model::load(&path)
+                    .with_context(|| format!("cannot load judge model {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut judge_local = match &judge_model {
+        Some(m) => Some(LocalBackend::new(
+            m,
+            LocalOptions {
+                threads: a.model.threads(),
+                batch: a.model.batch_size.min(4096),
+                max_length: m.llama.config.max_seq_len.min(4096),
+            },
+        )?),
+        None => None,
+    };
+    let mut judge_remote = match (&a.judge_base_url, &a.judge_name) {
+        (Some(url), Some(name)) => Some(OpenAiBackend::new(
+            url,
+            name,
+            a.api_key.clone(),
+            Duration::from_secs(a.timeout.max(1)),
+        )),
+        _ => None,
+    };
+    let judge: Option<&mut dyn Backend> = match (&mut judge_local, &mut judge_remote) {
+        (Some(j), _) => Some(j),
+        (None, Some(j)) => Some(j),
+        (None, None) => None,
+    };
     let bar = super::progress_bar(false);
     bar.set_style(
         ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} docs (eta {eta})")
@@ -146,7 +193,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             .progress_chars("=> "),
     );
     let started = std::time::Instant::now();
-    let report = run_task(&task, backend, &opts, &mut |done, total| {
+    let report = run_task(&task, backend, judge, &opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
