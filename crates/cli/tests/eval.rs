@@ -107,6 +107,23 @@ fn multiple_choice_task_end_to_end() {
         assert_eq!(row["n"], 5);
     }
 
+    // One pass per choice (--no-prefix-sharing) scores the same on this F16 model.
+    let (ok, _, stderr, v2) = eval(
+        &root().join("testdata/eval/mc.yaml"),
+        &["--no-prefix-sharing"],
+    );
+    assert!(ok, "{stderr}");
+    for (a, b) in samples.iter().zip(v2["samples"].as_array().unwrap()) {
+        for (x, y) in a["loglikelihoods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["loglikelihoods"].as_array().unwrap())
+        {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-4);
+        }
+    }
+
     // --limit and few-shot: lm-eval's random.Random(1234).sample(docs, 3) per document in
     // order, the document itself dropped: doc 0 gets docs 3 and 4 as its examples.
     let (ok, _, stderr, v) = eval(

@@ -8,18 +8,18 @@
 //! model has none), lm-eval's `prefix_token_id`.
 //!
 //! Prefix sharing: every choice of a question has the same context tokens, so the context
-//! is evaluated once; for each choice the cache is cut back to the context's length and
-//! only the choice's tokens run (the logits at the context's last position, which predict
-//! each choice's first token, are kept from the first pass). Scoring reads the log-softmax
-//! of the logits at the positions before each continuation token, as lm-eval does; the last
-//! continuation token is never run.
+//! is evaluated once (its last logits predict each choice's first token) and the choices
+//! then run together in batched calls, each reading the context's cache blocks and writing
+//! its own (a copy of the context's partial last block, then the choice). Scoring reads the log-softmax of the logits at the positions
+//! before each continuation token, as lm-eval does; the last continuation token is never
+//! run.
 //!
 //! A request longer than `max_length + 1` tokens is cut from the left (lm-eval's
 //! `[-(max_length + 1):]`), scored from scratch; rolling log-likelihood uses lm-eval's
 //! disjoint windows of `max_length` tokens, each conditioned on the token before it.
 
 use ferrollama_engine::Model;
-use ferrollama_model::{KvCache, KvType, State};
+use ferrollama_model::{KV_BLOCK, KvCache, KvType, Logits, SeqChunk, State};
 use ferrollama_tensor::ThreadPool;
 
 use crate::backend::{Backend, Context, LogLikelihood, cut_at_stops};
@@ -33,6 +33,13 @@ pub struct LocalOptions {
     pub batch: usize,
     /// The longest sequence scored at once (lm-eval's `max_length`).
     pub max_length: usize,
+    /// Evaluate a question's context once for all its choices. Off: each context + choice
+    /// runs in one pass from an empty cache, as a server's echo prefill computes it. The two
+    /// agree to rounding on float weights, but on quantized weights the integer kernels'
+    /// result for a row depends on how many tokens share its call, so the choices' scores
+    /// can differ by a few hundredths of a nat; turn sharing off to reproduce a one-pass
+    /// scorer exactly.
+    pub prefix_sharing: bool,
 }
 
 /// A model evaluated in this process.
@@ -151,46 +158,136 @@ impl<'m> LocalBackend<'m> {
     }
 
     /// Scores each continuation after `ctx`, evaluating `ctx` once.
+    ///
+    /// The context runs once; its last position's logits predict every choice's first
+    /// token. Then the choices run together in batched calls, each as its own sequence that
+    /// reads the context's whole cache blocks and writes its own: a copy of the context's
+    /// last, partial block (F16 copies are exact) followed by its tokens. Batched rows get
+    /// the same logits as alone (the model's guarantee), so this is the arithmetic of
+    /// scoring each choice after the context, with the weights read once per group of
+    /// choices instead of once per choice.
     pub fn score_shared(&mut self, ctx: &[u32], conts: &[Vec<u32>]) -> Result<Vec<LogLikelihood>> {
-        let vocab = self.model.llama.config.vocab_size;
         if ctx.is_empty() {
             return Err(EvalError::Invalid("empty context".into()));
         }
+        if conts.iter().any(Vec::is_empty) {
+            return Err(EvalError::Invalid(
+                "a continuation has no tokens of its own (empty choice or target)".into(),
+            ));
+        }
+        let vocab = self.model.llama.config.vocab_size;
         let max_length = self.opts.max_length;
-        let fits = |c: &Vec<u32>| ctx.len() + c.len() <= max_length + 1;
+        let l = ctx.len();
+        let (full, partial) = (l / KV_BLOCK, l % KV_BLOCK);
+        let ctx_blocks = l.div_ceil(KV_BLOCK);
+        let n_blocks = self.kv.n_blocks();
+        // Blocks a choice writes: from the context's partial block (copied) to its end.
+        let own_blocks = |c: &Vec<u32>| (l + c.len() - 1).div_ceil(KV_BLOCK) - full;
+        let shared: Vec<usize> = (0..conts.len())
+            .filter(|&i| {
+                let c = &conts[i];
+                l + c.len() <= max_length + 1
+                    && c.len() - 1 <= self.opts.batch
+                    && ctx_blocks + own_blocks(c) <= n_blocks
+            })
+            .collect();
+        let mut out: Vec<Option<LogLikelihood>> = vec![None; conts.len()];
         let mut first = Vec::new();
-        if conts.iter().any(|c| fits(c) && !c.is_empty()) {
+        if !shared.is_empty() {
             self.kv.len = 0;
             self.run(ctx, false, &mut first)?;
         }
-        let mut rows = Vec::new();
-        let mut out = Vec::with_capacity(conts.len());
-        for c in conts {
-            if c.is_empty() {
-                return Err(EvalError::Invalid(
-                    "a continuation has no tokens of its own (empty choice or target)".into(),
-                ));
-            }
-            if !fits(c) {
-                out.push(self.score_scratch(ctx, c)?);
-                continue;
-            }
-            let (mut ll, mut greedy) = token_logprob(&first, c[0]);
-            if c.len() > 1 {
-                self.kv.len = ctx.len();
-                self.run(&c[..c.len() - 1], true, &mut rows)?;
-                for (row, &t) in rows.chunks_exact(vocab).zip(&c[1..]) {
-                    let (lp, g) = token_logprob(row, t);
-                    ll += lp;
-                    greedy &= g;
-                }
-            }
-            out.push(LogLikelihood {
-                ll,
-                is_greedy: greedy,
+        for &i in &shared {
+            let (lp, g) = token_logprob(&first, conts[i][0]);
+            out[i] = Some(LogLikelihood {
+                ll: lp,
+                is_greedy: g,
             });
         }
-        Ok(out)
+        // Choices of one token are done; the others run in groups.
+        let rest: Vec<usize> = shared.into_iter().filter(|&i| conts[i].len() > 1).collect();
+        let mut next = 0;
+        while next < rest.len() {
+            let (mut tokens, mut blocks) = (0, ctx_blocks);
+            let mut group = Vec::new();
+            while let Some(&i) = rest.get(next) {
+                let (n, nb) = (conts[i].len() - 1, own_blocks(&conts[i]));
+                if !group.is_empty() && (tokens + n > self.opts.batch || blocks + nb > n_blocks) {
+                    break;
+                }
+                group.push((i, blocks, nb));
+                tokens += n;
+                blocks += nb;
+                next += 1;
+            }
+            if partial > 0 {
+                for &(_, own, _) in &group {
+                    self.copy_slots(full * KV_BLOCK, own * KV_BLOCK, partial)?;
+                }
+            }
+            let tables: Vec<Vec<u32>> = group
+                .iter()
+                .map(|&(_, own, nb)| {
+                    (0..full as u32)
+                        .chain(own as u32..(own + nb) as u32)
+                        .collect()
+                })
+                .collect();
+            let seqs: Vec<SeqChunk<'_>> = group
+                .iter()
+                .zip(&tables)
+                .map(|(&(i, _, _), t)| SeqChunk {
+                    tokens: &conts[i][..conts[i].len() - 1],
+                    pos0: l,
+                    blocks: t,
+                    logits: Logits::All,
+                })
+                .collect();
+            let logits =
+                self.model
+                    .llama
+                    .forward_batch(&self.pool, &seqs, &mut self.kv, &mut self.st)?;
+            let mut row = 0;
+            for &(i, _, _) in &group {
+                let c = &conts[i];
+                let Some(Some(o)) = out.get_mut(i) else {
+                    continue;
+                };
+                for &t in &c[1..] {
+                    let (lp, g) = token_logprob(&logits[row * vocab..(row + 1) * vocab], t);
+                    o.ll += lp;
+                    o.is_greedy &= g;
+                    row += 1;
+                }
+            }
+        }
+        // What did not fit is scored alone, after the shared work (it overwrites the cache).
+        for (i, c) in conts.iter().enumerate() {
+            if out[i].is_none() {
+                out[i] = Some(self.score_scratch(ctx, c)?);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Copies `n` cache slots from `src` to `dst` in every layer.
+    fn copy_slots(&mut self, src: usize, dst: usize, n: usize) -> Result<()> {
+        let cfg = &self.model.llama.config;
+        let (kv_dim, hd) = (cfg.kv_dim(), cfg.head_dim);
+        let mut k = vec![0f32; kv_dim];
+        let mut v = vec![0f32; kv_dim];
+        for layer in 0..cfg.n_layers {
+            for p in 0..n {
+                for h in 0..kv_dim / hd {
+                    self.kv
+                        .key_f32(layer, src + p, h, &mut k[h * hd..(h + 1) * hd]);
+                    self.kv
+                        .value_f32(layer, src + p, h, &mut v[h * hd..(h + 1) * hd]);
+                }
+                self.kv.store(layer, dst + p, &k, &v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Scores `cont` after `ctx` from an empty cache, with lm-eval's left truncation to
@@ -259,7 +356,11 @@ impl Backend for LocalBackend<'_> {
         continuations: &[String],
     ) -> Result<Vec<LogLikelihood>> {
         let (ctx, conts) = self.encode_pairs(context, continuations)?;
-        self.score_shared(&ctx, &conts)
+        if self.opts.prefix_sharing {
+            self.score_shared(&ctx, &conts)
+        } else {
+            conts.iter().map(|c| self.score_scratch(&ctx, c)).collect()
+        }
     }
 
     fn loglikelihood_rolling(&mut self, text: &str) -> Result<f64> {

@@ -18,17 +18,6 @@ fn tiny() -> Model {
 #[test]
 fn prefix_shared_scores_equal_scores_from_scratch() {
     let model = tiny();
-    // A small batch so that the context and the longer choices span several calls.
-    let mut b = LocalBackend::new(
-        &model,
-        LocalOptions {
-            threads: 2,
-            batch: 5,
-            max_length: 128,
-        },
-    )
-    .unwrap();
-    let context = Context::Text("The quick brown fox jumps over the lazy dog. Then it ".into());
     let choices: Vec<String> = [
         "ran away.",
         "slept under a tree for the rest of the long afternoon",
@@ -38,27 +27,51 @@ fn prefix_shared_scores_equal_scores_from_scratch() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let (ctx, conts) = b.encode_pairs(&context, &choices).unwrap();
-    // The context's trailing space moved into each continuation.
-    assert!(conts.iter().all(|c| !c.is_empty()));
-    let shared = b.score_shared(&ctx, &conts).unwrap();
-    assert_eq!(b.loglikelihood(&context, &choices).unwrap(), shared);
-    for (c, s) in conts.iter().zip(&shared) {
-        let scratch = b.score_scratch(&ctx, c).unwrap();
-        assert!(
-            (scratch.ll - s.ll).abs() < 1e-4,
-            "shared {} vs scratch {}",
-            s.ll,
-            scratch.ll
-        );
-        assert_eq!(scratch.is_greedy, s.is_greedy);
-        assert!(s.ll < 0.0 && s.ll.is_finite());
+    let short = "Then it ".to_string();
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(3) + "Then it ";
+    // Batch 5: most choices do not fit one call and are scored from scratch; 40: a few
+    // choices per batched call; 256: all of them in one. The short context has no whole
+    // cache block to share, the long one several.
+    for batch in [5, 40, 256] {
+        let mut b = LocalBackend::new(
+            &model,
+            LocalOptions {
+                threads: 2,
+                batch,
+                max_length: 128,
+                prefix_sharing: true,
+            },
+        )
+        .unwrap();
+        for text in [&short, &long] {
+            let context = Context::Text(text.clone());
+            let (ctx, conts) = b.encode_pairs(&context, &choices).unwrap();
+            // The context's trailing space moved into each continuation.
+            assert!(conts.iter().all(|c| !c.is_empty()));
+            let shared = b.score_shared(&ctx, &conts).unwrap();
+            assert_eq!(shared.len(), choices.len());
+            for (c, s) in conts.iter().zip(&shared) {
+                let scratch = b.score_scratch(&ctx, c).unwrap();
+                assert!(
+                    (scratch.ll - s.ll).abs() < 1e-4,
+                    "batch {batch}, {} context tokens: shared {} vs scratch {}",
+                    ctx.len(),
+                    s.ll,
+                    scratch.ll
+                );
+                assert_eq!(scratch.is_greedy, s.is_greedy);
+                assert!(s.ll < 0.0 && s.ll.is_finite());
+            }
+            // The choices really differ (one number for all would fail here).
+            assert!((shared[0].ll - shared[1].ll).abs() > 1e-3);
+            // Again, after the scratch runs overwrote the cache: no state leaks.
+            assert_eq!(b.loglikelihood(&context, &choices).unwrap(), shared);
+        }
+        let (ctx, _) = b
+            .encode_pairs(&Context::Text(long.clone()), &choices)
+            .unwrap();
+        assert!(ctx.len() > 2 * ferrollama_model::KV_BLOCK, "{}", ctx.len());
     }
-    // The choices really differ (a backend returning one number for all would fail here).
-    assert!((shared[0].ll - shared[1].ll).abs() > 1e-3);
-    // Scoring a context twice in a row gives the same numbers (no state leaks between
-    // questions).
-    assert_eq!(b.score_shared(&ctx, &conts).unwrap(), shared);
 }
 
 #[test]
@@ -70,6 +83,7 @@ fn too_long_requests_are_cut_from_the_left() {
             threads: 2,
             batch: 16,
             max_length: 8,
+            prefix_sharing: true,
         },
     )
     .unwrap();
@@ -90,6 +104,7 @@ fn rolling_is_the_text_after_the_prefix_token() {
             threads: 2,
             batch: 64,
             max_length: 128,
+            prefix_sharing: true,
         },
     )
     .unwrap();
@@ -112,6 +127,7 @@ fn rolling_is_the_text_after_the_prefix_token() {
             threads: 2,
             batch: 64,
             max_length: 4,
+            prefix_sharing: true,
         },
     )
     .unwrap();

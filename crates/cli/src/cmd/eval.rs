@@ -68,6 +68,13 @@ pub struct EvalArgs {
     /// turn.
     #[arg(long, requires = "apply_chat_template")]
     fewshot_as_multiturn: bool,
+    /// Score each context + choice in one pass from an empty cache instead of evaluating a
+    /// question's context once for all its choices: slower, but on quantized models it
+    /// reproduces a one-pass scorer (a server's echo prefill) exactly, where the shared
+    /// evaluation can differ by a few hundredths of a nat (the integer kernels round a row
+    /// differently depending on the tokens that share its call).
+    #[arg(long)]
+    no_prefix_sharing: bool,
     /// Score a model behind an OpenAI-compatible server instead of loading one, e.g.
     /// http://127.0.0.1:8080 (or its /v1, or /v1/completions).
     #[arg(long, value_name = "URL")]
@@ -145,6 +152,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                     threads: a.model.threads(),
                     batch: a.model.batch_size.min(max_length),
                     max_length,
+                    prefix_sharing: !a.no_prefix_sharing,
                 },
             )
             .context("cannot set up the model")?;
@@ -168,6 +176,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 threads: a.model.threads(),
                 batch: a.model.batch_size.min(4096),
                 max_length: m.llama.config.max_seq_len.min(4096),
+                prefix_sharing: true,
             },
         )?),
         None => None,
