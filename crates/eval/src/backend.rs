@@ -4,8 +4,10 @@
 //! ([`crate::openai`]).
 
 use ferrollama_engine::ChatMessage;
+use serde_json::Value;
 
 use crate::error::Result;
+use crate::toolcall::ToolReply;
 
 /// A prompt: plain text, or a dialog to lay out with the model's chat template
 /// (`--apply-chat-template`), ending where the assistant's reply begins.
@@ -45,6 +47,20 @@ pub trait Backend {
         until: &[String],
         max_gen_toks: usize,
     ) -> Result<String>;
+
+    /// Greedy reply to `question` with `tools` (OpenAI tool objects) on offer, and the
+    /// calls parsed from it.
+    fn tool_call(
+        &mut self,
+        question: &str,
+        tools: &[Value],
+        max_gen_toks: usize,
+    ) -> Result<ToolReply> {
+        let _ = (question, tools, max_gen_toks);
+        Err(crate::error::EvalError::Invalid(
+            "this backend does not call tools".into(),
+        ))
+    }
 }
 
 /// lm-eval's post-processing of a generation: cut at each stop string in turn

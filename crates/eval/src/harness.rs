@@ -153,6 +153,7 @@ pub fn run_task(
                     is_greedy: None,
                     response: None,
                     filtered: None,
+                    tool_calls: None,
                     judgements: None,
                     prediction: None,
                     metrics: m,
@@ -202,7 +203,7 @@ pub fn run_task(
     })
 }
 
-/// A document of a multiple-choice, generation or log-likelihood task.
+/// A document of a multiple-choice, generation, log-likelihood or tool-calling task.
 fn one_doc(
     task: &Task,
     backend: &mut dyn Backend,
@@ -212,8 +213,16 @@ fn one_doc(
     doc: &Doc,
     opts: &EvalOptions,
 ) -> Result<SampleRecord> {
-    let prompt = prompts.context(doc)?;
-    let target = task.doc_to_target(doc)?;
+    let (prompt, target) = if task.output_type == OutputType::ToolCall {
+        // The question alone (the tools go in the backend's own layout); the ground truth
+        // is JSON.
+        (
+            Context::Text(task.doc_to_text(doc)?),
+            Target::Text(task.target_value(doc)?.to_string()),
+        )
+    } else {
+        (prompts.context(doc)?, task.doc_to_target(doc)?)
+    };
     let choices = task.doc_to_choice(doc)?;
     let mut m = BTreeMap::new();
     let mut rec = SampleRecord {
@@ -227,6 +236,7 @@ fn one_doc(
         is_greedy: None,
         response: None,
         filtered: None,
+        tool_calls: None,
         judgements: None,
         prediction: None,
         metrics: BTreeMap::new(),
@@ -320,6 +330,29 @@ fn one_doc(
             }
             rec.response = Some(response);
             rec.filtered = Some(filtered);
+        }
+        OutputType::ToolCall => {
+            let tools = task.doc_to_tools(doc)?;
+            let tools = task.row(doc, crate::toolcall::openai_tools(&tools))?;
+            let truth = task.target_value(doc)?;
+            let truth = task.row(doc, crate::toolcall::ground_truth(&truth))?;
+            let question = task.doc_to_text(doc)?;
+            let reply = task.row(doc, backend.tool_call(&question, &tools, task.max_gen_toks))?;
+            let (name_ok, call_ok) = crate::toolcall::check_call(&reply.calls, &truth);
+            for spec in &task.metrics {
+                let v = if spec.metric == Metric::ToolNameAccuracy {
+                    name_ok
+                } else {
+                    call_ok
+                };
+                m.insert(
+                    key(spec.metric, "none"),
+                    SampleValue::Scalar(f64::from(u8::from(v))),
+                );
+            }
+            rec.prediction = reply.calls.first().map(|c| json!(c));
+            rec.response = Some(reply.text);
+            rec.tool_calls = Some(reply.calls);
         }
         OutputType::LoglikelihoodRolling => {}
     }

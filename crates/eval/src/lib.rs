@@ -21,6 +21,7 @@ pub mod pyrandom;
 pub mod report;
 pub mod task;
 pub mod templates;
+pub mod toolcall;
 
 pub use backend::{Backend, Context, LogLikelihood};
 pub use error::{EvalError, Result};

@@ -24,6 +24,7 @@ use ferrollama_tensor::ThreadPool;
 
 use crate::backend::{Backend, Context, LogLikelihood, cut_at_stops};
 use crate::error::{EvalError, Result};
+use crate::toolcall::{ToolReply, parse_calls, tool_dialog};
 
 /// How the in-process backend runs.
 #[derive(Debug, Clone, Copy)]
@@ -379,10 +380,35 @@ impl Backend for LocalBackend<'_> {
         until: &[String],
         max_gen_toks: usize,
     ) -> Result<String> {
-        let mut ids = match context {
+        let ids = match context {
             Context::Text(t) => self.model.encode(t, true, false),
             Context::Chat(m) => self.model.chat_prompt(m)?,
         };
+        self.generate_ids(ids, until, max_gen_toks)
+    }
+
+    fn tool_call(
+        &mut self,
+        question: &str,
+        tools: &[serde_json::Value],
+        max_gen_toks: usize,
+    ) -> Result<ToolReply> {
+        let dialog = tool_dialog(self.model, question, tools);
+        let ids = self.model.chat_prompt(&dialog)?;
+        let text = self.generate_ids(ids, &[], max_gen_toks)?;
+        let calls = parse_calls(self.model, &text);
+        Ok(ToolReply { text, calls })
+    }
+}
+
+impl LocalBackend<'_> {
+    /// Greedy generation after `ids`, cut at `until`.
+    fn generate_ids(
+        &mut self,
+        mut ids: Vec<u32>,
+        until: &[String],
+        max_gen_toks: usize,
+    ) -> Result<String> {
         // lm-eval keeps the last max_length − max_gen_toks tokens of the prompt.
         let room = self.opts.max_length.saturating_sub(max_gen_toks).max(1);
         if ids.len() > room {

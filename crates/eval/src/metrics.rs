@@ -37,6 +37,10 @@ pub enum Metric {
     BitsPerByte,
     /// A judge model's score of a generation (see [`crate::judge`]).
     LlmJudge,
+    /// The first tool call right by name and arguments (see [`crate::toolcall`]).
+    ToolCallAccuracy,
+    /// The first tool call's function name right.
+    ToolNameAccuracy,
 }
 
 impl Metric {
@@ -50,6 +54,8 @@ impl Metric {
             "byte_perplexity" => Metric::BytePerplexity,
             "bits_per_byte" => Metric::BitsPerByte,
             "llm_judge" => Metric::LlmJudge,
+            "tool_call_accuracy" => Metric::ToolCallAccuracy,
+            "tool_name_accuracy" => Metric::ToolNameAccuracy,
             _ => return None,
         })
     }
@@ -64,15 +70,20 @@ impl Metric {
             Metric::BytePerplexity => "byte_perplexity",
             Metric::BitsPerByte => "bits_per_byte",
             Metric::LlmJudge => "llm_judge",
+            Metric::ToolCallAccuracy => "tool_call_accuracy",
+            Metric::ToolNameAccuracy => "tool_name_accuracy",
         }
     }
 
     /// The aggregation lm-eval registers for the metric.
     pub fn aggregation(self) -> Aggregation {
         match self {
-            Metric::Acc | Metric::AccNorm | Metric::ExactMatch | Metric::LlmJudge => {
-                Aggregation::Mean
-            }
+            Metric::Acc
+            | Metric::AccNorm
+            | Metric::ExactMatch
+            | Metric::LlmJudge
+            | Metric::ToolCallAccuracy
+            | Metric::ToolNameAccuracy => Aggregation::Mean,
             Metric::Perplexity => Aggregation::Perplexity,
             Metric::WordPerplexity | Metric::BytePerplexity => Aggregation::WeightedPerplexity,
             Metric::BitsPerByte => Aggregation::BitsPerByte,
@@ -82,7 +93,12 @@ impl Metric {
     pub fn higher_is_better(self) -> bool {
         matches!(
             self,
-            Metric::Acc | Metric::AccNorm | Metric::ExactMatch | Metric::LlmJudge
+            Metric::Acc
+                | Metric::AccNorm
+                | Metric::ExactMatch
+                | Metric::LlmJudge
+                | Metric::ToolCallAccuracy
+                | Metric::ToolNameAccuracy
         )
     }
 }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::backend::{Backend, Context, LogLikelihood, cut_at_stops};
 use crate::error::{EvalError, Result};
+use crate::toolcall::{ToolReply, calls_of_message};
 
 /// A model behind an OpenAI-compatible server.
 #[derive(Debug)]
@@ -274,6 +275,28 @@ impl Backend for OpenAiBackend {
             }
         };
         Ok(cut_at_stops(&text, until))
+    }
+
+    fn tool_call(
+        &mut self,
+        question: &str,
+        tools: &[Value],
+        max_gen_toks: usize,
+    ) -> Result<ToolReply> {
+        let body = json!({"model": self.model, "messages": [{"role": "user", "content": question}],
+                          "tools": tools, "max_tokens": max_gen_toks, "temperature": 0.0});
+        let r = self.post_ok("/chat/completions", &body)?;
+        let message = r
+            .pointer("/choices/0/message")
+            .ok_or_else(|| EvalError::Http("the reply has no choices[0].message".into()))?;
+        Ok(ToolReply {
+            text: message
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            calls: calls_of_message(message),
+        })
     }
 }
 

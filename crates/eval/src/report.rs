@@ -44,6 +44,9 @@ pub struct SampleRecord {
     /// Each filter's extraction from the response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filtered: Option<BTreeMap<String, String>>,
+    /// The calls parsed from a tool-calling reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<crate::toolcall::Call>>,
     /// The judge's replies and scores (`llm_judge` metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judgements: Option<Vec<crate::judge::Verdict>>,

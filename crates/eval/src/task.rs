@@ -48,6 +48,8 @@ pub enum OutputType {
     GenerateUntil,
     Loglikelihood,
     LoglikelihoodRolling,
+    /// Ours, not lm-eval's: a question with tools, the first call checked BFCL-style.
+    ToolCall,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +67,7 @@ struct RawTask {
     doc_to_text: Option<RawTemplate>,
     doc_to_target: Option<RawTemplate>,
     doc_to_choice: Option<RawChoices>,
+    doc_to_tools: Option<String>,
     description: Option<String>,
     target_delimiter: Option<String>,
     fewshot_delimiter: Option<String>,
@@ -239,6 +242,7 @@ pub struct Task {
     doc_to_text: Option<FieldSpec>,
     doc_to_target: Option<FieldSpec>,
     doc_to_choice: Option<ChoiceSpec>,
+    doc_to_tools: Option<String>,
     has_description: bool,
 }
 
@@ -348,7 +352,17 @@ impl Task {
                         .into(),
                 ));
             }
-            OutputType::MultipleChoice | OutputType::GenerateUntil | OutputType::Loglikelihood
+            OutputType::ToolCall if raw.doc_to_tools.is_none() => {
+                return Err(EvalError::Task(
+                    "output_type tool_call needs doc_to_tools (a column or `{{ expression }}` \
+                     giving the tools)"
+                        .into(),
+                ));
+            }
+            OutputType::MultipleChoice
+            | OutputType::GenerateUntil
+            | OutputType::Loglikelihood
+            | OutputType::ToolCall
                 if doc_to_text.is_none() || doc_to_target.is_none() =>
             {
                 return Err(EvalError::Task(
@@ -432,6 +446,7 @@ impl Task {
             doc_to_text,
             doc_to_target,
             doc_to_choice,
+            doc_to_tools: raw.doc_to_tools,
             has_description,
         })
     }
@@ -556,6 +571,43 @@ impl Task {
             Some(c) if c.is_empty() => Err(EvalError::Invalid("doc_to_choice is empty".into())),
             c => Ok(c),
         });
+        self.row(doc, r)
+    }
+
+    /// A JSON value from a column or a one-`{{ expression }}` template of the row.
+    fn value_of(&self, field: &str, source: &str, doc: &Doc) -> Result<Value> {
+        if let Some(v) = doc.fields.get(source) {
+            return Ok(v.clone());
+        }
+        let mut t = Templates::new();
+        t.add(field, source)?;
+        match t.eval_single(field, source, &doc.fields)? {
+            Some(v) => Ok(v),
+            None => {
+                let text = t.render(field, &doc.fields)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    EvalError::Invalid(format!("{field} rendered `{text}`, not JSON: {e}"))
+                })
+            }
+        }
+    }
+
+    /// The tools of a `tool_call` row (`doc_to_tools`).
+    pub fn doc_to_tools(&self, doc: &Doc) -> Result<Value> {
+        let r = match &self.doc_to_tools {
+            Some(s) => self.value_of("doc_to_tools", s, doc),
+            None => Err(EvalError::Invalid("the task has no doc_to_tools".into())),
+        };
+        self.row(doc, r)
+    }
+
+    /// `doc_to_target` as JSON (a `tool_call` row's ground truth).
+    pub fn target_value(&self, doc: &Doc) -> Result<Value> {
+        let r = match &self.doc_to_target {
+            Some(FieldSpec::Template(s)) => self.value_of("doc_to_target", s, doc),
+            Some(FieldSpec::Int(i)) => Ok(Value::from(*i)),
+            None => Err(EvalError::Invalid("the task has no doc_to_target".into())),
+        };
         self.row(doc, r)
     }
 
@@ -714,6 +766,7 @@ fn default_metrics(ot: OutputType) -> &'static [Metric] {
             Metric::BytePerplexity,
             Metric::BitsPerByte,
         ],
+        OutputType::ToolCall => &[Metric::ToolCallAccuracy, Metric::ToolNameAccuracy],
     }
 }
 
@@ -736,6 +789,9 @@ fn compile_metric(
             metric,
             Metric::WordPerplexity | Metric::BytePerplexity | Metric::BitsPerByte
         ),
+        OutputType::ToolCall => {
+            matches!(metric, Metric::ToolCallAccuracy | Metric::ToolNameAccuracy)
+        }
     };
     if !allowed {
         return Err(EvalError::Task(format!(

@@ -82,7 +82,14 @@ fn serve() -> (String, Seen) {
             r.read_exact(&mut body).unwrap();
             let req: Value = serde_json::from_slice(&body).unwrap();
             log.lock().unwrap().push((path.clone(), req.clone()));
-            let (status, reply) = if req["max_tokens"] == 0 {
+            let (status, reply) = if req.get("tools").is_some() {
+                (
+                    200,
+                    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                        "tool_calls": [{"id": "c1", "type": "function", "function": {
+                            "name": "add", "arguments": "{\"a\": 2, \"b\": 3}"}}]}}]}),
+                )
+            } else if req["max_tokens"] == 0 {
                 (
                     400,
                     json!({"error": {"message": "max_tokens must be at least 1"}}),
@@ -153,4 +160,12 @@ fn scores_by_echoed_logprobs_and_generates() {
     assert_eq!(r["stop"], json!(["Question:", "\n\n"]));
     assert_eq!(r["max_tokens"], 8);
     assert_eq!(r["temperature"], 0.0);
+    drop(seen);
+
+    // Tool calls: OpenAI's tools on /v1/chat/completions, read back from tool_calls.
+    let tools = vec![json!({"type": "function", "function": {"name": "add", "parameters": {}}})];
+    let reply = b.tool_call("What is 2 plus 3?", &tools, 16).unwrap();
+    assert_eq!(reply.calls.len(), 1);
+    assert_eq!(reply.calls[0].name, "add");
+    assert_eq!(reply.calls[0].arguments, json!({"a": 2, "b": 3}));
 }

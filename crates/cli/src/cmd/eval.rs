@@ -31,6 +31,8 @@ use super::model_args::ModelArgs;
 /// word_perplexity, byte_perplexity, bits_per_byte; and llm_judge, with judge_template and
 /// score_regex, where a judge model scores each generation: --judge-model, or
 /// --judge-base-url with --judge-name, else the evaluated model judges itself).
+/// output_type tool_call (ours) asks doc_to_text with the tools of doc_to_tools and checks
+/// the first call against doc_to_target BFCL-style (tool_call_accuracy, tool_name_accuracy).
 ///
 /// In process (the default), the choices of a question share one evaluation of their
 /// context. With --base-url, the model behind an OpenAI-compatible server (ferrollama
