@@ -305,3 +305,40 @@ fn bad_task_files_and_rows_are_named() {
     assert!(!ok);
     assert!(e.contains("Parquet is not supported"), "{e}");
 }
+
+/// Generation through `--base-url` against `ferrollama serve` gives what the model gives in
+/// process (both greedy).
+#[test]
+fn base_url_generation_matches_in_process() {
+    let srv = common::server::Server::start(&["-m", &tiny().to_string_lossy(), "--threads", "1"]);
+    let url = format!("http://127.0.0.1:{}", srv.port);
+    let gen_task = root().join("testdata/eval/gen.yaml");
+    let (ok, _, stderr, local) = eval(&gen_task, &[]);
+    assert!(ok, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("http.json");
+    let o = common::run(
+        common::bin()
+            .args(["eval", "-m", "tiny-f16", "--base-url", &url, "--task"])
+            .arg(&gen_task)
+            .arg("--json")
+            .arg(&out),
+        b"",
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let http: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let responses = |v: &Value| -> Vec<Value> {
+        v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["response"].clone())
+            .collect()
+    };
+    assert_eq!(responses(&http), responses(&local));
+    assert!(
+        responses(&local)
+            .iter()
+            .all(|r| !r.as_str().unwrap().is_empty())
+    );
+}

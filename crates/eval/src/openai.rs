@@ -206,7 +206,9 @@ pub fn sum_span(reply: &Value, from: usize, to: usize) -> Result<LogLikelihood> 
     }
     if n == 0 {
         return Err(EvalError::Http(format!(
-            "no echoed token starts in characters {from}..{to} of the prompt"
+            "no echoed token starts in characters {from}..{to} of the prompt: the server did \
+             not return the prompt's tokens with their log-probabilities (it needs `echo: \
+             true` with `logprobs` on /v1/completions, as lm-eval's local-completions does)"
         )));
     }
     Ok(LogLikelihood {
