@@ -57,6 +57,7 @@ enum Command {
     Quantize(cmd::quantize::QuantizeArgs),
     Merge(cmd::merge::MergeArgs),
     Perplexity(cmd::perplexity::PerplexityArgs),
+    Eval(cmd::eval::EvalArgs),
     Tool(cmd::tool::ToolArgs),
     Finetune(Box<cmd::finetune::FinetuneArgs>),
 }
@@ -105,6 +106,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => cmd::quantize::quantize(a),
         Command::Merge(a) => cmd::merge::merge(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Tool(a) => cmd::tool::tool(a),
         Command::Finetune(a) => cmd::finetune::finetune(*a),
     };

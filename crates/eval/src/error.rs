@@ -9,6 +9,15 @@ pub enum EvalError {
     Engine(#[from] ferrollama_engine::EngineError),
     #[error("{0}")]
     Invalid(String),
+    /// A task file that cannot be used (the message names the file and field).
+    #[error("task file {0}")]
+    Task(String),
+    /// A dataset file or row that cannot be used (the message names the file and line).
+    #[error("dataset {0}")]
+    Dataset(String),
+    /// An OpenAI-compatible server that failed or answered something unusable.
+    #[error("server: {0}")]
+    Http(String),
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;

@@ -1,10 +1,32 @@
-//! Evaluation of models: how well they predict text (perplexity, as llama.cpp defines it)
-//! and how far a quantized model's predictions drift from its base model's (KL divergence).
+//! Evaluation of models: how well they predict text (perplexity, as llama.cpp defines it),
+//! how far a quantized model's predictions drift from its base model's (KL divergence),
+//! and benchmark tasks with lm-evaluation-harness's definitions (multiple choice,
+//! generation with exact match, log-likelihood, rolling perplexity) read from YAML task
+//! files, run in process or against an OpenAI-compatible server.
 //!
 //! Sits on the engine's `Model` (weights + tokenizer); knows nothing of serving.
 
+pub mod backend;
+pub mod dataset;
 pub mod error;
+pub mod filters;
+pub mod harness;
+pub mod judge;
+pub mod local;
+pub mod metrics;
+pub mod openai;
 pub mod perplexity;
+pub mod prompt;
+pub mod pyrandom;
+pub mod report;
+pub mod task;
+pub mod templates;
 
+pub use backend::{Backend, Context, LogLikelihood};
 pub use error::{EvalError, Result};
+pub use harness::{EvalOptions, run_task};
+pub use local::{LocalBackend, LocalOptions};
+pub use openai::OpenAiBackend;
 pub use perplexity::{KlStats, PplOptions, PplResult, perplexity};
+pub use report::{MetricRow, Report, SampleRecord};
+pub use task::{OutputType, Task};

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod chat_agent;
 pub mod embed;
+pub mod eval;
 pub mod fetch;
 pub mod finetune;
 pub mod guard;
