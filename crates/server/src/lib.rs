@@ -13,6 +13,7 @@
 //! `/openapi.json`.
 
 pub mod agents;
+pub mod batch;
 pub mod body;
 pub mod calls;
 pub mod embeddings;

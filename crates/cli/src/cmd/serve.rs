@@ -616,7 +616,7 @@ fn parse_mcp(s: &str) -> Result<(String, String), String> {
 
 /// `--embedding-model`: the models given, else the default one (a failed fetch of the
 /// default only warns: the chat routes do not need it).
-fn load_embedding_models(
+pub(crate) fn load_embedding_models(
     specs: &[String],
     threads: usize,
 ) -> Result<ferrollama_server::embeddings::EmbeddingModels> {
