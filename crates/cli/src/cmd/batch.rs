@@ -341,6 +341,7 @@ fn app_state(a: &BatchArgs, needs_embeddings: bool) -> Result<Arc<AppState>> {
         ollama: OllamaState::new(None, None, paths.iter().cloned().map(Some).collect()),
         embeddings,
         fine_tuning: Arc::new(FineTuning::temporary()),
+        batches: ferrollama_server::batch::store::Batches::temporary(),
     }))
 }
 

@@ -4,16 +4,21 @@
 //!
 //! Every line is served by the server's own router, in process ([`dispatch`]), so a body
 //! means in a batch exactly what it means to `serve`, and the engine's continuous batching
-//! runs many lines in each step. `ferrollama batch` runs a file offline with this.
+//! runs many lines in each step. `ferrollama batch` runs a file offline with this; the
+//! Batches API of `serve` ([`api`]) runs uploaded files in the background ([`worker`]),
+//! its records kept on disk ([`store`]).
 //!
 //! As OpenAI does, lines answered with a 2xx status go to the output file, the others (a
 //! bad body, an unknown model) and lines that cannot be read at all (bad JSON, an unknown
 //! `url`) to the error file; the rest of the batch goes on.
 
+pub mod api;
 pub mod dispatch;
 pub mod line;
 pub mod resume;
 pub mod run;
+pub mod store;
+pub mod worker;
 
 pub use dispatch::dispatch;
 pub use line::{ENDPOINTS, LineError, Request, duplicates, error_line, parse_line, result_line};
