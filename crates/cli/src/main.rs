@@ -40,6 +40,7 @@ const DEFAULT_LOG: &str = "warn,ferrollama::request=info";
 enum Command {
     Serve(Box<cmd::serve::ServeArgs>),
     Run(cmd::run::RunArgs),
+    Batch(cmd::batch::BatchArgs),
     Chat(cmd::chat::ChatArgs),
     Bench(cmd::bench::BenchArgs),
     Tokenize(cmd::tokenize::TokenizeArgs),
@@ -67,7 +68,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_exit(&e),
     };
-    let spec = cli.log.as_deref().unwrap_or(DEFAULT_LOG);
+    // A batch answers thousands of requests: the request log would drown its summary.
+    let default_log = match cli.command {
+        Command::Batch(_) => "warn",
+        _ => DEFAULT_LOG,
+    };
+    let spec = cli.log.as_deref().unwrap_or(default_log);
     let filter = match tracing_subscriber::EnvFilter::try_new(spec) {
         Ok(f) => f,
         Err(e) => {
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(a) => cmd::serve::serve(*a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Batch(a) => cmd::batch::batch(a),
         Command::Chat(a) => cmd::chat::chat(a),
         Command::Bench(a) => cmd::bench::bench(a),
         Command::Tokenize(a) => cmd::tokenize::tokenize(a),

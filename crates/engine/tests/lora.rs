@@ -396,6 +396,7 @@ fn engine_batches_base_and_adapters_like_alone() {
                         stop: Vec::new(),
                         ignore_eos: false,
                         logprobs: None,
+                        prompt_logprobs: None,
                         constraint: None,
                         watch: Vec::new(),
                         deadline: None,

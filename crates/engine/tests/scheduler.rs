@@ -30,6 +30,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> SeqRequest {
         stop: Vec::new(),
         ignore_eos: true,
         logprobs: None,
+        prompt_logprobs: None,
         constraint: None,
         watch: Vec::new(),
         deadline: None,

@@ -112,6 +112,7 @@ fn the_unsafe_branch_of_the_grammar_parses_too() {
                 stop: vec![],
                 ignore_eos: false,
                 logprobs: None,
+                prompt_logprobs: None,
                 constraint: Some(Constraint::Pattern(Arc::new(pattern.clone()))),
                 watch: vec![],
                 deadline: None,

@@ -150,6 +150,8 @@ pub struct Settings {
     pub stop: Vec<String>,
     pub ignore_eos: bool,
     pub logprobs: Option<usize>,
+    /// Log-probabilities of the prompt's tokens too (completions' `echo` with `logprobs`).
+    pub prompt_logprobs: Option<usize>,
     pub n: usize,
     pub response_format: Option<Arc<Schema>>,
 }
@@ -162,6 +164,7 @@ impl Default for Settings {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            prompt_logprobs: None,
             n: 1,
             response_format: None,
         }
@@ -192,6 +195,8 @@ pub struct Output {
     pub text: String,
     pub ids: Vec<u32>,
     pub logprobs: Vec<(u32, TokenLogprob)>,
+    /// Prompt tokens `1..` when the prompt was scored (see [`Settings::prompt_logprobs`]).
+    pub prompt_logprobs: Vec<TokenLogprob>,
     pub finish: Finish,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
@@ -376,9 +381,27 @@ pub fn prepare_completion(
     text: &str,
     settings: Settings,
 ) -> Result<Job, ApiError> {
+    let (mi, _) = resolve_model(app, model_id)?;
+    let prompt = loaded_model(app, mi)?.encode(text, true, false);
+    prepare_completion_ids(app, model_id, prompt, settings)
+}
+
+/// A plain-text completion of prompt token ids (as lm-evaluation-harness sends them).
+pub fn prepare_completion_ids(
+    app: &AppState,
+    model_id: &str,
+    prompt: Vec<u32>,
+    settings: Settings,
+) -> Result<Job, ApiError> {
     let (mi, lora) = resolve_model(app, model_id)?;
     let model = &loaded_model(app, mi)?;
-    let prompt = model.encode(text, true, false);
+    let vocab = model.llama.config.vocab_size;
+    if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!("token id {t} is outside the vocabulary ({vocab} tokens)"),
+        ));
+    }
     if prompt.is_empty() {
         return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
     }
@@ -425,7 +448,8 @@ fn seq_request(
         .unwrap_or(app.limits.default_max_tokens)
         .min(app.limits.max_tokens)
         .min(room);
-    if max_tokens == 0 {
+    // Zero only when asked for (a scoring request, `echo` with `max_tokens: 0`).
+    if max_tokens == 0 && s.max_tokens != Some(0) {
         return Err(ApiError::invalid_param(
             "max_tokens",
             "max_tokens must be at least 1",
@@ -448,6 +472,7 @@ fn seq_request(
         stop: s.stop.clone(),
         ignore_eos: s.ignore_eos,
         logprobs: s.logprobs,
+        prompt_logprobs: s.prompt_logprobs,
         constraint: constraint.map(Constraint::Json),
         watch: Vec::new(),
         deadline: Some(Instant::now() + app.limits.request_timeout),
@@ -718,6 +743,7 @@ pub async fn collect(app: &AppState, job: &Job, mut rx: Events) -> Result<Output
         text: String::new(),
         ids: Vec::new(),
         logprobs: Vec::new(),
+        prompt_logprobs: Vec::new(),
         finish: Finish::Generation(FinishReason::Stop),
         prompt_tokens: job.prompt.len(),
         cached_tokens: 0,
@@ -790,6 +816,7 @@ pub fn apply_done(out: &mut Output, d: Done) {
     out.prompt_tokens = d.prompt_tokens;
     out.cached_tokens = d.cached_tokens;
     out.completion_tokens = d.completion_tokens;
+    out.prompt_logprobs = d.prompt_logprobs;
 }
 
 fn tool_names(job: &Job) -> Vec<String> {

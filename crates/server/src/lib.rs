@@ -13,6 +13,7 @@
 //! `/openapi.json`.
 
 pub mod agents;
+pub mod batch;
 pub mod body;
 pub mod calls;
 pub mod embeddings;
@@ -862,6 +863,70 @@ pub fn routes() -> Vec<Route> {
             api: "vector-stores",
             body: None,
             handler: || delete(vector_stores::stores::delete),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/batches",
+            summary: "Create a batch (OpenAI; input_file_id from /v1/files, endpoint, completion_window 24h)",
+            api: "batches",
+            body: None,
+            handler: || post(batch::api::create),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/batches",
+            summary: "Batches, newest first (after, limit)",
+            api: "batches",
+            body: None,
+            handler: || get(batch::api::list),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/batches/{batch_id}",
+            summary: "A batch",
+            api: "batches",
+            body: None,
+            handler: || get(batch::api::get),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/batches/{batch_id}/cancel",
+            summary: "Cancel a batch (finished lines are kept in its output file)",
+            api: "batches",
+            body: None,
+            handler: || post(batch::api::cancel),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/openai/v1/batches",
+            summary: "Create a batch (OpenAI; input_file_id from /v1/files, endpoint, completion_window 24h)",
+            api: "batches",
+            body: None,
+            handler: || post(batch::api::create),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/openai/v1/batches",
+            summary: "Batches, newest first (after, limit)",
+            api: "batches",
+            body: None,
+            handler: || get(batch::api::list),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/openai/v1/batches/{batch_id}",
+            summary: "A batch",
+            api: "batches",
+            body: None,
+            handler: || get(batch::api::get),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/openai/v1/batches/{batch_id}/cancel",
+            summary: "Cancel a batch (finished lines are kept in its output file)",
+            api: "batches",
+            body: None,
+            handler: || post(batch::api::cancel),
         },
         Route {
             method: "POST",

@@ -66,6 +66,8 @@ pub struct AppState {
     pub files: crate::files::FilesState,
     /// Fine-tuning jobs (see [`crate::fine_tuning`]).
     pub fine_tuning: std::sync::Arc<crate::fine_tuning::FineTuning>,
+    /// Batches of the Batches API (see [`crate::batch::api`]).
+    pub batches: crate::batch::store::Batches,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

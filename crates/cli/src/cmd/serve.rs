@@ -462,6 +462,21 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             )
         })?,
     };
+    let batches = match a
+        .data_dir
+        .clone()
+        .unwrap_or_else(ferrollama_store::paths::data_dir)
+    {
+        d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => {
+            ferrollama_server::batch::store::Batches::temporary()
+        }
+        d => ferrollama_server::batch::store::Batches::open(&d.join("batches")).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the batches in {}: {e} (choose another --data-dir)",
+                d.display()
+            )
+        })?,
+    };
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);
@@ -502,6 +517,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         ),
         embeddings,
         fine_tuning: Arc::new(fine_tuning),
+        batches,
     });
     // Every model's file, so fine-tuning jobs can read their base model.
     for (i, p) in paths.iter().enumerate() {
@@ -516,6 +532,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Batches a previous run left unfinished go on in the background.
+        ferrollama_server::batch::worker::resume_all(&app);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| listen_error(addr, e))?;
@@ -616,7 +634,7 @@ fn parse_mcp(s: &str) -> Result<(String, String), String> {
 
 /// `--embedding-model`: the models given, else the default one (a failed fetch of the
 /// default only warns: the chat routes do not need it).
-fn load_embedding_models(
+pub(crate) fn load_embedding_models(
     specs: &[String],
     threads: usize,
 ) -> Result<ferrollama_server::embeddings::EmbeddingModels> {

@@ -12,6 +12,7 @@ pub(super) fn finish_early(s: &Seq, finish: Finish) {
             prompt_tokens: s.req.prompt.len(),
             cached_tokens: s.cached_tokens,
             completion_tokens: s.generated,
+            prompt_logprobs: Vec::new(),
         }));
     }
 }
@@ -88,6 +89,7 @@ pub(super) fn sample_and_emit(
             prompt_tokens: 0,
             cached_tokens: 0,
             completion_tokens: 0,
+            prompt_logprobs: Vec::new(),
         });
     }
     if s.matcher
@@ -170,7 +172,30 @@ fn done(reason: FinishReason, s: &mut Seq) -> Done {
         prompt_tokens: 0,
         cached_tokens: 0,
         completion_tokens: 0,
+        prompt_logprobs: Vec::new(),
     }
+}
+
+/// Records the log-probabilities of the prompt tokens that the rows of a chunk starting
+/// at `pos0` predict (row `j` is the distribution after position `pos0 + j`). Only
+/// positions not yet recorded are added, so a recomputed prompt adds nothing twice.
+pub(super) fn score_prompt(s: &mut Seq, pos0: usize, rows: &[f32], vocab: usize) {
+    let top = s.req.prompt_logprobs.unwrap_or(0);
+    let prompt = &s.req.prompt;
+    for (j, l) in rows.chunks_exact(vocab).enumerate() {
+        let target = pos0 + j + 1;
+        if target >= prompt.len() {
+            break;
+        }
+        if target == s.prompt_lps.len() + 1 {
+            s.prompt_lps.push(logprob_of(l, prompt[target], top, &[]));
+        }
+    }
+}
+
+/// Ends a scoring sequence (`max_tokens` 0) once its prompt is computed.
+pub(super) fn score_only_done(s: &mut Seq) -> Done {
+    done(FinishReason::Length, s)
 }
 
 fn build_trie(model: &Model) -> TokenTrie {

@@ -34,7 +34,7 @@ use crate::sampler::{Sampler, SamplerConfig};
 use crate::stop::{StopOutcome, StopStrings};
 
 mod emit;
-use emit::{finish_early, sample_and_emit};
+use emit::{finish_early, sample_and_emit, score_only_done, score_prompt};
 
 /// How the engine is sized.
 #[derive(Debug, Clone)]
@@ -80,6 +80,12 @@ pub struct SeqRequest {
     pub ignore_eos: bool,
     /// Log-probabilities: `Some(n)` gives the chosen token's and the `n` most likely.
     pub logprobs: Option<usize>,
+    /// Log-probabilities of the prompt's own tokens (scoring, OpenAI's `echo` with
+    /// `logprobs`): `Some(n)` reports, in [`Done::prompt_logprobs`], each prompt token's
+    /// after the first with the `n` most likely alternatives. Such a sequence computes its
+    /// whole prompt (no prefix-cache reuse: cached positions have no logits), and with
+    /// `max_tokens` 0 it ends once the prompt is scored, generating nothing.
+    pub prompt_logprobs: Option<usize>,
     /// Output must be a JSON document of this schema, or match this pattern.
     pub constraint: Option<Constraint>,
     /// Tokens whose log-probabilities (before any constraint) every token event reports in
@@ -124,6 +130,9 @@ pub struct Done {
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     pub completion_tokens: usize,
+    /// With [`SeqRequest::prompt_logprobs`]: prompt tokens `1..` in order (the first token
+    /// has no context, hence no log-probability). Empty otherwise.
+    pub prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// Why a sequence ended.
@@ -460,6 +469,16 @@ struct Seq {
     /// Scratch logits row (constrained or penalized sampling).
     row: Vec<f32>,
     mask: Vec<bool>,
+    /// Prompt log-probabilities gathered so far (see [`SeqRequest::prompt_logprobs`]);
+    /// kept across a preemption, the recomputation only appends what is missing.
+    prompt_lps: Vec<TokenLogprob>,
+}
+
+impl Seq {
+    /// Whether prompt positions still need their logits computed for scoring.
+    fn scoring(&self) -> bool {
+        self.req.prompt_logprobs.is_some() && self.prompt_lps.len() + 1 < self.req.prompt.len()
+    }
 }
 
 struct Actor {
@@ -563,6 +582,7 @@ impl Actor {
                     chunk: 0,
                     row: Vec::with_capacity(if constrained { n_vocab } else { 0 }),
                     mask: Vec::with_capacity(if constrained { n_vocab } else { 0 }),
+                    prompt_lps: Vec::new(),
                     events: p.events,
                     req: p.req,
                 };
@@ -663,7 +683,11 @@ impl Actor {
             };
             self.stats.queue_depth.fetch_sub(1, Relaxed);
             // Reuse a cached prefix; the last token is always computed to get its logits.
-            let max_blocks = (seq.tokens.len() - 1) / KV_BLOCK;
+            let max_blocks = if seq.scoring() {
+                0
+            } else {
+                (seq.tokens.len() - 1) / KV_BLOCK
+            };
             seq.blocks.clear();
             let seed = seq.req.lora.as_ref().map_or(0, |l| l.chain_seed());
             seq.chain = slot
@@ -759,7 +783,9 @@ impl Actor {
         self.scratch_seqs.clear();
         for (k, s) in slot.running.iter().enumerate() {
             if s.chunk > 0 {
-                let logits = if s.computed + s.chunk == s.tokens.len() {
+                let logits = if s.scoring() && s.computed + 1 < s.req.prompt.len() {
+                    Logits::All
+                } else if s.computed + s.chunk == s.tokens.len() {
                     Logits::Last
                 } else {
                     Logits::None
@@ -826,7 +852,7 @@ impl Actor {
         let now = Instant::now();
         let mut row = 0;
         let mut finished = Vec::new();
-        for &(k, _, n, lg) in &self.scratch_seqs {
+        for &(k, pos0, n, lg) in &self.scratch_seqs {
             let s = &mut slot.running[k];
             s.computed += n;
             // Name the blocks this step completed.
@@ -836,13 +862,29 @@ impl Actor {
                 s.chain = slot.pool.name(b, s.chain, toks);
                 s.named += 1;
             }
-            if lg != Logits::Last {
-                continue;
-            }
-            let l = &logits[row * vocab..(row + 1) * vocab];
-            row += 1;
-            if let Some(done) = sample_and_emit(&slot.model, &mut slot.trie, s, l, &self.stats, now)
-            {
+            let l = match lg {
+                Logits::None => continue,
+                Logits::Last => {
+                    row += 1;
+                    &logits[(row - 1) * vocab..row * vocab]
+                }
+                Logits::All => {
+                    let rows = &logits[row * vocab..(row + n) * vocab];
+                    row += n;
+                    score_prompt(s, pos0, rows, vocab);
+                    if s.computed < s.tokens.len() {
+                        continue;
+                    }
+                    // The chunk's last row is the next-token distribution.
+                    &rows[(n - 1) * vocab..]
+                }
+            };
+            let next = if s.req.max_tokens == 0 {
+                Some(score_only_done(s))
+            } else {
+                sample_and_emit(&slot.model, &mut slot.trie, s, l, &self.stats, now)
+            };
+            if let Some(done) = next {
                 finished.push((k, done));
             }
         }
@@ -854,6 +896,7 @@ impl Actor {
                 prompt_tokens: s.req.prompt.len(),
                 cached_tokens: s.cached_tokens,
                 completion_tokens: s.generated,
+                prompt_logprobs: s.prompt_lps,
                 ..done
             }));
         }

@@ -169,6 +169,7 @@ impl LlamaGuard {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            prompt_logprobs: None,
             constraint: Some(self.constraint.clone()),
             watch: vec![self.unsafe_token],
             deadline: Some(Instant::now() + CHECK_TIMEOUT),

@@ -24,10 +24,12 @@ use crate::job::{
 };
 use crate::state::AppState;
 
+mod completions;
 pub mod responses;
 mod sse;
 pub mod stored;
 mod types;
+pub use completions::{completions, completions_ls};
 pub use sse::{frame, merge, sse_response};
 pub use types::*;
 pub(crate) use types::{rand_seed, tools as tool_specs};
@@ -414,171 +416,12 @@ pub(crate) fn maybe_call(text: &str, forced: bool) -> bool {
         || "<function".starts_with(t)
 }
 
-pub async fn completions(
-    State(app): State<Arc<AppState>>,
-    JsonBody(req): JsonBody<CompletionRequest>,
-) -> Result<Response, ApiError> {
-    completions_with(app, req, Flavor { done_marker: true }).await
-}
-
-pub async fn completions_ls(
-    State(app): State<Arc<AppState>>,
-    JsonBody(req): JsonBody<CompletionRequest>,
-) -> Result<Response, ApiError> {
-    completions_with(app, req, Flavor { done_marker: false }).await
-}
-
-async fn completions_with(
-    app: Arc<AppState>,
-    req: CompletionRequest,
-    flavor: Flavor,
-) -> Result<Response, ApiError> {
-    for (name, v) in [("suffix", &req.suffix), ("best_of", &req.best_of)] {
-        if v.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::invalid_param(
-                name,
-                format!("`{name}` is not supported"),
-            ));
-        }
-    }
-    let mut settings = req.sampling.settings()?;
-    settings.response_format = response_format(&req.response_format)?;
-    if let Some(lp) = req.logprobs {
-        if lp > 5 {
-            return Err(ApiError::invalid_param(
-                "logprobs",
-                "logprobs must be at most 5",
-            ));
-        }
-        settings.logprobs = Some(lp as usize);
-    }
-    let prompt = match &req.prompt {
-        PromptSpec::One(s) => s.clone(),
-        PromptSpec::Many(v) if v.len() == 1 => v[0].clone(),
-        PromptSpec::Many(_) => {
-            return Err(ApiError::invalid_param(
-                "prompt",
-                "send one prompt per request (use /v1/inference/batch-completion for batches)",
-            ));
-        }
-    };
-    let job = job::prepare_completion(&app, &req.model, &prompt, settings)?;
-    let rxs = job::submit_all(&app, &job)?;
-    let id = format!("cmpl-{:x}", rand_seed());
-    let echo = if req.echo.unwrap_or(false) {
-        prompt
-    } else {
-        String::new()
-    };
-    if req.sampling.stream.unwrap_or(false) {
-        let (tx, out) = mpsc::channel::<String>(64);
-        let include_usage = req
-            .sampling
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        let n = rxs.len();
-        let mut events = merge(rxs);
-        tokio::spawn(async move {
-            let created = unix_now();
-            let chunk = |i: usize, text: &str, finish: Value| {
-                json!({"id": id, "object": "text_completion", "created": created, "model": job.model_id,
-                       "choices": [{"index": i, "text": text, "finish_reason": finish, "logprobs": null}]})
-            };
-            if !echo.is_empty() {
-                for i in 0..n {
-                    if tx.send(frame(&chunk(i, &echo, Value::Null))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            let (mut open, mut ct, mut pt) = (n, 0, job.prompt.len());
-            while open > 0 {
-                let Some((i, ev)) = events.recv().await else {
-                    break;
-                };
-                let f = match ev {
-                    Event::Token { text, .. } if text.is_empty() => continue,
-                    Event::Token { text, .. } => chunk(i, &text, Value::Null),
-                    Event::Done(d) => {
-                        open -= 1;
-                        ct += d.completion_tokens;
-                        pt = d.prompt_tokens;
-                        let mut o = empty_output(&job);
-                        o.finish = d.finish;
-                        chunk(i, &d.text, json!(o.openai_finish()))
-                    }
-                    Event::Error(e) => job::engine_error(e).body(),
-                };
-                if tx.send(frame(&f)).await.is_err() {
-                    return;
-                }
-            }
-            if include_usage {
-                let c = json!({"id": id, "object": "text_completion", "created": created,
-                    "model": job.model_id, "choices": [], "usage": usage(pt, ct, 0)});
-                if tx.send(frame(&c)).await.is_err() {
-                    return;
-                }
-            }
-            if flavor.done_marker {
-                let _ = tx.send("data: [DONE]\n\n".to_string()).await;
-            }
-        });
-        return Ok(sse_response(out));
-    }
-    let model = &job.loaded;
-    let mut choices = Vec::new();
-    let (mut pt, mut ct, mut cached) = (0, 0, 0);
-    for (i, rx) in rxs.into_iter().enumerate() {
-        let out = job::collect(&app, &job, rx).await?;
-        pt = out.prompt_tokens;
-        ct += out.completion_tokens;
-        cached = cached.max(out.cached_tokens);
-        let logprobs = if job.seq.logprobs.is_some() {
-            let mut offset = echo.len();
-            let (mut tokens, mut lps, mut tops, mut offs) = (vec![], vec![], vec![], vec![]);
-            for (id, lp) in &out.logprobs {
-                let (t, _) = token_text(model, *id);
-                offs.push(offset);
-                offset += t.len();
-                tokens.push(t);
-                lps.push(lp.logprob);
-                let top: serde_json::Map<String, Value> = lp
-                    .top
-                    .iter()
-                    .map(|&(t, l)| (token_text(model, t).0, json!(l)))
-                    .collect();
-                tops.push(Value::Object(top));
-            }
-            json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offs})
-        } else {
-            Value::Null
-        };
-        choices.push(json!({
-            "index": i,
-            "text": format!("{echo}{}", out.text),
-            "finish_reason": out.openai_finish(),
-            "logprobs": logprobs,
-        }));
-    }
-    Ok(axum::Json(json!({
-        "id": id,
-        "object": "text_completion",
-        "created": unix_now(),
-        "model": job.model_id,
-        "choices": choices,
-        "usage": usage(pt, ct, cached),
-    }))
-    .into_response())
-}
-
 pub fn empty_output(job: &Job) -> Output {
     Output {
         text: String::new(),
         ids: Vec::new(),
         logprobs: Vec::new(),
+        prompt_logprobs: Vec::new(),
         finish: ferrollama_engine::scheduler::Finish::Timeout,
         prompt_tokens: job.prompt.len(),
         cached_tokens: 0,

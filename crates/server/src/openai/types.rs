@@ -140,12 +140,15 @@ pub struct ChatRequest {
     pub sampling: Sampling,
 }
 
-/// `prompt`: a string or a list of strings.
+/// `prompt`: a string, a list of strings, token ids, or a list of token-id lists (as
+/// lm-evaluation-harness sends tokenized requests).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum PromptSpec {
     One(String),
     Many(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
 }
 
 /// `POST /v1/completions`
@@ -171,6 +174,12 @@ pub struct CompletionRequest {
 
 impl Sampling {
     pub(super) fn settings(&self) -> Result<Settings, ApiError> {
+        self.settings_with(false)
+    }
+
+    /// [`Sampling::settings`]; `zero_ok` allows `max_tokens: 0` (completions' `echo`:
+    /// the prompt is scored, nothing generated).
+    pub(super) fn settings_with(&self, zero_ok: bool) -> Result<Settings, ApiError> {
         let d = SamplerConfig::default();
         let seed = self.seed.map_or_else(rand_seed, |s| s as u64);
         let sampler = SamplerConfig {
@@ -211,7 +220,7 @@ impl Sampling {
             return Err(ApiError::invalid_param("stop", "at most 4 stop sequences"));
         }
         let max = self.max_completion_tokens.or(self.max_tokens);
-        if max == Some(0) {
+        if max == Some(0) && !zero_ok {
             return Err(ApiError::invalid_param(
                 "max_tokens",
                 "max_tokens must be at least 1",
@@ -223,6 +232,7 @@ impl Sampling {
             stop,
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs: None,
+            prompt_logprobs: None,
             n: self.n.unwrap_or(1) as usize,
             response_format: None,
         })

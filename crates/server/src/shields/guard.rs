@@ -212,6 +212,7 @@ pub fn refusal(job: &Job) -> Events {
         prompt_tokens: job.prompt.len(),
         cached_tokens: 0,
         completion_tokens: 0,
+        prompt_logprobs: Vec::new(),
     }));
     Events::new(rx)
 }
@@ -257,6 +258,7 @@ async fn moderate_loop(
             prompt_tokens,
             cached_tokens: 0,
             completion_tokens,
+            prompt_logprobs: Vec::new(),
         }));
     };
     loop {
