@@ -306,8 +306,8 @@ fn bad_task_files_and_rows_are_named() {
     assert!(e.contains("Parquet is not supported"), "{e}");
 }
 
-/// Generation through `--base-url` against `ferrollama serve` gives what the model gives in
-/// process (both greedy).
+/// Generation and scoring through `--base-url` against `ferrollama serve` give what the
+/// model gives in process.
 #[test]
 fn base_url_generation_matches_in_process() {
     let srv = common::server::Server::start(&["-m", &tiny().to_string_lossy(), "--threads", "1"]);
@@ -341,4 +341,36 @@ fn base_url_generation_matches_in_process() {
             .iter()
             .all(|r| !r.as_str().unwrap().is_empty())
     );
+
+    // Multiple choice scored by echoed log-probabilities (lm-eval's local-completions
+    // requests) equals in-process scoring on this F16 model.
+    let mc = root().join("testdata/eval/mc.yaml");
+    let (ok, _, stderr, local) = eval(&mc, &[]);
+    assert!(ok, "{stderr}");
+    let o = common::run(
+        common::bin()
+            .args(["eval", "-m", "tiny-f16", "--base-url", &url, "--task"])
+            .arg(&mc)
+            .arg("--json")
+            .arg(&out),
+        b"",
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let http: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let lls = |v: &Value| -> Vec<f64> {
+        v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["loglikelihoods"].as_array().unwrap().clone())
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (lls(&http), lls(&local));
+    assert_eq!(a.len(), 14);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4, "server {x} vs in process {y}");
+    }
+    assert_eq!(http["metrics"][0]["value"], local["metrics"][0]["value"]);
 }

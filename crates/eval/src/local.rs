@@ -35,11 +35,10 @@ pub struct LocalOptions {
     /// The longest sequence scored at once (lm-eval's `max_length`).
     pub max_length: usize,
     /// Evaluate a question's context once for all its choices. Off: each context + choice
-    /// runs in one pass from an empty cache, as a server's echo prefill computes it. The two
-    /// agree to rounding on float weights, but on quantized weights the integer kernels'
-    /// result for a row depends on how many tokens share its call, so the choices' scores
-    /// can differ by a few hundredths of a nat; turn sharing off to reproduce a one-pass
-    /// scorer exactly.
+    /// runs in one pass from an empty cache. The two agree to rounding on float weights, but
+    /// on quantized weights the integer kernels' result for a row depends on how many tokens
+    /// share its call, so the choices' scores can differ by a few hundredths of a nat (so
+    /// does a server's, which splits a prompt its own way).
     pub prefix_sharing: bool,
 }
 

@@ -71,10 +71,9 @@ pub struct EvalArgs {
     #[arg(long, requires = "apply_chat_template")]
     fewshot_as_multiturn: bool,
     /// Score each context + choice in one pass from an empty cache instead of evaluating a
-    /// question's context once for all its choices: slower, but on quantized models it
-    /// reproduces a one-pass scorer (a server's echo prefill) exactly, where the shared
-    /// evaluation can differ by a few hundredths of a nat (the integer kernels round a row
-    /// differently depending on the tokens that share its call).
+    /// question's context once for all its choices: slower; on quantized models the two
+    /// can differ by a few hundredths of a nat per choice (the integer kernels round a row
+    /// differently depending on the tokens that share its call), on F16/F32 they agree.
     #[arg(long)]
     no_prefix_sharing: bool,
     /// Score a model behind an OpenAI-compatible server instead of loading one, e.g.
