@@ -150,24 +150,17 @@ async fn process(app: &Arc<AppState>, entry: &Arc<BatchEntry>) -> Result<(), Str
     };
     let mut out_f = open(&out_path)?;
     let mut err_f = open(&err_path)?;
-    let first_model = app.models.ids().into_iter().next().unwrap_or_default();
     let mut reqs = Vec::new();
     for r in parsed.into_iter().filter(|r| !done(r)) {
         match r {
-            Ok(mut q) => {
-                if let Value::Object(o) = &mut q.body
-                    && !o.contains_key("model")
-                {
-                    o.insert("model".into(), json!(first_model));
-                }
-                reqs.push(q);
-            }
+            Ok(q) => reqs.push(q),
             Err(e) => {
                 append(&mut err_f, &error_line(&e)).map_err(|e| e.to_string())?;
                 failed += 1;
             }
         }
     }
+    super::default_model(app, &mut reqs);
     entry.update(|r| {
         if r.status == Status::Validating {
             r.status = Status::InProgress;
