@@ -43,6 +43,11 @@ async fn run(app: Arc<AppState>, entry: Arc<BatchEntry>) {
     };
     if let Err(e) = process(&app, &entry).await {
         let id = entry.snapshot().id;
+        if e == SHUTDOWN {
+            // Left as it is: the next start resumes it.
+            tracing::info!(batch = %id, "batch paused by the shutdown");
+            return;
+        }
         tracing::error!(batch = %id, "batch failed: {e}");
         entry.update(|r| {
             r.status = Status::Failed;
@@ -52,6 +57,10 @@ async fn run(app: Arc<AppState>, entry: Arc<BatchEntry>) {
         });
     }
 }
+
+/// Why a run stopped when the server shuts down (its lines are not failures: they run
+/// again after the restart).
+const SHUTDOWN: &str = "the server is shutting down";
 
 /// Fails the batch at validation with `errors`.
 fn fail(entry: &BatchEntry, errors: Vec<Value>) {
@@ -189,6 +198,10 @@ async fn process(app: &Arc<AppState>, entry: &Arc<BatchEntry>) -> Result<(), Str
         entry.cancel.clone(),
         gate,
         |o| -> Result<(), String> {
+            if !o.ok() && app.engine.is_closed() {
+                // Refused because of the shutdown, not because of the line.
+                return Err(SHUTDOWN.to_string());
+            }
             let f = if o.ok() { &mut out_f } else { &mut err_f };
             append(f, &o.out).map_err(|e| e.to_string())?;
             if o.ok() {
