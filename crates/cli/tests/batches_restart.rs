@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)]
-//! A batch of the Batches API survives its server: `serve` is killed with SIGKILL while the
-//! batch runs, restarted on the same data directory, and the batch resumes and completes
-//! with every custom_id in its output file exactly once; its record (id, creation time,
-//! counts) is still there after another restart.
+//! A batch of the Batches API survives its server: `serve` is stopped with SIGTERM (lines
+//! refused by the shutdown are not failures), then killed with SIGKILL, while the batch
+//! runs; restarted on the same data directory each time, the batch resumes and completes
+//! with every custom_id in its output file exactly once and none failed; its record (id,
+//! creation time, counts) is still there after another restart.
 
 mod common;
 
@@ -75,10 +76,29 @@ fn a_batch_killed_with_its_server_resumes_after_the_restart() {
     );
     let id = b["id"].as_str().unwrap().to_string();
     let created = b["created_at"].clone();
-    let mid = wait(&s, &id, |b| {
-        b["request_counts"]["completed"].as_u64() >= Some(3)
-    });
+    let done = |b: &Value| b["request_counts"]["completed"].as_u64().unwrap();
+    let mid = wait(&s, &id, |b| done(b) >= 3);
     assert_eq!(mid["status"], "in_progress", "{mid}");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // Wait until it has exited (a zombie: not reaped yet) after the drain, so the next
+    // server is alone with the data directory.
+    let stat = format!("/proc/{}/stat", s.pid());
+    let end = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&stat).is_ok_and(|t| !t.contains(") Z ")) {
+        assert!(Instant::now() < end, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(s);
+
+    let s = start(&data);
+    let before = done(&mid);
+    let mid = wait(&s, &id, |b| done(b) >= before + 3);
+    assert_eq!(mid["status"], "in_progress", "{mid}");
+    assert_eq!(mid["request_counts"]["failed"], 0, "{mid}");
     drop(s); // SIGKILL
 
     let s = start(&data);

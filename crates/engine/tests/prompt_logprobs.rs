@@ -123,5 +123,30 @@ fn prompt_logprobs_are_the_log_softmax_of_the_models_logits() {
             assert_eq!(toks, plain, "scoring changes no generated token");
         }
     }
+    // Scored beside plain sequences in the same steps: each row goes to its own sequence.
+    let other = prompt(23)
+        .iter()
+        .map(|t| (t + 11) % 500)
+        .collect::<Vec<_>>();
+    let (alone, _) = run(&engine, request(other.clone(), 5, None));
+    let plain_rx = engine.submit(request(other.clone(), 5, None)).unwrap();
+    let (toks, done) = run(&engine, request(p.clone(), 3, Some(2)));
+    assert_eq!(toks[..2], plain[..], "greedy tokens as before");
+    for (i, lp) in done.prompt_logprobs.iter().enumerate() {
+        assert!((f64::from(lp.logprob) - want[i][p[i + 1] as usize]).abs() < 1e-4);
+    }
+    let mut rx = plain_rx;
+    let mut beside = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Token { id, .. } => beside.push(id),
+            Event::Done(d) => {
+                assert!(d.prompt_logprobs.is_empty(), "only scored sequences report");
+                break;
+            }
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(beside, alone);
     engine.shutdown();
 }

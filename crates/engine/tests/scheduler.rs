@@ -230,6 +230,8 @@ fn too_long_prompt_and_bad_model_are_invalid() {
         "ctx is 512"
     );
     assert!(engine.submit(request(Vec::new(), 4)).is_err());
+    // A token outside the vocabulary would fail the whole batched step.
+    assert!(engine.submit(request(vec![1, u32::MAX], 4)).is_err());
     let mut r = request(prompt(0, 5), 4);
     r.model = 3;
     assert!(engine.submit(r).is_err());

@@ -25,7 +25,7 @@ use ferrollama_server::files::FilesState;
 use ferrollama_server::fine_tuning::FineTuning;
 use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{AppState, Limits, ModelRegistry, Registered, RequestCounters};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cache;
 
@@ -33,7 +33,7 @@ use crate::cache;
 /// "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings", "body"}` per line) and
 /// write OpenAI's batch output lines (`{"id", "custom_id", "response": {"status_code",
 /// "request_id", "body"}, "error"}`). Bodies mean what they mean to `serve`. A body
-/// without `model` runs on the first model.
+/// without `model` runs on the first model (embeddings: the embedding model).
 ///
 /// Answers with a 2xx status go to OUT, the others and unreadable lines (bad JSON, an
 /// unknown url) to the error file; the rest of the batch goes on. A rerun skips every
@@ -205,14 +205,7 @@ pub fn batch(a: BatchArgs) -> Result<ExitCode> {
     if !reqs.is_empty() {
         let needs_embeddings = reqs.iter().any(|q| q.url == "/v1/embeddings");
         let app = app_state(&a, needs_embeddings)?;
-        let first = app.models.ids().into_iter().next().unwrap_or_default();
-        for q in &mut reqs {
-            if let Value::Object(o) = &mut q.body
-                && !o.contains_key("model")
-            {
-                o.insert("model".into(), json!(first));
-            }
-        }
+        batch::default_model(&app, &mut reqs);
         let bar = super::progress_bar(a.json);
         bar.set_length(reqs.len() as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template(

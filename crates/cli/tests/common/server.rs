@@ -64,6 +64,11 @@ impl Server {
         panic!("serve did not start: {seen:?}");
     }
 
+    /// The server's process id (to send it a signal).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -315,6 +315,13 @@ impl Engine {
         if req.prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
+        let vocab = model.llama.config.vocab_size;
+        if let Some(t) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
+            // Checked here: in the step it would fail every sequence of the batch.
+            return Err(SubmitError::Invalid(format!(
+                "token id {t} is outside the vocabulary ({vocab} tokens)"
+            )));
+        }
         let ctx = context_of(&self.config, &model);
         if req.prompt.len() >= ctx {
             return Err(SubmitError::Invalid(format!(

@@ -106,6 +106,25 @@ pub fn parse_line(line: usize, text: &str, endpoint: Option<&str>) -> Result<Req
     })
 }
 
+/// Gives a body without `model` the server's default for its endpoint: the first served
+/// model, or for `/v1/embeddings` the default embedding model.
+pub fn default_model(app: &crate::state::AppState, reqs: &mut [Request]) {
+    let chat = app.models.ids().into_iter().next();
+    let embed = app.embeddings.default_model().map(|m| m.id.clone());
+    for q in reqs {
+        let model = if q.url == "/v1/embeddings" {
+            &embed
+        } else {
+            &chat
+        };
+        if let (Value::Object(o), Some(m)) = (&mut q.body, model)
+            && !o.contains_key("model")
+        {
+            o.insert("model".into(), json!(m));
+        }
+    }
+}
+
 /// custom_ids given on more than one line, with those lines, in order of first use.
 pub fn duplicates<'a>(
     ids: impl IntoIterator<Item = (usize, &'a str)>,

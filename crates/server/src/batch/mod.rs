@@ -21,6 +21,8 @@ pub mod store;
 pub mod worker;
 
 pub use dispatch::dispatch;
-pub use line::{ENDPOINTS, LineError, Request, duplicates, error_line, parse_line, result_line};
+pub use line::{
+    ENDPOINTS, LineError, Request, default_model, duplicates, error_line, parse_line, result_line,
+};
 pub use resume::{Done, ResumeError, append};
 pub use run::{Outcome, run_all};

@@ -43,6 +43,11 @@ async fn run(app: Arc<AppState>, entry: Arc<BatchEntry>) {
     };
     if let Err(e) = process(&app, &entry).await {
         let id = entry.snapshot().id;
+        if e == SHUTDOWN {
+            // Left as it is: the next start resumes it.
+            tracing::info!(batch = %id, "batch paused by the shutdown");
+            return;
+        }
         tracing::error!(batch = %id, "batch failed: {e}");
         entry.update(|r| {
             r.status = Status::Failed;
@@ -52,6 +57,10 @@ async fn run(app: Arc<AppState>, entry: Arc<BatchEntry>) {
         });
     }
 }
+
+/// Why a run stopped when the server shuts down (its lines are not failures: they run
+/// again after the restart).
+const SHUTDOWN: &str = "the server is shutting down";
 
 /// Fails the batch at validation with `errors`.
 fn fail(entry: &BatchEntry, errors: Vec<Value>) {
@@ -150,24 +159,17 @@ async fn process(app: &Arc<AppState>, entry: &Arc<BatchEntry>) -> Result<(), Str
     };
     let mut out_f = open(&out_path)?;
     let mut err_f = open(&err_path)?;
-    let first_model = app.models.ids().into_iter().next().unwrap_or_default();
     let mut reqs = Vec::new();
     for r in parsed.into_iter().filter(|r| !done(r)) {
         match r {
-            Ok(mut q) => {
-                if let Value::Object(o) = &mut q.body
-                    && !o.contains_key("model")
-                {
-                    o.insert("model".into(), json!(first_model));
-                }
-                reqs.push(q);
-            }
+            Ok(q) => reqs.push(q),
             Err(e) => {
                 append(&mut err_f, &error_line(&e)).map_err(|e| e.to_string())?;
                 failed += 1;
             }
         }
     }
+    super::default_model(app, &mut reqs);
     entry.update(|r| {
         if r.status == Status::Validating {
             r.status = Status::InProgress;
@@ -196,6 +198,10 @@ async fn process(app: &Arc<AppState>, entry: &Arc<BatchEntry>) -> Result<(), Str
         entry.cancel.clone(),
         gate,
         |o| -> Result<(), String> {
+            if !o.ok() && app.engine.is_closed() {
+                // Refused because of the shutdown, not because of the line.
+                return Err(SHUTDOWN.to_string());
+            }
             let f = if o.ok() { &mut out_f } else { &mut err_f };
             append(f, &o.out).map_err(|e| e.to_string())?;
             if o.ok() {
