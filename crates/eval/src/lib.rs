@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod perplexity;
+pub mod scoring;
 
 pub use error::{EvalError, Result};
 pub use perplexity::{KlStats, PplOptions, PplResult, perplexity};
