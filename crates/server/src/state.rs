@@ -66,6 +66,8 @@ pub struct AppState {
     pub files: crate::files::FilesState,
     /// Fine-tuning jobs (see [`crate::fine_tuning`]).
     pub fine_tuning: std::sync::Arc<crate::fine_tuning::FineTuning>,
+    /// Llama Stack datasets and registered scoring functions (see [`crate::datasets`]).
+    pub evals: std::sync::Arc<crate::datasets::EvalStore>,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

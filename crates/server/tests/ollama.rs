@@ -64,6 +64,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
+        evals: Default::default(),
         ollama: OllamaState::new(store.map(Store::at), None, vec![Some(tiny())]),
         embeddings: Default::default(),
     })

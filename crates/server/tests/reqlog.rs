@@ -86,6 +86,7 @@ fn app() -> Arc<AppState> {
         agents: ferrollama_server::agents::AgentsState::in_memory().expect("agents db"),
         files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
+        evals: Default::default(),
         ollama: OllamaState::new(None, None, vec![None]),
         embeddings: Default::default(),
     })

@@ -52,6 +52,7 @@ fn app() -> Arc<AppState> {
         embeddings: Default::default(),
         files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
+        evals: Default::default(),
     })
 }
 

@@ -68,6 +68,7 @@ pub fn tiny_app_full(
         embeddings: Default::default(),
         files,
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
+        evals: Default::default(),
     })
 }
 
