@@ -98,6 +98,8 @@ def test_malformed_csv_row_is_refused_with_its_line(ls):
 
 
 def test_scoring_functions_list_has_the_builtins(ls):
+    providers = {(p.api, p.provider_id) for p in ls.providers.list()}
+    assert {("datasetio", "localfs"), ("scoring", "basic"), ("scoring", "llm-as-judge")} <= providers
     ids = {f.identifier: f for f in ls.scoring_functions.list()}
     for want in ("basic::equality", "basic::subset_of", "basic::regex_parser_multiple_choice_answer",
                  "basic::regex_parser_math_response", "llm-as-judge::base"):
