@@ -188,6 +188,23 @@ async fn scoring_builtins_registered_and_batch() {
         json!(1.0)
     );
 
+    // Math answers: extracted and normalized on both sides.
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/v1/scoring/score",
+        Some(json!({"input_rows": [
+            {"expected_answer": "\\frac{1}{2}", "generated_answer": "So the final answer is $\\boxed{0.5}$"},
+            {"expected_answer": "12", "generated_answer": "The final answer is $\\boxed{13}$"},
+        ], "scoring_functions": {"basic::regex_parser_math_response": null}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["results"]["basic::regex_parser_math_response"]["score_rows"],
+        json!([{"score": 1.0}, {"score": 0.0}])
+    );
+
     // A registered regex parser, and a call overriding its aggregations.
     let (s, v) = json_call(
         &app,

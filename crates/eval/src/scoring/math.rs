@@ -73,6 +73,22 @@ const REMOVED_EXPRESSIONS: &[&str] = &[
     "\\dots",
 ];
 
+/// One of this module's own patterns, compiled once per process (a scoring call runs
+/// them on every row).
+fn fixed(pattern: &'static str) -> Result<std::sync::Arc<PyRegex>, ScoringError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<PyRegex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut g = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = g.get(pattern) {
+        return Ok(r.clone());
+    }
+    let r = Arc::new(PyRegex::new(pattern)?);
+    g.insert(pattern, r.clone());
+    Ok(r)
+}
+
 /// Whether `generated` and `expected` are the same answer: the generated text up to any
 /// `Q:` / `A:` marker, its answer extracted by `regex` (the first match), the expected
 /// text's by `.*`, both normalized.
@@ -83,7 +99,7 @@ pub fn math_response_equal(
 ) -> Result<bool, ScoringError> {
     let g = normalize_final_answer(first_answer(generated), regex)?;
     let g = try_evaluate_frac(&g)?;
-    let any = PyRegex::new(".*")?;
+    let any = fixed(".*")?;
     let e = normalize_final_answer(expected, &any)?;
     let e = try_evaluate_frac(&e)?;
     Ok(g == e)
@@ -97,7 +113,7 @@ pub fn first_answer(text: &str) -> &str {
 
 /// Numeric `\frac{a}{b}` → `a/b` as `0.2e` (`\frac{1}{2}` → `5.00e-01`).
 pub fn try_evaluate_frac(expression: &str) -> Result<String, ScoringError> {
-    let re = PyRegex::new(r"\\frac{([^}]+)}{([^}]+)}")?;
+    let re = fixed(r"\\frac{([^}]+)}{([^}]+)}")?;
     let mut out = expression.to_string();
     for m in re.find_all(expression)? {
         let (Some(Some(a)), Some(Some(b))) = (m.groups.first(), m.groups.get(1)) else {
@@ -196,25 +212,25 @@ pub fn normalize_final_answer(final_answer: &str, regex: &PyRegex) -> Result<Str
     let group = |m: &super::pyregex::PyMatch, i: usize| {
         m.groups.get(i).cloned().flatten().unwrap_or_default()
     };
-    s = PyRegex::new(r"(.*?)(\$)(.*?)(\$)(.*)")?.sub(&s, |m| format!("${}$", group(m, 2)))?;
+    s = fixed(r"(.*?)(\$)(.*?)(\$)(.*)")?.sub(&s, |m| format!("${}$", group(m, 2)))?;
     for p in [
         r"(\\text\{)(.*?)(\})",
         r"(\\textbf\{)(.*?)(\})",
         r"(\\overline\{)(.*?)(\})",
         r"(\\boxed\{)(.*)(\})",
     ] {
-        s = PyRegex::new(p)?.sub(&s, |m| group(m, 1))?;
+        s = fixed(p)?.sub(&s, |m| group(m, 1))?;
     }
-    s = PyRegex::new(r"(frac)([^{])(.)")?.sub(&s, |m| {
+    s = fixed(r"(frac)([^{])(.)")?.sub(&s, |m| {
         format!("frac{{{}}}{{{}}}", group(m, 1), group(m, 2))
     })?;
-    s = PyRegex::new(r"(sqrt)([^{])")?.sub(&s, |m| format!("sqrt{{{}}}", group(m, 1)))?;
+    s = fixed(r"(sqrt)([^{])")?.sub(&s, |m| format!("sqrt{{{}}}", group(m, 1)))?;
     s = s.replace('$', "");
     let no_commas = s.replace(',', "");
     if !no_commas.is_empty() && no_commas.chars().all(char::is_numeric) {
         s = no_commas;
     }
-    if PyRegex::new(r"\([a-zA-Z]\)")?.match_start(&s)?.is_some()
+    if fixed(r"\([a-zA-Z]\)")?.match_start(&s)?.is_some()
         && let Some(c) = s.chars().nth(1)
     {
         s = c.to_string();
