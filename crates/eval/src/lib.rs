@@ -19,6 +19,7 @@ pub mod perplexity;
 pub mod prompt;
 pub mod pyrandom;
 pub mod report;
+pub mod scoring;
 pub mod task;
 pub mod templates;
 pub mod toolcall;

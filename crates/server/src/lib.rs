@@ -16,6 +16,7 @@ pub mod agents;
 pub mod batch;
 pub mod body;
 pub mod calls;
+pub mod datasets;
 pub mod embeddings;
 pub mod error;
 pub mod files;
@@ -1023,6 +1024,95 @@ pub fn routes() -> Vec<Route> {
             api: "post-training",
             body: None,
             handler: || post(fine_tuning::llama_stack::cancel),
+        },
+        // Llama Stack datasets and scoring (datasets/).
+        Route {
+            method: "POST",
+            path: "/v1/datasets",
+            summary: "Llama Stack: register a dataset (purpose; source rows, or a uri: local path, file://, data: URL of CSV / JSON Lines, uploaded file id)",
+            api: "datasets",
+            body: None,
+            handler: || post(datasets::api::register),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/datasets",
+            summary: "Llama Stack: datasets",
+            api: "datasets",
+            body: None,
+            handler: || get(datasets::api::list),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/datasets/{dataset_id}",
+            summary: "Llama Stack: a dataset",
+            api: "datasets",
+            body: None,
+            handler: || get(datasets::api::get),
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/datasets/{dataset_id}",
+            summary: "Llama Stack: unregister a dataset",
+            api: "datasets",
+            body: None,
+            handler: || delete(datasets::api::unregister),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/datasetio/iterrows/{dataset_id}",
+            summary: "Llama Stack: a page of a dataset's rows (start_index, limit; -1 for all)",
+            api: "datasets",
+            body: None,
+            handler: || get(datasets::api::iterrows),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/datasetio/append-rows/{dataset_id}",
+            summary: "Llama Stack: append rows to a dataset",
+            api: "datasets",
+            body: None,
+            handler: || post(datasets::api::append_rows),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/scoring-functions",
+            summary: "Llama Stack: scoring functions (built-in and registered)",
+            api: "scoring",
+            body: None,
+            handler: || get(datasets::scoring::list),
+        },
+        Route {
+            method: "GET",
+            path: "/v1/scoring-functions/{scoring_fn_id}",
+            summary: "Llama Stack: a scoring function",
+            api: "scoring",
+            body: None,
+            handler: || get(datasets::scoring::get),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/scoring-functions",
+            summary: "Llama Stack: register a scoring function (regex_parser or llm_as_judge params, or a basic scorer)",
+            api: "scoring",
+            body: None,
+            handler: || post(datasets::scoring::register),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/scoring/score",
+            summary: "Llama Stack: score rows (score_rows and aggregated_results per function)",
+            api: "scoring",
+            body: None,
+            handler: || post(datasets::scoring::score),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/scoring/score-batch",
+            summary: "Llama Stack: score a registered dataset (save_results_dataset registers the scored rows)",
+            api: "scoring",
+            body: None,
+            handler: || post(datasets::scoring::score_batch),
         },
         Route {
             method: "POST",

@@ -128,6 +128,17 @@ fn provider_list() -> Vec<Value> {
                    "config": {}, "health": {"status": "OK"}})
         })
         .collect();
+    // Datasets and scoring (datasets/), under llama-stack's provider ids.
+    for (api, p) in [
+        ("datasetio", "localfs"),
+        ("scoring", "basic"),
+        ("scoring", "llm-as-judge"),
+    ] {
+        v.push(
+            json!({"api": api, "provider_id": p, "provider_type": format!("inline::{p}"),
+                      "config": {}, "health": {"status": "OK"}}),
+        );
+    }
     // The shield kinds, each a safety provider (the `provider_id` of its shields).
     for p in ["llama-guard", "prompt-guard", "regex"] {
         v.push(

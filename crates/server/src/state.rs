@@ -68,6 +68,8 @@ pub struct AppState {
     pub fine_tuning: std::sync::Arc<crate::fine_tuning::FineTuning>,
     /// Batches of the Batches API (see [`crate::batch::api`]).
     pub batches: crate::batch::store::Batches,
+    /// Llama Stack datasets and registered scoring functions (see [`crate::datasets`]).
+    pub evals: std::sync::Arc<crate::datasets::EvalStore>,
 }
 
 /// `ferrollama_requests_total{route,status}`: one counter per (route, status), fixed at

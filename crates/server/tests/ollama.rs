@@ -65,6 +65,7 @@ fn app_with(store: Option<PathBuf>) -> Arc<AppState> {
         files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
         batches: ferrollama_server::batch::store::Batches::temporary(),
+        evals: Default::default(),
         ollama: OllamaState::new(store.map(Store::at), None, vec![Some(tiny())]),
         embeddings: Default::default(),
     })

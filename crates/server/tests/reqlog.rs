@@ -87,6 +87,7 @@ fn app() -> Arc<AppState> {
         files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
         batches: ferrollama_server::batch::store::Batches::temporary(),
+        evals: Default::default(),
         ollama: OllamaState::new(None, None, vec![None]),
         embeddings: Default::default(),
     })

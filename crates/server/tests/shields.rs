@@ -61,6 +61,7 @@ fn app_with(window: Window, action: Action) -> Arc<AppState> {
         files: ferrollama_server::files::FilesState::in_memory().expect("files store"),
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
         batches: ferrollama_server::batch::store::Batches::temporary(),
+        evals: Default::default(),
     })
 }
 

@@ -335,6 +335,7 @@ fn app_state(a: &BatchArgs, needs_embeddings: bool) -> Result<Arc<AppState>> {
         embeddings,
         fine_tuning: Arc::new(FineTuning::temporary()),
         batches: ferrollama_server::batch::store::Batches::temporary(),
+        evals: Default::default(),
     }))
 }
 

@@ -118,6 +118,7 @@ pub fn chat_with_tools(a: ChatArgs) -> Result<ExitCode> {
         files: ferrollama_server::files::FilesState::in_memory()?,
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
         batches: ferrollama_server::batch::store::Batches::temporary(),
+        evals: Default::default(),
     });
     let sampling = if sampler.temperature <= 0.0 {
         json!({"strategy": {"type": "greedy"}, "max_tokens": a.n_predict})

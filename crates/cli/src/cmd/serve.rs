@@ -477,6 +477,21 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
             )
         })?,
     };
+    let evals = match a
+        .data_dir
+        .clone()
+        .unwrap_or_else(ferrollama_store::paths::data_dir)
+    {
+        d if d.as_os_str().is_empty() || d.as_os_str() == ":memory:" => {
+            ferrollama_server::datasets::EvalStore::default()
+        }
+        d => ferrollama_server::datasets::EvalStore::open(&d).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the datasets in {}: {e} (choose another --data-dir)",
+                d.display()
+            )
+        })?,
+    };
     agents
         .db
         .set_retention(a.max_stored_completions, a.max_stored_responses);
@@ -518,6 +533,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         embeddings,
         fine_tuning: Arc::new(fine_tuning),
         batches,
+        evals: Arc::new(evals),
     });
     // Every model's file, so fine-tuning jobs can read their base model.
     for (i, p) in paths.iter().enumerate() {

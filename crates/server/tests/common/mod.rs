@@ -69,6 +69,7 @@ pub fn tiny_app_full(
         files,
         fine_tuning: std::sync::Arc::new(ferrollama_server::fine_tuning::FineTuning::temporary()),
         batches: ferrollama_server::batch::store::Batches::temporary(),
+        evals: Default::default(),
     })
 }
 
