@@ -27,8 +27,6 @@ use ferrollama_server::ollama::OllamaState;
 use ferrollama_server::{AppState, Limits, ModelRegistry, Registered, RequestCounters};
 use serde_json::json;
 
-use crate::cache;
-
 /// Run a JSONL file of OpenAI batch requests (`{"custom_id", "method": "POST", "url":
 /// "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings", "body"}` per line) and
 /// write OpenAI's batch output lines (`{"id", "custom_id", "response": {"status_code",
@@ -269,15 +267,7 @@ fn app_state(a: &BatchArgs, needs_embeddings: bool) -> Result<Arc<AppState>> {
     if a.ctx_size < 16 || a.kv_size < a.ctx_size {
         bail!("--ctx-size must be at least 16 and --kv-size at least --ctx-size");
     }
-    let paths = if a.models.is_empty() {
-        vec![cache::ensure(&cache::SMOLLM2)?]
-    } else {
-        let store = ferrollama_store::Store::open_default();
-        a.models
-            .iter()
-            .map(|p| store.resolve_arg(p))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let paths = super::model_paths(&a.models)?;
     let mut models = Vec::new();
     let mut registered = Vec::new();
     for (i, p) in paths.iter().enumerate() {

@@ -53,6 +53,19 @@ impl TokenizerArg {
     }
 }
 
+/// The model files `-m` names (an existing path wins, otherwise a model in the store), or
+/// the default model, fetched once into the cache, when none is named (`serve`, `batch`).
+pub fn model_paths(models: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if models.is_empty() {
+        return Ok(vec![cache::ensure(&cache::SMOLLM2)?]);
+    }
+    let store = ferrollama_store::Store::open_default();
+    Ok(models
+        .iter()
+        .map(|p| store.resolve_arg(p))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 /// A probability in `[0, 1)` (a dropout rate).
 pub fn probability(s: &str) -> Result<f64, String> {
     s.parse::<f64>()

@@ -19,7 +19,6 @@ use ferrollama_server::{
 };
 
 use super::model_args::KvTypeArg;
-use crate::cache;
 
 /// Serve models over HTTP: OpenAI-compatible (`/v1/chat/completions`, `/v1/completions`,
 /// `/v1/models`), Llama Stack (`/v1/inference/...`) and Ollama (`/api/chat`, `/api/generate`,
@@ -197,16 +196,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.step_tokens == 0 || a.max_running == 0 {
         bail!("--step-tokens and --max-running must be at least 1");
     }
-    let paths = if a.models.is_empty() {
-        vec![cache::ensure(&cache::SMOLLM2)?]
-    } else {
-        // An existing path wins; otherwise the name of a model in the store.
-        let store = ferrollama_store::Store::open_default();
-        a.models
-            .iter()
-            .map(|p| store.resolve_arg(p))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let paths = super::model_paths(&a.models)?;
     let mut models = Vec::new();
     let mut ids: Vec<String> = Vec::new();
     for p in &paths {
