@@ -6,41 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+mod common;
 
-use ferrollama_model::gguf::GgufFile;
 use ferrollama_model::{LlamaConfig, Weights};
 use ferrollama_tensor::{DType, ThreadPool};
 use ferrollama_train::weights::{convert_weights, params_from_weights};
-use ferrollama_train::{
-    FrozenBase, Lora, LoraConfig, ParamSet, PassOptions, Sequence, Shape, Target,
-    forward_backward_lora,
-};
+use ferrollama_train::{FrozenBase, ParamSet, PassOptions, Sequence, Shape, forward_backward_lora};
 
-fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLLAMA_SMOLLM2") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("FERROLLAMA_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("ferrollama")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/ferrollama")))
-        .unwrap_or_default();
-    cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn load() -> (LlamaConfig, Weights) {
-    let p = model_path();
-    let f = GgufFile::open(&p).unwrap_or_else(|e| {
-        panic!(
-            "{e}: SmolLM2 is needed at {}; run ./scripts/test (it fetches it) or `cargo run -- fetch smollm2`",
-            p.display()
-        )
-    });
-    let cfg = LlamaConfig::from_gguf(&f).unwrap();
-    let w = Weights::from_gguf(&f, &cfg).unwrap();
-    (cfg, w)
-}
+use common::{adapter, load, smollm2_path};
 
 fn tokens(n: usize, vocab: usize) -> Vec<u32> {
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -52,30 +25,6 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
             (s % vocab as u64) as u32
         })
         .collect()
-}
-
-/// An adapter on every projection with B nonzero too (a fresh B = 0 would leave dA = 0
-/// and the update out of the forward).
-fn adapter(cfg: &LlamaConfig) -> Lora<f32> {
-    let lc = LoraConfig {
-        dropout: 0.0,
-        rank: 4,
-        alpha: 8.0,
-        targets: Target::ALL.to_vec(),
-    };
-    let mut lora = Lora::<f32>::new(cfg, lc, 3).unwrap();
-    let mut s = 77u64;
-    for (_, t) in lora.tensors_mut() {
-        if t.iter().all(|&v| v == 0.0) {
-            for v in t.iter_mut() {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                *v = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02;
-            }
-        }
-    }
-    lora
 }
 
 /// Bytes per weight of `dtype`'s blocks.
@@ -175,7 +124,7 @@ fn check_against_f32(cfg: &LlamaConfig, w: &Weights, dtype: DType, pool: &Thread
 
 #[test]
 fn lora_over_a_frozen_base_matches_the_f32_base_in_every_stored_type() {
-    let (cfg, w) = load();
+    let (cfg, w) = load(&smollm2_path());
     let pool = ThreadPool::new(2);
     assert_eq!(
         w.layers[0].wq.dtype,
@@ -193,7 +142,7 @@ fn lora_over_a_frozen_base_matches_the_f32_base_in_every_stored_type() {
 /// comparisons above would not notice if every path read the same f32 weights.
 #[test]
 fn converted_bases_are_really_in_their_type() {
-    let (cfg, w) = load();
+    let (cfg, w) = load(&smollm2_path());
     let pool = ThreadPool::new(2);
     let wq = convert_weights(&w, DType::Q4_K, &pool).unwrap();
     let (a, _) = FrozenBase::from_weights(&w, &cfg).unwrap();
