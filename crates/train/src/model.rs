@@ -170,6 +170,17 @@ struct Work<F: Float> {
     dx: Vec<F>,
     dprev: Vec<F>,
     out: Vec<F>,
+    lora: LoraScratch<F>,
+}
+
+/// The adapter path's temporaries (kept for the reason [`Work`] is): the scaled
+/// `s · x Aᵀ` and its gradient, and under dropout the dropped input and its gradient.
+#[derive(Debug, Default)]
+struct LoraScratch<F: Float> {
+    xs: Vec<F>,
+    dxs: Vec<F>,
+    xd: Vec<F>,
+    dxd: Vec<F>,
 }
 
 thread_local! {
@@ -223,6 +234,7 @@ fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
     w: &M,
     lora: Option<Adapted<'_, F>>,
     xa: &mut Vec<F>,
+    ls: &mut LoraScratch<F>,
     c: usize,
     oc: usize,
 ) {
@@ -238,15 +250,17 @@ fn proj_forward<F: Float, M: Projection<F> + ?Sized>(
         let t = x.len() / c;
         resize(xa, t * r);
         // The adapter reads drop(x) (T, c) under dropout, x otherwise.
-        let dropped = drop.map(|m| {
-            let mut xd = vec![F::ZERO; x.len()];
-            m.apply(pool, &mut xd, x);
-            xd
-        });
-        let x = dropped.as_deref().unwrap_or(x);
+        let x = match drop {
+            Some(m) => {
+                resize(&mut ls.xd, x.len());
+                m.apply(pool, &mut ls.xd, x);
+                &ls.xd[..]
+            }
+            None => x,
+        };
         matmul::forward(pool, xa, x, &l.a, c, r); // (T, r)
-        let xs: Vec<F> = xa.iter().map(|&v| v * scale).collect();
-        F::gemm(pool, out, &xs, &l.b, Layout::Rows, r, oc, true); // += s (x Aᵀ) Bᵀ
+        scaled(&mut ls.xs, xa, scale);
+        F::gemm(pool, out, &ls.xs, &l.b, Layout::Rows, r, oc, true); // += s (x Aᵀ) Bᵀ
     }
 }
 
@@ -265,6 +279,7 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
     w: &M,
     lora: Option<Adapted<'_, F>>,
     xa: &[F],
+    ls: &mut LoraScratch<F>,
     c: usize,
     oc: usize,
 ) {
@@ -293,33 +308,34 @@ fn proj_backward<F: Float, M: Projection<F> + ?Sized>(
         let r = l.a.len() / c;
         let t = x.len() / c;
         // y += xs Bᵀ with xs = s · xa: dB += doutᵀ xs, dxs = dout B.
-        let xs: Vec<F> = xa.iter().map(|&v| v * scale).collect();
-        let mut dxs = vec![F::ZERO; t * r];
-        matmul::backward(
-            pool,
-            Some(&mut dxs),
-            Some(&mut dl.b),
-            dout,
-            &xs,
-            &l.b,
-            r,
-            oc,
-        );
+        let LoraScratch { xs, dxs, xd, dxd } = ls;
+        scaled(xs, xa, scale);
+        // `matmul::backward` accumulates into dxs: it must start at zero.
+        dxs.clear();
+        dxs.resize(t * r, F::ZERO);
+        matmul::backward(pool, Some(dxs), Some(&mut dl.b), dout, xs, &l.b, r, oc);
         // xa = x Aᵀ: dA += dxaᵀ x, dx += dxa A, with dxa = s · dxs.
         dxs.iter_mut().for_each(|v| *v *= scale);
         match drop {
-            None => matmul::backward(pool, Some(dx), Some(&mut dl.a), &dxs, x, &l.a, c, r),
+            None => matmul::backward(pool, Some(dx), Some(&mut dl.a), dxs, x, &l.a, c, r),
             Some(m) => {
                 // xa = drop(x) Aᵀ: dA += dxaᵀ drop(x) (the forward's mask, drawn again),
                 // dx += drop'(dxa A).
-                let mut xd = vec![F::ZERO; x.len()];
-                m.apply(pool, &mut xd, x);
-                let mut dxd = vec![F::ZERO; x.len()];
-                matmul::backward(pool, Some(&mut dxd), Some(&mut dl.a), &dxs, &xd, &l.a, c, r);
-                m.backward(pool, dx, &dxd);
+                resize(xd, x.len());
+                m.apply(pool, xd, x);
+                dxd.clear();
+                dxd.resize(x.len(), F::ZERO);
+                matmul::backward(pool, Some(dxd), Some(&mut dl.a), dxs, xd, &l.a, c, r);
+                m.backward(pool, dx, dxd);
             }
         }
     }
+}
+
+/// `out = scale · x`, reusing `out`'s allocation.
+fn scaled<F: Float>(out: &mut Vec<F>, x: &[F], scale: F) {
+    out.clear();
+    out.extend(x.iter().map(|&v| v * scale));
 }
 
 /// `dw (OC, C) += doutᵀ · x` where the weight is trained (it needs no `W`).
@@ -377,21 +393,41 @@ fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     let tmp = &mut w.pre_rope;
     resize(&mut s.q, t * qw);
     let q = pick(lora, Target::Q);
-    proj_forward(pool, &mut tmp[..t * qw], &s.xn, wq, q, &mut xa[0], d, qw); // (T, q_width)
+    proj_forward(
+        pool,
+        &mut tmp[..t * qw],
+        &s.xn,
+        wq,
+        q,
+        &mut xa[0],
+        &mut w.lora,
+        d,
+        qw,
+    ); // (T, q_width)
     {
         let _s = span(pool, Phase::FwdElementwise);
         rope::forward(pool, &mut s.q, &tmp[..t * qw], qw, hd, tab);
     }
     resize(&mut s.k, t * kw);
     let k = pick(lora, Target::K);
-    proj_forward(pool, &mut tmp[..t * kw], &s.xn, wk, k, &mut xa[1], d, kw); // (T, kv_width)
+    proj_forward(
+        pool,
+        &mut tmp[..t * kw],
+        &s.xn,
+        wk,
+        k,
+        &mut xa[1],
+        &mut w.lora,
+        d,
+        kw,
+    ); // (T, kv_width)
     {
         let _s = span(pool, Phase::FwdElementwise);
         rope::forward(pool, &mut s.k, &tmp[..t * kw], kw, hd, tab);
     }
     resize(&mut s.v, t * kw);
     let v = pick(lora, Target::V);
-    proj_forward(pool, &mut s.v, &s.xn, wv, v, &mut xa[2], d, kw); // (T, kv_width)
+    proj_forward(pool, &mut s.v, &s.xn, wv, v, &mut xa[2], &mut w.lora, d, kw); // (T, kv_width)
     resize(&mut s.probs, attention::probs_len(t, sh.heads));
     resize(&mut s.att, t * qw);
     {
@@ -409,7 +445,17 @@ fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     }
     resize(&mut s.h, t * d);
     let o = pick(lora, Target::O);
-    proj_forward(pool, &mut s.h, &s.att, wo, o, &mut xa[3], qw, d); // (T, dim)
+    proj_forward(
+        pool,
+        &mut s.h,
+        &s.att,
+        wo,
+        o,
+        &mut xa[3],
+        &mut w.lora,
+        qw,
+        d,
+    ); // (T, dim)
     {
         let _s = span(pool, Phase::FwdElementwise);
         add_into_par(pool, &mut s.h, x);
@@ -424,15 +470,35 @@ fn layer_forward<F: Float, L: BaseLayer<F> + ?Sized>(
     resize(&mut s.b, t * ff);
     resize(&mut s.g, t * ff);
     let gate = pick(lora, Target::Gate);
-    proj_forward(pool, &mut s.a, &s.hn, w1, gate, &mut xa[4], d, ff); // (T, ffn)
+    proj_forward(
+        pool,
+        &mut s.a,
+        &s.hn,
+        w1,
+        gate,
+        &mut xa[4],
+        &mut w.lora,
+        d,
+        ff,
+    ); // (T, ffn)
     let up = pick(lora, Target::Up);
-    proj_forward(pool, &mut s.b, &s.hn, w3, up, &mut xa[5], d, ff); // (T, ffn)
+    proj_forward(
+        pool,
+        &mut s.b,
+        &s.hn,
+        w3,
+        up,
+        &mut xa[5],
+        &mut w.lora,
+        d,
+        ff,
+    ); // (T, ffn)
     {
         let _s = span(pool, Phase::FwdElementwise);
         swiglu::forward(pool, &mut s.g, &s.a, &s.b); // (T, ffn)
     }
     let down = pick(lora, Target::Down);
-    proj_forward(pool, x_out, &s.g, w2, down, &mut xa[6], ff, d); // (T, dim)
+    proj_forward(pool, x_out, &s.g, w2, down, &mut xa[6], &mut w.lora, ff, d); // (T, dim)
     {
         let _s = span(pool, Phase::FwdElementwise);
         add_into_par(pool, x_out, &s.h);
@@ -480,6 +546,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         dq0,
         dk0,
         dxn,
+        lora: ls,
         ..
     } = work;
     // x' = h + w2 · g
@@ -488,7 +555,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
     let (dw, dl) = grads_of(g, Target::Down);
     let down = pick(lora, Target::Down);
     proj_backward(
-        pool, true, dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ff, d,
+        pool, true, dg, dw, dl, dout, &s.g, w2, down, &s.xa[6], ls, ff, d,
     );
     resize(da, t * ff);
     resize(db, t * ff);
@@ -510,6 +577,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
             w,
             pick(lora, tg),
             &s.xa[i],
+            ls,
             d,
             ff,
         );
@@ -543,6 +611,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
         wo,
         pick(lora, Target::O),
         &s.xa[3],
+        ls,
         qw,
         d,
     );
@@ -583,6 +652,7 @@ fn layer_backward<F: Float, L: BaseLayer<F> + ?Sized>(
             w,
             pick(lora, tg),
             &s.xa[i],
+            ls,
             d,
             oc,
         );
