@@ -37,7 +37,7 @@ pub struct Item {
 }
 
 impl Interleaved {
-    fn text(&self, field: &str) -> Result<String, ApiError> {
+    pub(crate) fn text(&self, field: &str) -> Result<String, ApiError> {
         let items: &[Item] = match self {
             Interleaved::Text(s) => return Ok(s.clone()),
             Interleaved::Item(i) => std::slice::from_ref(i),

@@ -59,7 +59,9 @@ pub fn no_dataset(id: &str) -> ApiError {
 /// A store failure as an answer.
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::DuplicateDataset(_) | StoreError::DuplicateFunction(_) => ApiError {
+        StoreError::DuplicateDataset(_)
+        | StoreError::DuplicateFunction(_)
+        | StoreError::DuplicateBenchmark(_) => ApiError {
             code: Some("already_exists"),
             ..ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
         },
@@ -78,25 +80,25 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(store_error)
 }
 
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::invalid("the dataset id in the path is not valid UTF-8"))?;
     Ok(id)
 }
 
 /// Checks a caller-chosen id.
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str, param: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_ID || id.chars().any(char::is_control) {
         return Err(ApiError::invalid_param(
-            "dataset_id",
-            format!("dataset_id must be 1 to {MAX_ID} bytes without control characters"),
+            param,
+            format!("{param} must be 1 to {MAX_ID} bytes without control characters"),
         ));
     }
     Ok(())
 }
 
 /// Objects only: each item of `rows` must be a JSON object.
-fn object_rows(
+pub(super) fn object_rows(
     rows: Vec<Value>,
     param: &str,
 ) -> Result<Vec<ferrollama_eval::scoring::Row>, ApiError> {
@@ -125,7 +127,7 @@ pub async fn register(
     }
     let id = match req.dataset_id {
         Some(id) => {
-            check_id(&id)?;
+            check_id(&id, "dataset_id")?;
             id
         }
         None => format!("dataset-{}", crate::agents::api::new_id()),

@@ -88,7 +88,7 @@ fn all_functions(app: &AppState) -> Vec<ScoringFnDef> {
     f
 }
 
-fn find_function(app: &AppState, id: &str) -> Result<ScoringFnDef, ApiError> {
+pub(crate) fn find_function(app: &AppState, id: &str) -> Result<ScoringFnDef, ApiError> {
     all_functions(app)
         .into_iter()
         .find(|f| f.identifier == id)
@@ -254,8 +254,18 @@ async fn judge(app: &AppState, model: &str, prompt: &str) -> Result<String, ApiE
     Ok(out.content)
 }
 
+/// Checks that `functions` can score `rows` (as [`score_rows`] would, before any judge
+/// runs), without scoring them.
+pub(crate) fn check(
+    app: &AppState,
+    rows: &[Row],
+    functions: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    plan(app, rows, functions).map(drop)
+}
+
 /// `{fn_id: {score_rows, aggregated_results}}` for `rows`.
-async fn score_rows(
+pub(crate) async fn score_rows(
     app: &AppState,
     rows: &[Row],
     functions: &Map<String, Value>,

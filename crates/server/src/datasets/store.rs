@@ -1,5 +1,6 @@
-//! [`EvalStore`]: registered datasets and scoring functions, in memory and optionally in
-//! a folder (`DIR/datasets/HASH.json` per dataset, `DIR/scoring-functions.json`). Files
+//! [`EvalStore`]: registered datasets, scoring functions and benchmarks, in memory and
+//! optionally in a folder (`DIR/datasets/HASH.json` per dataset, `DIR/scoring-functions.json`,
+//! `DIR/benchmarks.json`), and the eval jobs (in memory only, see `eval_jobs.rs`). Files
 //! are named by a hash of the id, so any id is safe as a name; each is replaced whole
 //! through a temporary file and a rename, so a crash leaves the old or the new version.
 //! The lock is held across the write so that concurrent appends to one dataset keep
@@ -40,6 +41,32 @@ impl Dataset {
     }
 }
 
+/// A registered benchmark: the dataset an eval job runs over and the scoring functions
+/// it scores with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Benchmark {
+    pub identifier: String,
+    pub dataset_id: String,
+    pub scoring_functions: Vec<String>,
+    pub metadata: Value,
+    pub provider_resource_id: String,
+}
+
+impl Benchmark {
+    /// The API object (llama-stack's `Benchmark`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "identifier": self.identifier,
+            "provider_id": "meta-reference",
+            "provider_resource_id": self.provider_resource_id,
+            "dataset_id": self.dataset_id,
+            "scoring_functions": self.scoring_functions,
+            "metadata": self.metadata,
+            "type": "benchmark",
+        })
+    }
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -49,6 +76,10 @@ pub enum StoreError {
     DuplicateDataset(String),
     #[error("the scoring function '{0}' already exists; pick another scoring_fn_id")]
     DuplicateFunction(String),
+    #[error(
+        "the benchmark '{0}' is already registered; DELETE /v1/eval/benchmarks/{0} first or pick another benchmark_id"
+    )]
+    DuplicateBenchmark(String),
     #[error("the dataset '{0}' does not exist; GET /v1/datasets lists the datasets")]
     NoDataset(String),
     #[error("cannot write {path}: {source}")]
@@ -65,6 +96,8 @@ struct Inner {
     datasets: Vec<(u64, Dataset)>,
     /// Registered at runtime (the built-ins are not stored).
     functions: Vec<ScoringFnDef>,
+    /// In registration order.
+    benchmarks: Vec<Benchmark>,
 }
 
 /// Datasets and scoring functions (see the module docs). `Default` keeps them in memory.
@@ -72,9 +105,12 @@ struct Inner {
 pub struct EvalStore {
     dir: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// The eval jobs of this process.
+    pub jobs: super::eval_jobs::EvalJobs,
 }
 
 const FUNCTIONS_FILE: &str = "scoring-functions.json";
+const BENCHMARKS_FILE: &str = "benchmarks.json";
 
 impl EvalStore {
     /// State kept in `dir` (created if missing), with what is there loaded. A file that
@@ -107,20 +143,30 @@ impl EvalStore {
         // Registration order survives restarts through the sequence number.
         loaded.sort_by_key(|(seq, _)| *seq);
         inner.datasets = loaded;
-        let fp = dir.join(FUNCTIONS_FILE);
-        if fp.exists() {
-            match std::fs::read(&fp)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            {
-                Ok(f) => inner.functions = f,
-                Err(e) => tracing::warn!("skipping {}: {e}", fp.display()),
-            }
+        if let Some(f) = read_list(&dir.join(FUNCTIONS_FILE)) {
+            inner.functions = f;
+        }
+        if let Some(b) = read_list(&dir.join(BENCHMARKS_FILE)) {
+            inner.benchmarks = b;
         }
         Ok(EvalStore {
             dir: Some(dir.to_path_buf()),
             inner: Mutex::new(inner),
+            jobs: Default::default(),
         })
+    }
+
+    /// Writes a list file (in memory: nothing).
+    fn save_list<T: Serialize>(&self, file: &str, items: &[T]) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let path = dir.join(file);
+        let bytes = serde_json::to_vec_pretty(items).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&path, &bytes)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -238,16 +284,66 @@ impl EvalStore {
         }
         let mut next = g.functions.clone();
         next.push(f);
-        if let Some(dir) = &self.dir {
-            let path = dir.join(FUNCTIONS_FILE);
-            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| StoreError::Io {
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
-            write_atomic(&path, &bytes)?;
-        }
+        self.save_list(FUNCTIONS_FILE, &next)?;
         g.functions = next;
         Ok(())
+    }
+
+    /// Every benchmark, in registration order.
+    pub fn benchmarks(&self) -> Vec<Benchmark> {
+        self.lock().benchmarks.clone()
+    }
+
+    /// The benchmark `id`.
+    pub fn benchmark(&self, id: &str) -> Option<Benchmark> {
+        self.lock()
+            .benchmarks
+            .iter()
+            .find(|b| b.identifier == id)
+            .cloned()
+    }
+
+    /// Adds a benchmark (the caller has checked its dataset and functions).
+    pub fn add_benchmark(&self, b: Benchmark) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if g.benchmarks.iter().any(|x| x.identifier == b.identifier) {
+            return Err(StoreError::DuplicateBenchmark(b.identifier));
+        }
+        let mut next = g.benchmarks.clone();
+        next.push(b);
+        self.save_list(BENCHMARKS_FILE, &next)?;
+        g.benchmarks = next;
+        Ok(())
+    }
+
+    /// Removes the benchmark `id`; false when there is none.
+    pub fn remove_benchmark(&self, id: &str) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        let Some(i) = g.benchmarks.iter().position(|b| b.identifier == id) else {
+            return Ok(false);
+        };
+        let mut next = g.benchmarks.clone();
+        next.remove(i);
+        self.save_list(BENCHMARKS_FILE, &next)?;
+        g.benchmarks = next;
+        Ok(true)
+    }
+}
+
+/// A list file's items, or None when it is missing or unreadable (with a warning).
+fn read_list<T: serde::de::DeserializeOwned>(path: &Path) -> Option<Vec<T>> {
+    if !path.exists() {
+        return None;
+    }
+    match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("skipping {}: {e}", path.display());
+            None
+        }
     }
 }
 
