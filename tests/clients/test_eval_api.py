@@ -162,11 +162,22 @@ def test_cancel_and_bad_input(ls, model):
         ls.eval.evaluate_rows(
             bench, benchmark_config=config(model), input_rows=[{"input_query": "q", "expected_answer": "a"}], scoring_functions=["basic::nope"]
         )
-    with pytest.raises(BadRequestError, match="agent candidates are not supported"):
+    # An agent candidate answers each row as one agent turn; a plain completion row cannot
+    # be asked of an agent.
+    agent = {"type": "agent", "config": {"model": model, "instructions": "Answer in one word.",
+             "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 8}}}
+    out = ls.eval.evaluate_rows(
+        bench,
+        benchmark_config={"eval_candidate": agent, "scoring_params": {}},
+        input_rows=[{"input_query": "Capital of France?", "expected_answer": "Paris"}],
+        scoring_functions=fns,
+    )
+    assert len(out.generations) == 1 and isinstance(out.generations[0]["generated_answer"], str)
+    with pytest.raises(BadRequestError, match="is a plain completion"):
         ls.eval.evaluate_rows(
             bench,
-            benchmark_config={"eval_candidate": {"type": "agent", "config": {"model": model, "instructions": "x"}}, "scoring_params": {}},
-            input_rows=[{"input_query": "q", "expected_answer": "a"}],
+            benchmark_config={"eval_candidate": agent, "scoring_params": {}},
+            input_rows=[{"completion_input": "q", "expected_answer": "a"}],
             scoring_functions=fns,
         )
     with pytest.raises(NotFoundError, match="the dataset 'nope-"):

@@ -452,7 +452,7 @@ async fn bad_input_is_a_clear_4xx() {
                 json!({"eval_candidate": {"type": "agent", "config": {}}, "scoring_params": {}}),
             ),
             StatusCode::BAD_REQUEST,
-            "agent candidates are not supported",
+            "agent_config.model is required",
         ),
         (
             eval(json!([]), json!(["basic::equality"]), cfg.clone()),
@@ -525,4 +525,152 @@ async fn bad_input_is_a_clear_4xx() {
         "{m}"
     );
     ok(&app, "GET", "/v1/eval/benchmarks/b", None).await;
+}
+
+/// An agent candidate: each row is one turn of an agent made for the evaluation, so its
+/// answers are exactly what the agents API answers the same config and question; the
+/// agent and a session per row are kept for inspection; a completion row is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_candidate_answers_as_an_agent_turn_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let rows: Vec<Value> = QUESTIONS
+        .iter()
+        .map(|q| json!({"input_query": q, "expected_answer": "Paris"}))
+        .collect();
+    register_dataset(&app, "qa-agent", json!(rows)).await;
+    ok(
+        &app,
+        "POST",
+        "/v1/eval/benchmarks",
+        Some(json!({"benchmark_id": "agentic", "dataset_id": "qa-agent",
+            "scoring_functions": ["basic::subset_of"]})),
+    )
+    .await;
+    let config = json!({"model": MODEL, "instructions": SYSTEM, "max_infer_iters": 2,
+        "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 8}});
+    let cand = json!({"type": "agent", "config": config});
+    let out = ok(
+        &app,
+        "POST",
+        "/v1/eval/benchmarks/agentic/evaluations",
+        Some(
+            json!({"input_rows": rows, "scoring_functions": ["basic::subset_of"],
+            "benchmark_config": {"eval_candidate": cand}}),
+        ),
+    )
+    .await;
+    let gens = out["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), QUESTIONS.len(), "{out}");
+
+    // The same config through the agents API, one session per question.
+    let agents_before = ok(&app, "GET", "/v1/agents", None).await["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let a = ok(
+        &app,
+        "POST",
+        "/v1/agents",
+        Some(json!({"agent_config": config})),
+    )
+    .await["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (q, g) in QUESTIONS.iter().zip(gens) {
+        let sid = ok(
+            &app,
+            "POST",
+            &format!("/v1/agents/{a}/session"),
+            Some(json!({"session_name": "pin"})),
+        )
+        .await["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let turn = ok(
+            &app,
+            "POST",
+            &format!("/v1/agents/{a}/session/{sid}/turn"),
+            Some(json!({"messages": [{"role": "user", "content": q}], "stream": false})),
+        )
+        .await;
+        let want = turn["output_message"]["content"].as_str().unwrap();
+        assert_eq!(g["generated_answer"].as_str().unwrap(), want, "{q}");
+    }
+    // The score rows follow the generations (subset_of: the expected text in the answer).
+    let score_rows = out["scores"]["basic::subset_of"]["score_rows"]
+        .as_array()
+        .unwrap();
+    for (g, s) in gens.iter().zip(score_rows) {
+        let hit = g["generated_answer"].as_str().unwrap().contains("Paris");
+        assert_eq!(s["score"], json!(if hit { 1.0 } else { 0.0 }), "{out}");
+    }
+
+    // The evaluation's agent is kept, with a session per row.
+    let list = ok(&app, "GET", "/v1/agents", None).await;
+    let eval_agent = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["agent_id"].as_str().unwrap().to_string())
+        .find(|id| *id != a)
+        .unwrap();
+    assert_eq!(agents_before, 1, "{list}");
+    let sessions = ok(
+        &app,
+        "GET",
+        &format!("/v1/agents/{eval_agent}/sessions"),
+        None,
+    )
+    .await;
+    let mut names: Vec<String> = sessions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["eval row 0", "eval row 1", "eval row 2"],
+        "{sessions}"
+    );
+
+    // A plain-completion row cannot be asked of an agent; an unknown model creates no
+    // agent.
+    let (s, m) = status_of(
+        &app,
+        "POST",
+        "/v1/eval/benchmarks/agentic/evaluations",
+        Some(
+            json!({"input_rows": [{"input_query": "q", "expected_answer": "a"},
+                {"completion_input": "x", "expected_answer": "a"}],
+            "scoring_functions": ["basic::subset_of"],
+            "benchmark_config": {"eval_candidate": cand}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{m}");
+    assert!(
+        m.contains("input_rows[1]: column 'completion_input' is a plain completion"),
+        "{m}"
+    );
+    let bad = json!({"type": "agent", "config": {"model": "nope", "instructions": "x"}});
+    let (s, m) = status_of(
+        &app,
+        "POST",
+        "/v1/eval/benchmarks/agentic/evaluations",
+        Some(
+            json!({"input_rows": [{"input_query": "q", "expected_answer": "a"}],
+            "scoring_functions": ["basic::subset_of"],
+            "benchmark_config": {"eval_candidate": bad}}),
+        ),
+    )
+    .await;
+    assert!(s.is_client_error(), "{s} {m}");
+    assert!(m.contains("nope"), "{m}");
+    let after = ok(&app, "GET", "/v1/agents", None).await;
+    assert_eq!(after["data"].as_array().unwrap().len(), 2, "{after}");
 }

@@ -968,3 +968,73 @@ pub async fn get_step(
         .ok_or_else(|| not_found("step", &step_id))?;
     Ok(axum::Json(json!({ "step": step })).into_response())
 }
+
+// ---- evaluation (the eval API's agent candidates) ----
+
+/// Creates an agent for an evaluation of `config` (checked as `POST /v1/agents` checks
+/// it): llama-stack's eval provider creates one agent per evaluation and one session per
+/// row, kept afterwards, so how each answer was reached (steps, tool calls) can be read
+/// back through the agents API.
+pub(crate) async fn create_for_eval(app: &AppState, config: &Value) -> Result<String, ApiError> {
+    if !config.is_object() {
+        return Err(ApiError::invalid_param(
+            "agent_config",
+            "eval_candidate.config must be an agent config object with at least `model` and `instructions`",
+        ));
+    }
+    turn_config(app, config, &[], None, false).await?;
+    let id = new_id();
+    app.agents
+        .db
+        .create_agent(&id, config, &now())
+        .map_err(db_error)?;
+    tracing::info!(agent = %id, "agent created for an evaluation");
+    Ok(id)
+}
+
+/// Checks an evaluated row's messages as a turn's input (`at` names the row).
+pub(crate) fn check_eval_input(messages: &[Value], at: &str) -> Result<(), ApiError> {
+    input_messages(messages).map(|_| ()).map_err(|e| ApiError {
+        message: format!("{at}: {}", e.message),
+        ..e
+    })
+}
+
+/// Runs one turn of the agent `agent_id` on `messages` in a new session named `name`,
+/// to its end, and returns the reply's text. A turn that stops for client tools has no
+/// answer: its text so far is returned (the evaluation cannot run client tools).
+pub(crate) async fn eval_turn(
+    app: &Arc<AppState>,
+    agent_id: &str,
+    name: &str,
+    messages: &[Value],
+) -> Result<String, ApiError> {
+    let a = agent(app, agent_id)?;
+    let input = input_messages(messages)?;
+    let cfg = turn_config(app, &a.config, &[], None, true).await?;
+    let session_id = new_id();
+    app.agents
+        .db
+        .create_session(agent_id, &session_id, name, &now())
+        .map_err(db_error)?;
+    let r = Run {
+        app: app.clone(),
+        cfg,
+        doc: TurnDoc {
+            turn_id: new_id(),
+            session_id,
+            input_messages: input.clone(),
+            steps: Vec::new(),
+            started_at: now(),
+        },
+        history: input,
+        fresh: true,
+        keys: ferrollama_tools::ProviderKeys::default(),
+        resume: None,
+    };
+    let turn = run(r, None).await?;
+    Ok(match &turn["output_message"]["content"] {
+        Value::String(s) => s.clone(),
+        v => content_text(v).unwrap_or_default(),
+    })
+}

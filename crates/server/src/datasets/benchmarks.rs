@@ -175,7 +175,8 @@ pub async fn evaluate_rows(
         rows,
         &req.scoring_functions,
         |i| format!("input_rows[{i}]"),
-    )?;
+    )
+    .await?;
     let out = evaluate::run(&app, p).await?;
     Ok(axum::Json(out).into_response())
 }
@@ -220,7 +221,8 @@ pub async fn run_eval(
         rows,
         &b.scoring_functions,
         |i| format!("the dataset '{ds}' row {i}"),
-    )?;
+    )
+    .await?;
     let worker = app.clone();
     let job_id = eval_jobs::start(&app, &b.identifier, async move {
         evaluate::run(&worker, p).await

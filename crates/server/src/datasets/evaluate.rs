@@ -11,6 +11,13 @@
 //!   sent as a plain completion without the chat template;
 //! - `input_query`: a string, sent as one user message after the `system_message`.
 //!
+//! An agent candidate (`{type: "agent", config: AgentConfig}`) is run as llama-stack's
+//! eval provider runs it: one agent created for the evaluation, one session per row, the
+//! row's user messages (from `chat_completion_input`, or `input_query`) as one turn, run
+//! to its end with the agent's tools and shields; the reply's text is the answer. The
+//! agent and its sessions are kept, so each answer's steps can be read back through the
+//! agents API. `completion_input` has no meaning for an agent and is refused.
+//!
 //! Everything that can be checked is checked before the first token is generated: the
 //! candidate, its model and sampling params, every row's input (a row without one is a 400
 //! naming the row), and the scoring (functions, params, columns such as
@@ -18,6 +25,7 @@
 //! are then submitted together, a window of [`EVAL_CONCURRENCY`] at a time, so the
 //! engine's continuous batching runs them side by side; replies keep the rows' order.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ferrollama_eval::scoring::Row;
@@ -77,23 +85,13 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Reads `eval_candidate`. Agent candidates are refused: only models are evaluated.
+    /// Reads a model `eval_candidate`.
     pub fn parse(v: &Value) -> Result<Candidate, ApiError> {
-        match v.get("type").and_then(Value::as_str) {
-            Some("model") => {}
-            Some("agent") => {
-                return Err(ApiError::invalid_param(
-                    CANDIDATE,
-                    "agent candidates are not supported by this server; evaluate a model: \
-                     {\"type\": \"model\", \"model\": MODEL_ID, \"sampling_params\": {\"strategy\": {\"type\": \"greedy\"}}}",
-                ));
-            }
-            _ => {
-                return Err(ApiError::invalid_param(
-                    CANDIDATE,
-                    "eval_candidate.type must be \"model\" (agent candidates are not supported)",
-                ));
-            }
+        if v.get("type").and_then(Value::as_str) != Some("model") {
+            return Err(ApiError::invalid_param(
+                CANDIDATE,
+                "eval_candidate.type must be \"model\" or \"agent\"",
+            ));
         }
         let c: ModelCandidate = serde_json::from_value(v.clone())
             .map_err(|e| ApiError::invalid_param(CANDIDATE, format!("eval_candidate: {e}")))?;
@@ -122,6 +120,76 @@ impl Candidate {
             system,
         })
     }
+}
+
+/// An agent candidate's config (`{type: "agent", config}`), or `None` for another type.
+fn agent_config(v: &Value) -> Result<Option<&Value>, ApiError> {
+    if v.get("type").and_then(Value::as_str) != Some("agent") {
+        return Ok(None);
+    }
+    v.get("config").map(Some).ok_or_else(|| {
+        ApiError::invalid_param(
+            CANDIDATE,
+            "an agent eval_candidate needs `config`: the agent config, as for POST /v1/agents",
+        )
+    })
+}
+
+/// One row's input for an agent: its user messages (Llama Stack message objects).
+pub fn agent_row_input(row: &Row, at: &str) -> Result<Vec<Value>, ApiError> {
+    let bad = |column: &str, what: String| {
+        ApiError::invalid_param(column, format!("{at}: column '{column}' {what}"))
+    };
+    if let Some(v) = row.get(CHAT_INPUT) {
+        let list = match v {
+            Value::String(s) => serde_json::from_str::<Value>(s)
+                .map_err(|e| bad(CHAT_INPUT, format!("is not valid JSON: {e}")))?,
+            v @ Value::Array(_) => v.clone(),
+            _ => {
+                return Err(bad(
+                    CHAT_INPUT,
+                    "must be a JSON string of a list of messages".into(),
+                ));
+            }
+        };
+        let Value::Array(msgs) = list else {
+            return Err(bad(CHAT_INPUT, "must be a list of messages".into()));
+        };
+        // An agent's turn takes user messages; its system prompt is its instructions.
+        let users: Vec<Value> = msgs
+            .into_iter()
+            .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .collect();
+        if users.is_empty() {
+            return Err(bad(
+                CHAT_INPUT,
+                "holds no user message, which an agent turn needs".into(),
+            ));
+        }
+        crate::agents::api::check_eval_input(&users, at)?;
+        return Ok(users);
+    }
+    if row.contains_key(COMPLETION_INPUT) && !row.contains_key(QUERY_INPUT) {
+        return Err(bad(
+            COMPLETION_INPUT,
+            "is a plain completion, which an agent candidate cannot be asked; give the row \
+             'input_query' or 'chat_completion_input'"
+                .into(),
+        ));
+    }
+    if let Some(v) = row.get(QUERY_INPUT) {
+        let Value::String(s) = v else {
+            return Err(bad(QUERY_INPUT, "must be a string".into()));
+        };
+        return Ok(vec![json!({"role": "user", "content": s})]);
+    }
+    Err(ApiError::invalid_param(
+        "input_rows",
+        format!(
+            "{at} has none of the columns '{CHAT_INPUT}', '{QUERY_INPUT}': each row needs one \
+             of them, the agent's input"
+        ),
+    ))
 }
 
 /// `e` with `at: ` before its message.
@@ -206,11 +274,23 @@ pub fn row_input(row: &Row, system: Option<&str>, at: &str) -> Result<RowInput, 
 /// An evaluation checked and ready to run.
 #[derive(Debug)]
 pub struct Prepared {
-    /// One engine request per row.
-    jobs: Vec<Job>,
+    /// What answers the rows.
+    asked: Asked,
     rows: Vec<Row>,
     /// Scoring function id → params (null: the function's own).
     functions: Map<String, Value>,
+}
+
+/// The candidate, ready to answer each row.
+#[derive(Debug)]
+enum Asked {
+    /// One engine request per row.
+    Model(Vec<Job>),
+    /// The agent created for the evaluation, and each row's user messages.
+    Agent {
+        agent_id: String,
+        inputs: Vec<Vec<Value>>,
+    },
 }
 
 impl Prepared {
@@ -226,18 +306,26 @@ impl Prepared {
 }
 
 /// Checks everything about evaluating `rows` (see the module docs) and prepares the
-/// engine requests; `at(i)` names row `i` in errors.
-pub fn prepare(
+/// engine requests (for an agent candidate, creates the agent last, once all else is
+/// checked); `at(i)` names row `i` in errors.
+pub async fn prepare(
     app: &AppState,
     config: &BenchmarkConfig,
     rows: Vec<Row>,
     function_ids: &[String],
     at: impl Fn(usize) -> String,
 ) -> Result<Prepared, ApiError> {
-    let cand = Candidate::parse(&config.eval_candidate)?;
-    if !app.models.contains(&cand.model) {
-        return Err(ApiError::model_not_found(&cand.model, &app.models.ids()));
-    }
+    // The model candidate parsed, or the agent's config.
+    let cand = match agent_config(&config.eval_candidate)? {
+        Some(config) => Err(config),
+        None => {
+            let c = Candidate::parse(&config.eval_candidate)?;
+            if !app.models.contains(&c.model) {
+                return Err(ApiError::model_not_found(&c.model, &app.models.ids()));
+            }
+            Ok(c)
+        }
+    };
     let functions: Map<String, Value> = function_ids
         .iter()
         .map(|id| {
@@ -259,29 +347,43 @@ pub fn prepare(
         })
         .collect();
     super::scoring::check(app, &answered, &functions)?;
-    let jobs = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let at = at(i);
-            let job = match row_input(r, cand.system.as_deref(), &at)? {
-                RowInput::Chat(turns) => job::prepare(
-                    app,
-                    &cand.model,
-                    &turns,
-                    Vec::new(),
-                    ToolChoice::None,
-                    cand.settings.clone(),
-                ),
-                RowInput::Completion(text) => {
-                    job::prepare_completion(app, &cand.model, &text, cand.settings.clone())
-                }
-            };
-            job.map_err(|e| prefixed(&at, e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let asked = match cand {
+        Ok(cand) => Asked::Model(
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let at = at(i);
+                    let job = match row_input(r, cand.system.as_deref(), &at)? {
+                        RowInput::Chat(turns) => job::prepare(
+                            app,
+                            &cand.model,
+                            &turns,
+                            Vec::new(),
+                            ToolChoice::None,
+                            cand.settings.clone(),
+                        ),
+                        RowInput::Completion(text) => {
+                            job::prepare_completion(app, &cand.model, &text, cand.settings.clone())
+                        }
+                    };
+                    job.map_err(|e| prefixed(&at, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Err(config) => {
+            let inputs = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| agent_row_input(r, &at(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let agent_id = crate::agents::api::create_for_eval(app, config)
+                .await
+                .map_err(|e| prefixed("eval_candidate.config", e))?;
+            Asked::Agent { agent_id, inputs }
+        }
+    };
     Ok(Prepared {
-        jobs,
+        asked,
         rows,
         functions,
     })
@@ -296,24 +398,36 @@ async fn generate_one(app: &AppState, j: &Job) -> Result<String, ApiError> {
     Ok(job::collect(app, j, rx).await?.content)
 }
 
+/// Row `i`'s reply.
+async fn answer(app: &Arc<AppState>, asked: &Asked, i: usize) -> Result<String, ApiError> {
+    match asked {
+        Asked::Model(jobs) => generate_one(app, &jobs[i]).await,
+        Asked::Agent { agent_id, inputs } => {
+            let name = format!("eval row {i}");
+            crate::agents::api::eval_turn(app, agent_id, &name, &inputs[i]).await
+        }
+    }
+}
+
 /// Generates every row's answer, then scores: `{generations, scores}` (llama-stack's
 /// `EvaluateResponse`). Dropping the future stops the rows in flight (the engine drops a
 /// sequence whose receiver is gone).
-pub async fn run(app: &AppState, p: Prepared) -> Result<Value, ApiError> {
+pub async fn run(app: &Arc<AppState>, p: Prepared) -> Result<Value, ApiError> {
     // A window of rows in flight, replies taken in row order (a `buffered` stream of
     // borrowing closures would not be `Send` for the job's task).
-    let mut generations = Vec::with_capacity(p.jobs.len());
-    let mut pending = p.jobs.iter();
+    let n = p.rows.len();
+    let mut generations = Vec::with_capacity(n);
+    let mut pending = 0..n;
     let mut window = FuturesOrdered::new();
-    for j in pending.by_ref().take(EVAL_CONCURRENCY) {
-        window.push_back(generate_one(app, j));
+    for i in pending.by_ref().take(EVAL_CONCURRENCY) {
+        window.push_back(answer(app, &p.asked, i));
     }
     while let Some(r) = window.next().await {
         let mut g = Row::new();
         g.insert(GENERATED.into(), Value::String(r?));
         generations.push(g);
-        if let Some(j) = pending.next() {
-            window.push_back(generate_one(app, j));
+        if let Some(i) = pending.next() {
+            window.push_back(answer(app, &p.asked, i));
         }
     }
     let scored: Vec<Row> = p
@@ -432,12 +546,19 @@ mod tests {
         assert_eq!(c.settings.max_tokens, Some(7));
         assert_eq!(c.settings.sampler.temperature, 0.0);
         assert_eq!(c.system.as_deref(), Some("Answer briefly."));
-        let e = Candidate::parse(&json!({"type": "agent", "config": {}})).unwrap_err();
+        let e = Candidate::parse(&json!({"type": "robot"})).unwrap_err();
         assert!(
-            e.message.starts_with("agent candidates are not supported"),
+            e.message
+                .contains("eval_candidate.type must be \"model\" or \"agent\""),
             "{}",
             e.message
         );
+        let cfg = json!({"model": "m", "instructions": "Be brief."});
+        let agent = json!({"type": "agent", "config": cfg});
+        assert_eq!(agent_config(&agent).unwrap(), Some(&cfg));
+        assert_eq!(agent_config(&json!({"type": "model"})).unwrap(), None);
+        let e = agent_config(&json!({"type": "agent"})).unwrap_err();
+        assert!(e.message.contains("needs `config`"), "{}", e.message);
         let e = Candidate::parse(&json!({"type": "model"})).unwrap_err();
         assert!(e.message.contains("missing field `model`"), "{}", e.message);
         let e = Candidate::parse(&json!({"type": "model", "model": "m",
@@ -445,6 +566,41 @@ mod tests {
         .unwrap_err();
         assert!(
             e.message.contains("must have role \"system\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn agent_rows_are_their_user_messages() {
+        // System and assistant messages are dropped: the agent's instructions are its
+        // system prompt and each row is one fresh turn (llama-stack keeps user messages).
+        let msgs = r#"[{"role": "system", "content": "S"}, {"role": "user", "content": "A?"},
+            {"role": "assistant", "content": "a", "stop_reason": "end_of_turn"},
+            {"role": "user", "content": "B?"}]"#;
+        let got = agent_row_input(&row(json!({CHAT_INPUT: msgs})), "row 0").unwrap();
+        assert_eq!(
+            got,
+            [
+                json!({"role": "user", "content": "A?"}),
+                json!({"role": "user", "content": "B?"})
+            ]
+        );
+        let got = agent_row_input(&row(json!({QUERY_INPUT: "Q?"})), "row 0").unwrap();
+        assert_eq!(got, [json!({"role": "user", "content": "Q?"})]);
+        let e = agent_row_input(&row(json!({COMPLETION_INPUT: "x"})), "row 4").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("row 4: column 'completion_input' is a plain completion"),
+            "{}",
+            e.message
+        );
+        let only_system = r#"[{"role": "system", "content": "S"}]"#;
+        let e = agent_row_input(&row(json!({CHAT_INPUT: only_system})), "row 2").unwrap_err();
+        assert!(e.message.contains("holds no user message"), "{}", e.message);
+        let e = agent_row_input(&row(json!({"q": 1})), "row 9").unwrap_err();
+        assert!(
+            e.message.starts_with("row 9 has none of the columns"),
             "{}",
             e.message
         );
