@@ -161,7 +161,8 @@ pub async fn generate(
     }
     let temperature = req.temperature.unwrap_or(0.8);
     let top_p = req.top_p.unwrap_or(0.95);
-    if !(temperature.is_finite() && temperature >= 0.0) || !(top_p > 0.0 && top_p <= 1.0) {
+    let sampling_ok = temperature.is_finite() && temperature >= 0.0 && top_p > 0.0 && top_p <= 1.0;
+    if !sampling_ok {
         return Err(ApiError::invalid(
             "temperature must be >= 0 and top_p in (0, 1]",
         ));

@@ -1,7 +1,7 @@
 //! `ferrollama sdg`: synthetic data generation into a training file (the eval crate's
 //! [`ferrollama_eval::sdg`] pipeline on an engine of this process).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -106,7 +106,7 @@ fn parse_filter(s: &str) -> Result<FilterKind, String> {
     FilterKind::parse(s).map_err(|e| e.to_string())
 }
 
-fn load(p: &PathBuf, what: &str) -> Result<Arc<Model>> {
+fn load(p: &Path, what: &str) -> Result<Arc<Model>> {
     let path = ferrollama_store::Store::open_default().resolve_arg(p)?;
     Ok(Arc::new(Model::load(&path).with_context(|| {
         format!("cannot load the {what} {}", path.display())
@@ -114,7 +114,7 @@ fn load(p: &PathBuf, what: &str) -> Result<Arc<Model>> {
 }
 
 /// --system and --teacher-prompt as one list of messages (one system message first).
-fn teacher_prompt(system: Option<&str>, file: Option<&PathBuf>) -> Result<Vec<ChatMessage>> {
+fn teacher_prompt(system: Option<&str>, file: Option<&Path>) -> Result<Vec<ChatMessage>> {
     let mut ms = Vec::new();
     if let Some(s) = system {
         ms.push(ChatMessage::new("system", s));
@@ -221,7 +221,7 @@ pub fn run(a: SdgArgs) -> Result<ExitCode> {
         temperature: a.temperature,
         top_p: a.top_p,
         seed: a.seed,
-        teacher_prompt: teacher_prompt(a.system.as_deref(), a.teacher_prompt.as_ref())?,
+        teacher_prompt: teacher_prompt(a.system.as_deref(), a.teacher_prompt.as_deref())?,
         judge: judge_index.map(|i| Judge {
             model: i,
             name: models[i].name.clone(),

@@ -125,7 +125,7 @@ impl Filter {
                 let mut rng = SplitMix64(prompt_seed(self.seed, prompt));
                 let k = self.k.min(idx.len());
                 for t in 0..k {
-                    let r = (rng.next() % (idx.len() - t) as u64) as usize;
+                    let r = (rng.next_u64() % (idx.len() - t) as u64) as usize;
                     idx.swap(t, t + r);
                 }
                 idx.truncate(k);
@@ -187,7 +187,7 @@ fn nucleus(scores: &[Option<f64>], best: &[usize], p: f64) -> Vec<usize> {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -199,14 +199,14 @@ impl SplitMix64 {
 /// The seed of prompt `prompt`'s random filter: the first splitmix64 output after state
 /// `seed ^ (prompt · 0x9e3779b97f4a7c15)`.
 pub fn prompt_seed(seed: u64, prompt: usize) -> u64 {
-    SplitMix64(seed ^ (prompt as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).next()
+    SplitMix64(seed ^ (prompt as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_u64()
 }
 
 /// The sampling seed of generation `index` of prompt `prompt`: the first splitmix64 output
 /// after state `prompt_seed(seed, prompt) + index`. Stored in each record's provenance; a
 /// rerun with the same `--seed` samples the same tokens.
 pub fn generation_seed(seed: u64, prompt: usize, index: usize) -> u64 {
-    SplitMix64(prompt_seed(seed, prompt).wrapping_add(index as u64)).next()
+    SplitMix64(prompt_seed(seed, prompt).wrapping_add(index as u64)).next_u64()
 }
 
 #[cfg(test)]
@@ -226,8 +226,8 @@ mod tests {
         // The first outputs of Vigna's splitmix64.c from state 0 (also Java's
         // SplittableRandom): 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4.
         let mut r = SplitMix64(0);
-        assert_eq!(r.next(), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(r.next(), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(r.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(r.next_u64(), 0x6e78_9e6a_a1b9_65f4);
     }
 
     #[test]
