@@ -255,3 +255,82 @@ fn sdg_refuses_bad_input_and_loses_nothing() {
     assert!(!ok && err.contains("top_k_top_p"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sdg_with_a_judge_scores_each_reply_by_its_template() {
+    let model = smollm2();
+    let dir = tmp("judge");
+    let seeds = dir.join("seeds.jsonl");
+    std::fs::write(&seeds, "{\"prompt\": \"Name a fruit.\"}\n").unwrap();
+    let template = dir.join("judge.j2");
+    std::fs::write(
+        &template,
+        "Rate this answer to \"{{ prompt }}\" from 1 to 10: {{ response }}\nScore:",
+    )
+    .unwrap();
+    let out = dir.join("j.jsonl");
+    let (ok, stdout, err) = sdg(
+        &model,
+        &seeds,
+        &out,
+        &[
+            "--filter",
+            "none",
+            "--judge",
+            model.to_str().unwrap(),
+            "--judge-template",
+            template.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let stats: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let journal_lines: Vec<Value> = std::fs::read_to_string(journal(&out))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(journal_lines.len(), 3);
+    for g in &journal_lines {
+        if g["reply"].as_str().unwrap().is_empty() {
+            continue;
+        }
+        // The judge's verdict is in the journal; its score (when the reply holds a number)
+        // is what the records rank by.
+        assert!(
+            g["judge"]["model"].as_str().unwrap().contains("SmolLM2"),
+            "{g}"
+        );
+        assert!(g["judge"]["reply"].is_string(), "{g}");
+    }
+    let unscored = journal_lines
+        .iter()
+        .filter(|g| g["judge"]["score"].is_null() && !g["reply"].as_str().unwrap().is_empty())
+        .count();
+    assert_eq!(stats["unscored"], unscored as u64, "{stats}");
+    for l in std::fs::read_to_string(&out).unwrap().lines() {
+        let r: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(
+            r["provenance"]["score"], r["provenance"]["judge"]["score"],
+            "{r}"
+        );
+    }
+
+    // A template that does not parse is refused before anything is generated.
+    std::fs::write(&template, "{{ prompt ").unwrap();
+    let out2 = dir.join("k.jsonl");
+    let (ok, _, err) = sdg(
+        &model,
+        &seeds,
+        &out2,
+        &[
+            "--judge",
+            model.to_str().unwrap(),
+            "--judge-template",
+            template.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("judge template"), "{err}");
+    assert!(!out2.exists() && !journal(&out2).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -164,6 +164,9 @@ pub fn run(a: SdgArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot read --judge-template {}", p.display()))?,
         None => DEFAULT_JUDGE_TEMPLATE.to_string(),
     };
+    if a.judge.is_some() {
+        sdg::check_judge_template(&template)?;
+    }
     let score_regex =
         regex::Regex::new(&a.score_regex).map_err(|e| anyhow::anyhow!("--score-regex: {e}"))?;
 

@@ -90,7 +90,15 @@ impl Journal {
                     Some(first) => {
                         let h: Value = serde_json::from_str(first)
                             .map_err(|e| at(1, format!("not the journal's header: {e}")))?;
-                        if h["settings"] != header["settings"] {
+                        // Settings changed before any generation was written: nothing
+                        // to keep, start over with the new ones.
+                        let unused = lines.len() == 1
+                            && std::fs::metadata(out).map_or(true, |m| m.len() == 0);
+                        if h["settings"] != header["settings"] && unused {
+                            std::fs::write(&jpath, format!("{header}\n")).map_err(|e| {
+                                EvalError::Invalid(format!("{}: {e}", jpath.display()))
+                            })?;
+                        } else if h["settings"] != header["settings"] {
                             return Err(EvalError::Invalid(format!(
                                 "{} was made with other settings ({}) than this run's ({}): \
                                  rerun with the same settings to resume, or give another --out",

@@ -21,6 +21,6 @@ pub use filter::{Filter, FilterKind};
 pub use journal::{Journal, Resumed, journal_path};
 pub use pipeline::{
     Collect, DEFAULT_JUDGE_TEMPLATE, DEFAULT_SCORE_REGEX, Generation, Judge, Key, SdgConfig, Sink,
-    Stats, Teacher, run,
+    Stats, Teacher, check_judge_template, run,
 };
 pub use seeds::{DEFAULT_TOPIC_TEMPLATE, Seed, parse_seeds};

@@ -227,6 +227,17 @@ pub struct Stats {
     pub filtering_function: String,
 }
 
+/// Checks that a judge template renders (with empty `prompt` and `response`).
+pub fn check_judge_template(template: &str) -> Result<()> {
+    minijinja::Environment::new()
+        .render_str(
+            template,
+            minijinja::context! { prompt => "", response => "" },
+        )
+        .map(|_| ())
+        .map_err(|e| EvalError::Invalid(format!("the judge template: {e}")))
+}
+
 /// One finished sequence: its text, generated tokens' log-probabilities and finish.
 async fn complete(engine: &Engine, req: SeqRequest) -> Result<(String, Vec<f32>, String)> {
     let mut rx = engine
@@ -474,12 +485,7 @@ pub async fn run(
     }
     cfg.filter.validate()?;
     if let Some(j) = &cfg.judge {
-        minijinja::Environment::new()
-            .render_str(
-                &j.template,
-                minijinja::context! { prompt => "", response => "" },
-            )
-            .map_err(|e| EvalError::Invalid(format!("the judge template: {e}")))?;
+        check_judge_template(&j.template)?;
     }
     let teacher = engine.model(cfg.teacher.model).ok_or_else(|| {
         EvalError::Invalid(format!("teacher model {} is not loaded", cfg.teacher.model))
