@@ -59,6 +59,7 @@ enum Command {
     Merge(cmd::merge::MergeArgs),
     Perplexity(cmd::perplexity::PerplexityArgs),
     Eval(cmd::eval::EvalArgs),
+    Sdg(Box<cmd::sdg::SdgArgs>),
     Tool(cmd::tool::ToolArgs),
     Finetune(Box<cmd::finetune::FinetuneArgs>),
 }
@@ -114,6 +115,7 @@ fn main() -> ExitCode {
         Command::Merge(a) => cmd::merge::merge(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Sdg(a) => cmd::sdg::run(*a),
         Command::Tool(a) => cmd::tool::tool(a),
         Command::Finetune(a) => cmd::finetune::finetune(*a),
     };

@@ -9,6 +9,11 @@ pub enum EvalError {
     Engine(#[from] ferrollama_engine::EngineError),
     #[error("{0}")]
     Invalid(String),
+    #[error("shield: {0}")]
+    Safety(#[from] ferrollama_safety::SafetyError),
+    /// The engine refused or failed a generation (busy, shutting down).
+    #[error("generation: {0}")]
+    Generate(String),
     /// A task file that cannot be used (the message names the file and field).
     #[error("task file {0}")]
     Task(String),

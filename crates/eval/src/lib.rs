@@ -4,6 +4,9 @@
 //! generation with exact match, log-likelihood, rolling perplexity) read from YAML task
 //! files, run in process or against an OpenAI-compatible server.
 //!
+//! Also synthetic data generation ([`sdg`]): a teacher's sampled replies, shielded,
+//! scored and filtered into a training set.
+//!
 //! Sits on the engine's `Model` (weights + tokenizer); knows nothing of serving.
 
 pub mod backend;
@@ -20,6 +23,7 @@ pub mod prompt;
 pub mod pyrandom;
 pub mod report;
 pub mod scoring;
+pub mod sdg;
 pub mod task;
 pub mod templates;
 pub mod toolcall;

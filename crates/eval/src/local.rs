@@ -19,7 +19,7 @@
 //! disjoint windows of `max_length` tokens, each conditioned on the token before it.
 
 use ferrollama_engine::Model;
-use ferrollama_model::{KV_BLOCK, KvCache, KvType, Logits, SeqChunk, State};
+use ferrollama_model::{Adapter, KV_BLOCK, KvCache, KvType, Logits, SeqChunk, State};
 use ferrollama_tensor::ThreadPool;
 
 use crate::backend::{Backend, Context, LogLikelihood, cut_at_stops};
@@ -50,6 +50,8 @@ pub struct LocalBackend<'m> {
     kv: KvCache,
     st: State,
     opts: LocalOptions,
+    /// A LoRA adapter every sequence runs with (`eval --lora`); `None`: the base model.
+    adapter: Option<std::sync::Arc<Adapter>>,
 }
 
 /// (log-probability of `tok` under `logits`, whether `tok` is the first maximum).
@@ -86,7 +88,14 @@ impl<'m> LocalBackend<'m> {
             kv,
             st,
             opts,
+            adapter: None,
         })
+    }
+
+    /// Runs every sequence with `adapter` (made for this model) from now on.
+    pub fn with_adapter(mut self, adapter: Option<std::sync::Arc<Adapter>>) -> Self {
+        self.adapter = adapter;
+        self
     }
 
     /// The prefix token lm-eval puts before an empty context.
@@ -146,10 +155,14 @@ impl<'m> LocalBackend<'m> {
         for piece in tokens.chunks(self.opts.batch) {
             done += piece.len();
             let want = all || done == n;
-            let logits =
-                self.model
-                    .llama
-                    .forward(&self.pool, piece, &mut self.kv, &mut self.st, all)?;
+            let logits = self.model.llama.forward_lora(
+                &self.pool,
+                piece,
+                &mut self.kv,
+                &mut self.st,
+                all,
+                self.adapter.as_deref(),
+            )?;
             if want {
                 out.extend_from_slice(logits);
             }
@@ -243,10 +256,17 @@ impl<'m> LocalBackend<'m> {
                     logits: Logits::All,
                 })
                 .collect();
-            let logits =
-                self.model
-                    .llama
-                    .forward_batch(&self.pool, &seqs, &mut self.kv, &mut self.st)?;
+            let adapters: Vec<Option<&Adapter>> = match &self.adapter {
+                Some(a) => vec![Some(a.as_ref()); seqs.len()],
+                None => Vec::new(),
+            };
+            let logits = self.model.llama.forward_batch_lora(
+                &self.pool,
+                &seqs,
+                &adapters,
+                &mut self.kv,
+                &mut self.st,
+            )?;
             let mut row = 0;
             for &(i, _, _) in &group {
                 let c = &conts[i];

@@ -30,6 +30,7 @@ pub mod ops;
 pub mod paging;
 pub mod registry;
 pub mod reqlog;
+pub mod sdg;
 pub mod shields;
 pub mod state;
 pub mod vector_stores;
@@ -1186,6 +1187,14 @@ pub fn routes() -> Vec<Route> {
             api: "eval",
             body: None,
             handler: || get(datasets::benchmarks::job_result),
+        },
+        Route {
+            method: "POST",
+            path: "/v1/synthetic-data-generation/generate",
+            summary: "Llama Stack: synthetic data generation (each user message a seed; N replies, shield, score, filter)",
+            api: "synthetic-data-generation",
+            body: Some(schema::<sdg::SdgRequest>),
+            handler: || post(sdg::generate),
         },
         Route {
             method: "POST",

@@ -48,6 +48,11 @@ use super::model_args::ModelArgs;
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// Evaluate the model with this LoRA adapter (a PEFT folder or a llama.cpp GGUF
+    /// adapter, as `finetune --method lora` writes it), in process only: e.g. the same task
+    /// before and after fine-tuning.
+    #[arg(long = "lora", value_name = "ADAPTER", conflicts_with = "base_url")]
+    lora: Option<PathBuf>,
     /// The task file (YAML).
     #[arg(long, value_name = "FILE.yaml")]
     task: PathBuf,
@@ -156,8 +161,19 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                     prefix_sharing: !a.no_prefix_sharing,
                 },
             )
-            .context("cannot set up the model")?;
-            (&mut local, model.name.clone())
+            .context("cannot set up the model")?
+            .with_adapter(match &a.lora {
+                Some(p) => Some(std::sync::Arc::new(
+                    ferrollama_model::Adapter::load(p, &model.llama.config)
+                        .with_context(|| format!("--lora {}", p.display()))?,
+                )),
+                None => None,
+            });
+            let name = match &a.lora {
+                Some(p) => format!("{} + LoRA {}", model.name, p.display()),
+                None => model.name.clone(),
+            };
+            (&mut local, name)
         }
     };
     let judge_model = match &a.judge_model {

@@ -19,6 +19,7 @@ pub mod prompt_guard;
 pub mod pull;
 pub mod quantize;
 pub mod run;
+pub mod sdg;
 pub mod serve;
 pub mod source;
 pub mod teacher_data;
