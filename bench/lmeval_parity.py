@@ -4,9 +4,11 @@
 eval` (in process with and without prefix sharing, and with --base-url), on SmolLM2-135M
 F16 and on the original Q4_1. Writes a table of the differences.
 
-llama-server refuses `echo` on /v1/completions ("Only no echo is supported"), so lm-eval's
-`local-completions` cannot score log-likelihoods against it; the error lm-eval gets is
-recorded. What can still be compared: the same (context, continuation) requests lm-eval
+llama-server (llama-cpp-python 0.3.36's llama.cpp) accepts `echo: true` on /v1/completions
+but returns only the generated token's log-probability, in the chat-style
+`logprobs.content` shape, so lm-eval's `local-completions` cannot score log-likelihoods
+against it (it stops with `KeyError: 'token_logprobs'`); the error is recorded. What can
+still be compared: the same (context, continuation) requests lm-eval
 made, scored on llama-server one continuation token at a time (the prompt is the context
 and the tokens before it, as ids; `logit_bias` forces the token; `n_probs: 1` returns the
 sampled token's probability from the raw logits over the whole vocabulary).

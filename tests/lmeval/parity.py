@@ -7,8 +7,8 @@ against the same server. Per document and choice the log-likelihoods must agree,
 per-document and overall acc / acc_norm must be equal. Tolerances: --tol (1e-3 nats)
 against the same server; --tol-in-process (5e-3) in process, because the engine's
 results on F16 weights move by up to ~2.4e-3 with how many tokens share a forward call
-(measured on SmolLM2-135M F16, docs/eval.md), and serve (whole prompts, reused prefix
-blocks) and eval (a context once, then its choices) group tokens differently.
+(measured on SmolLM2-135M F16, docs/eval.md), and serve (its engine steps) and eval (a
+context once, then its choices) group tokens differently.
 
 lm-eval needs a tokenizer to count a request's context tokens; there is no Hugging Face
 Hub here, so tests/lmeval/gguf_tokenizer.py writes a `tokenizers` tokenizer.json from the
