@@ -52,3 +52,38 @@ def test_token_id_prompts_are_scored_each_in_its_choice(oa, model):
     assert [c.index for c in r.choices] == [0, 1]
     assert [len(c.logprobs.token_logprobs) for c in r.choices] == [4, 3]
     assert r.usage.prompt_tokens == 7
+
+
+# Prompts after which SmolLM2 ends its turn (<|im_end|>) at once.
+_ENDED_TURNS = [
+    "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\nHello! How can I help you today?",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n2+2 equals 4.",
+    "<|im_start|>user\nThanks!<|im_end|>\n<|im_start|>assistant\nYou're welcome!",
+]
+
+
+def test_a_stop_token_ending_the_output_is_listed_as_the_generated_token(oa, model):
+    # lm-eval's local-completions scores a continuation with `echo`, `max_tokens: 1`, and
+    # sums token_logprobs[ctxlen:-1]: the last entry must be the generated token even when
+    # that token is the end of turn (which adds no text), else the continuation's last
+    # token is dropped.
+    stopped = 0
+    for prompt in _ENDED_TURNS:
+        r = _score(oa, model, prompt, max_tokens=1)
+        c = r.choices[0]
+        lp = c.logprobs
+        n = r.usage.prompt_tokens
+        assert len(lp.token_logprobs) == n + 1, (prompt, c.finish_reason, lp.tokens[-3:])
+        assert len(lp.tokens) == len(lp.top_logprobs) == len(lp.text_offset) == n + 1
+        if c.finish_reason == "stop":
+            stopped += 1
+            # The stop token adds no text; it starts where the text ends.
+            assert c.text == prompt
+            assert lp.text_offset[-1] == len(prompt.encode())
+            assert lp.tokens[-1] == "<|im_end|>"
+            assert lp.token_logprobs[-1] <= 0.0 and math.isfinite(lp.token_logprobs[-1])
+        # The prompt's entries are those of scoring it alone.
+        alone = _score(oa, model, prompt).choices[0].logprobs.token_logprobs
+        for a, b in zip(alone[1:], lp.token_logprobs[1:n]):
+            assert abs(a - b) < 1e-4
+    assert stopped >= 1, "no prompt ended in a stop token: pick prompts the model ends"

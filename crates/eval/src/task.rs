@@ -227,9 +227,14 @@ pub struct Task {
     pub name: String,
     pub output_type: OutputType,
     pub docs: Dataset,
-    /// Few-shot source; `None`: the evaluated rows themselves (then the document being
-    /// asked is left out of its own examples, as lm-eval does).
+    /// Few-shot source; `None`: the evaluated rows themselves.
     pub fewshot_docs: Option<Dataset>,
+    /// Whether the document being asked is left out of its own examples: lm-eval 0.4
+    /// (`ConfigurableTask.fewshot_context`) does so when `fewshot_split` equals
+    /// `test_split` as written (both absent included), so a task with a `test_split` and
+    /// no `fewshot_split` draws its examples from the test rows without leaving the
+    /// question out.
+    pub fewshot_skips_doc: bool,
     pub num_fewshot: usize,
     pub sampler: Sampler,
     pub target_delimiter: String,
@@ -298,6 +303,7 @@ impl Task {
         let (docs_path, fewshot_path) = dataset_files(&raw, &resolve)?;
         let docs = Dataset::load(&docs_path)?;
         let fewshot_docs = fewshot_path.map(|p| Dataset::load(&p)).transpose()?;
+        let fewshot_skips_doc = fewshot_docs.is_none() && raw.fewshot_split == raw.test_split;
 
         let mut templates = Templates::new();
         let mut field = |name: &str, v: Option<RawTemplate>| -> Result<Option<FieldSpec>> {
@@ -434,6 +440,7 @@ impl Task {
             output_type: ot,
             docs,
             fewshot_docs,
+            fewshot_skips_doc,
             num_fewshot: raw.num_fewshot.unwrap_or(0),
             sampler,
             target_delimiter: raw.target_delimiter.unwrap_or_else(|| " ".into()),

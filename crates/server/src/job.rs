@@ -197,6 +197,9 @@ pub struct Output {
     pub logprobs: Vec<(u32, TokenLogprob)>,
     /// Prompt tokens `1..` when the prompt was scored (see [`Settings::prompt_logprobs`]).
     pub prompt_logprobs: Vec<TokenLogprob>,
+    /// The stop token that ended the output, with its log-probability (see
+    /// `Done::stop_token`); listed by `/v1/completions` only.
+    pub stop_token: Option<(u32, TokenLogprob)>,
     pub finish: Finish,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
@@ -744,6 +747,7 @@ pub async fn collect(app: &AppState, job: &Job, mut rx: Events) -> Result<Output
         ids: Vec::new(),
         logprobs: Vec::new(),
         prompt_logprobs: Vec::new(),
+        stop_token: None,
         finish: Finish::Generation(FinishReason::Stop),
         prompt_tokens: job.prompt.len(),
         cached_tokens: 0,
@@ -817,6 +821,7 @@ pub fn apply_done(out: &mut Output, d: Done) {
     out.cached_tokens = d.cached_tokens;
     out.completion_tokens = d.completion_tokens;
     out.prompt_logprobs = d.prompt_logprobs;
+    out.stop_token = d.stop_token;
 }
 
 fn tool_names(job: &Job) -> Vec<String> {

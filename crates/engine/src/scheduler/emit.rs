@@ -13,6 +13,7 @@ pub(super) fn finish_early(s: &Seq, finish: Finish) {
             cached_tokens: s.cached_tokens,
             completion_tokens: s.generated,
             prompt_logprobs: Vec::new(),
+            stop_token: None,
         }));
     }
 }
@@ -72,7 +73,9 @@ pub(super) fn sample_and_emit(
     let logprob = (s.req.logprobs.is_some() || !s.req.watch.is_empty())
         .then(|| logprob_of(logits, next, s.req.logprobs.unwrap_or(0), &s.req.watch));
     if model.is_stop(next) && !s.req.ignore_eos && eos_ok(&s.matcher) {
-        return Some(done(FinishReason::Stop, s));
+        let mut d = done(FinishReason::Stop, s);
+        d.stop_token = logprob.map(|lp| (next, lp));
+        return Some(d);
     }
     // Timing: first token or inter-token gap.
     match s.last_token {
@@ -90,6 +93,7 @@ pub(super) fn sample_and_emit(
             cached_tokens: 0,
             completion_tokens: 0,
             prompt_logprobs: Vec::new(),
+            stop_token: None,
         });
     }
     if s.matcher
@@ -173,6 +177,7 @@ fn done(reason: FinishReason, s: &mut Seq) -> Done {
         cached_tokens: 0,
         completion_tokens: 0,
         prompt_logprobs: Vec::new(),
+        stop_token: None,
     }
 }
 

@@ -133,6 +133,12 @@ pub struct Done {
     /// With [`SeqRequest::prompt_logprobs`]: prompt tokens `1..` in order (the first token
     /// has no context, hence no log-probability). Empty otherwise.
     pub prompt_logprobs: Vec<TokenLogprob>,
+    /// The stop token that ended the sequence ([`FinishReason::Stop`] on an end-of-text
+    /// token) with its log-probability, when log-probabilities were asked for. It is not
+    /// streamed (it has no text); the legacy completions API lists it as the generated
+    /// token, which lm-evaluation-harness's `local-completions` counts on (`echo` with
+    /// `max_tokens: 1`, dropping the last token's log-probability).
+    pub stop_token: Option<(u32, TokenLogprob)>,
 }
 
 /// Why a sequence ended.

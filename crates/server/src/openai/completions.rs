@@ -191,7 +191,8 @@ async fn completions_with(
 
 /// The legacy `logprobs` object: `tokens`, `token_logprobs`, `top_logprobs` (a dict per
 /// token) and `text_offset` (byte offsets into the choice's `text`). With `echo` the
-/// prompt's tokens come first, the first one with null entries (nothing precedes it).
+/// prompt's tokens come first, the first one with null entries (nothing precedes it); a
+/// stop token that ended the output comes last.
 fn logprobs_json(job: &Job, echoed: bool, out: &Output) -> Value {
     let model = &job.loaded;
     let mut offset = 0;
@@ -223,6 +224,13 @@ fn logprobs_json(job: &Job, echoed: bool, out: &Output) -> Value {
         }
     }
     for (id, lp) in &out.logprobs {
+        push(*id, Some(lp));
+    }
+    // A stop token that ended the output is listed as generated, though it adds no text
+    // (as OpenAI's legacy API and vLLM list it): lm-eval's local-completions asks
+    // `max_tokens: 1` with `echo` and drops the last entry as the generated token, so
+    // without it the continuation's last token would be lost.
+    if let Some((id, lp)) = &out.stop_token {
         push(*id, Some(lp));
     }
     json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offs})

@@ -422,6 +422,7 @@ pub fn empty_output(job: &Job) -> Output {
         ids: Vec::new(),
         logprobs: Vec::new(),
         prompt_logprobs: Vec::new(),
+        stop_token: None,
         finish: ferrollama_engine::scheduler::Finish::Timeout,
         prompt_tokens: job.prompt.len(),
         cached_tokens: 0,

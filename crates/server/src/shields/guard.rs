@@ -213,6 +213,7 @@ pub fn refusal(job: &Job) -> Events {
         cached_tokens: 0,
         completion_tokens: 0,
         prompt_logprobs: Vec::new(),
+        stop_token: None,
     }));
     Events::new(rx)
 }
@@ -259,6 +260,7 @@ async fn moderate_loop(
             cached_tokens: 0,
             completion_tokens,
             prompt_logprobs: Vec::new(),
+            stop_token: None,
         }));
     };
     loop {
