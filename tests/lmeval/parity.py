@@ -5,9 +5,7 @@ multiple-choice task against `ferrollama serve`; `ferrollama eval` scores the sa
 file on the same GGUF in process, and with --http also through its own HTTP backend
 against the same server. Per document and choice the log-likelihoods must agree, and the
 per-document and overall acc / acc_norm must be equal. Tolerances: --tol (1e-3 nats)
-against the same server and in process with --no-prefix-sharing (each context + choice
-one sequence, as serve runs lm-eval's requests); --tol-in-process (5e-3) in process with
-prefix sharing (the default), because the engine's
+against the same server; --tol-in-process (5e-3) in process, because the engine's
 results on F16 weights move by up to ~2.4e-3 with how many tokens share a forward call
 (measured on SmolLM2-135M F16, docs/eval.md), and serve (its engine steps) and eval (a
 context once, then its choices) group tokens differently.
@@ -354,12 +352,7 @@ def run_checks(a, work, model_id, task_dir, task_yaml, tok_dir, add_bos, texts, 
             k, lim = int(k), (int(lim) if lim else None)
             lm, lm_s = run_lm_eval(sys.executable, srv.base, model_id, tok_dir, add_bos,
                                    task_dir, k, os.path.join(work, f"lmeval-{k}shot"), limit=lim)
-            # In process as serve groups tokens (each context + choice one sequence): held to
-            # --tol; with prefix sharing (the default layout) to --tol-in-process.
-            runs = [("in process --no-prefix-sharing", a.tol, run_ferrollama_eval(
-                a.bin, a.model, task_yaml, k, os.path.join(work, f"ferrollama-ns-{k}shot.json"),
-                extra=("--no-prefix-sharing",), limit=lim)),
-                ("in process", a.tol_in_process, run_ferrollama_eval(
+            runs = [("in process", a.tol_in_process, run_ferrollama_eval(
                 a.bin, a.model, task_yaml, k, os.path.join(work, f"ferrollama-{k}shot.json"),
                 limit=lim))]
             if str(k) in a.http.split(","):

@@ -7,8 +7,8 @@
 //! crash leaves at worst one torn last line, without its newline: it is detected and cut
 //! off, and that piece of work is done again. A rerun with the same settings skips every
 //! (prompt, generation) key in the journal and every record already in `OUT`, and since
-//! seeds are per key and filters deterministic, ends with the same files as a run that
-//! never stopped. A bad line anywhere else, or different settings, is an error that names
+//! seeds are per key and filters deterministic, ends with the same records as a run that
+//! never stopped (scores to float rounding: see docs/sdg.md). A bad line anywhere else, or different settings, is an error that names
 //! the file and line: nothing is overwritten.
 
 use std::collections::{HashMap, HashSet};

@@ -10,7 +10,8 @@
 //! - [`journal`]: the dataset file and its journal, resumable after a crash.
 //!
 //! Key choice: each (prompt, generation) has its own sampling seed and filters are
-//! deterministic, so a resumed run ends with the same dataset as one that never stopped.
+//! deterministic, so a resumed run ends with the same records as one that never stopped
+//! (scores equal to float rounding, which depends on how sequences shared engine steps).
 
 pub mod filter;
 pub mod journal;
