@@ -18,23 +18,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::format_data::{WORDS, question, shuffled};
+use common::smollm2;
+
+use std::path::Path;
 
 use serde_json::{Value, json};
-
-const WORDS: &str = "apple river mountain candle garden pencil window rocket silver thunder
-forest bridge castle dragon engine feather galaxy harbor island jacket
-kettle lantern marble needle orange planet quartz rabbit saddle tomato
-umbrella velvet walnut yellow zebra anchor basket cactus dolphin eagle
-falcon ginger hammer igloo jungle koala lemon magnet nectar oyster
-parrot quiver sunset tiger violin wizard yogurt button cloud";
-
-const QUESTIONS: [&str; 4] = [
-    "Spell out the word {w} for me.",
-    "What word is this: {w}?",
-    "Tell me about the word '{w}'.",
-    "Repeat {w}.",
-];
 
 /// The teacher's prompt: the rule as a system message, then four examples as turns (none of
 /// them a word of the data). SmolLM2-135M ignores the rule alone (0 of 40 replies in the
@@ -62,41 +51,6 @@ fn teacher_prompt() -> Value {
 
 /// The format, as the eval task's regex checks it.
 const FORMAT: &str = r"^\s*(Answer): [A-Z]+ \(\d+ letters\)";
-
-fn smollm2() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLLAMA_SMOLLM2") {
-        return PathBuf::from(p);
-    }
-    let out = common::run(common::bin().args(["fetch", "smollm2"]), b"");
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string(),
-    )
-}
-
-/// lora_format.rs's seeded Fisher–Yates shuffle (the same split).
-fn shuffled(mut v: Vec<&str>) -> Vec<&str> {
-    let mut s = 0u64;
-    for i in (1..v.len()).rev() {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        v.swap(i, (z % (i as u64 + 1)) as usize);
-    }
-    v
-}
-
-fn question(i: usize, w: &str) -> String {
-    QUESTIONS[i % QUESTIONS.len()].replace("{w}", w)
-}
 
 fn run_ok(cmd: &mut std::process::Command, what: &str) -> String {
     let o = common::run(cmd, b"");

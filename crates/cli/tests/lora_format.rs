@@ -17,61 +17,14 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::format_data::{WORDS, question, shuffled};
+use common::smollm2;
+
 use std::sync::Arc;
 
 use ferrollama_engine::ChatMessage;
 use ferrollama_engine::{GenerateParams, Lora, Model, SamplerConfig, Session, generate};
 use ferrollama_model::KvType;
-
-const WORDS: &str = "apple river mountain candle garden pencil window rocket silver thunder
-forest bridge castle dragon engine feather galaxy harbor island jacket
-kettle lantern marble needle orange planet quartz rabbit saddle tomato
-umbrella velvet walnut yellow zebra anchor basket cactus dolphin eagle
-falcon ginger hammer igloo jungle koala lemon magnet nectar oyster
-parrot quiver sunset tiger violin wizard yogurt button cloud";
-
-const QUESTIONS: [&str; 4] = [
-    "Spell out the word {w} for me.",
-    "What word is this: {w}?",
-    "Tell me about the word '{w}'.",
-    "Repeat {w}.",
-];
-
-fn smollm2() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLLAMA_SMOLLM2") {
-        return PathBuf::from(p);
-    }
-    let out = common::run(common::bin().args(["fetch", "smollm2"]), b"");
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-}
-
-/// A seeded Fisher–Yates shuffle (splitmix64): any fixed permutation serves; the split must
-/// only be the same on every run.
-fn shuffled(mut v: Vec<&str>) -> Vec<&str> {
-    let mut s = 0u64;
-    for i in (1..v.len()).rev() {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        v.swap(i, (z % (i as u64 + 1)) as usize);
-    }
-    v
-}
-
-fn question(i: usize, w: &str) -> String {
-    QUESTIONS[i % QUESTIONS.len()].replace("{w}", w)
-}
 
 fn answer(w: &str) -> String {
     format!("Answer: {} ({} letters)", w.to_uppercase(), w.len())

@@ -8,26 +8,11 @@
 
 mod common;
 
+use common::smollm2;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-
-fn smollm2() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROLLAMA_SMOLLM2") {
-        return PathBuf::from(p);
-    }
-    let out = common::run(common::bin().args(["fetch", "smollm2"]), b"");
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string(),
-    )
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ferrollama-sdg-{name}-{}", std::process::id()));

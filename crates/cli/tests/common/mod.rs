@@ -2,9 +2,11 @@
 //! `serve` as a child process ([`server`]).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod format_data;
 pub mod server;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 pub fn bin() -> Command {
@@ -32,4 +34,21 @@ pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// SmolLM2-135M-Instruct Q4_1: `$FERROLLAMA_SMOLLM2`, else fetched into the cache.
+pub fn smollm2() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROLLAMA_SMOLLM2") {
+        return PathBuf::from(p);
+    }
+    let out = run(bin().args(["fetch", "smollm2"]), b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .expect("UTF-8 path")
+            .trim()
+            .lines()
+            .last()
+            .expect("a path"),
+    )
 }

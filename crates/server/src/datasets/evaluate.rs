@@ -141,17 +141,7 @@ pub fn agent_row_input(row: &Row, at: &str) -> Result<Vec<Value>, ApiError> {
         ApiError::invalid_param(column, format!("{at}: column '{column}' {what}"))
     };
     if let Some(v) = row.get(CHAT_INPUT) {
-        let list = match v {
-            Value::String(s) => serde_json::from_str::<Value>(s)
-                .map_err(|e| bad(CHAT_INPUT, format!("is not valid JSON: {e}")))?,
-            v @ Value::Array(_) => v.clone(),
-            _ => {
-                return Err(bad(
-                    CHAT_INPUT,
-                    "must be a JSON string of a list of messages".into(),
-                ));
-            }
-        };
+        let list = chat_list(v, &bad)?;
         let Value::Array(msgs) = list else {
             return Err(bad(CHAT_INPUT, "must be a list of messages".into()));
         };
@@ -209,6 +199,20 @@ pub enum RowInput {
     Completion(String),
 }
 
+/// A `chat_completion_input` cell as JSON: a string of JSON (llama-stack's form) or the
+/// list itself.
+fn chat_list(v: &Value, bad: &impl Fn(&str, String) -> ApiError) -> Result<Value, ApiError> {
+    match v {
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .map_err(|e| bad(CHAT_INPUT, format!("is not valid JSON: {e}"))),
+        v @ Value::Array(_) => Ok(v.clone()),
+        _ => Err(bad(
+            CHAT_INPUT,
+            "must be a JSON string of a list of messages".into(),
+        )),
+    }
+}
+
 /// The input of one row (see the module docs); `at` names the row in errors.
 pub fn row_input(row: &Row, system: Option<&str>, at: &str) -> Result<RowInput, ApiError> {
     let bad = |column: &str, what: String| {
@@ -219,17 +223,7 @@ pub fn row_input(row: &Row, system: Option<&str>, at: &str) -> Result<RowInput, 
         .into_iter()
         .collect();
     if let Some(v) = row.get(CHAT_INPUT) {
-        let list = match v {
-            Value::String(s) => serde_json::from_str::<Value>(s)
-                .map_err(|e| bad(CHAT_INPUT, format!("is not valid JSON: {e}")))?,
-            v @ Value::Array(_) => v.clone(),
-            _ => {
-                return Err(bad(
-                    CHAT_INPUT,
-                    "must be a JSON string of a list of messages".into(),
-                ));
-            }
-        };
+        let list = chat_list(v, &bad)?;
         let msgs: Vec<LsMessage> = serde_json::from_value(list).map_err(|e| {
             bad(
                 CHAT_INPUT,
