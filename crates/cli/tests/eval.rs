@@ -317,16 +317,20 @@ fn base_url_generation_matches_in_process() {
     assert!(ok, "{stderr}");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("http.json");
-    let o = common::run(
-        common::bin()
-            .args(["eval", "-m", "tiny-f16", "--base-url", &url, "--task"])
-            .arg(&gen_task)
-            .arg("--json")
-            .arg(&out),
-        b"",
-    );
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let http: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    // `ferrollama eval --base-url` on `task` against the server: its --json report.
+    let over_http = |task: &std::path::Path| -> Value {
+        let o = common::run(
+            common::bin()
+                .args(["eval", "-m", "tiny-f16", "--base-url", &url, "--task"])
+                .arg(task)
+                .arg("--json")
+                .arg(&out),
+            b"",
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+    };
+    let http = over_http(&gen_task);
     let responses = |v: &Value| -> Vec<Value> {
         v["samples"]
             .as_array()
@@ -347,16 +351,7 @@ fn base_url_generation_matches_in_process() {
     let mc = root().join("testdata/eval/mc.yaml");
     let (ok, _, stderr, local) = eval(&mc, &[]);
     assert!(ok, "{stderr}");
-    let o = common::run(
-        common::bin()
-            .args(["eval", "-m", "tiny-f16", "--base-url", &url, "--task"])
-            .arg(&mc)
-            .arg("--json")
-            .arg(&out),
-        b"",
-    );
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let http: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let http = over_http(&mc);
     let lls = |v: &Value| -> Vec<f64> {
         v["samples"]
             .as_array()

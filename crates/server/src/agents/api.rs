@@ -92,20 +92,26 @@ pub async fn create(
     State(app): State<Arc<AppState>>,
     JsonBody(req): JsonBody<CreateAgent>,
 ) -> Result<Response, ApiError> {
-    if !req.agent_config.is_object() {
+    let id = create_agent(&app, &req.agent_config).await?;
+    tracing::info!(agent = %id, "agent created");
+    Ok(axum::Json(json!({ "agent_id": id })).into_response())
+}
+
+/// Checks `config` as a turn would use it and stores a new agent with it; its id.
+async fn create_agent(app: &AppState, config: &Value) -> Result<String, ApiError> {
+    if !config.is_object() {
         return Err(ApiError::invalid_param(
             "agent_config",
             "agent_config must be an object with at least `model` and `instructions`",
         ));
     }
-    turn_config(&app, &req.agent_config, &[], None, false).await?;
+    turn_config(app, config, &[], None, false).await?;
     let id = new_id();
     app.agents
         .db
-        .create_agent(&id, &req.agent_config, &now())
+        .create_agent(&id, config, &now())
         .map_err(db_error)?;
-    tracing::info!(agent = %id, "agent created");
-    Ok(axum::Json(json!({ "agent_id": id })).into_response())
+    Ok(id)
 }
 
 fn agent_json(r: &ferrollama_agents::db::AgentRow) -> Value {
@@ -669,6 +675,35 @@ struct Run {
     resume: Option<(Vec<ToolCall>, Vec<ToolResponse>)>,
 }
 
+impl Run {
+    /// A new turn of `session_id` on `input`, run over `history` (the session's messages,
+    /// then `input`).
+    fn new_turn(
+        app: &Arc<AppState>,
+        cfg: TurnConfig,
+        session_id: String,
+        input: Vec<Message>,
+        history: Vec<Message>,
+        keys: ferrollama_tools::ProviderKeys,
+    ) -> Run {
+        Run {
+            app: app.clone(),
+            cfg,
+            doc: TurnDoc {
+                turn_id: new_id(),
+                session_id,
+                input_messages: input,
+                steps: Vec::new(),
+                started_at: now(),
+            },
+            history,
+            fresh: true,
+            keys,
+            resume: None,
+        }
+    }
+}
+
 /// Runs the turn, stores it, and returns the turn object; events (and the final payload)
 /// go to `tx` as SSE frames when streaming.
 async fn run(mut r: Run, tx: Option<mpsc::Sender<String>>) -> Result<Value, ApiError> {
@@ -821,21 +856,7 @@ pub async fn create_turn(
     .await?;
     let mut hist = history(&app, &session_id)?;
     hist.extend(input.iter().cloned());
-    let r = Run {
-        app: app.clone(),
-        cfg,
-        doc: TurnDoc {
-            turn_id: new_id(),
-            session_id,
-            input_messages: input,
-            steps: Vec::new(),
-            started_at: now(),
-        },
-        history: hist,
-        fresh: true,
-        keys: keys(&headers),
-        resume: None,
-    };
+    let r = Run::new_turn(&app, cfg, session_id, input, hist, keys(&headers));
     respond(r, req.stream.unwrap_or(false)).await
 }
 
@@ -976,18 +997,7 @@ pub async fn get_step(
 /// row, kept afterwards, so how each answer was reached (steps, tool calls) can be read
 /// back through the agents API.
 pub(crate) async fn create_for_eval(app: &AppState, config: &Value) -> Result<String, ApiError> {
-    if !config.is_object() {
-        return Err(ApiError::invalid_param(
-            "agent_config",
-            "eval_candidate.config must be an agent config object with at least `model` and `instructions`",
-        ));
-    }
-    turn_config(app, config, &[], None, false).await?;
-    let id = new_id();
-    app.agents
-        .db
-        .create_agent(&id, config, &now())
-        .map_err(db_error)?;
+    let id = create_agent(app, config).await?;
     tracing::info!(agent = %id, "agent created for an evaluation");
     Ok(id)
 }
@@ -1017,21 +1027,15 @@ pub(crate) async fn eval_turn(
         .db
         .create_session(agent_id, &session_id, name, &now())
         .map_err(db_error)?;
-    let r = Run {
-        app: app.clone(),
+    let history = input.clone();
+    let r = Run::new_turn(
+        app,
         cfg,
-        doc: TurnDoc {
-            turn_id: new_id(),
-            session_id,
-            input_messages: input.clone(),
-            steps: Vec::new(),
-            started_at: now(),
-        },
-        history: input,
-        fresh: true,
-        keys: ferrollama_tools::ProviderKeys::default(),
-        resume: None,
-    };
+        session_id,
+        input,
+        history,
+        ferrollama_tools::ProviderKeys::default(),
+    );
     let turn = run(r, None).await?;
     Ok(match &turn["output_message"]["content"] {
         Value::String(s) => s.clone(),
